@@ -1,0 +1,44 @@
+"""The ``appmult-fx`` command line: one module per command group, each with ``register()``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Each module named here defines ``register(subparsers)``, which adds its sub-command(s) and
+# sets ``func`` (a callable taking the parsed args and returning an exit code).
+_COMMAND_MODULES = ["layers"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every sub-command registered."""
+    parser = argparse.ArgumentParser(
+        prog="appmult-fx",
+        description="Simulate, retrain and export networks whose multipliers are approximate.",
+    )
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"appmult-fx {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        importlib.import_module(f"{__name__}.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``appmult-fx`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        print(f"appmult-fx: error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,167 @@
+"""The ``appmult`` integer LUT-GEMM custom ops: schemas, fake kernels, dispatch, autograd.
+
+Kernel-level ops (table indices in, no autograd):
+
+* ``appmult::lut_bmm(a u8[B,M,K], w u8[B,K,N], table i32[n,n]) -> i32[B,M,N]``
+* ``appmult::lut_bmm_grad_a(g f32[B,M,N], a, w, ga f32[n,n]) -> f32[B,M,K]``
+* ``appmult::lut_bmm_grad_w(g f32[B,M,N], a, w, gw f32[n,n]) -> f32[B,K,N]``
+
+Differentiable op (integer-valued float codes in, used by the converted graphs):
+
+* ``appmult::approx_bmm(qa f32[B,M,K], qb f32[B,K,N], table, grad_a?, grad_b?) -> f32[B,M,N]``
+  returns ``SUM_k AM(qa, qb)``; its backward uses the gradient LUTs when given
+  (``gradient="lut"``) and the exact product's gradient otherwise (``gradient="ste"``).
+
+Each op runs the compiled kernel for the tensors' device when one is available and the
+pure-PyTorch reference otherwise (or always, with ``APPMULT_FX_REFERENCE=1``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import Tensor
+
+from ..luts.indexing import codes_to_indices
+from . import kernels, reference
+
+
+def _use_reference() -> bool:
+    return os.environ.get("APPMULT_FX_REFERENCE", "") not in ("", "0")
+
+
+def _impl(device: torch.device):
+    backend = None if _use_reference() else kernels.backend_for(device)
+    return backend if backend is not None else reference
+
+
+def _table_bits(table: Tensor) -> int:
+    n = table.shape[0]
+    return n.bit_length() - 1
+
+
+def _check_table(table: Tensor, dtype: torch.dtype, what: str) -> None:
+    n = table.shape[0] if table.dim() == 2 else -1
+    torch._check(
+        table.dim() == 2 and table.shape[0] == table.shape[1] and n in (4, 8, 16, 32, 64, 128, 256),
+        lambda: f"expected {what} of shape (2**bits, 2**bits) with bits in 2..8, got {tuple(table.shape)}",
+    )
+    torch._check(table.dtype == dtype, lambda: f"expected {what} dtype {dtype}, got {table.dtype}")
+
+
+def _check_indices(a: Tensor, w: Tensor) -> None:
+    torch._check(a.dim() == 3 and w.dim() == 3, lambda: f"expected a [B,M,K] and w [B,K,N], got {tuple(a.shape)} and {tuple(w.shape)}")
+    torch._check(a.dtype == torch.uint8 and w.dtype == torch.uint8, lambda: f"expected uint8 indices, got {a.dtype} and {w.dtype}")
+    torch._check(a.shape[0] == w.shape[0] and a.shape[2] == w.shape[1], lambda: f"batch/inner dimensions differ: a {tuple(a.shape)}, w {tuple(w.shape)}")
+    torch._check(a.device == w.device, lambda: f"a on {a.device} but w on {w.device}")
+
+
+def _check_grad(g: Tensor, a: Tensor, w: Tensor) -> None:
+    torch._check(
+        g.dim() == 3 and tuple(g.shape) == (a.shape[0], a.shape[1], w.shape[2]),
+        lambda: f"expected grad of shape {(a.shape[0], a.shape[1], w.shape[2])}, got {tuple(g.shape)}",
+    )
+    torch._check(g.dtype == torch.float32, lambda: f"expected float32 grad, got {g.dtype}")
+
+
+@torch.library.custom_op("appmult::lut_bmm", mutates_args=())
+def lut_bmm(a: Tensor, w: Tensor, table: Tensor) -> Tensor:
+    """Batched LUT-GEMM ``Y[b,m,n] = SUM_k table[a[b,m,k], w[b,k,n]]`` (exact, int32)."""
+    _check_indices(a, w)
+    _check_table(table, torch.int32, "table")
+    return _impl(a.device).lut_bmm(a.contiguous(), w.contiguous(), table.to(a.device).contiguous())
+
+
+@lut_bmm.register_fake
+def _lut_bmm_fake(a: Tensor, w: Tensor, table: Tensor) -> Tensor:
+    _check_indices(a, w)
+    _check_table(table, torch.int32, "table")
+    return a.new_empty((a.shape[0], a.shape[1], w.shape[2]), dtype=torch.int32)
+
+
+@torch.library.custom_op("appmult::lut_bmm_grad_a", mutates_args=())
+def lut_bmm_grad_a(g: Tensor, a: Tensor, w: Tensor, ga: Tensor) -> Tensor:
+    """Activation-gradient product ``dA[b,m,k] = SUM_n g[b,m,n] * ga[a[b,m,k], w[b,k,n]]``."""
+    _check_indices(a, w)
+    _check_grad(g, a, w)
+    _check_table(ga, torch.float32, "ga")
+    return _impl(a.device).lut_bmm_grad_a(g.contiguous(), a.contiguous(), w.contiguous(), ga.to(a.device).contiguous())
+
+
+@lut_bmm_grad_a.register_fake
+def _lut_bmm_grad_a_fake(g: Tensor, a: Tensor, w: Tensor, ga: Tensor) -> Tensor:
+    _check_indices(a, w)
+    _check_grad(g, a, w)
+    return g.new_empty(a.shape, dtype=torch.float32)
+
+
+@torch.library.custom_op("appmult::lut_bmm_grad_w", mutates_args=())
+def lut_bmm_grad_w(g: Tensor, a: Tensor, w: Tensor, gw: Tensor) -> Tensor:
+    """Weight-gradient product ``dW[b,k,n] = SUM_m g[b,m,n] * gw[a[b,m,k], w[b,k,n]]``."""
+    _check_indices(a, w)
+    _check_grad(g, a, w)
+    _check_table(gw, torch.float32, "gw")
+    return _impl(a.device).lut_bmm_grad_w(g.contiguous(), a.contiguous(), w.contiguous(), gw.to(a.device).contiguous())
+
+
+@lut_bmm_grad_w.register_fake
+def _lut_bmm_grad_w_fake(g: Tensor, a: Tensor, w: Tensor, gw: Tensor) -> Tensor:
+    _check_indices(a, w)
+    _check_grad(g, a, w)
+    return g.new_empty(w.shape, dtype=torch.float32)
+
+
+def _check_codes(qa: Tensor, qb: Tensor, table: Tensor, grad_a: Tensor | None, grad_b: Tensor | None) -> None:
+    torch._check(qa.dim() == 3 and qb.dim() == 3, lambda: f"expected qa [B,M,K] and qb [B,K,N], got {tuple(qa.shape)} and {tuple(qb.shape)}")
+    torch._check(qa.shape[0] == qb.shape[0] and qa.shape[2] == qb.shape[1], lambda: f"batch/inner dimensions differ: {tuple(qa.shape)} @ {tuple(qb.shape)}")
+    torch._check(qa.dtype == torch.float32 and qb.dtype == torch.float32, lambda: f"expected float32 codes, got {qa.dtype} and {qb.dtype}")
+    _check_table(table, torch.int32, "table")
+    torch._check((grad_a is None) == (grad_b is None), lambda: "grad_a and grad_b must be given together")
+    for g in (grad_a, grad_b):
+        if g is not None:
+            _check_table(g, torch.float32, "gradient table")
+            torch._check(g.shape == table.shape, lambda: "gradient tables must match the table's shape")
+
+
+@torch.library.custom_op("appmult::approx_bmm", mutates_args=())
+def approx_bmm(qa: Tensor, qb: Tensor, table: Tensor, grad_a: Tensor | None, grad_b: Tensor | None) -> Tensor:
+    """``SUM_k AM(qa[b,m,k], qb[b,k,n])`` for integer-valued float codes, as float32."""
+    _check_codes(qa, qb, table, grad_a, grad_b)
+    bits = _table_bits(table)
+    acc = lut_bmm(codes_to_indices(qa, bits), codes_to_indices(qb, bits), table)
+    return acc.to(torch.float32)
+
+
+@approx_bmm.register_fake
+def _approx_bmm_fake(qa: Tensor, qb: Tensor, table: Tensor, grad_a: Tensor | None, grad_b: Tensor | None) -> Tensor:
+    _check_codes(qa, qb, table, grad_a, grad_b)
+    return qa.new_empty((qa.shape[0], qa.shape[1], qb.shape[2]))
+
+
+def _approx_bmm_setup(ctx, inputs, output) -> None:  # noqa: ANN001
+    qa, qb, table, grad_a, grad_b = inputs
+    ctx.bits = _table_bits(table)
+    ctx.save_for_backward(qa, qb, grad_a, grad_b)
+
+
+def _approx_bmm_backward(ctx, g: Tensor):  # noqa: ANN001, ANN202
+    qa, qb, grad_a, grad_b = ctx.saved_tensors
+    need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    g = g.contiguous()
+    da = db = None
+    if grad_a is None:  # straight-through: gradient of the exact product
+        if need_a:
+            da = torch.bmm(g, qb.transpose(1, 2))
+        if need_b:
+            db = torch.bmm(qa.transpose(1, 2), g)
+    else:
+        ia, ib = codes_to_indices(qa, ctx.bits), codes_to_indices(qb, ctx.bits)
+        if need_a:
+            da = lut_bmm_grad_a(g, ia, ib, grad_a)
+        if need_b:
+            db = lut_bmm_grad_w(g, ia, ib, grad_b)
+    return da, db, None, None, None
+
+
+approx_bmm.register_autograd(_approx_bmm_backward, setup_context=_approx_bmm_setup)

@@ -1,0 +1,5 @@
+"""The multiplier/LUT library: multiplier value objects, tables, gradients, metrics, files.
+
+This package sits below every other layer of appmult-fx and imports nothing from them.
+It is installed as ``appmult_fx.luts`` (see ``pyproject.toml``'s package-dir mapping).
+"""

@@ -1,0 +1,56 @@
+"""The one definition of how operand values index a multiplier table.
+
+A ``bits``-bit multiplier table has ``2**bits`` rows (first operand, the activation) and
+``2**bits`` columns (second operand, the weight). Row/column *index* ``i`` holds the operand
+whose two's-complement bit pattern is ``i``:
+
+* unsigned operands: value ``v`` in ``[0, 2**bits - 1]`` has index ``v``;
+* signed operands: value ``v`` in ``[-2**(bits-1), 2**(bits-1) - 1]`` has index
+  ``v mod 2**bits`` (so ``-1`` is index ``2**bits - 1``), the convention of TorchApprox
+  (``(uint8)a << 8 | (uint8)b``) and of hardware.
+
+Kernels only ever see indices (``uint8``), never signedness.
+"""
+
+from __future__ import annotations
+
+import torch
+
+MIN_BITS = 2
+MAX_BITS = 8
+
+
+def check_bits(bits: int) -> int:
+    """Return ``bits`` if it is a supported integer operand width, else raise ValueError."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
+        raise ValueError(f"bits must be an integer in [{MIN_BITS}, {MAX_BITS}], got {bits!r}")
+    return bits
+
+
+def operand_range(bits: int, signed: bool) -> tuple[int, int]:
+    """Smallest and largest operand value of a ``bits``-bit (un)signed multiplier."""
+    check_bits(bits)
+    if signed:
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
+def operand_values(bits: int, signed: bool) -> torch.Tensor:
+    """The operand value of every table index ``0 .. 2**bits - 1`` (int64 tensor)."""
+    check_bits(bits)
+    idx = torch.arange(1 << bits, dtype=torch.int64)
+    if signed:
+        idx = torch.where(idx >= (1 << (bits - 1)), idx - (1 << bits), idx)
+    return idx
+
+
+def value_to_index(values: torch.Tensor, bits: int) -> torch.Tensor:
+    """Table index of each operand value (two's-complement low ``bits`` bits), as int64."""
+    return torch.bitwise_and(values.to(torch.int64), (1 << bits) - 1)
+
+
+def codes_to_indices(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """Kernel-ready ``uint8`` indices of integer-valued codes (any dtype, float included)."""
+    if codes.is_floating_point():
+        codes = codes.round()
+    return torch.bitwise_and(codes.to(torch.int64), (1 << bits) - 1).to(torch.uint8)

@@ -1,0 +1,123 @@
+"""Quantizer modules that turn float tensors into integer codes for a multiplier.
+
+Unsigned multipliers use the seed's asymmetric per-tensor scheme: ``x ~ s * (q + zp)`` with
+``q`` in ``[0, 2**bits - 1]``, ``s = max((max - min) / qmax, eps)``, ``zp = round(min / s) <= 0``.
+Signed multipliers use symmetric two's-complement codes: ``x ~ s * q`` with
+``q`` in ``[-2**(bits-1), 2**(bits-1) - 1]``, ``s = max|x| / (2**(bits-1) - 1)``, ``zp = 0``.
+The range always includes 0, so a zero input (e.g. padding) is represented exactly.
+Rounding is straight-through: the gradient is ``1/s`` inside the range and 0 where clamped;
+scale and zero point receive no gradient. Every quantizer returns ``(codes, scale, zero_point)``
+with ``codes`` a float tensor holding integers.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import Tensor, nn
+
+from ..luts.indexing import operand_range
+
+_EPS = float(torch.finfo(torch.float32).eps)
+
+
+def qparams(lo: Tensor, hi: Tensor, bits: int, signed: bool) -> tuple[Tensor, Tensor]:
+    """Scale and zero point for the range ``[lo, hi]`` (tensors; per-channel if 1-D)."""
+    lo = torch.clamp(lo.detach(), max=0.0)
+    hi = torch.clamp(hi.detach(), min=0.0)
+    qmin, qmax = operand_range(bits, signed)
+    if signed:
+        scale = torch.clamp(torch.maximum(-lo, hi) / qmax, min=_EPS)
+        return scale, torch.zeros_like(scale)
+    scale = torch.clamp((hi - lo) / qmax, min=_EPS)
+    return scale, torch.round(lo / scale)
+
+
+def quantize(x: Tensor, scale: Tensor, zero_point: Tensor, bits: int, signed: bool) -> Tensor:
+    """Integer codes of ``x`` (float tensor), with straight-through rounding and clamp masks."""
+    qmin, qmax = operand_range(bits, signed)
+    q = torch.clamp(x / scale - zero_point, qmin, qmax)
+    return q + (torch.round(q) - q).detach()
+
+
+def _channel_view(t: Tensor, ndim: int) -> Tensor:
+    return t.reshape((-1,) + (1,) * (ndim - 1)) if t.dim() == 1 else t
+
+
+class ActivationQuantizer(nn.Module):
+    """Observer + quantizer for an activation operand (moving-average min/max).
+
+    In train mode each call updates the running range with momentum ``momentum`` (the first
+    observed batch initialises it); in eval mode the running range is used. An uncalibrated
+    quantizer in eval mode quantizes with the batch's own range and warns once.
+    """
+
+    def __init__(self, bits: int, signed: bool, momentum: float = 0.1) -> None:
+        super().__init__()
+        if not 0.0 < momentum <= 1.0:
+            raise ValueError(f"momentum must be in (0, 1], got {momentum}")
+        self.bits, self.signed, self.momentum = bits, signed, momentum
+        self.register_buffer("min_val", torch.tensor(0.0))
+        self.register_buffer("max_val", torch.tensor(0.0))
+        self.register_buffer("initialized", torch.tensor(False))
+        self._warned = False
+
+    @torch.no_grad()
+    def observe(self, x: Tensor) -> None:
+        """Fold the range of ``x`` into the running min/max."""
+        lo, hi = x.detach().min().float(), x.detach().max().float()
+        if not bool(self.initialized):
+            self.min_val.copy_(lo)
+            self.max_val.copy_(hi)
+            self.initialized.fill_(True)
+        else:
+            self.min_val.lerp_(lo, self.momentum)
+            self.max_val.lerp_(hi, self.momentum)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Quantize ``x``; returns ``(codes, scale, zero_point)``."""
+        if self.training:
+            self.observe(x)
+        if bool(self.initialized):
+            lo, hi = self.min_val, self.max_val
+        else:
+            if not self._warned:
+                warnings.warn(
+                    "appmult-fx: activation quantizer used in eval mode before calibration; "
+                    "quantizing with each batch's own range (run amx.calibrate first)",
+                    stacklevel=2,
+                )
+                self._warned = True
+            lo, hi = x.detach().min().float(), x.detach().max().float()
+        scale, zp = qparams(lo, hi, self.bits, self.signed)
+        return quantize(x, scale, zp, self.bits, self.signed), scale, zp
+
+    def extra_repr(self) -> str:
+        kind = "signed" if self.signed else "unsigned"
+        return f"bits={self.bits}, {kind}, momentum={self.momentum}"
+
+
+class WeightQuantizer(nn.Module):
+    """Quantizer for a weight operand: the range of the current weights, per tensor or per
+    output channel (dimension 0)."""
+
+    def __init__(self, bits: int, signed: bool, per_channel: bool = False) -> None:
+        super().__init__()
+        self.bits, self.signed, self.per_channel = bits, signed, per_channel
+
+    def forward(self, w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Quantize ``w``; returns ``(codes, scale, zero_point)`` (1-D scale if per channel)."""
+        wd = w.detach()
+        if self.per_channel:
+            flat = wd.reshape(wd.shape[0], -1)
+            lo, hi = flat.min(dim=1).values.float(), flat.max(dim=1).values.float()
+        else:
+            lo, hi = wd.min().float(), wd.max().float()
+        scale, zp = qparams(lo, hi, self.bits, self.signed)
+        codes = quantize(w, _channel_view(scale, w.dim()), _channel_view(zp, w.dim()), self.bits, self.signed)
+        return codes, scale, zp
+
+    def extra_repr(self) -> str:
+        kind = "signed" if self.signed else "unsigned"
+        return f"bits={self.bits}, {kind}, per_channel={self.per_channel}"

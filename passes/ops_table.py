@@ -1,0 +1,68 @@
+"""Which graph nodes are multiply layers: module classes and functions, with their op kinds.
+
+``MODULE_OPS`` / ``FUNCTION_OPS`` map a module class or a function to the op kind the rewrite
+knows how to build (``conv1d``, ``conv2d``, ``linear``, ...). Spec object types are these keys;
+in spec files they are written as strings (``"Conv2d"``, ``"nn.Linear"``, ``"F.conv2d"``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MODULE_OPS: dict[type, str] = {
+    nn.Conv1d: "conv1d",
+    nn.Conv2d: "conv2d",
+    nn.Linear: "linear",
+}
+
+FUNCTION_OPS: dict[Any, str] = {
+    F.conv1d: "conv1d",
+    torch.conv1d: "conv1d",
+    F.conv2d: "conv2d",
+    torch.conv2d: "conv2d",
+    F.linear: "linear",
+}
+
+
+def _aliases() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for cls in MODULE_OPS:
+        for name in (cls.__name__, f"nn.{cls.__name__}", f"torch.nn.{cls.__name__}"):
+            out[name] = cls
+    for fn in FUNCTION_OPS:
+        name = fn.__name__
+        module = "F" if getattr(F, name, None) is fn else getattr(fn, "__module__", None) or "torch"
+        for alias in (f"{module}.{name}", f"torch.nn.functional.{name}" if module == "F" else None):
+            if alias:
+                out.setdefault(alias, fn)
+        if getattr(torch, name, None) is fn:
+            out.setdefault(f"torch.{name}", fn)
+    return out
+
+
+def canonical_object_type(object_type: Any) -> Any:
+    """The module class or function a spec object type (object or string) refers to."""
+    if isinstance(object_type, str):
+        aliases = _aliases()
+        if object_type not in aliases:
+            raise ValueError(
+                f"unknown object type {object_type!r}; known: {', '.join(sorted(aliases))}"
+            )
+        return aliases[object_type]
+    if object_type in MODULE_OPS or object_type in FUNCTION_OPS:
+        return object_type
+    raise ValueError(
+        f"unsupported object type {object_type!r}; supported module classes: "
+        f"{[c.__name__ for c in MODULE_OPS]}, functions: {sorted({f.__name__ for f in FUNCTION_OPS})}"
+    )
+
+
+def object_type_name(object_type: Any) -> str:
+    """The spec-file string for a canonical object type."""
+    if isinstance(object_type, type):
+        return f"nn.{object_type.__name__}"
+    return f"F.{object_type.__name__}" if getattr(F, object_type.__name__, None) is object_type else f"torch.{object_type.__name__}"

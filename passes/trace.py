@@ -1,0 +1,85 @@
+"""Symbolic tracing with leaf modules and a clear report of the module that failed."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+
+class TraceFailure(RuntimeError):
+    """``torch.fx`` could not trace a module; names it and says how to mark it a leaf."""
+
+
+class _Tracer(fx.Tracer):
+    def __init__(self, leaf_names: set[str], leaf_types: tuple[type, ...]) -> None:
+        super().__init__()
+        self.leaf_names = leaf_names
+        self.leaf_types = leaf_types
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if module_qualified_name in self.leaf_names or (self.leaf_types and isinstance(m, self.leaf_types)):
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
+
+    def call_module(self, m: nn.Module, forward: Any, args: Any, kwargs: Any) -> Any:
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except TraceFailure:
+            raise
+        except Exception as exc:  # noqa: BLE001 - re-raised with the module's name
+            name = self.path_of_module(m) or "<root>"
+            raise TraceFailure(
+                f"torch.fx could not trace module {name!r} ({type(m).__name__}): "
+                f"{type(exc).__name__}: {exc}\n"
+                f"Mark it a leaf so it is kept as one opaque call (its multiplies then stay "
+                f"float): convert(..., leaf_modules=[{name!r}]) or leaf_modules=[{type(m).__name__}]; "
+                "or pass concrete_args for data-dependent arguments."
+            ) from exc
+
+
+def trace(
+    model: nn.Module,
+    leaf_modules: Iterable[str | type] = (),
+    concrete_args: dict[str, Any] | None = None,
+) -> fx.GraphModule:
+    """Trace a deep copy of ``model`` (the original is never modified) into a GraphModule.
+
+    ``leaf_modules`` holds qualified module names or module classes to keep opaque.
+    """
+    model = copy.deepcopy(model)
+    names = {m for m in leaf_modules if isinstance(m, str)}
+    types = tuple(m for m in leaf_modules if isinstance(m, type))
+    known = {n for n, _ in model.named_modules()}
+    missing = sorted(names - known)
+    if missing:
+        raise ValueError(f"leaf_modules {missing} are not modules of the model")
+    tracer = _Tracer(names, types)
+    try:
+        graph = tracer.trace(model, concrete_args=concrete_args)
+    except TraceFailure:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the root forward itself failed
+        raise TraceFailure(
+            f"torch.fx could not trace the model's forward ({type(model).__name__}): "
+            f"{type(exc).__name__}: {exc}\nPass concrete_args for data-dependent arguments, or "
+            "mark the offending submodules as leaf_modules."
+        ) from exc
+    name = model.__class__.__name__
+    gm = fx.GraphModule(tracer.root, graph, name)
+    gm.meta["appmult_leaf_modules"] = sorted(names) + [t.__name__ for t in types]
+    return gm
+
+
+def example_shapes(gm: fx.GraphModule, example_inputs: tuple[torch.Tensor, ...]) -> None:
+    """Annotate every node with ``meta["tensor_meta"]`` by running ``example_inputs``."""
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    was_training = gm.training
+    gm.eval()
+    with torch.no_grad():
+        ShapeProp(gm).propagate(*example_inputs)
+    gm.train(was_training)

@@ -29,9 +29,9 @@ def _tuple(v: Any, n: int) -> tuple[int, ...]:
     return tuple(int(x) for x in v) if isinstance(v, (tuple, list)) else (int(v),) * n
 
 
-def _pad_list(padding: Any, kernel: tuple[int, ...], dilation: tuple[int, ...]) -> list[int]:
+def _pad_list(padding: Any, kernel: tuple[int, ...] | None, dilation: tuple[int, ...]) -> list[int]:
     """``F.pad`` amounts (last dimension first) for a conv's ``padding`` argument."""
-    n = len(kernel)
+    n = len(dilation)
     if padding == "valid":
         per_dim = [(0, 0)] * n
     elif padding == "same":
@@ -58,19 +58,22 @@ def _conv_args(gm: fx.GraphModule, site: LayerSite) -> dict[str, Any]:
             "bias": f"{site.name}.bias" if m.bias is not None else None,
             "kernel": tuple(m.kernel_size), "stride": _tuple(m.stride, dims),
             "padding": m.padding, "dilation": _tuple(m.dilation, dims), "groups": int(m.groups),
-            "mode": _PAD_MODES[m.padding_mode], "weight_shape": tuple(m.weight.shape),
+            "mode": _PAD_MODES[m.padding_mode],
         }
     names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
     kw = dict(zip(names, site.node.args)) | dict(site.node.kwargs)
     wshape = node_shape(kw["weight"])
-    if wshape is None:
-        raise ValueError(f"layer {site.name!r}: the weight's shape of a functional conv is unknown; pass example_inputs to convert")
-    dilation = _tuple(kw.get("dilation", 1), dims)
+    padding = kw.get("padding", 0)
+    if wshape is None and padding == "same":
+        raise ValueError(
+            f"layer {site.name!r}: padding='same' needs the weight's shape, which is computed at "
+            "run time here; pass example_inputs to convert"
+        )
     return {
         "input": kw["input"], "weight": kw["weight"], "bias": kw.get("bias"),
-        "kernel": wshape[2:], "stride": _tuple(kw.get("stride", 1), dims),
-        "padding": kw.get("padding", 0), "dilation": dilation, "groups": int(kw.get("groups", 1)),
-        "mode": "constant", "weight_shape": wshape,
+        "kernel": None if wshape is None else wshape[2:], "stride": _tuple(kw.get("stride", 1), dims),
+        "padding": padding, "dilation": _tuple(kw.get("dilation", 1), dims), "groups": int(kw.get("groups", 1)),
+        "mode": "constant",
     }
 
 
@@ -80,12 +83,10 @@ def _linear_args(site: LayerSite) -> dict[str, Any]:
         return {
             "input": x, "weight": f"{site.name}.weight",
             "bias": f"{site.name}.bias" if site.module.bias is not None else None,
-            "weight_shape": tuple(site.module.weight.shape),
         }
     args = list(site.node.args) + [None] * 3
     kw = site.node.kwargs
-    weight = kw.get("weight", args[1])
-    return {"input": kw.get("input", args[0]), "weight": weight, "bias": kw.get("bias", args[2]), "weight_shape": node_shape(weight)}
+    return {"input": kw.get("input", args[0]), "weight": kw.get("weight", args[1]), "bias": kw.get("bias", args[2])}
 
 
 def _operand(ctx: RewriteContext, ref: Any, name: str) -> Any:

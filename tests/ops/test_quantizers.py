@@ -1,0 +1,74 @@
+"""Quantizers: the seed's asymmetric scheme, symmetric signed codes, observers, STE."""
+
+import pytest
+import torch
+
+from appmult_fx.ops.quantizers import ActivationQuantizer, WeightQuantizer, qparams, quantize
+
+
+def test_unsigned_qparams_follow_the_seed() -> None:
+    lo, hi = torch.tensor(-1.0), torch.tensor(3.0)
+    scale, zp = qparams(lo, hi, 7, False)
+    assert scale.item() == pytest.approx(4.0 / 127)
+    assert zp.item() == round(-1.0 / (4.0 / 127))
+    x = torch.linspace(-1, 3, 101)
+    q = quantize(x, scale, zp, 7, False)
+    assert q.min() >= 0 and q.max() <= 127 and torch.equal(q, q.round())
+    assert torch.allclose(scale * (q + zp), x, atol=scale.item() / 2 + 1e-6)
+
+
+def test_range_always_contains_zero() -> None:
+    scale, zp = qparams(torch.tensor(2.0), torch.tensor(5.0), 8, False)
+    assert zp.item() == 0  # min clamped to 0, so 0.0 maps to code 0 exactly
+    scale, zp = qparams(torch.tensor(-5.0), torch.tensor(-2.0), 8, False)
+    assert quantize(torch.tensor(0.0), scale, zp, 8, False).item() == -zp.item()
+
+
+def test_signed_is_symmetric() -> None:
+    scale, zp = qparams(torch.tensor(-2.0), torch.tensor(1.0), 8, True)
+    assert zp.item() == 0 and scale.item() == pytest.approx(2.0 / 127)
+    q = quantize(torch.tensor([-2.0, -1.0, 0.0, 1.0, 5.0]), scale, zp, 8, True)
+    assert q.tolist() == [-127.0, round(-1 / scale.item()), 0.0, round(1 / scale.item()), 127.0]
+
+
+def test_straight_through_gradient_with_clamp_mask() -> None:
+    scale, zp = torch.tensor(0.5), torch.tensor(-2.0)
+    x = torch.tensor([-5.0, -0.3, 0.7, 100.0], requires_grad=True)
+    quantize(x, scale, zp, 4, False).sum().backward()
+    assert x.grad.tolist() == [0.0, 2.0, 2.0, 0.0]
+
+
+def test_activation_observer_moving_average_and_modes() -> None:
+    q = ActivationQuantizer(8, False, momentum=0.1)
+    q.train()
+    q(torch.tensor([0.0, 10.0]))
+    assert (q.min_val.item(), q.max_val.item()) == (0.0, 10.0)
+    q(torch.tensor([-10.0, 20.0]))
+    assert q.min_val.item() == pytest.approx(-1.0) and q.max_val.item() == pytest.approx(11.0)
+    q.eval()
+    q(torch.tensor([-100.0, 100.0]))  # eval: no update
+    assert q.max_val.item() == pytest.approx(11.0)
+    codes, scale, zp = q(torch.tensor([11.0, 50.0]))
+    assert codes.tolist() == [255.0, 255.0]
+
+
+def test_uncalibrated_eval_warns_and_uses_batch_range() -> None:
+    q = ActivationQuantizer(8, False).eval()
+    with pytest.warns(UserWarning, match="calibrat"):
+        codes, scale, _ = q(torch.tensor([0.0, 2.55]))
+    assert scale.item() == pytest.approx(0.01) and codes.tolist() == [0.0, 255.0]
+    assert not q.initialized
+
+
+def test_weight_quantizer_per_channel() -> None:
+    w = torch.tensor([[0.0, 1.0], [-4.0, 4.0]]).reshape(2, 2, 1, 1)
+    codes, scale, zp = WeightQuantizer(8, True, per_channel=True)(w)
+    assert scale.shape == (2,) and torch.allclose(scale, torch.tensor([1 / 127, 4 / 127]))
+    assert codes[:, :, 0, 0].tolist() == [[0.0, 127.0], [-127.0, 127.0]]
+    codes, scale, zp = WeightQuantizer(8, True)(w)
+    assert scale.dim() == 0 and codes[0, 1, 0, 0].item() == round(1 / (4 / 127))
+
+
+def test_bad_momentum() -> None:
+    with pytest.raises(ValueError, match="momentum"):
+        ActivationQuantizer(8, False, momentum=0.0)

@@ -21,6 +21,7 @@ from ..luts.registry import multiplier as builtin_multiplier
 from .ops_table import canonical_object_type, object_type_name
 
 GRADIENT_MODES = ("lut", "ste")
+FLOAT = "float"  # in spec files (TOML has no null): keep the layer in float
 BACKWARD_MODES = ("approximate", "exact")
 
 
@@ -151,7 +152,7 @@ class Spec:
         """Build a spec from ``{"global", "object_type", "module_name_regex", "module_name"}``.
 
         A rule is a multiplier reference (built-in name, LUT path relative to ``base_dir``,
-        or ``null``) or a table ``{"multiplier": ..., "gradient": ..., "per_channel": ...}``.
+        or ``null`` / ``"float"`` for float) or a table ``{"multiplier": ..., "gradient": ..., "per_channel": ...}``.
         ``module_name_regex`` is a list of ``[pattern, rule]`` pairs or a table.
         """
         if not isinstance(data, dict):
@@ -165,12 +166,13 @@ class Spec:
         spec = cls()
 
         def rule_args(value: Any, where: str) -> tuple[Any, dict[str, Any]]:
+            opts: dict[str, Any] = {}
             if isinstance(value, dict):
                 if "multiplier" not in value:
-                    raise ValueError(f"{where}: a rule table needs a 'multiplier' key (null for float)")
+                    raise ValueError(f"{where}: a rule table needs a 'multiplier' key (\"float\" or null for float)")
                 opts = {k: v for k, v in value.items() if k != "multiplier"}
-                return _relative(value["multiplier"], base_dir), opts
-            return _relative(value, base_dir), {}
+                value = value["multiplier"]
+            return (None if value == FLOAT else _relative(value, base_dir)), opts
 
         if "global" in data:
             mult, opts = rule_args(data["global"], "global")

@@ -12,6 +12,8 @@ then multiplies by ``sx * sw`` and adds the bias. ``zw`` (and ``sw``) may be per
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -35,8 +37,8 @@ def lut_linear(
     table: Tensor, grad_a: Tensor | None, grad_b: Tensor | None,
 ) -> Tensor:
     """Integer-domain linear layer: ``qx [..., K]`` codes times ``qw [N, K]`` codes."""
-    torch._check(qx.shape[-1] == qw.shape[1], lambda: f"expected input features {qw.shape[1]}, got {qx.shape[-1]}")
-    k, n = qw.shape[1], qw.shape[0]
+    k, n, got = qw.shape[1], qw.shape[0], qx.shape[-1]
+    torch._check(got == k, lambda: f"expected input features {k}, got {got}")
     a = qx.reshape(1, -1, k)
     b = qw.t().reshape(1, k, n)
     zw_b = zw.reshape(1, 1, n) if zw.dim() == 1 else zw
@@ -57,7 +59,8 @@ def lut_conv(
         stride, dilation = (1, stride[0]), (1, dilation[0])
     nb, c, h, w = qx.shape
     o, cg, kh, kw = qw.shape
-    torch._check(c == cg * groups, lambda: f"expected {cg * groups} input channels, got {c}")
+    expected = cg * groups
+    torch._check(c == expected, lambda: f"expected {expected} input channels, got {c}")
     cols = F.unfold(qx, (kh, kw), dilation=dilation, stride=stride)  # [N, C*kh*kw, L]
     ho = (h - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     wo = (w - dilation[1] * (kw - 1) - 1) // stride[1] + 1
@@ -78,3 +81,120 @@ def rescale(acc: Tensor, sx: Tensor, sw: Tensor, bias: Tensor | None, channel_di
     scale = sx.detach().double() * (sw.detach().double().reshape(shape) if sw.dim() == 1 else sw.detach().double())
     y = (acc * scale).to(torch.float32)
     return y if bias is None else y + bias.reshape(shape)
+
+
+def _batched(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, tuple[int, ...]]:
+    """``a [..., M, K]`` and ``b [..., K, N]`` as ``[B, M, K]`` / ``[B, K, N]`` with torch's batch
+    broadcasting; also returns the broadcast batch shape. A ``b`` without batch dimensions
+    is shared, so ``a``'s batch folds into its rows instead of copying ``b``."""
+    batch = tuple(torch.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
+    m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+    if b.dim() == 2:
+        return a.reshape(1, -1, k), b.reshape(1, k, n), batch
+    return a.expand(*batch, m, k).reshape(-1, m, k), b.expand(*batch, k, n).reshape(-1, k, n), batch
+
+
+def lut_matmul(
+    qa: Tensor, za: Tensor, qb: Tensor, zb: Tensor,
+    table: Tensor, grad_a: Tensor | None, grad_b: Tensor | None,
+) -> Tensor:
+    """Integer-domain ``torch.matmul`` of two activation code tensors (1-D operands and batch
+    broadcasting as torch does them): ``SUM_k (qa + za)(qb + zb)`` with ``AM(qa, qb)``.
+
+    ``qa`` indexes the multiplier's rows (first operand), ``qb`` its columns."""
+    torch._check(qa.dim() >= 1 and qb.dim() >= 1, lambda: "expected matmul operands with at least 1 dimension")
+    a = qa.unsqueeze(0) if qa.dim() == 1 else qa
+    b = qb.unsqueeze(-1) if qb.dim() == 1 else qb
+    torch._check(a.shape[-1] == b.shape[-2], lambda: f"matmul: inner dimensions differ, {tuple(qa.shape)} @ {tuple(qb.shape)}")
+    a3, b3, batch = _batched(a, b)
+    b3 = b3.contiguous()
+    acc = _cross_terms(approx_bmm(a3.contiguous(), b3, table, grad_a, grad_b), a3, b3, za, zb)
+    out = acc.reshape(*batch, a.shape[-2], b.shape[-1])
+    if qa.dim() == 1:
+        out = out.squeeze(-2)
+    if qb.dim() == 1:
+        out = out.squeeze(-1)
+    return out
+
+
+def einsum_as_bmm(equation: str) -> tuple[str, str, str, list[str], list[str], list[str], list[str]] | None:
+    """Split a two-operand einsum ``equation`` that is a batched matmul into
+    ``(lhs, rhs, out, batch, rows, inner, cols)`` index lists, or ``None`` if it is not one
+    (ellipsis, repeated index, an index summed within one operand, implicit output)."""
+    eq = equation.replace(" ", "")
+    if "..." in eq or "->" not in eq:
+        return None
+    ins, out = eq.split("->")
+    parts = ins.split(",")
+    if len(parts) != 2:
+        return None
+    lhs, rhs = parts
+    if any(len(set(s)) != len(s) for s in (lhs, rhs, out)) or not set(out) <= set(lhs) | set(rhs):
+        return None
+    if any(c not in out and c not in rhs for c in lhs) or any(c not in out and c not in lhs for c in rhs):
+        return None
+    batch = [c for c in out if c in lhs and c in rhs]
+    rows = [c for c in out if c in lhs and c not in rhs]
+    cols = [c for c in out if c in rhs and c not in lhs]
+    inner = [c for c in lhs if c in rhs and c not in out]
+    return lhs, rhs, out, batch, rows, inner, cols
+
+
+def lut_einsum(
+    equation: str, qa: Tensor, za: Tensor, qb: Tensor, zb: Tensor,
+    table: Tensor, grad_a: Tensor | None, grad_b: Tensor | None,
+) -> Tensor:
+    """Integer-domain ``torch.einsum(equation, a, b)`` for an equation that is a batched matmul
+    (see :func:`einsum_as_bmm`): operands are permuted to ``[batch, rows, inner]`` /
+    ``[batch, inner, cols]`` and computed by :func:`lut_matmul`."""
+    parsed = einsum_as_bmm(equation)
+    torch._check(parsed is not None, lambda: f"einsum {equation!r} is not a two-operand batched matmul")
+    lhs, rhs, out, batch, rows, inner, cols = parsed  # type: ignore[misc]
+    torch._check(qa.dim() == len(lhs) and qb.dim() == len(rhs), lambda: f"einsum {equation!r}: operand ranks {qa.dim()}, {qb.dim()}")
+    size = {c: qa.shape[lhs.index(c)] for c in lhs}
+    for c in rhs:
+        size[c] = max(size.get(c, 1), qb.shape[rhs.index(c)])
+    a = qa.permute([lhs.index(c) for c in batch + rows + inner])
+    b = qb.permute([rhs.index(c) for c in batch + inner + cols])
+    nb, nr, ni, nc = (math.prod(size[c] for c in g) for g in (batch, rows, inner, cols))
+    a = a.expand(*(size[c] for c in batch), *a.shape[len(batch):]).reshape(nb, nr, ni)
+    b = b.expand(*(size[c] for c in batch), *b.shape[len(batch):]).reshape(nb, ni, nc)
+    acc = lut_matmul(a, za, b, zb, table, grad_a, grad_b)
+    natural = batch + rows + cols
+    acc = acc.reshape(*(size[c] for c in natural))
+    return acc.permute([natural.index(c) for c in out])
+
+
+def lut_conv_transpose(
+    qx: Tensor, zx: Tensor, qw: Tensor, zw: Tensor,
+    table: Tensor, grad_a: Tensor | None, grad_b: Tensor | None,
+    stride: tuple[int, ...], padding: tuple[int, ...], output_padding: tuple[int, ...],
+    dilation: tuple[int, ...], groups: int,
+) -> Tensor:
+    """Integer-domain 1-D or 2-D transposed convolution of codes ``qx [N, C, *spatial]`` with
+    codes ``qw [C, O/groups, *kernel]`` (per-tensor ``zw``).
+
+    One batched LUT-GEMM over groups multiplies every input code with every weight code it
+    meets (``[N*H*W, C/g] x [C/g, O/g*kh*kw]``), the exact zero-point terms are added per
+    product sum, and ``F.fold`` scatters the sums onto the output (col2im): no padding or
+    inserted zero is ever multiplied."""
+    one_d = qw.dim() == 3
+    if one_d:
+        qx, qw = qx.unsqueeze(2), qw.unsqueeze(2)
+        stride, dilation = (1, stride[0]), (1, dilation[0])
+        padding, output_padding = (0, padding[0]), (0, output_padding[0])
+    torch._check(zw.dim() == 0, lambda: "transposed convolution supports per-tensor weight quantization only")
+    nb, c, h, w = qx.shape
+    cin, og, kh, kw = qw.shape
+    torch._check(c == cin and c % groups == 0, lambda: f"expected {cin} input channels divisible by groups={groups}, got {c}")
+    cg = c // groups
+    a = qx.reshape(nb, groups, cg, h * w).permute(1, 0, 3, 2).reshape(groups, nb * h * w, cg)
+    b = qw.reshape(groups, cg, og * kh * kw)
+    acc = _cross_terms(approx_bmm(a.contiguous(), b.contiguous(), table, grad_a, grad_b), a, b, zx, zw)
+    cols = acc.reshape(groups, nb, h * w, og * kh * kw).permute(1, 0, 3, 2).reshape(nb, groups * og * kh * kw, h * w)
+    size = [
+        (n - 1) * s - 2 * p + d * (k - 1) + op + 1
+        for n, s, p, d, k, op in zip((h, w), stride, padding, dilation, (kh, kw), output_padding)
+    ]
+    out = F.fold(cols, size, (kh, kw), dilation=dilation, padding=padding, stride=stride)
+    return out.squeeze(2) if one_d else out

@@ -67,29 +67,26 @@ class ActivationQuantizer(nn.Module):
     def observe(self, x: Tensor) -> None:
         """Fold the range of ``x`` into the running min/max."""
         lo, hi = x.detach().min().float(), x.detach().max().float()
-        if not bool(self.initialized):
-            self.min_val.copy_(lo)
-            self.max_val.copy_(hi)
-            self.initialized.fill_(True)
-        else:
-            self.min_val.lerp_(lo, self.momentum)
-            self.max_val.lerp_(hi, self.momentum)
+        # the first observed batch initialises the range (branch-free for torch.compile)
+        self.min_val.copy_(torch.where(self.initialized, torch.lerp(self.min_val, lo, self.momentum), lo))
+        self.max_val.copy_(torch.where(self.initialized, torch.lerp(self.max_val, hi, self.momentum), hi))
+        self.initialized.fill_(True)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Quantize ``x``; returns ``(codes, scale, zero_point)``."""
         if self.training:
             self.observe(x)
-        if bool(self.initialized):
-            lo, hi = self.min_val, self.max_val
-        else:
-            if not self._warned:
-                warnings.warn(
-                    "appmult-fx: activation quantizer used in eval mode before calibration; "
-                    "quantizing with each batch's own range (run amx.calibrate first)",
-                    stacklevel=2,
-                )
-                self._warned = True
-            lo, hi = x.detach().min().float(), x.detach().max().float()
+        elif not self._warned and not torch.compiler.is_compiling() and not bool(self.initialized):
+            warnings.warn(
+                "appmult-fx: activation quantizer used in eval mode before calibration; "
+                "quantizing with each batch's own range (run amx.calibrate first)",
+                stacklevel=2,
+            )
+            self._warned = True
+        # branch-free on tensor data, so torch.export / torch.compile trace it without guards
+        xd = x.detach()
+        lo = torch.where(self.initialized, self.min_val, xd.min().float())
+        hi = torch.where(self.initialized, self.max_val, xd.max().float())
         scale, zp = qparams(lo, hi, self.bits, self.signed)
         return quantize(x, scale, zp, self.bits, self.signed), scale, zp
 

@@ -185,3 +185,19 @@ def test_converted_cnn_trains_on_digits(shared, gradient) -> None:
         losses.append(loss.item())
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in gm.parameters())
     assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3
+
+
+def test_torch_export_and_compile_see_the_ops() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 64, 3))
+    x = torch.rand(2, 1, 8, 8)
+    gm = amx.convert(model, amx.Spec().set_global("mul7u_exact"))
+    amx.calibrate(gm, [x], progress=False)
+    gm.eval()
+    ref = gm(x)
+    ep = torch.export.export(gm, (x,))
+    assert sum(n.target == torch.ops.appmult.approx_bmm.default for n in ep.graph.nodes) == 2
+    assert torch.equal(ep.module()(x), ref)
+    assert torch.equal(torch.compile(gm, fullgraph=True)(x), ref)
+    gm.train()
+    torch.compile(gm, fullgraph=True)(x).sum().backward()
+    assert gm.get_submodule("0").weight.grad.abs().sum() > 0

@@ -11,25 +11,57 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .convert import calibrate, convert, layers, quantizers
+from .data import DatasetInfo, dataset_info, load_dataset
+from .export import ExportedModel, ExportFormatError, export, load_exported
 from .luts.formats import load_multiplier
+from .luts.fp import FPMultiplier, from_fp_c_source, from_fp_function, load_fp
+from .luts.gradients import with_gradients
+from .luts.metrics import metrics
 from .luts.multiplier import Multiplier
 from .luts.registry import builtin_names, multiplier
+from .luts.user_defined import from_c_source, from_function, from_netlist
+from .models import build_model
 from .passes.records import LayerRecord
 from .passes.spec import Rule, Spec
 from .passes.trace import TraceFailure
+from .train import TrainConfig, evaluate, fit
+from .workflow import compare, retrain, train_float
 
 __all__ = [
+    "DatasetInfo",
+    "ExportFormatError",
+    "ExportedModel",
+    "FPMultiplier",
     "LayerRecord",
     "Multiplier",
     "Rule",
     "Spec",
     "TraceFailure",
+    "TrainConfig",
     "__version__",
+    "build_model",
     "builtin_names",
     "calibrate",
+    "compare",
     "convert",
+    "dataset_info",
+    "evaluate",
+    "export",
+    "fit",
+    "from_c_source",
+    "from_fp_c_source",
+    "from_fp_function",
+    "from_function",
+    "from_netlist",
     "layers",
+    "load_dataset",
+    "load_exported",
+    "load_fp",
     "load_multiplier",
+    "metrics",
     "multiplier",
     "quantizers",
+    "retrain",
+    "train_float",
+    "with_gradients",
 ]

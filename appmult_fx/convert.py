@@ -10,11 +10,12 @@ from torch import fx, nn
 from tqdm.auto import tqdm
 
 from .ops.quantizers import ActivationQuantizer
+from .passes import leaf_layers
 from .passes.assign import assign
 from .passes.match import find_layers
 from .passes.records import META_KEY, LayerRecord
 from .passes.rewrite import rewrite
-from .passes.spec import GRADIENT_MODES, BACKWARD_MODES, Spec
+from .passes.spec import BACKWARD_MODES, GRADIENT_MODES, Spec
 from .passes.trace import example_shapes, trace
 
 
@@ -44,18 +45,27 @@ def convert(
         raise ValueError(f"backward must be one of {BACKWARD_MODES}, got {backward!r}")
     spec = spec.with_default_gradient(gradient).with_default_backward(backward)
     gm = trace(model, leaf_modules, concrete_args)
-    if example_inputs is not None:
-        inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-        example_shapes(gm, inputs)
+    inside_leaves = leaf_layers.leaf_layers(gm)
+    with leaf_layers.counting(inside_leaves) as leaf_macs:
+        if example_inputs is not None:
+            inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+            example_shapes(gm, inputs)
     sites = find_layers(gm)
     gm = rewrite(gm, assign(gm, sites, spec))
+    leaf_layers.attach(gm, inside_leaves, leaf_macs if example_inputs is not None else None)
     gm.train(model.training)
     return gm
 
 
 def layers(gm: fx.GraphModule) -> list[LayerRecord]:
-    """One record per multiply layer of a converted model (float layers included), in graph order."""
-    return [node.meta[META_KEY] for node in gm.graph.nodes if META_KEY in node.meta]
+    """One record per multiply layer of a converted model (float layers included, and those
+    inside leaf modules), in graph order."""
+    out: list[LayerRecord] = []
+    for node in gm.graph.nodes:
+        if META_KEY in node.meta:
+            out.append(node.meta[META_KEY])
+        out.extend(node.meta.get(leaf_layers.LEAF_KEY, ()))
+    return out
 
 
 def quantizers(gm: nn.Module) -> list[ActivationQuantizer]:
@@ -64,7 +74,9 @@ def quantizers(gm: nn.Module) -> list[ActivationQuantizer]:
 
 
 @torch.no_grad()
-def calibrate(gm: nn.Module, batches: Iterable[Any], *, max_batches: int | None = None, progress: bool = True) -> nn.Module:
+def calibrate(
+    gm: nn.Module, batches: Iterable[Any], *, max_batches: int | None = None, progress: bool = True
+) -> nn.Module:
     """Run ``batches`` through ``gm`` so the activation observers see real data.
 
     Only the observers update: BatchNorm statistics, dropout and weights are untouched and
@@ -81,7 +93,9 @@ def calibrate(gm: nn.Module, batches: Iterable[Any], *, max_batches: int | None 
         for q in observers:
             q.train()
         seen = 0
-        for batch in tqdm(batches, desc="calibrate", disable=not progress, total=max_batches, leave=False):
+        for batch in tqdm(
+            batches, desc="calibrate", disable=not progress, total=max_batches, leave=False
+        ):
             args = batch if isinstance(batch, (tuple, list)) else (batch,)
             gm(*(a.to(device) if torch.is_tensor(a) else a for a in args))
             seen += 1

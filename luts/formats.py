@@ -1,17 +1,204 @@
-"""LUT file formats: reading and writing multipliers (filled in by the LUT-library work)."""
+"""LUT files: the project's own format, and format detection for reading and writing.
+
+Own format (``.lut`` by convention, any suffix works): a NumPy ``.npz`` archive (readable with
+``numpy.load``) holding
+
+* ``header``: UTF-8 JSON as a ``uint8`` array - ``format`` (``"appmult-fx-lut"``),
+  ``version``, ``kind``, ``name``, ``bits``, ``signed``, ``has_gradients``, ``window``,
+  ``provenance`` and ``sha256`` (:attr:`Multiplier.sha256`, verified on load);
+* ``table``: ``int32 [2**bits, 2**bits]``, indexed per :mod:`.indexing`;
+* ``grad_a``, ``grad_b``: ``float32`` tables, present only with gradients.
+
+Other formats read: the seed tools' text files (:mod:`.formats_seed`) and TFApprox raw tables
+(:mod:`.formats_raw`). Malformed files raise :class:`LutFormatError`.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import torch
+
+from .format_errors import LutFormatError
+from .formats_raw import RAW_SIZE, read_tfapprox, write_tfapprox
+from .formats_seed import read_seed_text, write_seed_text
 from .multiplier import Multiplier
 
+__all__ = ["FORMATS", "LutFormatError", "load_multiplier", "save_multiplier"]
 
-def load_multiplier(path: str | Path) -> Multiplier:
-    """Read a multiplier from a LUT file (format detected from name and content)."""
-    raise NotImplementedError("LUT file formats are being implemented")
+OWN_FORMAT = "appmult-fx-lut"
+OWN_VERSION = 1
+FORMATS = ("appmult-fx", "seed-text", "tfapprox")
+_ZIP_MAGIC = b"PK\x03\x04"
+_HEADER_TYPES: dict[str, type | tuple[type, ...]] = {
+    "format": str,
+    "version": int,
+    "kind": str,
+    "name": str,
+    "bits": int,
+    "signed": bool,
+    "has_gradients": bool,
+    "window": (int, type(None)),
+    "provenance": dict,
+    "sha256": str,
+}
 
 
-def save_multiplier(mult: Multiplier, path: str | Path) -> Path:
-    """Write ``mult`` in the project's own LUT format."""
-    raise NotImplementedError("LUT file formats are being implemented")
+def detect_format(path: Path, head: bytes, size: int) -> str:
+    """The format of a LUT file from its first bytes and size."""
+    if head.startswith(_ZIP_MAGIC):
+        return "appmult-fx"
+    if path.suffix == ".txt":
+        return "seed-text"
+    printable = sum(32 <= c < 127 or c in b"\t\r\n" for c in head)
+    if head and b"\0" not in head and printable >= 0.95 * len(head):
+        return "seed-text"  # mostly text: the text reader names any bad byte and its line
+    if size == RAW_SIZE:
+        return "tfapprox"
+    raise LutFormatError(
+        path,
+        "unrecognised LUT file: expected an appmult-fx archive (.npz/zip), a seed text LUT, or "
+        f"a TFApprox raw table of {RAW_SIZE} bytes; got {size} bytes of binary data",
+    )
+
+
+def load_multiplier(path: str | Path, format: str | None = None) -> Multiplier:
+    """Read a multiplier from a LUT file; ``format`` (one of :data:`FORMATS`) or detected."""
+    path = Path(path)
+    data = path.read_bytes()
+    fmt = format or detect_format(path, data[:4096], len(data))
+    if fmt == "appmult-fx":
+        return _read_own(path)
+    if fmt == "seed-text":
+        return read_seed_text(path, data)
+    if fmt == "tfapprox":
+        return read_tfapprox(path, data)
+    raise ValueError(f"unknown LUT format {fmt!r}; expected one of {FORMATS}")
+
+
+def save_multiplier(mult: Multiplier, path: str | Path, format: str | None = None) -> Path:
+    """Write ``mult``: own format by default, seed text for a ``.txt`` path or on request."""
+    path = Path(path)
+    fmt = format or ("seed-text" if path.suffix == ".txt" else "appmult-fx")
+    if mult.kind != "int":
+        raise ValueError(f"{mult.name} is a {mult.kind} multiplier; these formats hold int LUTs")
+    if fmt == "appmult-fx":
+        return _write_own(mult, path)
+    if fmt == "seed-text":
+        return write_seed_text(mult, path)
+    if fmt == "tfapprox":
+        return write_tfapprox(mult, path)
+    raise ValueError(f"unknown LUT format {fmt!r}; expected one of {FORMATS}")
+
+
+def _write_own(mult: Multiplier, path: Path) -> Path:
+    header = {
+        "format": OWN_FORMAT,
+        "version": OWN_VERSION,
+        "kind": mult.kind,
+        "name": mult.name,
+        "bits": mult.bits,
+        "signed": mult.signed,
+        "has_gradients": mult.has_gradients,
+        "window": mult.provenance.get("window"),
+        "provenance": mult.provenance,
+        "sha256": mult.sha256,
+    }
+    # provenance values JSON cannot hold (paths, tuples of objects) are stored as strings
+    encoded = json.dumps(header, sort_keys=True, default=str).encode()
+    arrays: dict[str, Any] = {
+        "header": np.frombuffer(encoded, dtype=np.uint8),
+        "table": mult.table.numpy().astype("<i4"),
+    }
+    if mult.grad_a is not None and mult.grad_b is not None:
+        arrays["grad_a"] = mult.grad_a.numpy().astype("<f4")
+        arrays["grad_b"] = mult.grad_b.numpy().astype("<f4")
+    with open(path, "wb") as f:  # a file object: numpy would otherwise append ".npz"
+        np.savez_compressed(f, **arrays)
+    return path
+
+
+def _read_members(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except Exception as exc:  # zipfile/zlib/npy header errors come in many types
+        raise LutFormatError(
+            path, f"corrupt appmult-fx LUT archive ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def _parse_header(path: Path, raw: np.ndarray) -> dict[str, Any]:
+    if raw.dtype != np.uint8 or raw.ndim != 1:
+        raise LutFormatError(path, f"header must be a 1-D uint8 array, got {raw.dtype} {raw.shape}")
+    try:
+        header = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LutFormatError(path, f"header is not valid UTF-8 JSON ({exc})") from exc
+    if not isinstance(header, dict):
+        raise LutFormatError(path, f"header must be a JSON object, got {type(header).__name__}")
+    for key, kind in _HEADER_TYPES.items():
+        value = header.get(key)
+        if (
+            key not in header
+            or not isinstance(value, kind)
+            or (kind is int and isinstance(value, bool))
+        ):
+            raise LutFormatError(
+                path, f"header field {key!r} missing or of the wrong type: {value!r}"
+            )
+    if header["format"] != OWN_FORMAT or header["version"] != OWN_VERSION:
+        raise LutFormatError(
+            path,
+            f"expected format {OWN_FORMAT!r} version {OWN_VERSION}, "
+            f"got {header['format']!r} version {header['version']}",
+        )
+    if header["kind"] != "int":
+        raise LutFormatError(path, f"expected kind 'int', got {header['kind']!r}")
+    return header
+
+
+def _array(path: Path, members: dict[str, np.ndarray], key: str, dtype: str) -> torch.Tensor:
+    arr = members[key]
+    if arr.dtype != np.dtype(dtype):
+        raise LutFormatError(path, f"{key} must have dtype {np.dtype(dtype)}, got {arr.dtype}")
+    return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+def _read_own(path: Path) -> Multiplier:
+    members = _read_members(path)
+    if "mantissa_table" in members:
+        raise LutFormatError(path, "an FP multiplier archive: load it with appmult_fx.load_fp")
+    if "header" not in members or "table" not in members:
+        raise LutFormatError(path, f"archive lacks 'header' or 'table' (has {sorted(members)})")
+    header = _parse_header(path, members["header"])
+    expected = {"header", "table"} | ({"grad_a", "grad_b"} if header["has_gradients"] else set())
+    if set(members) != expected:
+        raise LutFormatError(
+            path, f"archive members {sorted(members)}, expected {sorted(expected)}"
+        )
+    grads = {
+        k: _array(path, members, k, "<f4") if header["has_gradients"] else None
+        for k in ("grad_a", "grad_b")
+    }
+    try:
+        mult = Multiplier(
+            header["name"],
+            header["bits"],
+            header["signed"],
+            _array(path, members, "table", "<i4"),
+            grads["grad_a"],
+            grads["grad_b"],
+            header["provenance"],
+        )
+    except ValueError as exc:
+        raise LutFormatError(path, str(exc)) from exc
+    if mult.sha256 != header["sha256"]:
+        raise LutFormatError(
+            path,
+            f"sha256 mismatch: header says {header['sha256']}, content hashes to {mult.sha256}",
+        )
+    return mult

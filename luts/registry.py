@@ -47,7 +47,9 @@ def exact_multiplier(bits: int, signed: bool) -> Multiplier:
     grad_a = v[None, :].expand(len(v), len(v)).float()  # d(a*b)/da = b
     grad_b = v[:, None].expand(len(v), len(v)).float()  # d(a*b)/db = a
     name = f"mul{bits}{'s' if signed else 'u'}_exact"
-    return Multiplier(name, bits, signed, table, grad_a, grad_b, {"source": "builtin", "family": "exact"})
+    return Multiplier(
+        name, bits, signed, table, grad_a, grad_b, {"source": "builtin", "family": "exact"}
+    )
 
 
 register_family(

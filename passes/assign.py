@@ -11,16 +11,23 @@ from .match import LayerSite
 from .spec import Rule, Spec
 
 
-def assign(gm: fx.GraphModule, sites: list[LayerSite], spec: Spec) -> list[tuple[LayerSite, Rule | None]]:
+def assign(
+    gm: fx.GraphModule, sites: list[LayerSite], spec: Spec
+) -> list[tuple[LayerSite, Rule | None]]:
     """Pair each site with its rule. Unknown ``module_name`` entries raise; regexes that
     match no layer warn."""
     layer_names = [s.name for s in sites]
     module_names = {n for n, _ in gm.named_modules()}
     for name in spec.module_name_rules:
-        if name and name not in module_names and not any(n == name or n.startswith(name + ".") for n in layer_names):
+        if (
+            name
+            and name not in module_names
+            and not any(n == name or n.startswith(name + ".") for n in layer_names)
+        ):
             raise ValueError(
                 f"spec module_name {name!r} names no layer or module of the model; layers are: "
-                + ", ".join(layer_names[:20]) + (" ..." if len(layer_names) > 20 else "")
+                + ", ".join(layer_names[:20])
+                + (" ..." if len(layer_names) > 20 else "")
             )
     for pattern, _ in spec.regex_rules:
         if not any(re.match(pattern, n) for n in layer_names):

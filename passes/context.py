@@ -76,7 +76,9 @@ class RewriteContext:
         self.gm.add_submodule(target, module)
         return target
 
-    def node(self, op: str, target: Any, args: tuple, kwargs: dict | None = None, name: str | None = None) -> fx.Node:
+    def node(
+        self, op: str, target: Any, args: tuple, kwargs: dict | None = None, name: str | None = None
+    ) -> fx.Node:
         """Create a node at the current insertion point."""
         return self.graph.create_node(op, target, args, kwargs or {}, name=name and safe_name(name))
 
@@ -87,7 +89,9 @@ class RewriteContext:
             for i, part in enumerate(("codes", "scale", "zero_point"))
         )
 
-    def lut_attrs(self, mult: Any, tables: dict[str, torch.Tensor], prefix: str) -> dict[str, fx.Node]:
+    def lut_attrs(
+        self, mult: Any, tables: dict[str, torch.Tensor], prefix: str
+    ) -> dict[str, fx.Node]:
         """``get_attr`` nodes for a multiplier's tables (registered once per multiplier)."""
         paths = self.luts.add(mult, tables)
         return {k: self.node("get_attr", p, (), name=f"{prefix}_{k}") for k, p in paths.items()}

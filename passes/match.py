@@ -55,8 +55,12 @@ def find_layers(gm: fx.GraphModule) -> list[LayerSite]:
             if found:
                 sites.append(LayerSite(node, str(node.target), found[1], found[0], module))
         elif node.op in ("call_function", "call_method"):
-            fn = FUNCTION_SPELLINGS.get(node.target, node.target) if _hashable(node.target) else None
-            if fn not in FUNCTION_OPS or (node.op == "call_method" and node.target not in FUNCTION_SPELLINGS):
+            fn = (
+                FUNCTION_SPELLINGS.get(node.target, node.target) if _hashable(node.target) else None
+            )
+            if fn not in FUNCTION_OPS or (
+                node.op == "call_method" and node.target not in FUNCTION_SPELLINGS
+            ):
                 continue
             if fn is torch.einsum and _einsum_equation(node) is None:
                 continue  # not a two-operand batched matmul: left as it is
@@ -107,7 +111,9 @@ def node_shape(node: Any) -> tuple[int, ...] | None:
         value = _attr(node)
         return None if value is None else tuple(value.shape)
     meta = getattr(node, "meta", {}).get("tensor_meta")
-    return tuple(int(d) for d in meta.shape) if meta is not None and hasattr(meta, "shape") else None
+    return (
+        tuple(int(d) for d in meta.shape) if meta is not None and hasattr(meta, "shape") else None
+    )
 
 
 def _attr(node: fx.Node) -> Any:
@@ -122,11 +128,17 @@ def reduction_length(site: LayerSite) -> int | None:
     if site.op in ("matmul", "bmm", "baddbmm"):
         a = node_shape(matmul_operands(site)[0])
         return None if a is None else int(a[-1])
-    if site.module is not None and hasattr(site.module, "weight") and not site.op.startswith("conv_transpose"):
+    if (
+        site.module is not None
+        and hasattr(site.module, "weight")
+        and not site.op.startswith("conv_transpose")
+    ):
         w = site.module.weight.shape
         return int(math.prod(w[1:]))
     if site.op in ("conv1d", "conv2d", "conv3d", "linear"):
-        weight = site.node.kwargs.get("weight", site.node.args[1] if len(site.node.args) > 1 else None)
+        weight = site.node.kwargs.get(
+            "weight", site.node.args[1] if len(site.node.args) > 1 else None
+        )
         w = node_shape(weight)
         return None if w is None else int(math.prod(w[1:]))
     return None
@@ -143,10 +155,20 @@ def layer_macs(site: LayerSite) -> int | None:
             return None
         sizes = dict(zip(lhs, a)) | {c: max(n, dict(zip(lhs, a)).get(c, 1)) for c, n in zip(rhs, b)}
         return int(math.prod(sizes.values()))
-    if site.op.startswith("conv_transpose"):  # every input element meets (O/groups * kernel) weights
+    if site.op.startswith(
+        "conv_transpose"
+    ):  # every input element meets (O/groups * kernel) weights
         x = site.node.args[0] if site.node.args else site.node.kwargs.get("input")
-        w = site.module.weight if site.module is not None else site.node.kwargs.get("weight", site.node.args[1])
+        w = (
+            site.module.weight
+            if site.module is not None
+            else site.node.kwargs.get("weight", site.node.args[1])
+        )
         shape_x, shape_w = node_shape(x), (tuple(w.shape) if hasattr(w, "shape") else node_shape(w))
-        return None if shape_x is None or shape_w is None else int(math.prod(shape_x) * math.prod(shape_w[1:]))
+        return (
+            None
+            if shape_x is None or shape_w is None
+            else int(math.prod(shape_x) * math.prod(shape_w[1:]))
+        )
     out, k = node_shape(site.node), reduction_length(site)
     return None if out is None or k is None else int(math.prod(out)) * k

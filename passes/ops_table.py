@@ -7,16 +7,24 @@ in spec files they are written as strings (``"Conv2d"``, ``"nn.Linear"``, ``"F.c
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import Matmul
+
 MODULE_OPS: dict[type, str] = {
     nn.Conv1d: "conv1d",
     nn.Conv2d: "conv2d",
     nn.Linear: "linear",
+    nn.Conv3d: "conv3d",
+    nn.ConvTranspose1d: "conv_transpose1d",
+    nn.ConvTranspose2d: "conv_transpose2d",
+    nn.ConvTranspose3d: "conv_transpose3d",
+    Matmul: "matmul",
 }
 
 FUNCTION_OPS: dict[Any, str] = {
@@ -25,6 +33,23 @@ FUNCTION_OPS: dict[Any, str] = {
     F.conv2d: "conv2d",
     torch.conv2d: "conv2d",
     F.linear: "linear",
+    F.conv3d: "conv3d",
+    F.conv_transpose1d: "conv_transpose1d",
+    F.conv_transpose2d: "conv_transpose2d",
+    F.conv_transpose3d: "conv_transpose3d",
+    torch.matmul: "matmul",
+    torch.bmm: "bmm",
+    torch.baddbmm: "baddbmm",
+    torch.einsum: "einsum",
+}
+
+# Other spellings of the same multiply, matched as the function they stand for: ``a @ b``
+# and tensor methods (``a.matmul(b)``, ``a.bmm(b)``, ``x.baddbmm(a, b)``).
+FUNCTION_SPELLINGS: dict[object, object] = {
+    operator.matmul: torch.matmul,
+    "matmul": torch.matmul,
+    "bmm": torch.bmm,
+    "baddbmm": torch.baddbmm,
 }
 
 
@@ -57,7 +82,8 @@ def canonical_object_type(object_type: Any) -> Any:
         return object_type
     raise ValueError(
         f"unsupported object type {object_type!r}; supported module classes: "
-        f"{[c.__name__ for c in MODULE_OPS]}, functions: {sorted({f.__name__ for f in FUNCTION_OPS})}"
+        f"{[c.__name__ for c in MODULE_OPS]}, "
+        f"functions: {sorted({f.__name__ for f in FUNCTION_OPS})}"
     )
 
 
@@ -65,4 +91,8 @@ def object_type_name(object_type: Any) -> str:
     """The spec-file string for a canonical object type."""
     if isinstance(object_type, type):
         return f"nn.{object_type.__name__}"
-    return f"F.{object_type.__name__}" if getattr(F, object_type.__name__, None) is object_type else f"torch.{object_type.__name__}"
+    return (
+        f"F.{object_type.__name__}"
+        if getattr(F, object_type.__name__, None) is object_type
+        else f"torch.{object_type.__name__}"
+    )

@@ -41,4 +41,5 @@ class LayerRecord:
         mult = self.multiplier_name or "float"
         bits = "-" if self.bits is None else f"{self.bits}{'s' if self.signed else 'u'}"
         macs = "?" if self.macs is None else f"{self.macs:,}"
-        return f"{self.name:<32} {self.op:<10} {mult:<40} {bits:>4} {self.gradient or '-':<5} {macs:>14}"
+        grad = self.gradient or "-"
+        return f"{self.name:<32} {self.op:<10} {mult:<40} {bits:>4} {grad:<5} {macs:>14}"

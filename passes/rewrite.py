@@ -6,7 +6,11 @@ from torch import fx
 
 # Builders register themselves per (multiplier kind, op kind) on import: integer multipliers
 # in rewrite_int; floating-point multipliers (kind == "fp") belong in a rewrite_fp module.
-from . import rewrite_int  # noqa: F401
+from . import (
+    rewrite_fp,  # noqa: F401
+    rewrite_int,  # noqa: F401
+    rewrite_matmul,  # noqa: F401
+)
 from .context import BUILDERS, RewriteContext
 from .match import LayerSite, layer_macs
 from .records import META_KEY, LayerRecord
@@ -18,7 +22,9 @@ def rewrite(gm: fx.GraphModule, assignments: list[tuple[LayerSite, Rule | None]]
     ctx = RewriteContext(gm)
     for site, rule in assignments:
         if rule is None or rule.multiplier is None:
-            site.node.meta[META_KEY] = LayerRecord(site.name, site.op, macs=layer_macs(site), nodes=[site.node.name])
+            site.node.meta[META_KEY] = LayerRecord(
+                site.name, site.op, macs=layer_macs(site), nodes=[site.node.name]
+            )
             continue
         kind = rule.multiplier.kind
         builder = BUILDERS.get((kind, site.op))
@@ -26,7 +32,8 @@ def rewrite(gm: fx.GraphModule, assignments: list[tuple[LayerSite, Rule | None]]
             supported = sorted(op for k, op in BUILDERS if k == kind)
             raise ValueError(
                 f"layer {site.name!r}: op {site.op!r} is not supported with {kind} multipliers "
-                f"(supported: {supported}); keep it float with spec.set_module_name({site.name!r}, None)"
+                f"(supported: {supported}); keep it float with "
+                f"spec.set_module_name({site.name!r}, None)"
             )
         with gm.graph.inserting_before(site.node):
             builder(ctx, site, rule)

@@ -22,7 +22,12 @@ from .match import LayerSite, layer_macs, node_shape
 from .records import LayerRecord
 from .spec import Rule
 
-_PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
+_PAD_MODES = {
+    "zeros": "constant",
+    "reflect": "reflect",
+    "replicate": "replicate",
+    "circular": "circular",
+}
 
 
 def _tuple(v: Any, n: int) -> tuple[int, ...]:
@@ -54,10 +59,14 @@ def _conv_args(gm: fx.GraphModule, site: LayerSite) -> dict[str, Any]:
         m = site.module
         x = site.node.args[0] if site.node.args else site.node.kwargs["input"]
         return {
-            "input": x, "weight": f"{site.name}.weight",
+            "input": x,
+            "weight": f"{site.name}.weight",
             "bias": f"{site.name}.bias" if m.bias is not None else None,
-            "kernel": tuple(m.kernel_size), "stride": _tuple(m.stride, dims),
-            "padding": m.padding, "dilation": _tuple(m.dilation, dims), "groups": int(m.groups),
+            "kernel": tuple(m.kernel_size),
+            "stride": _tuple(m.stride, dims),
+            "padding": m.padding,
+            "dilation": _tuple(m.dilation, dims),
+            "groups": int(m.groups),
             "mode": _PAD_MODES[m.padding_mode],
         }
     names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
@@ -70,9 +79,14 @@ def _conv_args(gm: fx.GraphModule, site: LayerSite) -> dict[str, Any]:
             "run time here; pass example_inputs to convert"
         )
     return {
-        "input": kw["input"], "weight": kw["weight"], "bias": kw.get("bias"),
-        "kernel": None if wshape is None else wshape[2:], "stride": _tuple(kw.get("stride", 1), dims),
-        "padding": padding, "dilation": _tuple(kw.get("dilation", 1), dims), "groups": int(kw.get("groups", 1)),
+        "input": kw["input"],
+        "weight": kw["weight"],
+        "bias": kw.get("bias"),
+        "kernel": None if wshape is None else wshape[2:],
+        "stride": _tuple(kw.get("stride", 1), dims),
+        "padding": padding,
+        "dilation": _tuple(kw.get("dilation", 1), dims),
+        "groups": int(kw.get("groups", 1)),
         "mode": "constant",
     }
 
@@ -81,12 +95,17 @@ def _linear_args(site: LayerSite) -> dict[str, Any]:
     if site.module is not None:
         x = site.node.args[0] if site.node.args else site.node.kwargs["input"]
         return {
-            "input": x, "weight": f"{site.name}.weight",
+            "input": x,
+            "weight": f"{site.name}.weight",
             "bias": f"{site.name}.bias" if site.module.bias is not None else None,
         }
     args = list(site.node.args) + [None] * 3
     kw = site.node.kwargs
-    return {"input": kw.get("input", args[0]), "weight": kw.get("weight", args[1]), "bias": kw.get("bias", args[2])}
+    return {
+        "input": kw.get("input", args[0]),
+        "weight": kw.get("weight", args[1]),
+        "bias": kw.get("bias", args[2]),
+    }
 
 
 def _operand(ctx: RewriteContext, ref: Any, name: str) -> Any:
@@ -97,8 +116,12 @@ def _operand(ctx: RewriteContext, ref: Any, name: str) -> Any:
 def _quantized_operands(ctx: RewriteContext, site: LayerSite, rule: Rule, x: Any, weight: Any):
     mult = rule.multiplier
     prefix = site.name
-    iq = ctx.add_module(f"{prefix}_input_quant", ActivationQuantizer(mult.bits, mult.signed, rule.momentum))
-    wq = ctx.add_module(f"{prefix}_weight_quant", WeightQuantizer(mult.bits, mult.signed, rule.per_channel))
+    iq = ctx.add_module(
+        f"{prefix}_input_quant", ActivationQuantizer(mult.bits, mult.signed, rule.momentum)
+    )
+    wq = ctx.add_module(
+        f"{prefix}_weight_quant", WeightQuantizer(mult.bits, mult.signed, rule.per_channel)
+    )
     qx, sx, zx = ctx.unpack3(ctx.node("call_module", iq, (x,), name=iq), f"{prefix}_x")
     w = _operand(ctx, weight, f"{prefix}_weight")
     qw, sw, zw = ctx.unpack3(ctx.node("call_module", wq, (w,), name=wq), f"{prefix}_w")
@@ -112,14 +135,26 @@ def _quantized_operands(ctx: RewriteContext, site: LayerSite, rule: Rule, x: Any
     else:
         tables = {"table": mult.table}
     luts = ctx.lut_attrs(mult, tables, f"{prefix}_lut")
-    return (qx, sx, zx), (qw, sw, zw), (luts["table"], luts.get("grad_a"), luts.get("grad_b")), [iq, wq]
+    return (
+        (qx, sx, zx),
+        (qw, sw, zw),
+        (luts["table"], luts.get("grad_a"), luts.get("grad_b")),
+        [iq, wq],
+    )
 
 
 def _record(site: LayerSite, rule: Rule, nodes: list[str]) -> LayerRecord:
     mult = rule.multiplier
     return LayerRecord(
-        site.name, site.op, mult, mult.bits, mult.signed, rule.gradient, rule.per_channel,
-        layer_macs(site), nodes,
+        site.name,
+        site.op,
+        mult,
+        mult.bits,
+        mult.signed,
+        rule.gradient,
+        rule.per_channel,
+        layer_macs(site),
+        nodes,
     )
 
 
@@ -130,14 +165,23 @@ def build_conv(ctx: RewriteContext, site: LayerSite, rule: Rule) -> LayerRecord:
     x = a["input"]
     pads = _pad_list(a["padding"], a["kernel"], a["dilation"])
     if any(pads):
-        x = ctx.node("call_function", F.pad, (x, pads), {"mode": a["mode"]}, name=f"{site.name}_pad")
-    (qx, sx, zx), (qw, sw, zw), (t, ga, gb), mods = _quantized_operands(ctx, site, rule, x, a["weight"])
+        x = ctx.node(
+            "call_function", F.pad, (x, pads), {"mode": a["mode"]}, name=f"{site.name}_pad"
+        )
+    (qx, sx, zx), (qw, sw, zw), (t, ga, gb), mods = _quantized_operands(
+        ctx, site, rule, x, a["weight"]
+    )
     acc = ctx.node(
-        "call_function", lut_conv, (qx, zx, qw, zw, t, ga, gb),
-        {"stride": a["stride"], "dilation": a["dilation"], "groups": a["groups"]}, name=f"{site.name}_lut_gemm",
+        "call_function",
+        lut_conv,
+        (qx, zx, qw, zw, t, ga, gb),
+        {"stride": a["stride"], "dilation": a["dilation"], "groups": a["groups"]},
+        name=f"{site.name}_lut_gemm",
     )
     bias = None if a["bias"] is None else _operand(ctx, a["bias"], f"{site.name}_bias")
-    y = ctx.node("call_function", rescale, (acc, sx, sw, bias), {"channel_dim": 1}, name=f"{site.name}_out")
+    y = ctx.node(
+        "call_function", rescale, (acc, sx, sw, bias), {"channel_dim": 1}, name=f"{site.name}_out"
+    )
     record = _record(site, rule, [*mods, acc.name])
     acc.meta["appmult"] = record
     site.node.replace_all_uses_with(y)
@@ -149,13 +193,18 @@ def build_conv(ctx: RewriteContext, site: LayerSite, rule: Rule) -> LayerRecord:
 def build_linear(ctx: RewriteContext, site: LayerSite, rule: Rule) -> LayerRecord:
     """Rewrite a linear node into quantizers -> ``lut_linear`` -> ``rescale``."""
     a = _linear_args(site)
-    (qx, sx, zx), (qw, sw, zw), (t, ga, gb), mods = _quantized_operands(ctx, site, rule, a["input"], a["weight"])
-    acc = ctx.node("call_function", lut_linear, (qx, zx, qw, zw, t, ga, gb), name=f"{site.name}_lut_gemm")
+    (qx, sx, zx), (qw, sw, zw), (t, ga, gb), mods = _quantized_operands(
+        ctx, site, rule, a["input"], a["weight"]
+    )
+    acc = ctx.node(
+        "call_function", lut_linear, (qx, zx, qw, zw, t, ga, gb), name=f"{site.name}_lut_gemm"
+    )
     bias = None if a["bias"] is None else _operand(ctx, a["bias"], f"{site.name}_bias")
-    y = ctx.node("call_function", rescale, (acc, sx, sw, bias), {"channel_dim": -1}, name=f"{site.name}_out")
+    y = ctx.node(
+        "call_function", rescale, (acc, sx, sw, bias), {"channel_dim": -1}, name=f"{site.name}_out"
+    )
     record = _record(site, rule, [*mods, acc.name])
     acc.meta["appmult"] = record
     site.node.replace_all_uses_with(y)
     ctx.graph.erase_node(site.node)
     return record
-

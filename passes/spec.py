@@ -70,7 +70,9 @@ def resolve_multiplier(ref: Any) -> Any:
             f"{text!r} is neither a built-in multiplier name (see `appmult-fx lut list`) "
             "nor an existing LUT file"
         )
-    raise TypeError(f"expected a multiplier, a built-in name or a LUT path, got {type(ref).__name__}")
+    raise TypeError(
+        f"expected a multiplier, a built-in name or a LUT path, got {type(ref).__name__}"
+    )
 
 
 def _make_rule(mult: Any, options: dict[str, Any]) -> Rule:
@@ -152,7 +154,8 @@ class Spec:
         """Build a spec from ``{"global", "object_type", "module_name_regex", "module_name"}``.
 
         A rule is a multiplier reference (built-in name, LUT path relative to ``base_dir``,
-        or ``null`` / ``"float"`` for float) or a table ``{"multiplier": ..., "gradient": ..., "per_channel": ...}``.
+        or ``null`` / ``"float"`` for float) or a table
+        ``{"multiplier": ..., "gradient": ..., "per_channel": ...}``.
         ``module_name_regex`` is a list of ``[pattern, rule]`` pairs or a table.
         """
         if not isinstance(data, dict):
@@ -169,7 +172,10 @@ class Spec:
             opts: dict[str, Any] = {}
             if isinstance(value, dict):
                 if "multiplier" not in value:
-                    raise ValueError(f"{where}: a rule table needs a 'multiplier' key (\"float\" or null for float)")
+                    raise ValueError(
+                        f"{where}: a rule table needs a 'multiplier' key "
+                        "(\"float\" or null for float)"
+                    )
                 opts = {k: v for k, v in value.items() if k != "multiplier"}
                 value = value["multiplier"]
             return (None if value == FLOAT else _relative(value, base_dir)), opts
@@ -184,7 +190,9 @@ class Spec:
         pairs = list(regex.items()) if isinstance(regex, dict) else regex
         for item in pairs:
             if not (isinstance(item, (list, tuple)) and len(item) == 2):
-                raise ValueError(f"module_name_regex entries must be [pattern, rule] pairs, got {item!r}")
+                raise ValueError(
+                    f"module_name_regex entries must be [pattern, rule] pairs, got {item!r}"
+                )
             mult, opts = rule_args(item[1], f"module_name_regex {item[0]!r}")
             spec.set_module_name_regex(item[0], mult, **opts)
         for key, value in _as_mapping(data.get("module_name", {}), "module_name").items():
@@ -216,7 +224,11 @@ class Spec:
         """A JSON-ready description (multipliers by name)."""
 
         def enc(rule: Rule) -> Any:
-            opts = {k: getattr(rule, k) for k in sorted(_OPTION_KEYS) if getattr(rule, k) != getattr(Rule(), k)}
+            opts = {
+                k: getattr(rule, k)
+                for k in sorted(_OPTION_KEYS)
+                if getattr(rule, k) != getattr(Rule(), k)
+            }
             name = None if rule.multiplier is None else rule.multiplier.name
             return {"multiplier": name, **opts} if opts else name
 
@@ -224,7 +236,9 @@ class Spec:
         if self.global_rule is not None:
             out["global"] = enc(self.global_rule)
         if self.object_type_rules:
-            out["object_type"] = {object_type_name(k): enc(v) for k, v in self.object_type_rules.items()}
+            out["object_type"] = {
+                object_type_name(k): enc(v) for k, v in self.object_type_rules.items()
+            }
         if self.regex_rules:
             out["module_name_regex"] = [[p, enc(r)] for p, r in self.regex_rules]
         if self.module_name_rules:

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from .attention import TRACE_THROUGH, Matmul, decompose_sdpa, swap_attention, tracing_patches
+
 
 class TraceFailure(RuntimeError):
     """``torch.fx`` could not trace a module; names it and says how to mark it a leaf."""
@@ -21,8 +23,14 @@ class _Tracer(fx.Tracer):
         self.leaf_types = leaf_types
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if module_qualified_name in self.leaf_names or (self.leaf_types and isinstance(m, self.leaf_types)):
+        if module_qualified_name in self.leaf_names or (
+            self.leaf_types and isinstance(m, self.leaf_types)
+        ):
             return True
+        if isinstance(m, Matmul):
+            return True
+        if type(m) in TRACE_THROUGH:
+            return False
         return super().is_leaf_module(m, module_qualified_name)
 
     def call_module(self, m: nn.Module, forward: Any, args: Any, kwargs: Any) -> Any:
@@ -36,7 +44,8 @@ class _Tracer(fx.Tracer):
                 f"torch.fx could not trace module {name!r} ({type(m).__name__}): "
                 f"{type(exc).__name__}: {exc}\n"
                 f"Mark it a leaf so it is kept as one opaque call (its multiplies then stay "
-                f"float): convert(..., leaf_modules=[{name!r}]) or leaf_modules=[{type(m).__name__}]; "
+                f"float): convert(..., leaf_modules=[{name!r}]) or "
+                f"leaf_modules=[{type(m).__name__}]; "
                 "or pass concrete_args for data-dependent arguments."
             ) from exc
 
@@ -57,9 +66,11 @@ def trace(
     missing = sorted(names - known)
     if missing:
         raise ValueError(f"leaf_modules {missing} are not modules of the model")
+    swap_attention(model, names, types)  # nn.MultiheadAttention -> explicit projections/matmuls
     tracer = _Tracer(names, types)
     try:
-        graph = tracer.trace(model, concrete_args=concrete_args)
+        with tracing_patches():  # nn.Transformer* take their traceable code path
+            graph = tracer.trace(model, concrete_args=concrete_args)
     except TraceFailure:
         raise
     except Exception as exc:  # noqa: BLE001 - the root forward itself failed
@@ -70,6 +81,7 @@ def trace(
         ) from exc
     name = model.__class__.__name__
     gm = fx.GraphModule(tracer.root, graph, name)
+    decompose_sdpa(gm)
     gm.meta["appmult_leaf_modules"] = sorted(names) + [t.__name__ for t in types]
     return gm
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 # Each module named here defines ``register(subparsers)``, which adds its sub-command(s) and
 # sets ``func`` (a callable taking the parsed args and returning an exit code).
-_COMMAND_MODULES = ["layers"]
+_COMMAND_MODULES = ["layers", "train", "lut", "export", "fp"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +39,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+    except (ValueError, OSError, KeyError) as exc:
         print(f"appmult-fx: error: {exc}", file=sys.stderr)
         return 2

@@ -13,7 +13,7 @@ from ..passes.spec import Spec
 
 
 def spec_from_argument(text: str) -> Spec:
-    """A spec from a ``.json``/``.toml`` file, or a multiplier (name or LUT path) for every layer."""
+    """A spec from a ``.json``/``.toml`` file, or one multiplier (name or LUT path) for all."""
     path = Path(text)
     if path.suffix.lower() in (".json", ".toml"):
         if not path.exists():
@@ -45,7 +45,9 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown torchvision model {args.model!r}: {exc}") from exc
     model.eval()
     example = torch.randn(1, 3, args.image_size, args.image_size)
-    gm = convert(model, spec_from_argument(args.spec), gradient=args.gradient, example_inputs=example)
+    gm = convert(
+        model, spec_from_argument(args.spec), gradient=args.gradient, example_inputs=example
+    )
     print(format_table(layers(gm)))
     return 0
 
@@ -59,7 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "per-layer table: name, op, multiplier, bits, gradient mode, multiply count.",
     )
     p.add_argument("model", help="torchvision model name, e.g. resnet18")
-    p.add_argument("spec", help="spec file (.json/.toml), or a multiplier name / LUT path for every layer")
+    p.add_argument(
+        "spec", help="spec file (.json/.toml), or a multiplier name / LUT path for every layer"
+    )
     p.add_argument("--image-size", type=int, default=224, help="square input size (default 224)")
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--gradient", choices=("lut", "ste"), default="lut")

@@ -33,8 +33,13 @@ def _cross_terms(acc: Tensor, a: Tensor, b: Tensor, zx: Tensor, zw: Tensor) -> T
 
 
 def lut_linear(
-    qx: Tensor, zx: Tensor, qw: Tensor, zw: Tensor,
-    table: Tensor, grad_a: Tensor | None, grad_b: Tensor | None,
+    qx: Tensor,
+    zx: Tensor,
+    qw: Tensor,
+    zw: Tensor,
+    table: Tensor,
+    grad_a: Tensor | None,
+    grad_b: Tensor | None,
 ) -> Tensor:
     """Integer-domain linear layer: ``qx [..., K]`` codes times ``qw [N, K]`` codes."""
     k, n, got = qw.shape[1], qw.shape[0], qx.shape[-1]
@@ -47,9 +52,16 @@ def lut_linear(
 
 
 def lut_conv(
-    qx: Tensor, zx: Tensor, qw: Tensor, zw: Tensor,
-    table: Tensor, grad_a: Tensor | None, grad_b: Tensor | None,
-    stride: tuple[int, ...], dilation: tuple[int, ...], groups: int,
+    qx: Tensor,
+    zx: Tensor,
+    qw: Tensor,
+    zw: Tensor,
+    table: Tensor,
+    grad_a: Tensor | None,
+    grad_b: Tensor | None,
+    stride: tuple[int, ...],
+    dilation: tuple[int, ...],
+    groups: int,
 ) -> Tensor:
     """Integer-domain 1-D or 2-D convolution of already padded codes ``qx [N, C, *spatial]``
     with codes ``qw [O, C/groups, *kernel]`` (im2col + one batched LUT-GEMM over groups)."""
@@ -78,7 +90,9 @@ def rescale(acc: Tensor, sx: Tensor, sw: Tensor, bias: Tensor | None, channel_di
     """Float output ``acc * sx * sw (+ bias)``; ``sw``/``bias`` broadcast along ``channel_dim``."""
     shape = [1] * acc.dim()
     shape[channel_dim] = -1
-    scale = sx.detach().double() * (sw.detach().double().reshape(shape) if sw.dim() == 1 else sw.detach().double())
+    scale = sx.detach().double() * (
+        sw.detach().double().reshape(shape) if sw.dim() == 1 else sw.detach().double()
+    )
     y = (acc * scale).to(torch.float32)
     return y if bias is None else y + bias.reshape(shape)
 
@@ -95,17 +109,25 @@ def _batched(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, tuple[int, ...]]:
 
 
 def lut_matmul(
-    qa: Tensor, za: Tensor, qb: Tensor, zb: Tensor,
-    table: Tensor, grad_a: Tensor | None, grad_b: Tensor | None,
+    qa: Tensor,
+    za: Tensor,
+    qb: Tensor,
+    zb: Tensor,
+    table: Tensor,
+    grad_a: Tensor | None,
+    grad_b: Tensor | None,
 ) -> Tensor:
     """Integer-domain ``torch.matmul`` of two activation code tensors (1-D operands and batch
     broadcasting as torch does them): ``SUM_k (qa + za)(qb + zb)`` with ``AM(qa, qb)``.
 
     ``qa`` indexes the multiplier's rows (first operand), ``qb`` its columns."""
-    torch._check(qa.dim() >= 1 and qb.dim() >= 1, lambda: "expected matmul operands with at least 1 dimension")
+    torch._check(qa.dim() >= 1 and qb.dim() >= 1, lambda: "expected matmul operands of rank >= 1")
     a = qa.unsqueeze(0) if qa.dim() == 1 else qa
     b = qb.unsqueeze(-1) if qb.dim() == 1 else qb
-    torch._check(a.shape[-1] == b.shape[-2], lambda: f"matmul: inner dimensions differ, {tuple(qa.shape)} @ {tuple(qb.shape)}")
+    torch._check(
+        a.shape[-1] == b.shape[-2],
+        lambda: f"matmul: inner dimensions differ, {tuple(qa.shape)} @ {tuple(qb.shape)}",
+    )
     a3, b3, batch = _batched(a, b)
     b3 = b3.contiguous()
     acc = _cross_terms(approx_bmm(a3.contiguous(), b3, table, grad_a, grad_b), a3, b3, za, zb)
@@ -117,7 +139,9 @@ def lut_matmul(
     return out
 
 
-def einsum_as_bmm(equation: str) -> tuple[str, str, str, list[str], list[str], list[str], list[str]] | None:
+def einsum_as_bmm(
+    equation: str,
+) -> tuple[str, str, str, list[str], list[str], list[str], list[str]] | None:
     """Split a two-operand einsum ``equation`` that is a batched matmul into
     ``(lhs, rhs, out, batch, rows, inner, cols)`` index lists, or ``None`` if it is not one
     (ellipsis, repeated index, an index summed within one operand, implicit output)."""
@@ -131,7 +155,7 @@ def einsum_as_bmm(equation: str) -> tuple[str, str, str, list[str], list[str], l
     lhs, rhs = parts
     if any(len(set(s)) != len(s) for s in (lhs, rhs, out)) or not set(out) <= set(lhs) | set(rhs):
         return None
-    if any(c not in out and c not in rhs for c in lhs) or any(c not in out and c not in lhs for c in rhs):
+    if any(c not in out and c not in other for s, other in ((lhs, rhs), (rhs, lhs)) for c in s):
         return None
     batch = [c for c in out if c in lhs and c in rhs]
     rows = [c for c in out if c in lhs and c not in rhs]
@@ -141,24 +165,33 @@ def einsum_as_bmm(equation: str) -> tuple[str, str, str, list[str], list[str], l
 
 
 def lut_einsum(
-    equation: str, qa: Tensor, za: Tensor, qb: Tensor, zb: Tensor,
-    table: Tensor, grad_a: Tensor | None, grad_b: Tensor | None,
+    equation: str,
+    qa: Tensor,
+    za: Tensor,
+    qb: Tensor,
+    zb: Tensor,
+    table: Tensor,
+    grad_a: Tensor | None,
+    grad_b: Tensor | None,
 ) -> Tensor:
     """Integer-domain ``torch.einsum(equation, a, b)`` for an equation that is a batched matmul
     (see :func:`einsum_as_bmm`): operands are permuted to ``[batch, rows, inner]`` /
     ``[batch, inner, cols]`` and computed by :func:`lut_matmul`."""
     parsed = einsum_as_bmm(equation)
-    torch._check(parsed is not None, lambda: f"einsum {equation!r} is not a two-operand batched matmul")
+    torch._check(parsed is not None, lambda: f"einsum {equation!r} is not a batched matmul")
     lhs, rhs, out, batch, rows, inner, cols = parsed  # type: ignore[misc]
-    torch._check(qa.dim() == len(lhs) and qb.dim() == len(rhs), lambda: f"einsum {equation!r}: operand ranks {qa.dim()}, {qb.dim()}")
+    torch._check(
+        qa.dim() == len(lhs) and qb.dim() == len(rhs),
+        lambda: f"einsum {equation!r}: operand ranks {qa.dim()}, {qb.dim()}",
+    )
     size = {c: qa.shape[lhs.index(c)] for c in lhs}
     for c in rhs:
         size[c] = max(size.get(c, 1), qb.shape[rhs.index(c)])
     a = qa.permute([lhs.index(c) for c in batch + rows + inner])
     b = qb.permute([rhs.index(c) for c in batch + inner + cols])
     nb, nr, ni, nc = (math.prod(size[c] for c in g) for g in (batch, rows, inner, cols))
-    a = a.expand(*(size[c] for c in batch), *a.shape[len(batch):]).reshape(nb, nr, ni)
-    b = b.expand(*(size[c] for c in batch), *b.shape[len(batch):]).reshape(nb, ni, nc)
+    a = a.expand(*(size[c] for c in batch), *a.shape[len(batch) :]).reshape(nb, nr, ni)
+    b = b.expand(*(size[c] for c in batch), *b.shape[len(batch) :]).reshape(nb, ni, nc)
     acc = lut_matmul(a, za, b, zb, table, grad_a, grad_b)
     natural = batch + rows + cols
     acc = acc.reshape(*(size[c] for c in natural))
@@ -166,10 +199,18 @@ def lut_einsum(
 
 
 def lut_conv_transpose(
-    qx: Tensor, zx: Tensor, qw: Tensor, zw: Tensor,
-    table: Tensor, grad_a: Tensor | None, grad_b: Tensor | None,
-    stride: tuple[int, ...], padding: tuple[int, ...], output_padding: tuple[int, ...],
-    dilation: tuple[int, ...], groups: int,
+    qx: Tensor,
+    zx: Tensor,
+    qw: Tensor,
+    zw: Tensor,
+    table: Tensor,
+    grad_a: Tensor | None,
+    grad_b: Tensor | None,
+    stride: tuple[int, ...],
+    padding: tuple[int, ...],
+    output_padding: tuple[int, ...],
+    dilation: tuple[int, ...],
+    groups: int,
 ) -> Tensor:
     """Integer-domain 1-D or 2-D transposed convolution of codes ``qx [N, C, *spatial]`` with
     codes ``qw [C, O/groups, *kernel]`` (per-tensor ``zw``).
@@ -183,15 +224,20 @@ def lut_conv_transpose(
         qx, qw = qx.unsqueeze(2), qw.unsqueeze(2)
         stride, dilation = (1, stride[0]), (1, dilation[0])
         padding, output_padding = (0, padding[0]), (0, output_padding[0])
-    torch._check(zw.dim() == 0, lambda: "transposed convolution supports per-tensor weight quantization only")
+    torch._check(zw.dim() == 0, lambda: "transposed convolution: per-tensor weights only")
     nb, c, h, w = qx.shape
     cin, og, kh, kw = qw.shape
-    torch._check(c == cin and c % groups == 0, lambda: f"expected {cin} input channels divisible by groups={groups}, got {c}")
+    torch._check(
+        c == cin and c % groups == 0,
+        lambda: f"expected {cin} input channels divisible by groups={groups}, got {c}",
+    )
     cg = c // groups
     a = qx.reshape(nb, groups, cg, h * w).permute(1, 0, 3, 2).reshape(groups, nb * h * w, cg)
     b = qw.reshape(groups, cg, og * kh * kw)
-    acc = _cross_terms(approx_bmm(a.contiguous(), b.contiguous(), table, grad_a, grad_b), a, b, zx, zw)
-    cols = acc.reshape(groups, nb, h * w, og * kh * kw).permute(1, 0, 3, 2).reshape(nb, groups * og * kh * kw, h * w)
+    acc = approx_bmm(a.contiguous(), b.contiguous(), table, grad_a, grad_b)
+    acc = _cross_terms(acc, a, b, zx, zw)
+    cols = acc.reshape(groups, nb, h * w, og * kh * kw).permute(1, 0, 3, 2)
+    cols = cols.reshape(nb, groups * og * kh * kw, h * w)
     size = [
         (n - 1) * s - 2 * p + d * (k - 1) + op + 1
         for n, s, p, d, k, op in zip((h, w), stride, padding, dilation, (kh, kw), output_padding)

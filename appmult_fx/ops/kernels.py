@@ -1,15 +1,179 @@
 """Compiled kernel backends for the LUT-GEMM products (CPU C++ and CUDA).
 
 ``backend_for(device)`` returns an object with ``lut_bmm``, ``lut_bmm_grad_a`` and
-``lut_bmm_grad_w`` (same signatures as :mod:`.reference`), or ``None`` when no compiled
-kernel serves that device, in which case the op layer uses the reference.
+``lut_bmm_grad_w`` (same signatures and results as :mod:`.reference`), or ``None`` when no
+compiled kernel serves that device, in which case the op layer uses the reference.
+
+The C++/CUDA sources ship as package data (``appmult_fx.csrc``) and are compiled on first use
+with ``torch.utils.cpp_extension.load`` into a cache folder keyed by a hash of the sources, the
+torch and Python versions and the machine (``APPMULT_FX_CACHE_DIR``, default
+``~/.cache/appmult_fx``), so later processes load the built module in well under a second.
+
+Environment variables:
+
+* ``APPMULT_FX_REFERENCE=1``: the op layer never asks for a backend (pure-PyTorch reference).
+* ``APPMULT_FX_CPU_ISA=auto|avx2|portable``: CPU instruction-set path (default ``auto``: AVX2+FMA
+  when the CPU has it, else the portable build).
+* ``APPMULT_FX_CACHE_DIR``: where compiled modules are cached.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib.resources
+import os
+import platform
+import sys
+from pathlib import Path
+from types import ModuleType
+
 import torch
+from torch import Tensor
+
+CPU_SOURCES = ("lut_gemm_cpu.cpp", "lut_gemm_cpu_avx2.cpp", "lut_gemm_cpu_portable.cpp")
+CPU_HEADERS = ("lut_gemm_cpu.h", "lut_gemm_cpu_kernels.h")
+CUDA_SOURCES = ("lut_gemm_cuda_binding.cpp", "lut_gemm_cuda.cu")
+CUDA_HEADERS = ("lut_gemm_cuda.h", "lut_gemm_cuda_kernels.cuh")
+CUDA_ARCH_FLAGS = (
+    "-gencode=arch=compute_80,code=sm_80",
+    "-gencode=arch=compute_90,code=sm_90",
+)
+ISAS = ("auto", "avx2", "portable")
 
 
-def backend_for(device: torch.device):  # noqa: ANN201 - replaced by the kernel issue
-    """The compiled backend for ``device``, or ``None`` (reference path)."""
+def source_dir() -> Path:
+    """Folder holding the kernel sources (the ``appmult_fx.csrc`` package data)."""
+    return Path(str(importlib.resources.files("appmult_fx.csrc")))
+
+
+def cache_dir() -> Path:
+    """Root folder of the compiled-module cache."""
+    env = os.environ.get("APPMULT_FX_CACHE_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "appmult_fx"
+
+
+def _module_name(prefix: str, files: tuple[str, ...], extra: str) -> str:
+    digest = hashlib.sha256()
+    for name in files:
+        digest.update(name.encode())
+        digest.update((source_dir() / name).read_bytes())
+    key = f"{torch.__version__}|{sys.version}|{platform.machine()}|{extra}"
+    digest.update(key.encode())
+    return f"{prefix}_{digest.hexdigest()[:16]}"
+
+
+def _compile(kind: str, prefix: str, sources: tuple[str, ...], headers: tuple[str, ...],
+             **kwargs) -> ModuleType:
+    from torch.utils import cpp_extension
+
+    name = _module_name(prefix, sources + headers, repr(sorted(kwargs.items())))
+    build = cache_dir() / name
+    build.mkdir(parents=True, exist_ok=True)
+    if not (build / f"{name}.so").exists():
+        print(f"appmult-fx: compiling {kind} LUT-GEMM kernel (first use, ~1 min)...",
+              file=sys.stderr, flush=True)
+    try:
+        return cpp_extension.load(
+            name=name,
+            sources=[str(source_dir() / s) for s in sources],
+            extra_include_paths=[str(source_dir())],
+            build_directory=str(build),
+            verbose=False,
+            **kwargs,
+        )
+    except Exception as exc:  # compiler missing or failing: say how to run without kernels
+        raise RuntimeError(
+            f"appmult-fx: could not compile the {kind} LUT-GEMM kernel ({exc}); set "
+            "APPMULT_FX_REFERENCE=1 to use the pure-PyTorch reference instead"
+        ) from exc
+
+
+@functools.cache
+def cpu_extension() -> ModuleType:
+    """The compiled CPU kernel module (built on first call, then cached on disk)."""
+    return _compile(
+        "CPU", "appmult_fx_cpu", CPU_SOURCES, CPU_HEADERS,
+        extra_cflags=["-O3", "-fopenmp", "-fno-strict-aliasing"],
+        extra_ldflags=["-fopenmp"],
+    )
+
+
+@functools.cache
+def cuda_extension() -> ModuleType:
+    """The compiled CUDA kernel module (built with nvcc on first call, then cached on disk)."""
+    return _compile(
+        "CUDA", "appmult_fx_cuda", CUDA_SOURCES, CUDA_HEADERS,
+        extra_cflags=["-O3"],
+        extra_cuda_cflags=["-O3", *CUDA_ARCH_FLAGS],
+    )
+
+
+class CPUBackend:
+    """CPU kernels; ``isa`` is ``"auto"``, ``"avx2"`` or ``"portable"`` (the portable build)."""
+
+    def __init__(self, isa: str = "auto") -> None:
+        if isa not in ISAS:
+            raise ValueError(f"expected isa in {ISAS}, got {isa!r}")
+        self.isa = isa
+        self._ext = cpu_extension()
+
+    def resolved_isa(self) -> str:
+        """The instruction set this backend runs on this CPU."""
+        return "portable" if self.isa == "portable" else self._ext.best_isa()
+
+    def lut_bmm(self, a: Tensor, w: Tensor, table: Tensor) -> Tensor:
+        """``Y = SUM_k table[a, w]`` (int32; sums wrap modulo 2**32 exactly like the reference)."""
+        return self._ext.lut_bmm(a, w, table, self.isa)
+
+    def lut_bmm_grad_a(self, g: Tensor, a: Tensor, w: Tensor, ga: Tensor) -> Tensor:
+        """``dA = SUM_n g * ga[a, w]`` (float32)."""
+        return self._ext.lut_bmm_grad_a(g, a, w, ga, self.isa)
+
+    def lut_bmm_grad_w(self, g: Tensor, a: Tensor, w: Tensor, gw: Tensor) -> Tensor:
+        """``dW = SUM_m g * gw[a, w]`` (float32)."""
+        return self._ext.lut_bmm_grad_w(g, a, w, gw, self.isa)
+
+
+class CUDABackend:
+    """CUDA kernels (shared-memory LUT tiles; see docs/kernels.md)."""
+
+    def __init__(self) -> None:
+        self._ext = cuda_extension()
+
+    def lut_bmm(self, a: Tensor, w: Tensor, table: Tensor) -> Tensor:
+        """``Y = SUM_k table[a, w]`` (int32; sums wrap modulo 2**32 exactly like the reference)."""
+        return self._ext.lut_bmm(a, w, table)
+
+    def lut_bmm_grad_a(self, g: Tensor, a: Tensor, w: Tensor, ga: Tensor) -> Tensor:
+        """``dA = SUM_n g * ga[a, w]`` (float32)."""
+        return self._ext.lut_bmm_grad_a(g, a, w, ga)
+
+    def lut_bmm_grad_w(self, g: Tensor, a: Tensor, w: Tensor, gw: Tensor) -> Tensor:
+        """``dW = SUM_m g * gw[a, w]`` (float32)."""
+        return self._ext.lut_bmm_grad_w(g, a, w, gw)
+
+
+@functools.cache
+def _cpu_backend(isa: str) -> CPUBackend:
+    return CPUBackend(isa)
+
+
+@functools.cache
+def _cuda_backend() -> CUDABackend:
+    return CUDABackend()
+
+
+def backend_for(device: torch.device) -> CPUBackend | CUDABackend | None:
+    """The compiled backend for ``device`` (compiled on first use), or ``None`` (reference path).
+
+    Raises RuntimeError when compilation fails (set ``APPMULT_FX_REFERENCE=1`` to avoid it).
+    """
+    if device.type == "cpu":
+        return _cpu_backend(os.environ.get("APPMULT_FX_CPU_ISA", "auto"))
+    if device.type == "cuda":
+        return _cuda_backend()
     return None

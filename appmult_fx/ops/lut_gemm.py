@@ -45,22 +45,36 @@ def _check_table(table: Tensor, dtype: torch.dtype, what: str) -> None:
     n = table.shape[0] if table.dim() == 2 else -1
     torch._check(
         table.dim() == 2 and table.shape[0] == table.shape[1] and n in (4, 8, 16, 32, 64, 128, 256),
-        lambda: f"expected {what} of shape (2**bits, 2**bits) with bits in 2..8, got {tuple(table.shape)}",
+        lambda: (
+            f"expected {what} of shape (2**bits, 2**bits) with bits in 2..8, "
+            f"got {tuple(table.shape)}"
+        ),
     )
     torch._check(table.dtype == dtype, lambda: f"expected {what} dtype {dtype}, got {table.dtype}")
 
 
 def _check_indices(a: Tensor, w: Tensor) -> None:
-    torch._check(a.dim() == 3 and w.dim() == 3, lambda: f"expected a [B,M,K] and w [B,K,N], got {tuple(a.shape)} and {tuple(w.shape)}")
-    torch._check(a.dtype == torch.uint8 and w.dtype == torch.uint8, lambda: f"expected uint8 indices, got {a.dtype} and {w.dtype}")
-    torch._check(a.shape[0] == w.shape[0] and a.shape[2] == w.shape[1], lambda: f"batch/inner dimensions differ: a {tuple(a.shape)}, w {tuple(w.shape)}")
+    torch._check(
+        a.dim() == 3 and w.dim() == 3,
+        lambda: f"expected a [B,M,K] and w [B,K,N], got {tuple(a.shape)} and {tuple(w.shape)}",
+    )
+    torch._check(
+        a.dtype == torch.uint8 and w.dtype == torch.uint8,
+        lambda: f"expected uint8 indices, got {a.dtype} and {w.dtype}",
+    )
+    torch._check(
+        a.shape[0] == w.shape[0] and a.shape[2] == w.shape[1],
+        lambda: f"batch/inner dimensions differ: a {tuple(a.shape)}, w {tuple(w.shape)}",
+    )
     torch._check(a.device == w.device, lambda: f"a on {a.device} but w on {w.device}")
 
 
 def _check_grad(g: Tensor, a: Tensor, w: Tensor) -> None:
     torch._check(
         g.dim() == 3 and tuple(g.shape) == (a.shape[0], a.shape[1], w.shape[2]),
-        lambda: f"expected grad of shape {(a.shape[0], a.shape[1], w.shape[2])}, got {tuple(g.shape)}",
+        lambda: (
+            f"expected grad of shape {(a.shape[0], a.shape[1], w.shape[2])}, got {tuple(g.shape)}"
+        ),
     )
     torch._check(g.dtype == torch.float32, lambda: f"expected float32 grad, got {g.dtype}")
 
@@ -86,7 +100,9 @@ def lut_bmm_grad_a(g: Tensor, a: Tensor, w: Tensor, ga: Tensor) -> Tensor:
     _check_indices(a, w)
     _check_grad(g, a, w)
     _check_table(ga, torch.float32, "ga")
-    return _impl(a.device).lut_bmm_grad_a(g.contiguous(), a.contiguous(), w.contiguous(), ga.to(a.device).contiguous())
+    return _impl(a.device).lut_bmm_grad_a(
+        g.contiguous(), a.contiguous(), w.contiguous(), ga.to(a.device).contiguous()
+    )
 
 
 @lut_bmm_grad_a.register_fake
@@ -102,7 +118,9 @@ def lut_bmm_grad_w(g: Tensor, a: Tensor, w: Tensor, gw: Tensor) -> Tensor:
     _check_indices(a, w)
     _check_grad(g, a, w)
     _check_table(gw, torch.float32, "gw")
-    return _impl(a.device).lut_bmm_grad_w(g.contiguous(), a.contiguous(), w.contiguous(), gw.to(a.device).contiguous())
+    return _impl(a.device).lut_bmm_grad_w(
+        g.contiguous(), a.contiguous(), w.contiguous(), gw.to(a.device).contiguous()
+    )
 
 
 @lut_bmm_grad_w.register_fake
@@ -112,20 +130,37 @@ def _lut_bmm_grad_w_fake(g: Tensor, a: Tensor, w: Tensor, gw: Tensor) -> Tensor:
     return g.new_empty(w.shape, dtype=torch.float32)
 
 
-def _check_codes(qa: Tensor, qb: Tensor, table: Tensor, grad_a: Tensor | None, grad_b: Tensor | None) -> None:
-    torch._check(qa.dim() == 3 and qb.dim() == 3, lambda: f"expected qa [B,M,K] and qb [B,K,N], got {tuple(qa.shape)} and {tuple(qb.shape)}")
-    torch._check(qa.shape[0] == qb.shape[0] and qa.shape[2] == qb.shape[1], lambda: f"batch/inner dimensions differ: {tuple(qa.shape)} @ {tuple(qb.shape)}")
-    torch._check(qa.dtype == torch.float32 and qb.dtype == torch.float32, lambda: f"expected float32 codes, got {qa.dtype} and {qb.dtype}")
+def _check_codes(
+    qa: Tensor, qb: Tensor, table: Tensor, grad_a: Tensor | None, grad_b: Tensor | None
+) -> None:
+    torch._check(
+        qa.dim() == 3 and qb.dim() == 3,
+        lambda: f"expected qa [B,M,K] and qb [B,K,N], got {tuple(qa.shape)} and {tuple(qb.shape)}",
+    )
+    torch._check(
+        qa.shape[0] == qb.shape[0] and qa.shape[2] == qb.shape[1],
+        lambda: f"batch/inner dimensions differ: {tuple(qa.shape)} @ {tuple(qb.shape)}",
+    )
+    torch._check(
+        qa.dtype == torch.float32 and qb.dtype == torch.float32,
+        lambda: f"expected float32 codes, got {qa.dtype} and {qb.dtype}",
+    )
     _check_table(table, torch.int32, "table")
-    torch._check((grad_a is None) == (grad_b is None), lambda: "grad_a and grad_b must be given together")
+    torch._check(
+        (grad_a is None) == (grad_b is None), lambda: "grad_a and grad_b must be given together"
+    )
     for g in (grad_a, grad_b):
         if g is not None:
             _check_table(g, torch.float32, "gradient table")
-            torch._check(g.shape == table.shape, lambda: "gradient tables must match the table's shape")
+            torch._check(
+                g.shape == table.shape, lambda: "gradient tables must match the table's shape"
+            )
 
 
 @torch.library.custom_op("appmult::approx_bmm", mutates_args=())
-def approx_bmm(qa: Tensor, qb: Tensor, table: Tensor, grad_a: Tensor | None, grad_b: Tensor | None) -> Tensor:
+def approx_bmm(
+    qa: Tensor, qb: Tensor, table: Tensor, grad_a: Tensor | None, grad_b: Tensor | None
+) -> Tensor:
     """``SUM_k AM(qa[b,m,k], qb[b,k,n])`` for integer-valued float codes, as float32."""
     _check_codes(qa, qb, table, grad_a, grad_b)
     bits = _table_bits(table)
@@ -134,7 +169,9 @@ def approx_bmm(qa: Tensor, qb: Tensor, table: Tensor, grad_a: Tensor | None, gra
 
 
 @approx_bmm.register_fake
-def _approx_bmm_fake(qa: Tensor, qb: Tensor, table: Tensor, grad_a: Tensor | None, grad_b: Tensor | None) -> Tensor:
+def _approx_bmm_fake(
+    qa: Tensor, qb: Tensor, table: Tensor, grad_a: Tensor | None, grad_b: Tensor | None
+) -> Tensor:
     _check_codes(qa, qb, table, grad_a, grad_b)
     return qa.new_empty((qa.shape[0], qa.shape[1], qb.shape[2]))
 

@@ -68,8 +68,12 @@ class ActivationQuantizer(nn.Module):
         """Fold the range of ``x`` into the running min/max."""
         lo, hi = x.detach().min().float(), x.detach().max().float()
         # the first observed batch initialises the range (branch-free for torch.compile)
-        self.min_val.copy_(torch.where(self.initialized, torch.lerp(self.min_val, lo, self.momentum), lo))
-        self.max_val.copy_(torch.where(self.initialized, torch.lerp(self.max_val, hi, self.momentum), hi))
+        self.min_val.copy_(
+            torch.where(self.initialized, torch.lerp(self.min_val, lo, self.momentum), lo)
+        )
+        self.max_val.copy_(
+            torch.where(self.initialized, torch.lerp(self.max_val, hi, self.momentum), hi)
+        )
         self.initialized.fill_(True)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -112,7 +116,9 @@ class WeightQuantizer(nn.Module):
         else:
             lo, hi = wd.min().float(), wd.max().float()
         scale, zp = qparams(lo, hi, self.bits, self.signed)
-        codes = quantize(w, _channel_view(scale, w.dim()), _channel_view(zp, w.dim()), self.bits, self.signed)
+        codes = quantize(
+            w, _channel_view(scale, w.dim()), _channel_view(zp, w.dim()), self.bits, self.signed
+        )
         return codes, scale, zp
 
     def extra_repr(self) -> str:

@@ -21,7 +21,9 @@ def _k_chunk(b: int, m: int, k: int, n: int) -> int:
     return max(1, min(k, _CHUNK_ELEMENTS // max(1, b * m * n)))
 
 
-def _gather(table: torch.Tensor, a: torch.Tensor, w: torch.Tensor, k0: int, k1: int) -> torch.Tensor:
+def _gather(
+    table: torch.Tensor, a: torch.Tensor, w: torch.Tensor, k0: int, k1: int
+) -> torch.Tensor:
     """``table[a[:, :, k0:k1, None], w[:, None, k0:k1, :]]`` as a [B, M, kc, N] tensor."""
     n = table.shape[0]
     idx = a[:, :, k0:k1, None].to(torch.int64) * n + w[:, None, k0:k1, :].to(torch.int64)
@@ -39,7 +41,9 @@ def lut_bmm(a: torch.Tensor, w: torch.Tensor, table: torch.Tensor) -> torch.Tens
     return out.to(torch.int32)
 
 
-def lut_bmm_grad_a(g: torch.Tensor, a: torch.Tensor, w: torch.Tensor, ga: torch.Tensor) -> torch.Tensor:
+def lut_bmm_grad_a(
+    g: torch.Tensor, a: torch.Tensor, w: torch.Tensor, ga: torch.Tensor
+) -> torch.Tensor:
     """Activation-gradient product ``dA = SUM_n G * GA[a, w]`` (float32)."""
     bsz, m, k = a.shape
     n = w.shape[2]
@@ -52,7 +56,9 @@ def lut_bmm_grad_a(g: torch.Tensor, a: torch.Tensor, w: torch.Tensor, ga: torch.
     return out
 
 
-def lut_bmm_grad_w(g: torch.Tensor, a: torch.Tensor, w: torch.Tensor, gw: torch.Tensor) -> torch.Tensor:
+def lut_bmm_grad_w(
+    g: torch.Tensor, a: torch.Tensor, w: torch.Tensor, gw: torch.Tensor
+) -> torch.Tensor:
     """Weight-gradient product ``dW = SUM_m G * GW[a, w]`` (float32)."""
     bsz, m, k = a.shape
     n = w.shape[2]

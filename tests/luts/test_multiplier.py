@@ -48,7 +48,14 @@ def test_validation_errors() -> None:
     with pytest.raises(ValueError, match="together"):
         Multiplier("x", 2, False, torch.zeros(4, 4, dtype=torch.int64), grad_a=torch.zeros(4, 4))
     with pytest.raises(ValueError, match="finite"):
-        Multiplier("x", 2, False, torch.zeros(4, 4, dtype=torch.int64), torch.full((4, 4), float("nan")), torch.zeros(4, 4))
+        Multiplier(
+            "x",
+            2,
+            False,
+            torch.zeros(4, 4, dtype=torch.int64),
+            torch.full((4, 4), float("nan")),
+            torch.zeros(4, 4),
+        )
     with pytest.raises(KeyError, match="unknown built-in"):
         amx.multiplier("mul9u_exact")
 

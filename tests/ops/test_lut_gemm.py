@@ -15,11 +15,19 @@ SEED_LUT = "appmults/resub_als/Mult_7_7_MED_63.6771_size_178_depth_23_lutfp+bp_a
 def _brute(a, w, table):
     """Triple loop over plain Python lists: the simplest possible statement of the product."""
     a, w, t = a.tolist(), w.tolist(), table.tolist()
-    return torch.tensor([
-        [[sum(t[a[b][i][kk]][w[b][kk][j]] for kk in range(len(w[b]))) for j in range(len(w[b][0]))]
-         for i in range(len(a[b]))]
-        for b in range(len(a))
-    ], dtype=torch.int64)
+    return torch.tensor(
+        [
+            [
+                [
+                    sum(t[a[b][i][kk]][w[b][kk][j]] for kk in range(len(w[b])))
+                    for j in range(len(w[b][0]))
+                ]
+                for i in range(len(a[b]))
+            ]
+            for b in range(len(a))
+        ],
+        dtype=torch.int64,
+    )
 
 
 def _brute_grads(g, a, w, ga, gw):
@@ -37,7 +45,10 @@ def _brute_grads(g, a, w, ga, gw):
 def _random_case(bits, shape=(2, 5, 7, 3)):
     bsz, m, k, n = shape
     hi = 1 << bits
-    return (torch.randint(0, hi, (bsz, m, k), dtype=torch.uint8), torch.randint(0, hi, (bsz, k, n), dtype=torch.uint8))
+    return (
+        torch.randint(0, hi, (bsz, m, k), dtype=torch.uint8),
+        torch.randint(0, hi, (bsz, k, n), dtype=torch.uint8),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +76,15 @@ def test_gradient_products_equal_the_seed_formula(seed_mult) -> None:
     a, w = _random_case(7, (2, 4, 6, 3))
     g = torch.randn(2, 4, 3)
     da, dw = _brute_grads(g, a, w, seed_mult.grad_a, seed_mult.grad_b)
-    torch.testing.assert_close(lut_bmm_grad_a(g, a, w, seed_mult.grad_a).double(), da, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(lut_bmm_grad_w(g, a, w, seed_mult.grad_b).double(), dw, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(reference.lut_bmm_grad_a(g, a, w, seed_mult.grad_a).double(), da, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        lut_bmm_grad_a(g, a, w, seed_mult.grad_a).double(), da, rtol=1e-5, atol=1e-5
+    )
+    torch.testing.assert_close(
+        lut_bmm_grad_w(g, a, w, seed_mult.grad_b).double(), dw, rtol=1e-5, atol=1e-5
+    )
+    torch.testing.assert_close(
+        reference.lut_bmm_grad_a(g, a, w, seed_mult.grad_a).double(), da, rtol=1e-5, atol=1e-5
+    )
 
 
 def test_approx_bmm_backward_uses_gradient_luts(seed_mult) -> None:
@@ -77,7 +94,9 @@ def test_approx_bmm_backward_uses_gradient_luts(seed_mult) -> None:
     assert torch.equal(out.long(), _brute(qa.detach().byte(), qb.detach().byte(), seed_mult.table))
     g = torch.randn_like(out)
     out.backward(g)
-    da, dw = _brute_grads(g, qa.detach().byte(), qb.detach().byte(), seed_mult.grad_a, seed_mult.grad_b)
+    da, dw = _brute_grads(
+        g, qa.detach().byte(), qb.detach().byte(), seed_mult.grad_a, seed_mult.grad_b
+    )
     torch.testing.assert_close(qa.grad.double(), da, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(qb.grad.double(), dw, rtol=1e-5, atol=1e-5)
 

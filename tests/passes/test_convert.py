@@ -23,7 +23,9 @@ def test_resnet18_issue_example() -> None:
     spec = amx.Spec().set_global("mul7u_exact").set_module_name("fc", None)
     gm = amx.convert(model, spec, gradient="lut", example_inputs=torch.randn(1, 3, 32, 32))
     assert _count(gm) == 20 and _count(gm, approximate=False) == 1
-    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # original untouched
+    assert all(
+        torch.equal(v, model.state_dict()[k]) for k, v in before.items()
+    )  # original untouched
     assert not any("quant" in n for n, _ in model.named_modules())
     recs = {r.name: r for r in amx.layers(gm)}
     assert recs["conv1"].macs == 64 * 16 * 16 * 3 * 49 and recs["fc"].macs == 512 * 10
@@ -40,7 +42,11 @@ def test_mobilenet_v2_depthwise_and_grouped() -> None:
     model = torchvision.models.mobilenet_v2(num_classes=10)
     gm = amx.convert(model, amx.Spec().set_global("mul8u_exact"))
     assert _count(gm) == 52 + 1
-    depthwise = [r for r in amx.layers(gm) if r.op == "conv2d" and ".conv.0.0" in r.name and r.name != "features.1.conv.0.0"]
+    depthwise = [
+        r
+        for r in amx.layers(gm)
+        if r.op == "conv2d" and ".conv.0.0" in r.name and r.name != "features.1.conv.0.0"
+    ]
     assert depthwise  # depthwise convs are rewritten too
     gm.eval()
     with pytest.warns(UserWarning, match="calibrat"):
@@ -90,7 +96,9 @@ def test_graphmodule_copies_moves_and_saves(tmp_path) -> None:
 
 
 def test_calibrate_touches_only_observers() -> None:
-    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.Dropout(0.5), nn.Flatten(), nn.Linear(3 * 36, 2))
+    model = nn.Sequential(
+        nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.Dropout(0.5), nn.Flatten(), nn.Linear(3 * 36, 2)
+    )
     gm = amx.convert(model, amx.Spec().set_global("mul8u_exact"))
     gm.train()
     bn = copy.deepcopy(gm.get_submodule("1").state_dict())
@@ -125,9 +133,10 @@ def test_trace_failure_names_the_module_and_leaf_modules_fix_it() -> None:
     with pytest.raises(amx.TraceFailure, match=r"(?s)'1' \(Untraceable\).*leaf_modules"):
         amx.convert(model, amx.Spec().set_global("mul8u_exact"))
     gm = amx.convert(model, amx.Spec().set_global("mul8u_exact"), leaf_modules=["1"])
-    assert [r.name for r in amx.layers(gm)] == ["0"]
+    # a leaf's inner multiplies are listed as float layers (issue 6: records cover all multiplies)
+    assert [(r.name, r.approximate) for r in amx.layers(gm)] == [("0", True), ("1.conv", False)]
     gm = amx.convert(model, amx.Spec().set_global("mul8u_exact"), leaf_modules=[Untraceable])
-    assert len(amx.layers(gm)) == 1
+    assert [r.approximate for r in amx.layers(gm)] == [True, False]
     with pytest.raises(ValueError, match="not modules"):
         amx.convert(model, amx.Spec(), leaf_modules=["nope"])
 
@@ -167,8 +176,12 @@ def test_converted_cnn_trains_on_digits(shared, gradient) -> None:
     y = torch.tensor(digits.target[:512])
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(16 * 16, 10),
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 16, 10),
     )
     mult = amx.load_multiplier(shared / SEED_LUT)
     gm = amx.convert(model, amx.Spec().set_global(mult), gradient=gradient)
@@ -188,7 +201,9 @@ def test_converted_cnn_trains_on_digits(shared, gradient) -> None:
 
 
 def test_torch_export_and_compile_see_the_ops() -> None:
-    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 64, 3))
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 64, 3)
+    )
     x = torch.rand(2, 1, 8, 8)
     gm = amx.convert(model, amx.Spec().set_global("mul7u_exact"))
     amx.calibrate(gm, [x], progress=False)

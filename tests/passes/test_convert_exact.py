@@ -51,28 +51,65 @@ def _check_layer(model, x, bits, signed, reference_int):
     acc_name = [n for n in cap.values if n.endswith("_lut_gemm")][0]
     acc = cap.values[acc_name]
     expect_acc, sw, bias = reference_int(qx, zx)
-    channel_shape = [-1] + [1] * (expect_acc.dim() - 2) if isinstance(model, (nn.Conv1d, nn.Conv2d)) else [-1]
+    channel_shape = (
+        [-1] + [1] * (expect_acc.dim() - 2) if isinstance(model, (nn.Conv1d, nn.Conv2d)) else [-1]
+    )
     assert torch.equal(acc, expect_acc), (acc - expect_acc).abs().max()
     expect_y = (expect_acc * (sx.double() * sw.double())).float()
     if bias is not None:
         expect_y = expect_y + bias.reshape(channel_shape)
     rel = (y - expect_y).abs().max() / expect_y.abs().max()
     assert rel <= 1e-5
-    assert torch.allclose(y, model.eval()(x), atol=0.2 * float(expect_y.abs().max()))  # close to float
+    assert torch.allclose(
+        y, model.eval()(x), atol=0.2 * float(expect_y.abs().max())
+    )  # close to float
     return gm
 
 
 CONV_CASES = [
     dict(in_channels=3, out_channels=8, kernel_size=3, stride=2, padding=1),
-    dict(in_channels=4, out_channels=8, kernel_size=(3, 2), stride=(1, 2), padding=(2, 0), dilation=(2, 1), bias=False),
-    dict(in_channels=8, out_channels=8, kernel_size=3, padding="same", groups=8, padding_mode="reflect"),
-    dict(in_channels=6, out_channels=4, kernel_size=3, padding="valid", groups=2, padding_mode="circular"),
-    dict(in_channels=4, out_channels=6, kernel_size=4, padding="same", dilation=2, padding_mode="replicate"),
+    dict(
+        in_channels=4,
+        out_channels=8,
+        kernel_size=(3, 2),
+        stride=(1, 2),
+        padding=(2, 0),
+        dilation=(2, 1),
+        bias=False,
+    ),
+    dict(
+        in_channels=8,
+        out_channels=8,
+        kernel_size=3,
+        padding="same",
+        groups=8,
+        padding_mode="reflect",
+    ),
+    dict(
+        in_channels=6,
+        out_channels=4,
+        kernel_size=3,
+        padding="valid",
+        groups=2,
+        padding_mode="circular",
+    ),
+    dict(
+        in_channels=4,
+        out_channels=6,
+        kernel_size=4,
+        padding="same",
+        dilation=2,
+        padding_mode="replicate",
+    ),
 ]
 
 
 @pytest.mark.parametrize("signed", [False, True])
-@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items() if k != "in_channels"))
+@pytest.mark.parametrize(
+    "case",
+    CONV_CASES,
+    ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items() if k != "in_channels"),
+)
 def test_conv2d_matches_integer_conv(case, signed) -> None:
     conv = nn.Conv2d(**case)
     x = torch.randn(2, case["in_channels"], 9, 10)
@@ -85,7 +122,13 @@ def test_conv2d_matches_integer_conv(case, signed) -> None:
             xi = F.pad(qx + zx, pad, value=0.0)  # real zero is integer 0 after removing zx
         else:
             xi = F.pad(qx + zx, pad, mode=mode)
-        acc = F.conv2d(xi.double(), (qw + zw).double(), stride=conv.stride, dilation=conv.dilation, groups=conv.groups)
+        acc = F.conv2d(
+            xi.double(),
+            (qw + zw).double(),
+            stride=conv.stride,
+            dilation=conv.dilation,
+            groups=conv.groups,
+        )
         return acc, sw, conv.bias
 
     _check_layer(conv, x, 8, signed, ref)
@@ -99,7 +142,11 @@ def test_conv1d_matches_integer_conv(signed) -> None:
     def ref(qx, zx):
         qw, sw, zw = _weight_codes(conv.weight.detach(), 8, signed)
         xi = F.pad(qx + zx, (2, 2))
-        return F.conv1d(xi.double(), (qw + zw).double(), stride=2, dilation=2, groups=2), sw, conv.bias
+        return (
+            F.conv1d(xi.double(), (qw + zw).double(), stride=2, dilation=2, groups=2),
+            sw,
+            conv.bias,
+        )
 
     _check_layer(conv, x, 8, signed, ref)
 
@@ -119,6 +166,7 @@ def test_linear_matches_integer_linear(signed) -> None:
 def test_per_channel_weights_and_lut_accumulator_bit_exact() -> None:
     """The raw LUT accumulator SUM AM(qx, qw) equals an int64 conv of the codes."""
     from appmult_fx.luts.indexing import codes_to_indices
+
     from appmult_fx.ops.lut_gemm import lut_bmm
 
     model = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1))

@@ -4,10 +4,10 @@ import json
 
 import pytest
 import torch.nn.functional as F
+from appmult_fx.passes.spec import Rule
 from torch import nn
 
 import appmult_fx as amx
-from appmult_fx.passes.spec import Rule
 
 
 class Net(nn.Module):
@@ -37,10 +37,20 @@ def test_precedence_global_type_regex_name() -> None:
         .set_module_name("features", "mul4u_exact")
     )
     got = _assignment(spec)
-    assert got == {"features.0": "mul4u_exact", "features.2": "mul4u_exact", "conv2d": "mul6u_exact", "head": "mul7u_exact"}
+    assert got == {
+        "features.0": "mul4u_exact",
+        "features.2": "mul4u_exact",
+        "conv2d": "mul6u_exact",
+        "head": "mul7u_exact",
+    }
     spec.set_module_name("features.2", None)
     assert _assignment(spec)["features.2"] is None  # exact name beats its parent module
-    spec = amx.Spec().set_global("mul8u_exact").set_module_name_regex("features", "mul4u_exact").set_object_type("Conv2d", None)
+    spec = (
+        amx.Spec()
+        .set_global("mul8u_exact")
+        .set_module_name_regex("features", "mul4u_exact")
+        .set_object_type("Conv2d", None)
+    )
     got = _assignment(spec)
     assert got["features.0"] == "mul4u_exact" and got["conv2d"] == "mul8u_exact"
 
@@ -51,7 +61,11 @@ def test_unassigned_layers_stay_float() -> None:
 
 
 def test_rule_options_reach_the_layer() -> None:
-    spec = amx.Spec().set_global("mul8u_exact", gradient="ste", per_channel=True).set_module_name("head", "mul8u_exact")
+    spec = (
+        amx.Spec()
+        .set_global("mul8u_exact", gradient="ste", per_channel=True)
+        .set_module_name("head", "mul8u_exact")
+    )
     gm = amx.convert(Net(), spec, gradient="lut")
     recs = {r.name: r for r in amx.layers(gm)}
     assert recs["features.0"].gradient == "ste" and recs["features.0"].per_channel
@@ -65,7 +79,12 @@ def test_from_dict_json_and_toml(tmp_path) -> None:
         "module_name_regex": [["features\\.2", "mul5u_exact"]],
         "module_name": {"features.0": None},
     }
-    expect = {"features.0": None, "features.2": "mul5u_exact", "conv2d": "mul8u_exact", "head": "mul7u_exact"}
+    expect = {
+        "features.0": None,
+        "features.2": "mul5u_exact",
+        "conv2d": "mul8u_exact",
+        "head": "mul7u_exact",
+    }
     assert _assignment(amx.Spec.from_dict(data)) == expect
     (tmp_path / "s.json").write_text(json.dumps(data))
     assert _assignment(amx.Spec.from_file(tmp_path / "s.json")) == expect
@@ -76,7 +95,10 @@ def test_from_dict_json_and_toml(tmp_path) -> None:
         '[module_name]\n"features.0" = "float"\n'
     )
     assert _assignment(amx.Spec.from_file(tmp_path / "s.toml")) == expect
-    assert amx.Spec.from_dict(amx.Spec.from_dict(data).to_dict()).to_dict() == amx.Spec.from_dict(data).to_dict()
+    assert (
+        amx.Spec.from_dict(amx.Spec.from_dict(data).to_dict()).to_dict()
+        == amx.Spec.from_dict(data).to_dict()
+    )
 
 
 def test_multiplier_by_object_name_and_path(tmp_path) -> None:

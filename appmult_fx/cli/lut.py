@@ -1,0 +1,191 @@
+"""``appmult-fx lut build|grad|info|list|plot``: build LUTs, add gradients, show error figures."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..luts.formats import FORMATS, load_multiplier, save_multiplier
+from ..luts.gradients import EDGES, METHODS, default_window, with_gradients
+from ..luts.metrics import METRIC_NAMES, metrics
+from ..luts.multiplier import Multiplier
+from ..luts.registry import builtin_names, multiplier
+from ..luts.user_defined import from_c_source, from_netlist
+
+_NETLIST_SUFFIXES = {".blif", ".v", ".sv"}
+_C_SUFFIXES = {".c", ".cc", ".cpp", ".cxx"}
+
+
+def resolve(
+    source: str, bits: int | None = None, signed: bool = False, symbol: str | None = None
+) -> Multiplier:
+    """A multiplier from a netlist, C/C++ source, LUT file or built-in name."""
+    path = Path(source)
+    if path.is_file():
+        if path.suffix in _NETLIST_SUFFIXES:
+            return from_netlist(path, signed=signed)
+        if path.suffix in _C_SUFFIXES:
+            if bits is None:
+                raise ValueError(f"{source}: a C/C++ multiplier needs --bits")
+            return from_c_source(path, bits, signed, symbol=symbol or "approx_mul")
+        return load_multiplier(path)
+    if path.suffix or "/" in source:
+        raise FileNotFoundError(f"{source}: no such file")
+    try:
+        return multiplier(source)
+    except KeyError as exc:  # say it as a sentence, not as a quoted key
+        raise ValueError(f"{source}: not a file, and {exc.args[0]}") from exc
+
+
+def _add_gradients(mult: Multiplier, args: argparse.Namespace) -> Multiplier:
+    window = args.window if args.window is not None else default_window(mult.bits)
+    return with_gradients(mult, window, edge=args.edge, method=args.method)
+
+
+def format_metrics(m: dict[str, float]) -> str:
+    """One line of metrics in a fixed order."""
+    return "  ".join(f"{k}={m[k]:.6g}" for k in METRIC_NAMES)
+
+
+def _build(args: argparse.Namespace) -> int:
+    mult = resolve(args.source, args.bits, args.signed, args.symbol)
+    if args.name:
+        mult = mult.renamed(args.name)
+    if not args.no_grad and (args.window is not None or not mult.has_gradients):
+        mult = _add_gradients(mult, args)
+    out = save_multiplier(mult, args.output, format=args.format)
+    print(f"wrote {out}: {mult!r}")
+    print(format_metrics(metrics(mult)))
+    return 0
+
+
+def _grad(args: argparse.Namespace) -> int:
+    mult = _add_gradients(resolve(args.source), args)
+    window = mult.provenance.get("window")
+    stem = Path(args.source).stem if Path(args.source).suffix else args.source
+    suffix = f"_{args.method}" + (f"_w{window}_{args.edge}" if args.method == "difference" else "")
+    out = save_multiplier(mult, args.output or Path(f"{stem}{suffix}.lut"), format=args.format)
+    print(f"wrote {out}: {mult!r} (method={args.method}, edge={args.edge}, window={window})")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    mult = resolve(args.source, signed=args.signed)
+    sign = "signed" if mult.signed else "unsigned"
+    print(f"name      {mult.name}")
+    print(f"format    {mult.bits}-bit {sign}, {mult.kind}")
+    print(f"sha256    {mult.sha256}")
+    grads = "none"
+    if mult.has_gradients:
+        p = mult.provenance
+        grads = ", ".join(f"{k}={p[k]}" for k in ("gradient_method", "edge", "window") if k in p)
+        grads = grads or "present"
+    print(f"gradients {grads}")
+    for key, value in mult.provenance.items():
+        if key not in ("seed_info", "gradient_method", "edge", "window"):
+            print(f"  {key}: {value}")
+    if mult.kind != "int":
+        return 0
+    print()
+    m = metrics(mult)
+    for key, label in (
+        ("er", "error rate"),
+        ("med", "mean error distance"),
+        ("nmed", "normalised MED (MED / 2^(2n))"),
+        ("mred", "mean relative error"),
+        ("mse", "mean squared error"),
+        ("wce", "worst-case error"),
+        ("bias", "mean error (a*b - LUT)"),
+    ):
+        print(f"{key:<5} {m[key]:>16.8g}   {label}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    names = builtin_names()
+    ints = [n for n in names if n.startswith("mul")]
+    header = f"{'name':<18}" + "".join(f"{k:>12}" for k in METRIC_NAMES)
+    print(header)
+    print("-" * len(header))
+    for name in ints:
+        m = metrics(multiplier(name))
+        print(f"{name:<18}" + "".join(f"{m[k]:>12.5g}" for k in METRIC_NAMES))
+    others = [n for n in names if n not in ints]
+    if others:
+        print(f"\nother built-ins (floating point): {', '.join(others)}")
+    print("\nany valid parameter also works, e.g. mul8u_trunc5, mul6s_bam2_7, mul8u_drum5")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from ..luts.plot import plot_multiplier
+
+    mult = resolve(args.source, signed=args.signed)
+    out = plot_multiplier(mult, args.output)
+    panels = "error, grad_a, grad_b" if mult.has_gradients else "error (no gradient LUTs)"
+    print(f"wrote {out}: {panels}")
+    return 0
+
+
+def _gradient_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--window",
+        type=int,
+        default=None,
+        help="half window of the difference method (default max(1, 2**(bits-4)))",
+    )
+    p.add_argument(
+        "--edge",
+        choices=EDGES,
+        default="column",
+        help="edge rule: column (the paper's formula, default) or row (the seed files)",
+    )
+    p.add_argument("--method", choices=METHODS, default="difference")
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default=None,
+        help="output format (default: own format; seed text for a .txt name)",
+    )
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``lut`` command group."""
+    lut = sub.add_parser(
+        "lut",
+        help="build, inspect and plot multiplier LUTs",
+        description="Build LUTs from netlists, C sources and built-ins; add "
+        "gradient LUTs; print error metrics; plot error and gradient maps.",
+    )
+    cmds = lut.add_subparsers(dest="lut_command", metavar="ACTION", required=True)
+
+    b = cmds.add_parser("build", help="simulate/compile/convert a multiplier into a LUT file")
+    b.add_argument("source", help="BLIF/Verilog netlist, C/C++ source, LUT file or built-in name")
+    b.add_argument("-o", "--output", required=True, help="output file (.lut; .txt = seed text)")
+    b.add_argument("--bits", type=int, help="operand bits (C/C++ sources)")
+    b.add_argument("--signed", action="store_true", help="two's-complement operands")
+    b.add_argument("--symbol", help="C/C++ function name (default approx_mul)")
+    b.add_argument("--name", help="multiplier name (default: from the source)")
+    b.add_argument("--no-grad", action="store_true", help="do not attach gradient LUTs")
+    _gradient_options(b)
+    b.set_defaults(func=_build)
+
+    g = cmds.add_parser("grad", help="attach gradient LUTs to a LUT file or built-in")
+    g.add_argument("source", help="LUT file or built-in name")
+    g.add_argument("-o", "--output", help="output file (default <stem>_<method>_w<w>_<edge>.lut)")
+    _gradient_options(g)
+    g.set_defaults(func=_grad)
+
+    i = cmds.add_parser("info", help="print a LUT's identity and error metrics")
+    i.add_argument("source", help="LUT file, netlist or built-in name")
+    i.add_argument("--signed", action="store_true", help="netlists: two's-complement operands")
+    i.set_defaults(func=_info)
+
+    li = cmds.add_parser("list", help="list the built-in multipliers with their error metrics")
+    li.set_defaults(func=_list)
+
+    p = cmds.add_parser("plot", help="heatmaps of the error a*b - LUT and the gradient LUTs")
+    p.add_argument("source", help="LUT file, netlist or built-in name")
+    p.add_argument("-o", "--output", required=True, help="PNG file to write")
+    p.add_argument("--signed", action="store_true", help="netlists: two's-complement operands")
+    p.set_defaults(func=_plot)

@@ -1,0 +1,190 @@
+"""``export`` (converted model -> directory) and ``load_exported`` (directory -> onnxruntime)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from torch import fx
+from tqdm.auto import tqdm
+
+from .domain import DOMAIN, DOMAIN_VERSION
+from .freeze import freeze
+from .lower import UnknownMultiplierError, lower
+from .manifest import MANIFEST_FILE, ExportFormatError, build, read, verify_luts, write_luts
+
+MODEL_FILE = "model.onnx"
+PORTABLE_FILE = "model_portable.onnx"
+
+
+def _value_infos(values: Any) -> list[dict[str, Any]]:
+    out = []
+    for v in values:
+        t = v.type.tensor_type
+        dims = [
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim
+        ]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name
+        out.append({"name": v.name, "dtype": dtype, "shape": dims})
+    return out
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def export(
+    gm: fx.GraphModule,
+    example_inputs: Any,
+    out_dir: str | Path,
+    *,
+    portable: bool = False,
+    opset: int = 18,
+    progress: bool = True,
+) -> Path:
+    """Export converted ``gm`` (eval mode, calibrated) to ``out_dir``; returns ``out_dir``.
+
+    Writes ``model.onnx`` (one ``appmult.LutConv``/``LutGemm`` node per approximate layer,
+    integer weight codes as initializers, dynamic batch), ``luts/*.lut`` (each distinct
+    multiplier, own LUT format), ``manifest.json`` and, with ``portable``, also
+    ``model_portable.onnx`` (standard ONNX ops only, runs on stock onnxruntime).
+    ``example_inputs`` is a tensor or tuple of model inputs.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    steps = tqdm(total=4 if portable else 3, desc="export", disable=not progress, leave=False)
+    frozen_gm, layers = freeze(gm)
+    steps.update()
+    from .onnx_export import to_onnx  # onnxscript: imported only when exporting
+
+    model = to_onnx(frozen_gm, layers, example_inputs, opset)
+    onnx.checker.check_model(model)
+    steps.update()
+    mults = list({layer.multiplier.sha256: layer.multiplier for layer in layers}.values())
+    entries = write_luts(mults, out)
+    steps.update()
+    if portable:
+        lowered = lower(model, {m.sha256: m.table.numpy() for m in mults})
+        onnx.checker.check_model(lowered, full_check=True)
+        onnx.save(lowered, out / PORTABLE_FILE)
+        steps.update()
+    steps.close()
+    onnx.save(model, out / MODEL_FILE)
+    info = {
+        "file": MODEL_FILE,
+        "portable_file": PORTABLE_FILE if portable else None,
+        "domain": DOMAIN,
+        "domain_version": DOMAIN_VERSION,
+        "opset": _opset(model),
+        "inputs": _value_infos(model.graph.input),
+        "outputs": _value_infos(model.graph.output),
+    }
+    manifest = build(info, layers, entries)
+    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+def _check_nodes(model: onnx.ModelProto, manifest: dict[str, Any], path: Path) -> None:
+    """Every ``appmult`` node must be a manifest layer using a listed multiplier."""
+    known = {m["table_sha256"]: m for m in manifest["multipliers"]}
+    layers = {entry["node"]: entry for entry in manifest["layers"]}
+    for node in model.graph.node:
+        if node.domain != DOMAIN:
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        sha = attrs.get("multiplier_sha256", b"").decode()
+        name = attrs.get("multiplier", b"").decode()
+        if sha not in known:
+            raise ExportFormatError(
+                path,
+                f"node {node.name!r} uses an unknown multiplier {name!r} (sha256 {sha}): "
+                "the manifest lists no such LUT, so the model cannot be run",
+            )
+        entry = layers.get(node.name)
+        if entry is None or entry["multiplier_sha256"] != sha:
+            raise ExportFormatError(
+                path,
+                f"node {node.name!r} does not match the manifest's layers "
+                f"({'no such layer' if entry is None else 'multiplier differs'})",
+            )
+
+
+class ExportedModel:
+    """An exported model ready to run in onnxruntime (see :func:`load_exported`)."""
+
+    def __init__(
+        self, path: Path, manifest: dict[str, Any], model: onnx.ModelProto, providers: list[str]
+    ) -> None:
+        import onnxruntime as ort
+
+        self.path = path
+        self.manifest = manifest
+        self.model = model
+        self.session = ort.InferenceSession(model.SerializeToString(), providers=providers)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, *inputs: Any) -> list[np.ndarray]:
+        """Run on numpy arrays or tensors (in input order); returns every output as numpy."""
+        if len(inputs) != len(self.input_names):
+            raise ValueError(
+                f"expected {len(self.input_names)} inputs {self.input_names}, got {len(inputs)}"
+            )
+        feed = {
+            name: (x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x))
+            for name, x in zip(self.input_names, inputs, strict=True)
+        }
+        return self.session.run(None, feed)
+
+    def __call__(self, *inputs: Any) -> Any:
+        """Like :meth:`run`; tensors out if tensors came in, a single output unwrapped."""
+        outs = self.run(*inputs)
+        if any(torch.is_tensor(x) for x in inputs):
+            outs = [torch.from_numpy(o) for o in outs]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+def load_exported(
+    path: str | Path, *, portable: bool = False, providers: list[str] | None = None
+) -> ExportedModel:
+    """Load an export directory into onnxruntime, verifying it first.
+
+    The manifest is validated against its schema (a newer ``schema_version`` is refused),
+    every LUT file's sha256 is checked and the file loaded, each ``appmult`` node must name a
+    listed multiplier; the custom nodes are then lowered to standard ONNX with those tables
+    (``portable=True`` runs ``model_portable.onnx`` instead, which has none).
+    """
+    root = Path(path)
+    if root.is_file():
+        root = root.parent
+    manifest = read(root)
+    mults = verify_luts(root, manifest)
+    key = "portable_file" if portable else "file"
+    rel = manifest["model"][key]
+    if rel is None:
+        raise ExportFormatError(
+            root / MANIFEST_FILE, "no portable model; export with portable=True (--portable)"
+        )
+    model_path = root / rel
+    if not model_path.is_file():
+        raise ExportFormatError(model_path, "ONNX model named by the manifest is missing")
+    try:
+        model = onnx.load(model_path)
+    except Exception as exc:  # protobuf decode errors come in several types
+        raise ExportFormatError(
+            model_path, f"not a readable ONNX model ({type(exc).__name__}: {exc})"
+        ) from None
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise ExportFormatError(model_path, f"invalid ONNX model ({exc})") from None
+    _check_nodes(model, manifest, model_path)
+    try:
+        lowered = lower(model, {sha: m.table.numpy() for sha, m in mults.items()})
+    except UnknownMultiplierError as exc:
+        raise ExportFormatError(model_path, str(exc)) from None
+    return ExportedModel(root, manifest, lowered, providers or ["CPUExecutionProvider"])

@@ -1,0 +1,259 @@
+"""Freeze a converted model for export: each approximate layer becomes one frozen op.
+
+The converted graph computes a layer as ``[pad] -> input quantizer -> weight quantizer ->
+lut_conv/lut_linear -> rescale``. In eval mode everything but the activation is constant:
+the weight codes, scales and zero points (evaluated once here) and the activation's scale and
+zero point (from the calibrated running range). :func:`freeze` replaces the whole chain by one
+``appmult_export::lut_conv`` / ``lut_linear`` call on constant buffers, absorbing a preceding
+zero padding into the op's ``pads``, and describes each layer with a :class:`FrozenLayer`.
+A matmul of two activations (two activation quantizers -> ``lut_matmul`` -> rescale) becomes
+one ``appmult_export::lut_matmul`` with both operands' constant quantization parameters.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from ..luts.multiplier import Multiplier
+from ..ops.int_layers import lut_conv, lut_linear, lut_matmul
+from ..ops.quantizers import ActivationQuantizer, WeightQuantizer, qparams
+from ..passes.context import safe_name
+from ..passes.records import META_KEY, LayerRecord
+from . import torch_ops
+from .domain import OP_CONV, OP_GEMM, OP_MATMUL
+
+FROZEN_MODULE = "appmult_frozen"
+
+
+@dataclass
+class FrozenLayer:
+    """One approximate layer as exported: its constants and where it came from.
+
+    For a matmul (``OP_MATMUL``) ``x_*`` belong to the left operand, ``w_scale`` /
+    ``w_zero_point`` to the right one and ``w_codes`` is ``None``.
+    """
+
+    record: LayerRecord
+    op: str  # OP_CONV, OP_GEMM or OP_MATMUL
+    multiplier: Multiplier
+    x_scale: torch.Tensor
+    x_zero_point: torch.Tensor
+    w_codes: torch.Tensor | None
+    w_scale: torch.Tensor
+    w_zero_point: torch.Tensor
+    geometry: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The PyTorch layer name (also the ONNX node name)."""
+        return self.record.name
+
+
+class _Constants(nn.Module):
+    """Holds the frozen constants as buffers so the exporter turns them into initializers."""
+
+
+def _tensor_of(gm: fx.GraphModule, node: Any, layer: str, what: str) -> torch.Tensor:
+    if isinstance(node, fx.Node) and node.op == "get_attr":
+        return (
+            gm.get_parameter(node.target)
+            if _is_param(gm, node.target)
+            else gm.get_buffer(node.target)
+        )
+    raise ValueError(
+        f"layer {layer!r}: the {what} is computed in the graph ({node}); export needs it to be "
+        "a parameter or buffer of the model"
+    )
+
+
+def _is_param(gm: fx.GraphModule, target: str) -> bool:
+    try:
+        gm.get_parameter(target)
+    except AttributeError:
+        return False
+    return True
+
+
+def _absorbable_pad(x: Any, spatial: int) -> list[int] | None:
+    """ONNX-order pads of a zero ``F.pad`` over the last ``spatial`` axes feeding only the conv."""
+    if not (isinstance(x, fx.Node) and x.op == "call_function" and x.target is F.pad):
+        return None
+    amounts = list(x.args[1]) if len(x.args) > 1 else list(x.kwargs.get("pad", ()))
+    mode = x.kwargs.get("mode", x.args[2] if len(x.args) > 2 else "constant")
+    value = x.kwargs.get("value", x.args[3] if len(x.args) > 3 else None)
+    if mode != "constant" or value not in (None, 0, 0.0) or len(amounts) != 2 * spatial:
+        return None
+    if len(x.users) != 1 or any(a < 0 for a in amounts):
+        return None
+    begins = [amounts[2 * (spatial - 1 - i)] for i in range(spatial)]
+    ends = [amounts[2 * (spatial - 1 - i) + 1] for i in range(spatial)]
+    return begins + ends
+
+
+def _activation_qparams(
+    iq: nn.Module, layer: str, mult: Multiplier
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if not isinstance(iq, ActivationQuantizer):
+        raise ValueError(
+            f"layer {layer!r}: expected an ActivationQuantizer, got {type(iq).__name__}"
+        )
+    if not bool(iq.initialized):
+        raise ValueError(
+            f"layer {layer!r}: its activation quantizer was never calibrated, so the exported "
+            "activation scale would be undefined; run amx.calibrate(gm, batches) (or train) first"
+        )
+    scale, zp = qparams(iq.min_val, iq.max_val, mult.bits, mult.signed)
+    return scale.float(), zp.to(torch.int32)
+
+
+@torch.no_grad()
+def _freeze_layer(
+    gm: fx.GraphModule, acc: fx.Node, record: LayerRecord, store: _Constants
+) -> FrozenLayer:
+    mult = record.multiplier
+    qx, _, qw, _, _, _, _ = acc.args
+    iq_node, wq_node = qx.args[0], qw.args[0]
+    rescale_node = next(iter(acc.users))
+    bias_node = rescale_node.args[3]
+    x_scale, x_zp = _activation_qparams(gm.get_submodule(iq_node.target), record.name, mult)
+    wq = gm.get_submodule(wq_node.target)
+    if not isinstance(wq, WeightQuantizer):
+        raise ValueError(
+            f"layer {record.name!r}: expected a WeightQuantizer, got {type(wq).__name__}"
+        )
+    weight = _tensor_of(gm, wq_node.args[0], record.name, "weight")
+    codes, w_scale, w_zp = wq(weight.detach().float())
+    codes = codes.round().to(torch.int8 if mult.signed else torch.uint8)
+    w_scale, w_zp = w_scale.float(), w_zp.to(torch.int32)
+
+    prefix = safe_name(record.name)
+    consts = {
+        "w": codes,
+        "x_scale": x_scale,
+        "x_zero_point": x_zp,
+        "w_scale": w_scale,
+        "w_zero_point": w_zp,
+    }
+    if bias_node is not None:
+        consts["bias"] = _tensor_of(gm, bias_node, record.name, "bias").detach().float()
+    for key, value in consts.items():
+        store.register_buffer(f"{prefix}_{key}", value.clone())
+
+    x = iq_node.args[0]
+    frozen = FrozenLayer(
+        record,
+        OP_CONV if acc.target is lut_conv else OP_GEMM,
+        mult,
+        x_scale,
+        x_zp,
+        codes,
+        w_scale,
+        w_zp,
+    )
+    common = (record.bits, record.signed, mult.name, mult.sha256, record.name)
+    with gm.graph.inserting_before(rescale_node):
+        attrs = [gm.graph.get_attr(f"{FROZEN_MODULE}.{prefix}_{k}") for k in consts]
+        operands = attrs[:5] + [attrs[5] if len(attrs) > 5 else None]
+        if frozen.op == OP_CONV:
+            spatial = codes.dim() - 2
+            pads = _absorbable_pad(x, spatial)
+            if pads is not None:
+                x = x.args[0]
+            else:
+                pads = [0] * (2 * spatial)
+            kw = acc.kwargs
+            frozen.geometry = {
+                "strides": list(kw["stride"]),
+                "pads": pads,
+                "dilations": list(kw["dilation"]),
+                "group": int(kw["groups"]),
+            }
+            geo = frozen.geometry
+            new = gm.graph.call_function(
+                torch.ops.appmult_export.lut_conv.default,
+                (x, *operands, geo["strides"], pads, geo["dilations"], geo["group"], *common),
+            )
+        else:
+            new = gm.graph.call_function(
+                torch.ops.appmult_export.lut_linear.default, (x, *operands, *common)
+            )
+    rescale_node.replace_all_uses_with(new)
+    gm.graph.erase_node(rescale_node)
+    gm.graph.erase_node(acc)
+    torch_ops.register_table(mult.sha256, mult.table)
+    return frozen
+
+
+def _freeze_matmul(
+    gm: fx.GraphModule, acc: fx.Node, record: LayerRecord, store: _Constants
+) -> FrozenLayer:
+    mult = record.multiplier
+    qa, _, qb, _, _, _, _ = acc.args
+    a_node, b_node = qa.args[0], qb.args[0]
+    rescale_node = next(iter(acc.users))
+    sa, za = _activation_qparams(gm.get_submodule(a_node.target), record.name, mult)
+    sb, zb = _activation_qparams(gm.get_submodule(b_node.target), record.name, mult)
+    prefix = safe_name(record.name)
+    consts = {"a_scale": sa, "a_zero_point": za, "b_scale": sb, "b_zero_point": zb}
+    for key, value in consts.items():
+        store.register_buffer(f"{prefix}_{key}", value.clone())
+    with gm.graph.inserting_before(rescale_node):
+        attrs = [gm.graph.get_attr(f"{FROZEN_MODULE}.{prefix}_{k}") for k in consts]
+        new = gm.graph.call_function(
+            torch.ops.appmult_export.lut_matmul.default,
+            (
+                a_node.args[0],
+                b_node.args[0],
+                *attrs,
+                record.bits,
+                record.signed,
+                mult.name,
+                mult.sha256,
+                record.name,
+            ),
+        )
+    rescale_node.replace_all_uses_with(new)
+    gm.graph.erase_node(rescale_node)
+    gm.graph.erase_node(acc)
+    torch_ops.register_table(mult.sha256, mult.table)
+    return FrozenLayer(record, OP_MATMUL, mult, sa, za, None, sb, zb)
+
+
+def freeze(gm: fx.GraphModule) -> tuple[fx.GraphModule, list[FrozenLayer]]:
+    """An eval-mode copy of converted ``gm`` with frozen approximate layers, and their details."""
+    if not isinstance(gm, fx.GraphModule):
+        raise TypeError(f"expected a converted fx.GraphModule, got {type(gm).__name__}")
+    gm = copy.deepcopy(gm).eval()
+    if hasattr(gm, FROZEN_MODULE):
+        raise ValueError(f"the model already has an attribute {FROZEN_MODULE!r}")
+    store = _Constants()
+    gm.add_submodule(FROZEN_MODULE, store)
+    frozen: list[FrozenLayer] = []
+    for node in list(gm.graph.nodes):
+        record = node.meta.get(META_KEY)
+        if record is None or not record.approximate:
+            continue
+        if node.target is lut_matmul:
+            frozen.append(_freeze_matmul(gm, node, record, store))
+            continue
+        if node.target not in (lut_conv, lut_linear):
+            raise ValueError(
+                f"layer {record.name!r}: export supports integer multipliers on conv, linear "
+                f"and matmul layers; this {record.op} layer uses a {record.multiplier.kind} "
+                f"multiplier ({getattr(node.target, '__name__', node.target)}); keep it float "
+                f"with spec.set_module_name({record.name!r}, None) to export the model"
+            )
+        frozen.append(_freeze_layer(gm, node, record, store))
+    if not frozen:
+        raise ValueError("the model has no approximate layers to export (was it converted?)")
+    gm.graph.eliminate_dead_code()
+    gm.delete_all_unused_submodules()
+    gm.graph.lint()
+    gm.recompile()
+    return gm, frozen

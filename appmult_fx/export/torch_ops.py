@@ -1,0 +1,235 @@
+"""Frozen inference ops that stand for one approximate layer each while a model is exported.
+
+* ``appmult_export::lut_conv(x, w, x_scale, x_zero_point, w_scale, w_zero_point, bias?,
+  strides, pads, dilations, group, bits, signed, multiplier, multiplier_sha256, layer)``
+* ``appmult_export::lut_linear(x, w, x_scale, x_zero_point, w_scale, w_zero_point, bias?,
+  bits, signed, multiplier, multiplier_sha256, layer)``
+* ``appmult_export::lut_matmul(a, b, a_scale, a_zero_point, b_scale, b_zero_point,
+  bits, signed, multiplier, multiplier_sha256, layer)``: ``torch.matmul`` of two activations
+  (both at least 2-D, batch dimensions broadcast)
+
+``w`` holds the integer weight codes (``uint8`` unsigned, ``int8`` signed), zero points are
+``int32``, scales ``float32`` (``w_*`` per tensor or per output channel). ``pads`` follow the
+ONNX order ``[begin_1, ..., begin_d, end_1, ..., end_d]`` (zero padding of the float input).
+The table is not an operand: the op names its multiplier, whose table
+:func:`register_table` supplied. The eager kernel computes exactly what the converted
+graph computes in eval mode; export maps each op to one ``appmult`` ONNX node
+(:mod:`.onnx_schema`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..luts.indexing import operand_range
+from ..ops.int_layers import lut_conv as int_lut_conv
+from ..ops.int_layers import lut_linear as int_lut_linear
+from ..ops.int_layers import lut_matmul as int_lut_matmul
+from ..ops.int_layers import rescale
+
+_TABLES: dict[str, Tensor] = {}
+
+
+def register_table(sha256: str, table: Tensor) -> None:
+    """Make the table of the multiplier with content hash ``sha256`` known to the eager ops."""
+    _TABLES[sha256] = table.detach().to(torch.int32).cpu().contiguous()
+
+
+def _table(sha256: str, device: torch.device) -> Tensor:
+    torch._check(sha256 in _TABLES, lambda: f"no table registered for multiplier sha256 {sha256}")
+    return _TABLES[sha256].to(device)
+
+
+def _quantize(x: Tensor, scale: Tensor, zero_point: Tensor, bits: int, signed: bool) -> Tensor:
+    qmin, qmax = operand_range(bits, signed)
+    return torch.round(torch.clamp(x / scale - zero_point.float(), qmin, qmax))
+
+
+def _torch_pads(pads: list[int]) -> list[int]:
+    """``F.pad`` amounts (last dimension first) from ONNX-order ``pads``."""
+    d = len(pads) // 2
+    out: list[int] = []
+    for i in reversed(range(d)):
+        out += [pads[i], pads[d + i]]
+    return out
+
+
+def conv_output_shape(
+    x_shape: list, w_shape: list, strides: list[int], pads: list[int], dilations: list[int]
+) -> list:
+    """Output shape ``[N, O, *spatial]`` of a convolution."""
+    d = len(w_shape) - 2
+    spatial = [
+        (x_shape[2 + i] + pads[i] + pads[d + i] - dilations[i] * (w_shape[2 + i] - 1) - 1)
+        // strides[i]
+        + 1
+        for i in range(d)
+    ]
+    return [x_shape[0], w_shape[0], *spatial]
+
+
+@torch.library.custom_op("appmult_export::lut_conv", mutates_args=())
+def lut_conv(
+    x: Tensor,
+    w: Tensor,
+    x_scale: Tensor,
+    x_zero_point: Tensor,
+    w_scale: Tensor,
+    w_zero_point: Tensor,
+    bias: Tensor | None,
+    strides: list[int],
+    pads: list[int],
+    dilations: list[int],
+    group: int,
+    bits: int,
+    signed: bool,
+    multiplier: str,
+    multiplier_sha256: str,
+    layer: str,
+) -> Tensor:
+    """One frozen approximate convolution (1-D or 2-D) on a float input."""
+    if any(pads):
+        x = F.pad(x, _torch_pads(pads))
+    qx = _quantize(x, x_scale, x_zero_point, bits, signed)
+    acc = int_lut_conv(
+        qx,
+        x_zero_point.float(),
+        w.float(),
+        w_zero_point.float(),
+        _table(multiplier_sha256, x.device),
+        None,
+        None,
+        stride=tuple(strides),
+        dilation=tuple(dilations),
+        groups=group,
+    )
+    return rescale(acc, x_scale, w_scale, bias, channel_dim=1).contiguous()
+
+
+@lut_conv.register_fake
+def _lut_conv_fake(
+    x,
+    w,
+    x_scale,
+    x_zero_point,
+    w_scale,
+    w_zero_point,
+    bias,
+    strides,
+    pads,
+    dilations,
+    group,
+    bits,
+    signed,
+    multiplier,
+    multiplier_sha256,
+    layer,
+):  # noqa: ANN001, ANN202
+    return x.new_empty(conv_output_shape(list(x.shape), list(w.shape), strides, pads, dilations))
+
+
+@torch.library.custom_op("appmult_export::lut_linear", mutates_args=())
+def lut_linear(
+    x: Tensor,
+    w: Tensor,
+    x_scale: Tensor,
+    x_zero_point: Tensor,
+    w_scale: Tensor,
+    w_zero_point: Tensor,
+    bias: Tensor | None,
+    bits: int,
+    signed: bool,
+    multiplier: str,
+    multiplier_sha256: str,
+    layer: str,
+) -> Tensor:
+    """One frozen approximate linear layer ``x [..., K] -> [..., N]`` (weight codes ``[N, K]``)."""
+    qx = _quantize(x, x_scale, x_zero_point, bits, signed)
+    acc = int_lut_linear(
+        qx,
+        x_zero_point.float(),
+        w.float(),
+        w_zero_point.float(),
+        _table(multiplier_sha256, x.device),
+        None,
+        None,
+    )
+    return rescale(acc, x_scale, w_scale, bias, channel_dim=-1).contiguous()
+
+
+@lut_linear.register_fake
+def _lut_linear_fake(
+    x,
+    w,
+    x_scale,
+    x_zero_point,
+    w_scale,
+    w_zero_point,
+    bias,
+    bits,
+    signed,
+    multiplier,
+    multiplier_sha256,
+    layer,
+):  # noqa: ANN001, ANN202
+    return x.new_empty((*x.shape[:-1], w.shape[0]))
+
+
+def _check_matmul(a: Tensor, b: Tensor, layer: str) -> None:
+    torch._check(
+        a.dim() >= 2 and b.dim() >= 2,
+        lambda: (
+            f"layer {layer!r}: export supports matmuls of operands with at least 2 "
+            f"dimensions, got {a.dim()}-D @ {b.dim()}-D"
+        ),
+    )
+
+
+@torch.library.custom_op("appmult_export::lut_matmul", mutates_args=())
+def lut_matmul(
+    a: Tensor,
+    b: Tensor,
+    a_scale: Tensor,
+    a_zero_point: Tensor,
+    b_scale: Tensor,
+    b_zero_point: Tensor,
+    bits: int,
+    signed: bool,
+    multiplier: str,
+    multiplier_sha256: str,
+    layer: str,
+) -> Tensor:
+    """One frozen approximate ``torch.matmul(a, b)`` of two float activations."""
+    _check_matmul(a, b, layer)
+    qa = _quantize(a, a_scale, a_zero_point, bits, signed)
+    qb = _quantize(b, b_scale, b_zero_point, bits, signed)
+    acc = int_lut_matmul(
+        qa,
+        a_zero_point.float(),
+        qb,
+        b_zero_point.float(),
+        _table(multiplier_sha256, a.device),
+        None,
+        None,
+    )
+    return rescale(acc, a_scale, b_scale, None, channel_dim=-1).contiguous()
+
+
+@lut_matmul.register_fake
+def _lut_matmul_fake(
+    a,
+    b,
+    a_scale,
+    a_zero_point,
+    b_scale,
+    b_zero_point,
+    bits,
+    signed,
+    multiplier,
+    multiplier_sha256,
+    layer,
+):  # noqa: ANN001, ANN202
+    _check_matmul(a, b, layer)
+    return torch.matmul(a, b)

@@ -1,0 +1,411 @@
+"""The retraining workflow: float baseline, conversion + calibration + retraining, comparison.
+
+- :func:`train_float` trains a reference (or torchvision) model and saves a float checkpoint
+  that records how to rebuild the model and its data.
+- :func:`retrain` loads such a checkpoint, converts it with a spec (``amx.convert``),
+  calibrates the activation observers on training batches, evaluates the "initial" accuracy,
+  retrains with LUT or STE gradients and writes a checkpoint and a JSON report.
+- :func:`compare` runs :func:`retrain` over multipliers x seeds x {STE, LUT} plus the exact
+  multiplier of each bit width, and writes a Markdown table and a PNG plot.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from . import __version__
+from .data import dataset_info, load_dataset
+from .models import build_model
+from .report import markdown_table, plot_curves, summarize, write_json
+from .train import (
+    TrainConfig,
+    evaluate,
+    first_batch,
+    fit,
+    load_checkpoint,
+    make_loader,
+    rank_and_world,
+    resolve_device,
+    seed_everything,
+)
+
+
+def datasets(data: dict[str, Any]) -> tuple[Dataset, Dataset, Dataset]:
+    """``(augmented train, plain train, test)`` for a checkpoint's ``data`` record."""
+    kw = {"root": data.get("root"), "image_size": data.get("image_size")}
+    return (
+        load_dataset(data["name"], split="train", augment=True, **kw),
+        load_dataset(data["name"], split="train", augment=False, **kw),
+        load_dataset(data["name"], split="test", **kw),
+    )
+
+
+def train_float(
+    model: str,
+    dataset: str,
+    cfg: TrainConfig,
+    *,
+    data_root: str | None = None,
+    image_size: int | None = None,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Train a float baseline; ``cfg.checkpoint`` receives the checkpoint. Returns the report."""
+    info = dataset_info(dataset, data_root, image_size)
+    data = {"name": dataset, "root": _abs(data_root), "image_size": image_size}
+    model_args = {
+        "name": model,
+        "in_channels": info.channels,
+        "num_classes": info.num_classes,
+        "image_size": info.image_size,
+    }
+    seed_everything(cfg.seed)
+    net = build_model(**model_args)
+    train_aug, _, test = datasets(data)
+    cfg = replace(cfg, meta={"kind": "float", "model_args": model_args, "data": data})
+    state = _resume_state(cfg, resume)
+    start = time.perf_counter()
+    history = fit(net, train_aug, test, cfg, resume=state)
+    return {
+        "kind": "float",
+        "model": model,
+        "dataset": dataset,
+        "seed": cfg.seed,
+        "epochs": cfg.epochs,
+        "final_acc": history[-1]["test_acc"] if history else None,
+        "history": history,
+        "wall_time_s": time.perf_counter() - start,
+        "checkpoint": cfg.checkpoint,
+        **_environment(cfg),
+    }
+
+
+def load_float_model(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The float model stored by :func:`train_float` and the checkpoint dict."""
+    ck = load_checkpoint(checkpoint)
+    if ck.get("kind") != "float":
+        raise ValueError(
+            f"{checkpoint}: not a float checkpoint of `appmult-fx train` (kind={ck.get('kind')!r})"
+        )
+    model = build_model(**ck["model_args"])
+    model.load_state_dict(ck["model"])
+    return model, ck
+
+
+def make_spec(spec_file: str | None = None, multiplier: str | None = None) -> Any:
+    """A conversion spec from a JSON/TOML file or a ``--multiplier`` name/path (exactly one)."""
+    from . import Spec
+
+    if (spec_file is None) == (multiplier is None):
+        raise ValueError("give exactly one of --spec FILE or --multiplier NAME_OR_PATH")
+    if spec_file is not None:
+        return Spec.from_file(spec_file)
+    return Spec().set_global(multiplier)
+
+
+def convert_model(
+    model: nn.Module, spec_source: dict[str, Any], gradient: str, example: torch.Tensor
+) -> nn.Module:
+    """``amx.convert`` of ``model`` with the spec described by ``spec_source``."""
+    from . import convert
+
+    spec = make_spec(spec_source.get("file"), spec_source.get("multiplier"))
+    return convert(model, spec, gradient=gradient, example_inputs=(example,))
+
+
+def multipliers_used(gm: nn.Module) -> list[dict[str, Any]]:
+    """Name, sha256, bits, signedness and layer count of each multiplier in ``gm``."""
+    from . import layers
+
+    found: dict[str, dict[str, Any]] = {}
+    for rec in layers(gm):
+        mult = rec.multiplier
+        if mult is None:
+            continue
+        entry = found.setdefault(
+            mult.name,
+            {
+                "name": mult.name,
+                "sha256": getattr(mult, "sha256", None),
+                "bits": rec.bits,
+                "signed": rec.signed,
+                "layers": 0,
+            },
+        )
+        entry["layers"] += 1
+    return list(found.values())
+
+
+def retrain_model(
+    float_checkpoint: str | Path,
+    spec_source: dict[str, Any],
+    cfg: TrainConfig,
+    *,
+    gradient: str = "lut",
+    calib_batches: int | None = None,
+    resume: bool = False,
+    report_path: str | Path | None = None,
+    label: str | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Convert, calibrate, evaluate, retrain; returns the converted model and the run report
+    (also written to ``report_path``).
+
+    ``spec_source`` is ``{"file": path}`` or ``{"multiplier": name_or_path}``.
+    """
+    start = time.perf_counter()
+    model, ck = load_float_model(float_checkpoint)
+    seed_everything(cfg.seed)
+    train_aug, train_plain, test = datasets(ck["data"])
+    spec_source = {
+        k: _abs(v) if k == "file" or Path(str(v)).exists() else v for k, v in spec_source.items()
+    }
+    device = resolve_device(cfg.device)
+    float_acc = evaluate(model, test, batch_size=cfg.eval_batch_size, device=device)["acc"]
+    gm = convert_model(model, spec_source, gradient, first_batch(train_plain))
+    state = _resume_state(cfg, resume)
+    if state is not None:
+        initial = state["initial_acc"]
+    else:
+        calibrate_model(gm, train_plain, cfg, calib_batches)
+        initial = evaluate(gm, test, batch_size=cfg.eval_batch_size, device=device)["acc"]
+    cfg = replace(
+        cfg,
+        meta={
+            "kind": "retrain",
+            "model_args": ck["model_args"],
+            "data": ck["data"],
+            "spec_source": spec_source,
+            "gradient": gradient,
+            "initial_acc": initial,
+            "float_acc": float_acc,
+            "float_checkpoint": _abs(float_checkpoint),
+        },
+    )
+    history = fit(gm, train_aug, test, cfg, resume=state)
+    report = {
+        "kind": "retrain",
+        "label": label or _label(spec_source),
+        "model": ck["model_args"]["name"],
+        "dataset": ck["data"]["name"],
+        "spec_source": spec_source,
+        "multipliers": multipliers_used(gm),
+        "gradient": gradient,
+        "seed": cfg.seed,
+        "epochs": cfg.epochs,
+        "float_acc": float_acc,
+        "initial_acc": initial,
+        "final_acc": history[-1]["test_acc"] if history else initial,
+        "best_acc": max([h["test_acc"] for h in history], default=initial),
+        "history": history,
+        "wall_time_s": time.perf_counter() - start,
+        "float_checkpoint": _abs(float_checkpoint),
+        "checkpoint": cfg.checkpoint,
+        **_environment(cfg),
+    }
+    if report_path is not None and rank_and_world()[0] == 0:
+        write_json(report_path, report)
+    return gm, report
+
+
+def retrain(
+    float_checkpoint: str | Path, spec_source: dict[str, Any], cfg: TrainConfig, **kwargs: Any
+) -> dict[str, Any]:
+    """:func:`retrain_model` without the model: convert, calibrate, retrain; returns the report."""
+    return retrain_model(float_checkpoint, spec_source, cfg, **kwargs)[1]
+
+
+@torch.no_grad()
+def calibrate_model(gm: nn.Module, dataset: Dataset, cfg: TrainConfig, limit: int | None) -> None:
+    """Run the observers over (the first ``limit``) training batches, in the same order on
+    every rank so that all ranks end with the same ranges."""
+    from . import calibrate
+
+    device = resolve_device(cfg.device)
+    gm.to(device)
+    loader = make_loader(
+        dataset, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=-1, shard=False
+    )
+
+    def batches():
+        for i, (x, _) in enumerate(loader):
+            if limit is not None and i >= limit:
+                return
+            yield x.to(device)
+
+    calibrate(
+        gm, batches(), progress=not cfg.quiet and sys.stderr.isatty() and rank_and_world()[0] == 0
+    )
+
+
+def load_retrained(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The converted model stored by :func:`retrain` (rebuilt, converted, weights loaded)."""
+    ck = load_checkpoint(checkpoint)
+    if ck.get("kind") != "retrain":
+        raise ValueError(f"{checkpoint}: not a checkpoint of `appmult-fx retrain`")
+    _, _, test = datasets(ck["data"])
+    model = build_model(**ck["model_args"])
+    gm = convert_model(model, ck["spec_source"], ck["gradient"], first_batch(test))
+    gm.load_state_dict(ck["model"])
+    return gm, ck
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path, device: str = "cpu", batch_size: int = 256
+) -> dict[str, Any]:
+    """Test loss and accuracy of a float or retrained checkpoint on its own data set."""
+    kind = load_checkpoint(checkpoint).get("kind")
+    if kind == "float":
+        model, ck = load_float_model(checkpoint)
+    elif kind == "retrain":
+        model, ck = load_retrained(checkpoint)
+    else:
+        raise ValueError(f"{checkpoint}: unknown checkpoint kind {kind!r}")
+    _, _, test = datasets(ck["data"])
+    result = evaluate(model, test, batch_size=batch_size, device=device)
+    return {
+        "checkpoint": str(checkpoint),
+        "kind": kind,
+        "dataset": ck["data"]["name"],
+        "test_examples": len(test),
+        **result,
+    }
+
+
+def compare(
+    float_checkpoint: str | Path,
+    multipliers: list[str],
+    seeds: list[int],
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    *,
+    gradients: tuple[str, ...] = ("ste", "lut"),
+    exact: bool = True,
+    calib_batches: int | None = None,
+    command: str = "",
+) -> dict[str, Any]:
+    """Retrain with every multiplier x seed x gradient mode (reports already in ``out_dir``
+    are reused, so an interrupted comparison continues); writes ``results.md``,
+    ``accuracy.png`` and ``summary.json``. Returns the summary."""
+    from . import Spec
+
+    out = Path(out_dir)
+    start = time.perf_counter()
+    runs: list[dict[str, Any]] = []
+    exact_runs: dict[int, list[dict[str, Any]]] = {}
+    widths: list[tuple[int, bool]] = []
+    for ref in multipliers:
+        mult = Spec().set_global(ref).global_rule.multiplier
+        if (mult.bits, mult.signed) not in widths:
+            widths.append((mult.bits, mult.signed))
+        for seed in seeds:
+            for grad in gradients:
+                runs.append(
+                    _run_once(float_checkpoint, ref, mult.name, grad, seed, cfg, out, calib_batches)
+                )
+    if exact:
+        for bits, signed in widths:
+            name = f"mul{bits}{'s' if signed else 'u'}_exact"
+            exact_runs[bits] = [
+                _run_once(float_checkpoint, name, name, "ste", s, cfg, out, calib_batches)
+                for s in seeds
+            ]
+    rows = summarize(runs, exact_runs)
+    wall = time.perf_counter() - start
+    ck = load_checkpoint(float_checkpoint)
+    header = (
+        f"Model `{ck['model_args']['name']}` on `{ck['data']['name']}`, {cfg.epochs} retraining "
+        f"epochs, seeds {seeds}; accuracies in % (means over seeds); exact-quantized = the same "
+        f"retraining with the exact multiplier of the same width.\n\n"
+    )
+    every = runs + [r for rs in exact_runs.values() for r in rs]
+    run_time = sum(r["wall_time_s"] for r in every)
+    footer = (
+        f"\nCommand: `{command}`\n\nWall time: {run_time:.0f} s summed over the {len(every)} "
+        f"retraining runs ({_environment(cfg)['device']}); this call took {wall:.0f} s "
+        "(finished runs found in the output folder are reused).\n"
+    )
+    (out / "results.md").write_text(header + markdown_table(rows) + footer)
+    plot_curves(
+        every,
+        out / "accuracy.png",
+        title=f"{ck['model_args']['name']} on {ck['data']['name']}",
+    )
+    summary = {
+        "rows": rows,
+        "wall_time_s": wall,
+        "run_time_s": run_time,
+        "command": command,
+        "seeds": seeds,
+        "epochs": cfg.epochs,
+    }
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def _run_once(
+    float_checkpoint: str | Path,
+    ref: str,
+    label: str,
+    grad: str,
+    seed: int,
+    cfg: TrainConfig,
+    out: Path,
+    calib_batches: int | None,
+) -> dict[str, Any]:
+    import json
+
+    slug = re.sub(r"[^A-Za-z0-9_.+-]", "_", label)
+    report_path = out / "runs" / f"{slug}-{grad}-seed{seed}.json"
+    if report_path.is_file():
+        return json.loads(report_path.read_text())
+    run_cfg = replace(
+        cfg, seed=seed, checkpoint=str(out / "checkpoints" / f"{slug}-{grad}-seed{seed}.pt")
+    )
+    return retrain(
+        float_checkpoint,
+        {"multiplier": ref},
+        run_cfg,
+        gradient=grad,
+        calib_batches=calib_batches,
+        resume=True,
+        report_path=report_path,
+        label=label,
+    )
+
+
+def _resume_state(cfg: TrainConfig, resume: bool) -> dict[str, Any] | None:
+    if resume and cfg.checkpoint and Path(cfg.checkpoint).is_file():
+        return load_checkpoint(cfg.checkpoint)
+    return None
+
+
+def _label(spec_source: dict[str, Any]) -> str:
+    ref = spec_source.get("multiplier") or spec_source.get("file")
+    return Path(str(ref)).name if ref else "spec"
+
+
+def _abs(path: Any) -> str | None:
+    return None if path is None else str(Path(path).expanduser().resolve())
+
+
+def _environment(cfg: TrainConfig) -> dict[str, Any]:
+    dev = str(resolve_device(cfg.device))
+    name = (
+        torch.cuda.get_device_name()
+        if dev.startswith("cuda")
+        else f"cpu x{torch.get_num_threads()}"
+    )
+    return {
+        "device": name,
+        "world_size": rank_and_world()[1],
+        "torch": torch.__version__,
+        "appmult_fx": __version__,
+    }

@@ -1,0 +1,76 @@
+"""End-to-end figure: one training step of a converted ResNet-18 (LUT gradients) vs float.
+
+    python bench/e2e_resnet18.py [--device cpu|cuda] [--batch 16] [--mult mul8s_trunc8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+import torchvision
+from torch import nn
+
+import appmult_fx as amx
+
+
+def cifar_resnet18() -> nn.Module:
+    """torchvision ResNet-18 with the CIFAR stem (3x3 stride-1 conv, no max-pool), 10 classes."""
+    model = torchvision.models.resnet18(num_classes=10)
+    model.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    model.maxpool = nn.Identity()
+    return model
+
+
+def step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int) -> float:
+    """Best time of forward + backward + SGD step (after one warm-up step)."""
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step() -> None:
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+
+    step()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def training_step_figures(device: torch.device, batch: int = 16, mult: str = "mul8s_trunc8",
+                          repeats: int = 2) -> dict:
+    """Seconds per training step of the float and the converted model and their ratio."""
+    torch.manual_seed(0)
+    model = cifar_resnet18().to(device).train()
+    x = torch.randn(batch, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+    multiplier = amx.with_gradients(amx.multiplier(mult))
+    converted = amx.convert(model, amx.Spec().set_global(multiplier), gradient="lut").to(device)
+    converted.train()
+    amx.calibrate(converted, [x], progress=False)
+    float_s = step_seconds(model, x, y, repeats)
+    lut_s = step_seconds(converted, x, y, repeats)
+    return {"device": str(device), "batch": batch, "multiplier": mult,
+            "float_step_s": round(float_s, 4), "lut_step_s": round(lut_s, 4),
+            "ratio": round(lut_s / float_s, 3)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--mult", default="mul8s_trunc8")
+    args = p.parse_args()
+    print(json.dumps(training_step_figures(torch.device(args.device), args.batch, args.mult)))
+
+
+if __name__ == "__main__":
+    main()

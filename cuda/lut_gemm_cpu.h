@@ -1,0 +1,23 @@
+// Entry points of the CPU LUT-GEMM kernels, one namespace per instruction set.
+#pragma once
+#include <cstdint>
+
+#define APPMULT_CPU_DECLARE(NS)                                                                  \
+  namespace NS {                                                                                 \
+  void lut_fwd(const uint8_t* a, const uint8_t* w, const uint32_t* lt, int64_t n, int64_t B,     \
+               int64_t M, int64_t K, int64_t N, int32_t* y, int nthreads, int64_t budget); \
+  void lut_fwd16(const uint8_t* a, const uint8_t* w, const uint16_t* lt, int64_t n, int64_t B,   \
+                 int64_t M, int64_t K, int64_t N, int32_t* y, int nthreads, int64_t budget);                   \
+  void lut_grad_a(const float* g, const uint8_t* a, const uint8_t* w, const uint32_t* lt,        \
+                  int64_t n, int64_t B, int64_t M, int64_t K, int64_t N, float* da,              \
+                  int nthreads);                                                                 \
+  void lut_grad_w(const float* g, const uint8_t* a, const uint8_t* w, const uint32_t* lt,        \
+                  int64_t n, int64_t B, int64_t M, int64_t K, int64_t N, float* dw,              \
+                  int nthreads);                                                                 \
+  }
+
+APPMULT_CPU_DECLARE(appmult_cpu_portable)
+#if defined(__x86_64__) || defined(__i386__)
+#define APPMULT_CPU_HAS_AVX2_PATH 1
+APPMULT_CPU_DECLARE(appmult_cpu_avx2)
+#endif

@@ -1,0 +1,131 @@
+"""Built-in approximate multiplier families, as tables over every operand pair.
+
+Operand bits use two's-complement weights: ``w_i = 2**i``, except ``w_(n-1) = -2**(n-1)``
+for signed operands, so ``a * b = sum_(i,j) a_i b_j w_i w_j`` (the partial-product array).
+Names are ``mul<bits><u|s>_<family><params>``:
+
+* ``trunc<k>``   truncated multiplier: drop the partial products of the ``k`` least
+  significant columns (``i + j < k``), 1 <= k <= 2n-1;
+* ``bam<h>_<v>`` broken-array multiplier: keep ``a_i b_j`` only for rows ``j >= h`` and
+  columns ``i + j >= v`` (h = 0 and v = k is ``trunc<k>``), 0 <= h <= n-1, 0 <= v <= 2n-1;
+* ``optrunc<t>`` operand truncation: zero the ``t`` low bits of both operands, then multiply
+  exactly (signed: two's complement, i.e. rounding towards minus infinity), 1 <= t <= n-1;
+* ``mitchell``   Mitchell's logarithmic multiplier on magnitudes (sign applied after):
+  ``a = 2**k1 (1 + x1)``, ``b = 2**k2 (1 + x2)``, product ``2**(k1+k2) (1 + x1 + x2)`` if
+  ``x1 + x2 < 1`` else ``2**(k1+k2+1) (x1 + x2)`` - an integer, no rounding needed;
+* ``drum<k>``    DRUM (dynamic range unbiased): an operand magnitude with more than ``k``
+  significant bits keeps its ``k`` leading bits, the lowest kept bit forced to 1, lower bits
+  zero; then exact multiplication, sign applied after. 2 <= k <= n-1 (signed: 3 <= k, so that
+  the product of two ``-2**(n-1)`` stays within 2n bits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from .indexing import check_bits, operand_values
+
+
+def _values(bits: int, signed: bool) -> np.ndarray:
+    return operand_values(bits, signed).numpy().astype(np.int64)
+
+
+def _check(name: str, value: int, lo: int, hi: int) -> int:
+    if not lo <= value <= hi:
+        raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
+    return value
+
+
+def _weighted_bits(bits: int, signed: bool) -> np.ndarray:
+    """``[N, n]``: bit ``i`` of each operand times its two's-complement weight."""
+    values = _values(bits, signed)
+    bit = (values[:, None] >> np.arange(bits)[None, :]) & 1  # arithmetic shift: 2's complement
+    weight = 1 << np.arange(bits, dtype=np.int64)
+    if signed:
+        weight[-1] = -weight[-1]
+    return bit * weight[None, :]
+
+
+def partial_product_table(bits: int, signed: bool, keep: np.ndarray) -> np.ndarray:
+    """Sum of the partial products ``a_i b_j w_i w_j`` with ``keep[i, j]`` true."""
+    wb = _weighted_bits(bits, signed)
+    return wb @ keep.astype(np.int64) @ wb.T
+
+
+def truncated_table(bits: int, signed: bool, k: int) -> np.ndarray:
+    """Truncated multiplier: drop the ``k`` least-significant partial-product columns."""
+    return broken_array_table(bits, signed, 0, _check("k", k, 1, 2 * bits - 1))
+
+
+def broken_array_table(bits: int, signed: bool, h: int, v: int) -> np.ndarray:
+    """Broken-array multiplier: keep rows ``j >= h`` and columns ``i + j >= v``."""
+    _check("h", h, 0, bits - 1)
+    _check("v", v, 0, 2 * bits - 1)
+    i, j = np.meshgrid(np.arange(bits), np.arange(bits), indexing="ij")
+    return partial_product_table(bits, signed, (j >= h) & (i + j >= v))
+
+
+def operand_truncation_table(bits: int, signed: bool, t: int) -> np.ndarray:
+    """Zero the ``t`` low bits of both operands, then multiply exactly."""
+    v = _values(bits, signed) & ~((1 << _check("t", t, 1, bits - 1)) - 1)
+    return v[:, None] * v[None, :]
+
+
+def _leading_one(m: np.ndarray) -> np.ndarray:
+    """Position of the most significant 1 of each positive int (0 for 0)."""
+    return np.where(m > 0, np.floor(np.log2(np.maximum(m, 1))).astype(np.int64), 0)
+
+
+def _sign_magnitude(
+    bits: int, signed: bool, magnitude_product: Callable[[np.ndarray, np.ndarray], np.ndarray]
+) -> np.ndarray:
+    v = _values(bits, signed)
+    mag = np.abs(v)
+    sign = np.sign(v)
+    return magnitude_product(mag[:, None], mag[None, :]) * (sign[:, None] * sign[None, :])
+
+
+def _mitchell_magnitudes(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = np.broadcast_arrays(a, b)
+    k1, k2 = _leading_one(a), _leading_one(b)
+    fa = (a - (1 << k1)) << k2  # x1 * 2**(k1+k2)
+    fb = (b - (1 << k2)) << k1  # x2 * 2**(k1+k2)
+    base = np.int64(1) << (k1 + k2)
+    product = np.where(fa + fb < base, base + fa + fb, 2 * (fa + fb))
+    return np.where((a == 0) | (b == 0), 0, product)
+
+
+def mitchell_table(bits: int, signed: bool) -> np.ndarray:
+    """Mitchell's logarithmic multiplier (magnitudes; sign applied after)."""
+    check_bits(bits)
+    return _sign_magnitude(bits, signed, _mitchell_magnitudes)
+
+
+def drum_operand(m: np.ndarray, k: int) -> np.ndarray:
+    """DRUM's approximation of magnitudes ``m``: k leading bits, lowest kept bit set."""
+    shift = np.maximum(_leading_one(m) - k + 1, 0)
+    return np.where(shift > 0, ((m >> shift) | 1) << shift, m)
+
+
+def drum_table(bits: int, signed: bool, k: int) -> np.ndarray:
+    """DRUM-k (dynamic range unbiased multiplier; magnitudes, sign applied after)."""
+    _check("k", k, 3 if signed else 2, bits - 1)
+    return _sign_magnitude(bits, signed, lambda a, b: drum_operand(a, k) * drum_operand(b, k))
+
+
+def listed_parameters(family: str, bits: int, signed: bool) -> list[str]:
+    """Name suffixes listed by ``appmult-fx lut list`` (any valid parameter also works)."""
+    n = bits
+    if family == "trunc":
+        return [f"trunc{k}" for k in sorted({n // 2, n}) if k >= 1]
+    if family == "bam":
+        return [f"bam{h}_{v}" for h, v in ((1, n // 2), (2, n)) if h <= n - 1]
+    if family == "optrunc":
+        return [f"optrunc{t}" for t in sorted({1, n // 2}) if t <= n - 1]
+    if family == "mitchell":
+        return ["mitchell"]
+    if family == "drum":
+        return [f"drum{k}" for k in (3, 4, 6) if (3 if signed else 2) <= k <= n - 1]
+    raise ValueError(f"unknown family {family!r}")

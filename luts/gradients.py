@@ -1,0 +1,160 @@
+"""Gradient LUTs of an approximate multiplier: difference-based, straight-through, regression.
+
+``grad_a[i][j]`` approximates d product / d first operand at table indices ``(i, j)``,
+``grad_b[i][j]`` d product / d second operand. Methods:
+
+* ``"difference"`` (the DATE 2025 paper's smoothing + central difference, half window ``w``):
+  ``smooth_a[a][b] = mean(L[a-w .. a+w, b])`` (clipped to the table),
+  ``grad_a[a][b] = (smooth_a[a+1][b] - smooth_a[a-1][b]) / 2`` for ``w+1 <= a <= N-2-w``;
+  near the edges ``grad_a[a][b] = (max - min) / N`` of column ``b`` (``edge="column"``, the
+  paper's formula, default) or of row ``b`` (``edge="row"``, which reproduces the seed's files;
+  the two agree for symmetric multipliers). ``grad_b`` is the same over the second operand,
+  with the edge rule taken from row ``a``.
+* ``"ste"``: the exact product's gradient, ``grad_a = b``, ``grad_b = a``.
+* ``"regression"``: a cheaper 1-D variant; ``grad_a[:, b]`` is the least-squares slope of column
+  ``b`` against ``a`` (constant along ``a``), ``grad_b[a, :]`` the slope of row ``a``.
+
+Operands are ordered by *value* (signed tables are re-ordered from index order first), so
+windows and differences never wrap from +max to -min.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+
+from .indexing import operand_values
+from .multiplier import Multiplier
+
+Method = Literal["difference", "ste", "regression"]
+Edge = Literal["column", "row"]
+METHODS = ("difference", "ste", "regression")
+EDGES = ("column", "row")
+
+
+def default_window(bits: int) -> int:
+    """The half window used for built-ins: ``max(1, 2**(bits-4))`` (8 bits: 16, 4 bits: 1)."""
+    return max(1, 2 ** (bits - 4))
+
+
+def _window_mean(table: np.ndarray, w: int, axis: int) -> np.ndarray:
+    """Mean over ``[i-w, i+w]`` (clipped) along ``axis``, rounded to float32.
+
+    Sums of integer tables are exact in float64, and a float64 quotient rounded to float32 is
+    the correctly rounded float32 quotient, so this equals a float32 ``mean`` (the seed's).
+    """
+    n = table.shape[axis]
+    moved = np.moveaxis(table, axis, 0)
+    csum = np.concatenate([np.zeros((1, moved.shape[1])), np.cumsum(moved, axis=0)])
+    idx = np.arange(n)
+    lo, hi = np.maximum(0, idx - w), np.minimum(n, idx + w + 1)
+    mean = ((csum[hi] - csum[lo]) / (hi - lo)[:, None]).astype(np.float32)
+    return np.moveaxis(mean, 0, axis)
+
+
+def _difference_a(table: np.ndarray, w: int, edge: Edge) -> np.ndarray:
+    """grad_a of a value-ordered table (rows = first operand)."""
+    n = table.shape[0]
+    smooth = _window_mean(table, w, axis=0)
+    if edge == "column":
+        spread = (table.max(axis=0) - table.min(axis=0)) / n  # column b -> index [b]
+    else:
+        spread = (table.max(axis=1) - table.min(axis=1)) / n  # row b -> index [b] (seed's slip)
+    grad = np.broadcast_to(spread[None, :].astype(np.float32), table.shape).copy()
+    inner = slice(w + 1, n - 1 - w)
+    if w + 1 <= n - 2 - w:
+        grad[inner, :] = (smooth[w + 2 : n - w, :] - smooth[w : n - 2 - w, :]) / np.float32(2)
+    return grad
+
+
+def _difference_b(table: np.ndarray, w: int) -> np.ndarray:
+    """grad_b of a value-ordered table (columns = second operand); edge from row a."""
+    n = table.shape[1]
+    smooth = _window_mean(table, w, axis=1)
+    spread = (table.max(axis=1) - table.min(axis=1)) / n
+    grad = np.broadcast_to(spread[:, None].astype(np.float32), table.shape).copy()
+    if w + 1 <= n - 2 - w:
+        grad[:, w + 1 : n - 1 - w] = (
+            smooth[:, w + 2 : n - w] - smooth[:, w : n - 2 - w]
+        ) / np.float32(2)
+    return grad
+
+
+def _regression(table: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x = values - values.mean()
+    slope_a = (x[:, None] * table).sum(axis=0) / (x * x).sum()  # per column b
+    slope_b = (table * x[None, :]).sum(axis=1) / (x * x).sum()  # per row a
+    shape = table.shape
+    return np.broadcast_to(slope_a[None, :], shape), np.broadcast_to(slope_b[:, None], shape)
+
+
+def gradient_tables(
+    mult: Multiplier,
+    window: int | None = None,
+    edge: Edge = "column",
+    method: Method = "difference",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(grad_a, grad_b)`` float32 tables of ``mult`` (see the module docstring)."""
+    return table_gradients(mult.table.numpy(), mult.bits, mult.signed, window, edge, method)
+
+
+def table_gradients(
+    table: np.ndarray,
+    bits: int,
+    signed: bool,
+    window: int | None = None,
+    edge: Edge = "column",
+    method: Method = "difference",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`gradient_tables` of a bare ``[2**bits, 2**bits]`` table in index order."""
+    if method not in METHODS:
+        raise ValueError(f"gradient method must be one of {METHODS}, got {method!r}")
+    if edge not in EDGES:
+        raise ValueError(f"edge must be one of {EDGES}, got {edge!r}")
+    values = operand_values(bits, signed).numpy()
+    n = len(values)
+    if method == "ste":
+        v = torch.from_numpy(values).float()
+        return v[None, :].expand(n, n).contiguous(), v[:, None].expand(n, n).contiguous()
+    order = np.argsort(values, kind="stable")  # index order -> value order
+    ordered = np.asarray(table, dtype=np.float64)[np.ix_(order, order)]
+    if method == "regression":
+        ga, gb = _regression(ordered, values[order].astype(np.float64))
+    else:
+        w = default_window(bits) if window is None else window
+        if isinstance(w, bool) or not isinstance(w, int) or w < 0:
+            raise ValueError(f"window must be a non-negative integer, got {window!r}")
+        ga, gb = _difference_a(ordered, w, edge), _difference_b(ordered, w)
+    inverse = np.argsort(order)  # value order -> index order
+    back = np.ix_(inverse, inverse)
+    return (
+        torch.from_numpy(np.ascontiguousarray(ga[back], dtype=np.float32)),
+        torch.from_numpy(np.ascontiguousarray(gb[back], dtype=np.float32)),
+    )
+
+
+def with_gradients(
+    mult: Multiplier,
+    window: int | None = None,
+    edge: Edge = "column",
+    method: Method = "difference",
+    step: float | None = None,
+) -> Multiplier:
+    """A copy of ``mult`` with gradient LUTs; ``step`` rounds them (seed files: ``1/16``).
+
+    ``window`` is the half window of the difference method (default
+    :func:`default_window`); it is ignored by ``"ste"`` and ``"regression"``.
+    """
+    grad_a, grad_b = gradient_tables(mult, window, edge, method)
+    if step is not None:
+        if not step > 0:
+            raise ValueError(f"step must be positive, got {step!r}")
+        grad_a, grad_b = torch.round(grad_a / step) * step, torch.round(grad_b / step) * step
+    info: dict[str, object] = {"gradient_method": method}
+    if method == "difference":
+        info.update(edge=edge, window=default_window(mult.bits) if window is None else window)
+    if step is not None:
+        info["gradient_step"] = step
+    return mult.with_gradient_tables(grad_a, grad_b, **info)

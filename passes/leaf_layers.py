@@ -1,0 +1,98 @@
+"""Multiplies hidden inside leaf modules (kept opaque for ``torch.fx``), reported as float layers.
+
+A leaf module's multiplies are not rewritten, but ``amx.layers()`` still lists them (multiplier
+``None``) so the approximated share of a model's multiplies is computable. Their multiply
+counts come from forward hooks while the example inputs run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from typing import Any
+
+from torch import fx, nn
+
+from .match import _module_op
+from .records import LayerRecord
+
+LEAF_KEY = "appmult_leaf_layers"
+
+
+def leaf_layers(gm: fx.GraphModule) -> dict[str, list[tuple[str, str, nn.Module]]]:
+    """For each leaf ``call_module`` node: its inner multiply modules ``(name, op, module)``."""
+    found: dict[str, list[tuple[str, str, nn.Module]]] = {}
+    for node in gm.graph.nodes:
+        if node.op != "call_module":
+            continue
+        module = gm.get_submodule(node.target)
+        if _module_op(module) is not None:
+            continue
+        inner: list[tuple[str, str, nn.Module]] = []
+        for name, sub in module.named_modules():
+            if any(name.startswith(f"{n}.") for n, o, _ in inner if o == "attention"):
+                continue  # nn.MultiheadAttention uses its out_proj's weight without calling it
+            op = (
+                "attention"
+                if type(sub) is nn.MultiheadAttention
+                else (_module_op(sub) or (None, None))[1]
+            )
+            if op is not None:
+                inner.append((name, op, sub))
+        inner = [(f"{node.target}.{n}" if n else str(node.target), o, m) for n, o, m in inner]
+        if inner:
+            found[node.name] = inner
+    return found
+
+
+def _macs(op: str, module: nn.Module, args: tuple, output: Any) -> int:
+    if op == "attention":  # q/k/v/out projections and the two products
+        q, k = args[0], args[1]
+        e = module.embed_dim
+        if module.batch_first:
+            q, k = q.transpose(0, 1), k.transpose(0, 1)
+        length, batch, source = q.shape[0], q.shape[1] if q.dim() == 3 else 1, k.shape[0]
+        return batch * (
+            2 * length * e * e + source * e * (module.kdim + module.vdim) + 2 * length * source * e
+        )
+    w = module.weight.shape
+    if op.startswith("conv_transpose"):
+        return args[0].numel() * math.prod(w[1:])
+    return output.numel() * math.prod(w[1:])
+
+
+@contextlib.contextmanager
+def counting(found: dict[str, list[tuple[str, str, nn.Module]]]) -> Iterator[dict[str, int]]:
+    """Count (while the context is open) the multiplies of every inner layer: name -> count."""
+    counts: dict[str, int] = {}
+    handles = []
+    for inner in found.values():
+        for name, op, module in inner:
+
+            def hook(
+                m: nn.Module, args: tuple, output: Any, name: str = name, op: str = op
+            ) -> None:
+                counts[name] = counts.get(name, 0) + _macs(op, m, args, output)
+
+            handles.append(module.register_forward_hook(hook))
+    try:
+        yield counts
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def attach(
+    gm: fx.GraphModule,
+    found: dict[str, list[tuple[str, str, nn.Module]]],
+    counts: dict[str, int] | None,
+) -> None:
+    """Store float records for the inner layers on their leaf nodes (``node.meta[LEAF_KEY]``);
+    ``counts`` is ``None`` when no example ran (then the counts are unknown)."""
+    for node in gm.graph.nodes:
+        if node.name in found:
+            node.meta[LEAF_KEY] = [
+                LayerRecord(name, op, macs=None if counts is None else counts.get(name, 0))
+                for name, op, _ in found[node.name]
+            ]

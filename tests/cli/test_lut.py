@@ -1,0 +1,72 @@
+"""``appmult-fx lut build|grad|info|list|plot`` end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from appmult_fx.luts.formats import load_multiplier
+from appmult_fx.luts.registry import multiplier
+
+from appmult_fx.cli import main
+
+
+def test_build_from_seed_netlist_reproduces_gradient_file(
+    shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = shared / "appmults" / "evo_selected" / "mult7u"
+    out = tmp_path / "06q.lut"
+    args = ["lut", "build", str(folder / "mul7u_06Q_sop.blif"), "-o", str(out)]
+    assert main([*args, "--window", "4", "--edge", "row"]) == 0
+    assert "er=0.953979" in capsys.readouterr().out
+    built, seed = load_multiplier(out), load_multiplier(folder / "mul7u_06Q_lutfp+bp_avg_4_4.txt")
+    assert torch.equal(built.table, seed.table)
+    assert torch.equal(torch.round(built.grad_a * 16) / 16, seed.grad_a)
+    assert main(["lut", "info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "mul7u_06Q" in text and "edge=row" in text and "wce" in text and "162" in text
+
+
+def test_build_from_c_source_to_seed_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APPMULT_FX_CACHE", str(tmp_path / "cache"))
+    src = tmp_path / "m.c"
+    src.write_text("long long approx_mul(long long a, long long b) { return a * b; }\n")
+    out = tmp_path / "m_lutfp.txt"
+    assert main(["lut", "build", str(src), "--bits", "3", "--signed", "-o", str(out)]) == 0
+    back = load_multiplier(out)
+    assert (
+        back.signed
+        and back.has_gradients
+        and torch.equal(back.table, multiplier("mul3s_exact").table)
+    )
+    assert main(["lut", "build", str(src), "-o", str(out)]) == 2  # --bits missing
+
+
+def test_grad_list_and_plot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["lut", "grad", "mul6u_trunc3", "--window", "2", "--edge", "row"]) == 0
+    out = tmp_path / "mul6u_trunc3_difference_w2_row.lut"
+    assert load_multiplier(out).provenance["window"] == 2
+    assert main(["lut", "grad", str(out), "--method", "ste", "-o", "ste.lut"]) == 0
+    assert torch.equal(load_multiplier("ste.lut").grad_a, multiplier("mul6u_exact").grad_a)
+    capsys.readouterr()
+    assert main(["lut", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "mul8s_mitchell" in listing and "mul8u_drum4" in listing and "wce" in listing
+    assert main(["lut", "plot", str(out), "-o", "map.png"]) == 0
+    assert (tmp_path / "map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "error, grad_a, grad_b" in capsys.readouterr().out
+
+
+def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lut", "info", str(tmp_path / "missing.lut")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["lut", "info", "mul9u_nothing"]) == 2
+    assert "unknown built-in multiplier" in capsys.readouterr().err
+    bad = tmp_path / "bad_lutfp.txt"
+    bad.write_text("LUT for approximate multiplier:\n0 0 x\n")
+    assert main(["lut", "info", str(bad)]) == 2
+    assert f"{bad}:2:" in capsys.readouterr().err

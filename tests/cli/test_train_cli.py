@@ -1,0 +1,248 @@
+"""``appmult-fx train / retrain / eval / compare / demo`` end to end on the digits data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import appmult_fx.workflow as workflow
+from appmult_fx.cli import main
+from appmult_fx.train import load_checkpoint
+from tests.test_train import aggressive_multiplier
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: fast and steady on small shared machines."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def float_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("float") / "float.pt"
+    rc = main(
+        [
+            "train",
+            "--model",
+            "lenet5",
+            "--epochs",
+            "2",
+            "--lr",
+            "1e-2",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert rc == 0 and out.is_file()
+    return out
+
+
+@pytest.fixture(scope="module")
+def aggressive_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return aggressive_multiplier().save(tmp_path_factory.mktemp("mult") / "aggressive.amx")
+
+
+def _history(report: dict) -> list[dict]:
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in report["history"]]
+
+
+def test_retrain_recovers_is_reproducible_and_eval_matches(
+    tmp_path: Path, float_checkpoint: Path, aggressive_file: Path, capsys: pytest.CaptureFixture
+) -> None:
+    common = ["--epochs", "1", "--seed", "3", "--calib-batches", "8", "--quiet"]
+    rc = main(
+        [
+            "retrain",
+            "--checkpoint",
+            str(float_checkpoint),
+            "--multiplier",
+            str(aggressive_file),
+            "--out",
+            str(tmp_path / "a.pt"),
+            *common,
+        ]
+    )
+    assert rc == 0
+    report = json.loads((tmp_path / "a.json").read_text())
+    assert report["float_acc"] > 0.6
+    assert report["initial_acc"] < report["float_acc"] - 0.2
+    assert report["final_acc"] > report["initial_acc"] + 0.2
+    assert report["gradient"] == "lut" and report["seed"] == 3
+    (mult,) = report["multipliers"]
+    assert mult["sha256"] == aggressive_multiplier().sha256 and mult["layers"] == 5
+    assert len(report["history"]) == 1 and report["wall_time_s"] > 0
+
+    # The same run from a spec file (path relative to the file) is the same run, bit for bit.
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"global": str(aggressive_file)}))
+    rc = main(
+        [
+            "retrain",
+            "--checkpoint",
+            str(float_checkpoint),
+            "--spec",
+            str(spec),
+            "--out",
+            str(tmp_path / "b.pt"),
+            "--report",
+            str(tmp_path / "b-report.json"),
+            *common,
+        ]
+    )
+    assert rc == 0
+    again = json.loads((tmp_path / "b-report.json").read_text())
+    assert _history(again) == _history(report) and again["initial_acc"] == report["initial_acc"]
+
+    # eval rebuilds the converted model from the checkpoint and gets the reported accuracy.
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "a.pt"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["kind"] == "retrain" and result["acc"] == report["final_acc"]
+
+
+def test_ctrl_c_exits_130_with_a_checkpoint_and_resume_finishes(
+    tmp_path: Path, float_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_fit = workflow.fit
+
+    def interrupt(epoch: int, step: int) -> None:
+        if step == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(workflow, "fit", lambda *a, **k: real_fit(*a, **k, after_step=interrupt))
+    args = [
+        "retrain",
+        "--checkpoint",
+        str(float_checkpoint),
+        "--multiplier",
+        "mul6u_exact",
+        "--gradient",
+        "ste",
+        "--epochs",
+        "1",
+        "--max-steps",
+        "6",
+        "--calib-batches",
+        "2",
+        "--out",
+        str(tmp_path / "r.pt"),
+        "--quiet",
+    ]
+    assert main(args) == 130
+    state = load_checkpoint(tmp_path / "r.pt")
+    assert (state["epoch"], state["step"]) == (0, 3)
+    monkeypatch.setattr(workflow, "fit", real_fit)
+    assert main([*args, "--resume"]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert [h["epoch"] for h in report["history"]] == [1]
+    assert load_checkpoint(tmp_path / "r.pt")["epoch"] == 1
+
+
+def test_compare_writes_table_plot_and_reuses_finished_runs(
+    tmp_path: Path, float_checkpoint: Path, aggressive_file: Path
+) -> None:
+    out = tmp_path / "cmp"
+    args = [
+        "compare",
+        "--checkpoint",
+        str(float_checkpoint),
+        "--multipliers",
+        str(aggressive_file),
+        "--seeds",
+        "0",
+        "--epochs",
+        "1",
+        "--max-steps",
+        "3",
+        "--calib-batches",
+        "2",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    assert main(args) == 0
+    table = (out / "results.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| mul7u_trunc7_bias300"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "7" and all(c != "-" for c in cells[2:])  # float, exact, initial, STE, LUT
+    assert f"Command: `appmult-fx compare --checkpoint {float_checkpoint}" in table
+    assert "--max-steps 3 --calib-batches 2" in table
+    assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    assert runs == [
+        "mul7u_exact-ste-seed0.json",
+        "mul7u_trunc7_bias300-lut-seed0.json",
+        "mul7u_trunc7_bias300-ste-seed0.json",
+    ]
+    stamp = {p: p.stat().st_mtime_ns for p in (out / "runs").iterdir()}
+    assert main(args) == 0  # a second call reuses the finished runs
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").iterdir()} == stamp
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rows"][0]["multiplier"] == "mul7u_trunc7_bias300"
+
+
+def test_demo_shortened_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "demo.json"
+    rc = main(
+        [
+            "demo",
+            "--float-epochs",
+            "1",
+            "--epochs",
+            "1",
+            "--max-steps",
+            "3",
+            "--no-export",  # the export has its own tests; this keeps the test short
+            "--json",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert rc == 0
+    result = json.loads(out.read_text())
+    for key in ("float_acc", "initial_acc", "retrained_acc"):
+        assert 0.0 <= result[key] <= 1.0
+    assert result["multiplier"] and result["dataset"] == "digits"
+    text = capsys.readouterr().out
+    assert "after conversion (initial)" in text and "after retraining" in text
+
+
+def test_bad_arguments_are_clear_errors(
+    tmp_path: Path, float_checkpoint: Path, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "retrain",
+                "--checkpoint",
+                str(float_checkpoint),
+                "--spec",
+                "a.json",
+                "--multiplier",
+                "mul8u_exact",
+                "--out",
+                str(tmp_path / "x.pt"),
+            ]
+        )
+    rc = main(
+        [
+            "retrain",
+            "--checkpoint",
+            str(float_checkpoint),
+            "--multiplier",
+            "no_such_mult",
+            "--out",
+            str(tmp_path / "x.pt"),
+            "--quiet",
+        ]
+    )
+    assert rc == 2 and "no_such_mult" in capsys.readouterr().err
+    rc = main(["eval", str(tmp_path / "absent.pt")])
+    assert rc == 2 and "absent.pt" in capsys.readouterr().err

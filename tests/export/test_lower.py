@@ -1,0 +1,284 @@
+"""Lowering of single ``appmult`` nodes to standard ONNX matches the frozen torch ops exactly,
+and freezing a converted model leaves its outputs unchanged."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from appmult_fx.luts.indexing import operand_range
+from onnx import TensorProto, helper, numpy_helper
+
+import appmult_fx as amx
+from appmult_fx.export import torch_ops
+from appmult_fx.export.freeze import freeze
+from appmult_fx.export.lower import lower
+
+
+def _params(mult, w_shape, per_channel: bool, gen: torch.Generator):
+    lo, hi = operand_range(mult.bits, mult.signed)
+    codes = torch.randint(lo, hi + 1, w_shape, generator=gen).to(
+        torch.int8 if mult.signed else torch.uint8
+    )
+    channels = w_shape[0] if per_channel else None
+    shape = (channels,) if per_channel else ()
+    w_scale = torch.rand(shape, generator=gen) * 0.01 + 1e-3
+    w_zp = (
+        torch.zeros(shape, dtype=torch.int32)
+        if mult.signed
+        else -torch.randint(0, hi, shape, generator=gen).to(torch.int32)
+    )
+    x_scale = torch.tensor(0.02)
+    x_zp = torch.tensor(0 if mult.signed else -40, dtype=torch.int32)
+    return codes, x_scale, x_zp, w_scale, w_zp
+
+
+def _model(op: str, x_shape, consts, bias, attrs) -> onnx.ModelProto:
+    names = ["W", "x_scale", "x_zero_point", "w_scale", "w_zero_point"]
+    inits = [numpy_helper.from_array(t.numpy(), n) for n, t in zip(names, consts, strict=True)]
+    inputs = ["X", *names]
+    if bias is not None:
+        inits.append(numpy_helper.from_array(bias.numpy(), "B"))
+        inputs.append("B")
+    node = helper.make_node(op, inputs, ["Y"], name="layer", domain="appmult", **attrs)
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["n", *x_shape[1:]])],
+        [
+            helper.make_tensor_value_info(
+                "Y", TensorProto.FLOAT, [f"y{i}" for i in range(len(x_shape))]
+            )
+        ],
+        inits,
+    )
+    return helper.make_model(
+        graph,
+        ir_version=10,
+        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("appmult", 1)],
+    )
+
+
+def _run_lowered(model: onnx.ModelProto, mult, x: torch.Tensor) -> np.ndarray:
+    lowered = lower(model, {mult.sha256: mult.table.numpy()})
+    assert all(n.domain in ("", "ai.onnx") for n in lowered.graph.node)
+    onnx.checker.check_model(lowered, full_check=True)
+    session = ort.InferenceSession(lowered.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"X": x.numpy()})[0]
+
+
+CONV_CASES = [
+    # multiplier, x shape, w shape, strides, pads, dilations, group, per_channel, bias
+    ("mul8u_trunc4", (2, 3, 9, 8), (4, 3, 3, 3), [1, 1], [1, 1, 1, 1], [1, 1], 1, False, True),
+    ("mul7s_trunc3", (2, 4, 10, 9), (6, 2, 3, 2), [2, 1], [0, 2, 1, 0], [2, 1], 2, True, False),
+    ("mul4u_trunc2", (3, 2, 11), (5, 2, 3), [2], [1, 2], [1], 1, True, True),
+    ("mul6s_trunc3", (1, 4, 6, 6), (4, 1, 3, 3), [1, 1], [1, 1, 1, 1], [1, 1], 4, False, True),
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"{c[0]}-{len(c[1]) - 2}d-g{c[6]}")
+def test_lut_conv_lowering_matches_torch_op(case) -> None:
+    name, x_shape, w_shape, strides, pads, dilations, group, per_channel, with_bias = case
+    mult = amx.multiplier(name)
+    gen = torch.Generator().manual_seed(0)
+    consts = _params(mult, w_shape, per_channel, gen)
+    bias = torch.randn(w_shape[0], generator=gen) if with_bias else None
+    x = torch.randn(x_shape, generator=gen) * 2
+    torch_ops.register_table(mult.sha256, mult.table)
+    expected = torch.ops.appmult_export.lut_conv(
+        x,
+        *consts,
+        bias,
+        strides,
+        pads,
+        dilations,
+        group,
+        mult.bits,
+        mult.signed,
+        mult.name,
+        mult.sha256,
+        "layer",
+    )
+    attrs = dict(
+        strides=strides,
+        pads=pads,
+        dilations=dilations,
+        group=group,
+        bits=mult.bits,
+        signed=int(mult.signed),
+        multiplier=mult.name,
+        multiplier_sha256=mult.sha256,
+        layer="layer",
+    )
+    out = _run_lowered(_model("LutConv", x_shape, consts, bias, attrs), mult, x)
+    assert out.shape == tuple(expected.shape)
+    np.testing.assert_array_equal(out, expected.numpy())
+
+
+@pytest.mark.parametrize(
+    "name,x_shape,per_channel,with_bias",
+    [
+        ("mul8u_trunc4", (3, 7), True, True),
+        ("mul8s_trunc4", (2, 3, 7), False, False),
+        ("mul5u_trunc2", (4, 7), False, True),
+    ],
+)
+def test_lut_gemm_lowering_matches_torch_op(name, x_shape, per_channel, with_bias) -> None:
+    mult = amx.multiplier(name)
+    gen = torch.Generator().manual_seed(1)
+    consts = _params(mult, (5, 7), per_channel, gen)
+    bias = torch.randn(5, generator=gen) if with_bias else None
+    x = torch.randn(x_shape, generator=gen) * 2
+    torch_ops.register_table(mult.sha256, mult.table)
+    expected = torch.ops.appmult_export.lut_linear(
+        x, *consts, bias, mult.bits, mult.signed, mult.name, mult.sha256, "fc"
+    )
+    attrs = dict(
+        bits=mult.bits,
+        signed=int(mult.signed),
+        multiplier=mult.name,
+        multiplier_sha256=mult.sha256,
+        layer="fc",
+    )
+    out = _run_lowered(_model("LutGemm", x_shape, consts, bias, attrs), mult, x)
+    np.testing.assert_array_equal(out, expected.numpy())
+
+
+def test_lowering_an_unknown_multiplier_fails() -> None:
+    mult = amx.multiplier("mul8u_exact")
+    consts = _params(mult, (5, 7), False, torch.Generator().manual_seed(2))
+    attrs = dict(bits=8, signed=0, multiplier="nope", multiplier_sha256="f" * 64, layer="fc")
+    with pytest.raises(ValueError, match="uses multiplier 'nope'"):
+        lower(_model("LutGemm", (2, 7), consts, None, attrs), {mult.sha256: mult.table.numpy()})
+
+
+class _Mixed(torch.nn.Module):
+    """Conv1d, reflect-padded strided dilated grouped conv2d, linear: every freeze path."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = torch.nn.Conv1d(4, 8, 3, padding=1)
+        self.c2 = torch.nn.Conv2d(
+            8, 8, 3, stride=2, padding=2, dilation=2, groups=2, padding_mode="reflect"
+        )
+        self.fc = torch.nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.c1(x)).unsqueeze(-1).expand(-1, -1, -1, 6)
+        return self.fc(torch.relu(self.c2(y)).mean((2, 3)))
+
+
+def test_freeze_keeps_outputs_bit_exact() -> None:
+    torch.manual_seed(0)
+    spec = (
+        amx.Spec()
+        .set_global("mul8s_trunc4")
+        .set_module_name("c2", "mul6u_trunc3", per_channel=True)
+    )
+    gm = amx.convert(_Mixed(), spec, gradient="ste")
+    amx.calibrate(gm, [torch.randn(3, 4, 12)], progress=False)
+    gm.eval()
+    frozen, layers = freeze(gm)
+    assert [layer.name for layer in layers] == ["c1", "c2", "fc"]
+    assert [layer.geometry.get("pads") for layer in layers] == [
+        [1, 1],
+        [0, 0, 0, 0],
+        None,
+    ]  # reflect pad stays outside
+    x = torch.randn(5, 4, 12)
+    with torch.no_grad():
+        assert torch.equal(frozen(x), gm(x))
+    assert not any("quant" in name for name, _ in frozen.named_modules())
+
+
+@pytest.mark.parametrize("name", ["mul8u_trunc4", "mul6s_trunc3"])
+def test_lut_matmul_lowering_matches_torch_op(name: str) -> None:
+    """Two activations with broadcast batch dimensions: [2, 1, 3, 7] @ [4, 7, 5]."""
+    mult = amx.multiplier(name)
+    gen = torch.Generator().manual_seed(3)
+    a, b = torch.randn(2, 1, 3, 7, generator=gen), torch.randn(4, 7, 5, generator=gen)
+    zero = 0 if mult.signed else -30
+    consts = [
+        torch.tensor(0.03),
+        torch.tensor(zero, dtype=torch.int32),
+        torch.tensor(0.05),
+        torch.tensor(zero // 2, dtype=torch.int32),
+    ]
+    torch_ops.register_table(mult.sha256, mult.table)
+    expected = torch.ops.appmult_export.lut_matmul(
+        a, b, *consts, mult.bits, mult.signed, mult.name, mult.sha256, "mm"
+    )
+    names = ["a_scale", "a_zero_point", "b_scale", "b_zero_point"]
+    attrs = dict(
+        bits=mult.bits,
+        signed=int(mult.signed),
+        multiplier=mult.name,
+        multiplier_sha256=mult.sha256,
+        layer="mm",
+    )
+    node = helper.make_node(
+        "LutMatMul", ["A", "B", *names], ["Y"], name="mm", domain="appmult", **attrs
+    )
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [
+            helper.make_tensor_value_info("A", TensorProto.FLOAT, list(a.shape)),
+            helper.make_tensor_value_info("B", TensorProto.FLOAT, list(b.shape)),
+        ],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, list(expected.shape))],
+        [numpy_helper.from_array(t.numpy(), n) for n, t in zip(names, consts, strict=True)],
+    )
+    model = helper.make_model(
+        graph,
+        ir_version=10,
+        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("appmult", 1)],
+    )
+    lowered = lower(model, {mult.sha256: mult.table.numpy()})
+    onnx.checker.check_model(lowered, full_check=True)
+    session = ort.InferenceSession(lowered.SerializeToString(), providers=["CPUExecutionProvider"])
+    out = session.run(None, {"A": a.numpy(), "B": b.numpy()})[0]
+    np.testing.assert_array_equal(out, expected.numpy())
+
+
+def test_frozen_ops_pass_opcheck() -> None:
+    mult = amx.multiplier("mul6s_trunc3")
+    gen = torch.Generator().manual_seed(4)
+    torch_ops.register_table(mult.sha256, mult.table)
+    common = (mult.bits, mult.signed, mult.name, mult.sha256, "layer")
+    conv = _params(mult, (4, 2, 3, 3), True, gen)
+    gemm = _params(mult, (5, 7), False, gen)
+    q = [torch.tensor(0.05), torch.tensor(0, dtype=torch.int32)]
+    cases = [
+        (
+            torch.ops.appmult_export.lut_conv.default,
+            (
+                torch.randn(2, 2, 5, 5, generator=gen),
+                *conv,
+                torch.randn(4, generator=gen),
+                [1, 1],
+                [1, 0, 1, 0],
+                [1, 1],
+                1,
+                *common,
+            ),
+        ),
+        (
+            torch.ops.appmult_export.lut_linear.default,
+            (torch.randn(3, 7, generator=gen), *gemm, None, *common),
+        ),
+        (
+            torch.ops.appmult_export.lut_matmul.default,
+            (
+                torch.randn(2, 3, 4, generator=gen),
+                torch.randn(4, 5, generator=gen),
+                *q,
+                *q,
+                *common,
+            ),
+        ),
+    ]
+    for op, args in cases:
+        torch.library.opcheck(op, args)

@@ -1,0 +1,145 @@
+"""The loader refuses exports it cannot trust, with errors that say what is wrong."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+
+import appmult_fx as amx
+from appmult_fx.models import lenet5
+
+
+@pytest.fixture
+def export_dir(lenet_export, tmp_path: Path) -> Path:
+    """A private copy of the LeNet-5 export to damage."""
+    return Path(shutil.copytree(lenet_export.path, tmp_path / "export"))
+
+
+def _manifest(path: Path) -> dict:
+    return json.loads((path / "manifest.json").read_text())
+
+
+def _write_manifest(path: Path, manifest: dict) -> None:
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _lut_file(path: Path) -> Path:
+    return path / _manifest(path)["multipliers"][0]["file"]
+
+
+def test_intact_copy_loads(export_dir: Path) -> None:
+    assert amx.load_exported(export_dir).manifest["layers"]
+
+
+@pytest.mark.parametrize("portable", [False, True])
+def test_tampered_lut_is_refused(export_dir: Path, portable: bool) -> None:
+    lut = _lut_file(export_dir)
+    data = bytearray(lut.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    lut.write_bytes(bytes(data))
+    with pytest.raises(amx.ExportFormatError, match=r"sha256 mismatch .*modified or corrupted"):
+        amx.load_exported(export_dir, portable=portable)
+
+
+def test_replaced_lut_with_matching_file_hash_is_refused(export_dir: Path, tmp_path: Path) -> None:
+    """A different (valid) multiplier whose file hash was also put into the manifest."""
+    lut = _lut_file(export_dir)
+    amx.multiplier("mul8u_exact").save(lut)
+    manifest = _manifest(export_dir)
+    from appmult_fx.export.manifest import file_sha256
+
+    manifest["multipliers"][0]["sha256"] = file_sha256(lut)
+    _write_manifest(export_dir, manifest)
+    with pytest.raises(amx.ExportFormatError, match="does not match the manifest entry"):
+        amx.load_exported(export_dir)
+
+
+def test_missing_lut_is_refused(export_dir: Path) -> None:
+    lut = _lut_file(export_dir)
+    lut.unlink()
+    with pytest.raises(amx.ExportFormatError, match="missing") as info:
+        amx.load_exported(export_dir)
+    assert lut.name in str(info.value)
+
+
+def test_missing_manifest_and_model_are_refused(export_dir: Path) -> None:
+    (export_dir / "model.onnx").unlink()
+    with pytest.raises(
+        amx.ExportFormatError, match="model.onnx: ONNX model named by the manifest is missing"
+    ):
+        amx.load_exported(export_dir)
+    (export_dir / "manifest.json").unlink()
+    with pytest.raises(amx.ExportFormatError, match="manifest.json: missing"):
+        amx.load_exported(export_dir)
+
+
+def test_newer_schema_version_is_refused(export_dir: Path) -> None:
+    manifest = _manifest(export_dir)
+    manifest["schema_version"] = 2
+    manifest["something_new"] = {"from": "the future"}
+    _write_manifest(export_dir, manifest)
+    with pytest.raises(
+        amx.ExportFormatError, match=r"schema_version 2 is newer .*upgrade appmult-fx"
+    ):
+        amx.load_exported(export_dir)
+
+
+def test_manifest_violating_schema_is_refused(export_dir: Path) -> None:
+    manifest = _manifest(export_dir)
+    del manifest["layers"][1]["multiplier"]
+    _write_manifest(export_dir, manifest)
+    with pytest.raises(
+        amx.ExportFormatError, match=r"invalid manifest at layers/1: 'multiplier' is a required"
+    ):
+        amx.load_exported(export_dir)
+
+
+def test_manifest_escaping_the_directory_is_refused(export_dir: Path) -> None:
+    manifest = _manifest(export_dir)
+    manifest["multipliers"][0]["file"] = "../elsewhere.lut"
+    _write_manifest(export_dir, manifest)
+    with pytest.raises(amx.ExportFormatError, match="invalid manifest at multipliers/0/file"):
+        amx.load_exported(export_dir)
+
+
+def test_onnx_with_unknown_multiplier_is_refused(export_dir: Path) -> None:
+    model = onnx.load(export_dir / "model.onnx")
+    node = next(n for n in model.graph.node if n.domain == "appmult")
+    for attr in node.attribute:
+        if attr.name == "multiplier_sha256":
+            attr.s = b"0" * 64
+        if attr.name == "multiplier":
+            attr.s = b"mul8u_mystery"
+    onnx.save(model, export_dir / "model.onnx")
+    with pytest.raises(
+        amx.ExportFormatError, match=r"unknown multiplier 'mul8u_mystery' \(sha256 0{64}\)"
+    ):
+        amx.load_exported(export_dir)
+
+
+def test_export_of_uncalibrated_model_is_refused(tmp_path: Path) -> None:
+    gm = amx.convert(lenet5(), amx.Spec().set_global("mul8u_exact"), gradient="ste").eval()
+    with pytest.raises(ValueError, match=r"never calibrated.*amx.calibrate"):
+        amx.export(gm, torch.randn(2, 1, 28, 28), tmp_path, progress=False)
+    assert not (tmp_path / "manifest.json").exists()
+
+
+def test_export_of_unconverted_model_is_refused(tmp_path: Path) -> None:
+    gm = torch.fx.symbolic_trace(lenet5())
+    with pytest.raises(ValueError, match="no approximate layers"):
+        amx.export(gm, torch.randn(2, 1, 28, 28), tmp_path, progress=False)
+
+
+def test_export_of_unsupported_layer_names_it(tmp_path: Path) -> None:
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 2, 3), torch.nn.ConvTranspose2d(2, 3, 3))
+    gm = amx.convert(model, amx.Spec().set_global("mul8u_exact"), gradient="ste")
+    amx.calibrate(gm, [torch.randn(2, 2, 6, 6)], progress=False)
+    with pytest.raises(
+        ValueError, match=r"layer '1': .*conv_transpose2d.*set_module_name\('1', None\)"
+    ):
+        amx.export(gm.eval(), torch.randn(2, 2, 6, 6), tmp_path, progress=False)

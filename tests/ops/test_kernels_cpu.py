@@ -1,0 +1,166 @@
+"""CPU LUT-GEMM kernels against the pure-PyTorch reference (both ISA paths), and opcheck."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from appmult_fx.luts.indexing import operand_values
+
+from appmult_fx.ops import kernels, reference
+from appmult_fx.ops import lut_gemm as _ops  # noqa: F401  (registers torch.ops.appmult)
+
+# (B, M, K, N): K = 27 (3x3x3 conv), primes, ones, and sizes just past a 32-column tile.
+SHAPES = [(1, 1, 1, 1), (1, 5, 27, 7), (2, 13, 31, 33), (1, 64, 1, 65), (3, 7, 17, 2),
+          (1, 41, 9, 97), (1, 97, 3, 5)]
+RELATIVE_TOLERANCE = 1e-5
+
+
+def make_table(bits: int, signed: bool, gen: torch.Generator) -> torch.Tensor:
+    """An approximate ``bits``-bit product table with noise and ``T[0][0] != 0``."""
+    v = operand_values(bits, signed)
+    table = torch.outer(v, v) + torch.randint(-3, 4, (len(v), len(v)), generator=gen)
+    table[0, 0] = 5
+    return table.to(torch.int32)
+
+
+def make_operands(shape: tuple[int, int, int, int], bits: int, gen: torch.Generator):
+    """Random indices a [B,M,K], w [B,K,N] and gradient g [B,M,N]."""
+    b, m, k, n = shape
+    a = torch.randint(0, 1 << bits, (b, m, k), generator=gen, dtype=torch.uint8)
+    w = torch.randint(0, 1 << bits, (b, k, n), generator=gen, dtype=torch.uint8)
+    g = torch.randn(b, m, n, generator=gen)
+    return a, w, g
+
+
+def assert_float_product_close(impl, oracle_fn, g, a, w, table) -> None:
+    """``impl`` within 1e-5 of the float64 oracle, relative to the sum of |terms|."""
+    exact = oracle_fn(g.double(), a, w, table.double())
+    scale = oracle_fn(g.abs().double(), a, w, table.abs().double())
+    err = (impl.double() - exact).abs()
+    bound = RELATIVE_TOLERANCE * scale + 1e-30
+    assert impl.dtype == torch.float32 and impl.shape == exact.shape
+    assert bool((err <= bound).all()), f"max error {float((err - bound).max())} over bound"
+
+
+def check_backend(backend, device: str) -> None:
+    """Every product, bit width 2..8, signed and unsigned, every shape, against the reference."""
+    gen = torch.Generator().manual_seed(1)
+    for bits in range(2, 9):
+        for signed in (False, True):
+            table = make_table(bits, signed, gen)
+            ga = torch.randn(1 << bits, 1 << bits, generator=gen)
+            gw = torch.randn(1 << bits, 1 << bits, generator=gen)
+            for shape in SHAPES:
+                a, w, g = make_operands(shape, bits, gen)
+                dev = [t.to(device) for t in (a, w, g, table, ga, gw)]
+                y = backend.lut_bmm(dev[0], dev[1], dev[3]).cpu()
+                assert y.dtype == torch.int32
+                assert torch.equal(y, reference.lut_bmm(a, w, table)), (bits, signed, shape)
+                da = backend.lut_bmm_grad_a(dev[2], dev[0], dev[1], dev[4]).cpu()
+                assert_float_product_close(da, reference.lut_bmm_grad_a, g, a, w, ga)
+                dw = backend.lut_bmm_grad_w(dev[2], dev[0], dev[1], dev[5]).cpu()
+                assert_float_product_close(dw, reference.lut_bmm_grad_w, g, a, w, gw)
+
+
+def check_wraparound(backend, device: str) -> None:
+    """Sums wrap modulo 2**32 exactly like the reference: full-range int32 tables (32-bit path)
+    and a 16-bit-range table offset near 2**31 (16-bit path with its K * offset correction)."""
+    gen = torch.Generator().manual_seed(2)
+    for bits, narrow in ((3, False), (8, False), (8, True)):
+        n = 1 << bits
+        if narrow:
+            v = torch.arange(n)
+            table = (torch.outer(v, v) + (2**31 - 70000)).to(torch.int32)
+        else:
+            table = torch.randint(-(2**31), 2**31 - 1, (n, n), generator=gen, dtype=torch.int32)
+        a, w, _ = make_operands((2, 37, 300, 35), bits, gen)
+        y = backend.lut_bmm(a.to(device), w.to(device), table.to(device)).cpu()
+        assert torch.equal(y, reference.lut_bmm(a, w, table))
+
+
+def cpu_isas() -> list[str]:
+    isas = ["portable"]
+    if kernels.cpu_extension().best_isa() == "avx2":
+        isas.append("avx2")
+    return isas
+
+
+@pytest.fixture(scope="module", params=["portable", "avx2"])
+def cpu_backend(request) -> kernels.CPUBackend:
+    if request.param not in cpu_isas():
+        pytest.skip("this CPU lacks AVX2/FMA")
+    backend = kernels.CPUBackend(request.param)
+    assert backend.resolved_isa() == request.param
+    return backend
+
+
+def test_cpu_matches_reference(cpu_backend) -> None:
+    check_backend(cpu_backend, "cpu")
+
+
+def test_cpu_forward_wraps_like_reference(cpu_backend) -> None:
+    check_wraparound(cpu_backend, "cpu")
+
+
+def test_cpu_larger_shapes_both_orientations(cpu_backend) -> None:
+    """Shapes that take the transposed (rows over N) and the direct orientation of every
+    product (the binding picks by shape), several threads."""
+    gen = torch.Generator().manual_seed(3)
+    table = make_table(7, False, gen)
+    ga, gw = torch.randn(128, 128, generator=gen), torch.randn(128, 128, generator=gen)
+    for shape in [(1, 300, 70, 20), (1, 20, 70, 300), (2, 130, 45, 70)]:
+        a, w, g = make_operands(shape, 7, gen)
+        assert torch.equal(cpu_backend.lut_bmm(a, w, table), reference.lut_bmm(a, w, table))
+        da = cpu_backend.lut_bmm_grad_a(g, a, w, ga)
+        assert_float_product_close(da, reference.lut_bmm_grad_a, g, a, w, ga)
+        dw = cpu_backend.lut_bmm_grad_w(g, a, w, gw)
+        assert_float_product_close(dw, reference.lut_bmm_grad_w, g, a, w, gw)
+
+
+def test_cpu_empty_shapes(cpu_backend) -> None:
+    table = torch.ones(4, 4, dtype=torch.int32)
+    a = torch.zeros(1, 3, 0, dtype=torch.uint8)
+    w = torch.zeros(1, 0, 2, dtype=torch.uint8)
+    assert torch.equal(cpu_backend.lut_bmm(a, w, table), torch.zeros(1, 3, 2, dtype=torch.int32))
+    g = torch.ones(1, 3, 2)
+    assert cpu_backend.lut_bmm_grad_w(g, a, w, table.float()).shape == (1, 0, 2)
+
+
+def test_backend_for_cpu_is_the_kernel(monkeypatch) -> None:
+    monkeypatch.delenv("APPMULT_FX_CPU_ISA", raising=False)
+    assert isinstance(kernels.backend_for(torch.device("cpu")), kernels.CPUBackend)
+    assert kernels.backend_for(torch.device("meta")) is None
+
+
+def test_bad_isa_is_rejected() -> None:
+    with pytest.raises(ValueError, match="isa"):
+        kernels.CPUBackend("sse9")
+    a = torch.zeros(1, 2, 2, dtype=torch.uint8)
+    with pytest.raises(RuntimeError, match="expected isa"):
+        kernels.cpu_extension().lut_bmm(a, a, torch.zeros(4, 4, dtype=torch.int32), "sse9")
+
+
+def test_opcheck_with_kernels_active(monkeypatch) -> None:
+    monkeypatch.delenv("APPMULT_FX_REFERENCE", raising=False)
+    gen = torch.Generator().manual_seed(4)
+    table = make_table(5, True, gen)
+    ga, gw = torch.randn(32, 32, generator=gen), torch.randn(32, 32, generator=gen)
+    a, w, g = make_operands((1, 5, 27, 3), 5, gen)
+    ops = torch.ops.appmult
+    torch.library.opcheck(ops.lut_bmm, (a, w, table))
+    torch.library.opcheck(ops.lut_bmm_grad_a, (g, a, w, ga))
+    torch.library.opcheck(ops.lut_bmm_grad_w, (g, a, w, gw))
+
+
+def test_compile_failure_names_the_reference_switch(tmp_path, monkeypatch) -> None:
+    """A broken source raises a clear error pointing at APPMULT_FX_REFERENCE=1 (no fallback)."""
+    src = tmp_path / "src"
+    shutil.copytree(kernels.source_dir(), src)
+    main = src / "lut_gemm_cpu.cpp"
+    main.write_text('#include "deliberately_missing_header.h"\n' + main.read_text())
+    monkeypatch.setattr(kernels, "source_dir", lambda: src)
+    monkeypatch.setenv("APPMULT_FX_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(RuntimeError, match="APPMULT_FX_REFERENCE=1"):
+        kernels.cpu_extension.__wrapped__()

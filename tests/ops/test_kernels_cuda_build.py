@@ -1,0 +1,32 @@
+"""CI compile check of the CUDA kernels: nvcc -c for sm_80 and sm_90 (no GPU needed)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from appmult_fx.ops import kernels
+
+
+def find_nvcc() -> str | None:
+    """nvcc from CUDA_HOME, /usr/local/cuda or PATH (None when absent)."""
+    for home in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
+        if home and (Path(home) / "bin" / "nvcc").is_file():
+            return str(Path(home) / "bin" / "nvcc")
+    return shutil.which("nvcc")
+
+
+def test_cuda_kernels_compile(tmp_path) -> None:
+    nvcc = find_nvcc()
+    if nvcc is None:
+        pytest.skip("nvcc not found (set CUDA_HOME)")
+    src = kernels.source_dir() / "lut_gemm_cuda.cu"
+    cmd = [nvcc, "-std=c++17", "-O3", "-Werror", "all-warnings", *kernels.CUDA_ARCH_FLAGS,
+           "-I", str(kernels.source_dir()), "-c", str(src), "-o", str(tmp_path / "k.o")]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "k.o").stat().st_size > 0

@@ -54,6 +54,7 @@ def train_fp(
     epochs: int = 2,
     batch_size: int = 64,
     lr: float = 1e-3,
+    lr_gamma: float = 1.0,
     seed: int = 0,
     device: str = "cpu",
     max_steps_per_epoch: int | None = None,
@@ -65,7 +66,8 @@ def train_fp(
 
     Returns a report: the arguments, the per-epoch ``history`` and ``final_acc`` (test split:
     the held-out 1,000 images of ``mnist5k``, or the Fashion-MNIST test set). ``image_size``
-    resizes the images (e.g. scikit-learn's 8x8 digits to 16x16 for quick tests).
+    resizes the images (e.g. scikit-learn's 8x8 digits to 16x16 for quick tests). ``lr_gamma``
+    other than 1 multiplies the learning rate by it at 1/3 and 2/3 of the epochs.
     """
     info = dataset_info(dataset, data_root, image_size)
     train_set = load_dataset(dataset, data_root, "train", image_size=image_size)
@@ -74,11 +76,13 @@ def train_fp(
     model: nn.Module = ApproxTrainLeNet(info.channels, info.num_classes, info.image_size)
     if multiplier is not None:
         model = convert(model, Spec().set_global(multiplier), backward=backward)
+    milestones = () if lr_gamma == 1.0 else (1 / 3, 2 / 3)
     cfg = TrainConfig(
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
-        milestones=(),
+        lr_gamma=lr_gamma,
+        milestones=milestones,
         seed=seed,
         device=device,
         max_steps_per_epoch=max_steps_per_epoch,
@@ -94,6 +98,7 @@ def train_fp(
         "epochs": epochs,
         "batch_size": batch_size,
         "lr": lr,
+        "lr_gamma": lr_gamma,
         "seed": seed,
         "history": history,
         "final_acc": history[-1]["test_acc"] if history else None,

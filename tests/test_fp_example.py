@@ -37,7 +37,7 @@ def test_short_run_with_fp_mbm7_forward_and_backward_matches_fp32() -> None:
     accs = (approx["final_acc"], exact["final_acc"])
     assert min(accs) > 0.7, accs  # one epoch of 45 steps; 10 classes: chance is 0.1
     assert abs(accs[0] - accs[1]) < 0.04, accs
-    assert approx["history"][-1]["train_loss"] < approx["history"][0]["train_loss"]
+    assert approx["history"][0]["train_loss"] < 2.0  # below the untrained ln(10) = 2.30
 
 
 def test_cli_fp_train(tmp_path, capsys) -> None:

@@ -31,6 +31,12 @@ def register(sub: Any) -> None:
     p.add_argument("--epochs", type=int, default=2, help="default 2 (ApproxTrain's example)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument(
+        "--lr-gamma",
+        type=float,
+        default=1.0,
+        help="lr factor at 1/3 and 2/3 of the epochs (default 1: constant, as ApproxTrain)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     p.add_argument("--max-steps", type=int, default=None, help="cap optimizer steps per epoch")
@@ -56,6 +62,7 @@ def _cmd_fp_train(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
+        lr_gamma=args.lr_gamma,
         seed=args.seed,
         device=args.device,
         max_steps_per_epoch=args.max_steps,

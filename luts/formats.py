@@ -65,9 +65,20 @@ def detect_format(path: Path, head: bytes, size: int) -> str:
     )
 
 
-def load_multiplier(path: str | Path, format: str | None = None) -> Multiplier:
-    """Read a multiplier from a LUT file; ``format`` (one of :data:`FORMATS`) or detected."""
+# ApproxTrain NAME_<m>.bin mantissa tables: 2**(2m) bytes, m = 1..7
+_APPROXTRAIN_SIZES = {4**m for m in range(1, 8)}
+
+
+def load_multiplier(path: str | Path, format: str | None = None) -> Any:
+    """Read a multiplier from a LUT file; ``format`` (one of :data:`FORMATS`) or detected.
+
+    ApproxTrain ``.bin`` mantissa tables and FP archives give an ``FPMultiplier``.
+    """
     path = Path(path)
+    if format is None and path.suffix == ".bin" and path.stat().st_size in _APPROXTRAIN_SIZES:
+        from .fp import load_bin
+
+        return load_bin(path)
     data = path.read_bytes()
     fmt = format or detect_format(path, data[:4096], len(data))
     if fmt == "appmult-fx":
@@ -168,10 +179,12 @@ def _array(path: Path, members: dict[str, np.ndarray], key: str, dtype: str) -> 
     return torch.from_numpy(np.ascontiguousarray(arr))
 
 
-def _read_own(path: Path) -> Multiplier:
+def _read_own(path: Path) -> Any:
     members = _read_members(path)
-    if "mantissa_table" in members:
-        raise LutFormatError(path, "an FP multiplier archive: load it with appmult_fx.load_fp")
+    if "mantissa_table" in members and "table" not in members:
+        from .fp import FPMultiplier, fp_files
+
+        return FPMultiplier(**fp_files.read_npz(path))
     if "header" not in members or "table" not in members:
         raise LutFormatError(path, f"archive lacks 'header' or 'table' (has {sorted(members)})")
     header = _parse_header(path, members["header"])

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 import torch.nn.functional as F
 from appmult_fx.passes.spec import Rule
 from torch import nn
@@ -139,3 +140,14 @@ def test_errors(tmp_path) -> None:
         amx.Spec.from_file(tmp_path / "bad.yaml")
     with pytest.raises(ValueError, match="momentum"):
         Rule(None, momentum=2.0)
+
+
+def test_fp_multiplier_files_by_path(tmp_path, shared) -> None:
+    """ApproxTrain .bin tables and our FP archives load through load_multiplier and Spec paths."""
+    bin_path = shared / "approxtrain_luts" / "MBM_7.bin"
+    mult = amx.load_multiplier(bin_path)
+    assert mult.kind == "fp" and torch.equal(mult.mantissa_table, amx.multiplier("fp_mbm7").mantissa_table)
+    archive = amx.multiplier("fp_mit5").save(tmp_path / "mit5.npz")
+    assert amx.load_multiplier(archive).sha256 == amx.multiplier("fp_mit5").sha256
+    gm = amx.convert(Net(), amx.Spec().set_global(str(bin_path)))
+    assert {r.multiplier.kind for r in amx.layers(gm)} == {"fp"}

@@ -144,7 +144,7 @@ def test_own_format_errors(tmp_path: Path) -> None:
         "field 'bits'": {"header": enc({**header, "bits": "3"})},
         "expected format": {"header": enc({**header, "version": 99})},
         "must be a JSON object": {"header": enc([1, 2])},
-        "members \[.grad_a., .grad_b., .header., .mantissa_table.": {
+        r"members \[.grad_a., .grad_b., .header., .mantissa_table.": {
             "mantissa_table": np.zeros((2, 2), np.int32)
         },
     }

@@ -146,7 +146,9 @@ def test_fp_multiplier_files_by_path(tmp_path, shared) -> None:
     """ApproxTrain .bin tables and our FP archives load through load_multiplier and Spec paths."""
     bin_path = shared / "approxtrain_luts" / "MBM_7.bin"
     mult = amx.load_multiplier(bin_path)
-    assert mult.kind == "fp" and torch.equal(mult.mantissa_table, amx.multiplier("fp_mbm7").mantissa_table)
+    assert mult.kind == "fp" and torch.equal(
+        mult.mantissa_table, amx.multiplier("fp_mbm7").mantissa_table
+    )
     archive = amx.multiplier("fp_mit5").save(tmp_path / "mit5.npz")
     assert amx.load_multiplier(archive).sha256 == amx.multiplier("fp_mit5").sha256
     gm = amx.convert(Net(), amx.Spec().set_global(str(bin_path)))

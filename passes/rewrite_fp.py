@@ -14,7 +14,7 @@ from ..ops.fp_layers import fp_conv1d, fp_conv2d, fp_linear, fp_matmul
 from .context import RewriteContext, register_builder
 from .match import LayerSite, layer_macs, matmul_operands
 from .records import LayerRecord
-from .rewrite_int import _conv_args, _linear_args, _operand, _pad_list
+from .rewrite_int import _conv_args, _linear_args, _operand, padded_input
 from .rewrite_matmul import scale_add
 from .spec import Rule
 
@@ -48,15 +48,9 @@ def _finish(ctx: RewriteContext, site: LayerSite, rule: Rule, node: Any, out: An
 @register_builder("fp", "conv1d", "conv2d")
 def build_fp_conv(ctx: RewriteContext, site: LayerSite, rule: Rule) -> LayerRecord:
     """Rewrite a conv node into ``[F.pad] -> fp_conv1d/fp_conv2d`` (bias added exactly)."""
-    import torch.nn.functional as F
 
     a = _conv_args(ctx.gm, site)
-    x = a["input"]
-    pads = _pad_list(a["padding"], a["kernel"], a["dilation"])
-    if any(pads):
-        x = ctx.node(
-            "call_function", F.pad, (x, pads), {"mode": a["mode"]}, name=f"{site.name}_pad"
-        )
+    x = padded_input(ctx, site, a)
     weight = _operand(ctx, a["weight"], f"{site.name}_weight")
     bias = None if a["bias"] is None else _operand(ctx, a["bias"], f"{site.name}_bias")
     fn = fp_conv1d if site.op == "conv1d" else fp_conv2d

@@ -158,16 +158,21 @@ def _record(site: LayerSite, rule: Rule, nodes: list[str]) -> LayerRecord:
     )
 
 
+def padded_input(ctx: RewriteContext, site: LayerSite, a: dict[str, Any]) -> Any:
+    """The conv's input node, behind an explicit ``F.pad`` node when the conv pads."""
+    pads = _pad_list(a["padding"], a["kernel"], a["dilation"])
+    if not any(pads):
+        return a["input"]
+    return ctx.node(
+        "call_function", F.pad, (a["input"], pads), {"mode": a["mode"]}, name=f"{site.name}_pad"
+    )
+
+
 @register_builder("int", "conv1d", "conv2d")
 def build_conv(ctx: RewriteContext, site: LayerSite, rule: Rule) -> LayerRecord:
     """Rewrite a conv node into pad -> quantizers -> ``lut_conv`` -> ``rescale``."""
     a = _conv_args(ctx.gm, site)
-    x = a["input"]
-    pads = _pad_list(a["padding"], a["kernel"], a["dilation"])
-    if any(pads):
-        x = ctx.node(
-            "call_function", F.pad, (x, pads), {"mode": a["mode"]}, name=f"{site.name}_pad"
-        )
+    x = padded_input(ctx, site, a)
     (qx, sx, zx), (qw, sw, zw), (t, ga, gb), mods = _quantized_operands(
         ctx, site, rule, x, a["weight"]
     )

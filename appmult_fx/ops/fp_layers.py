@@ -38,9 +38,9 @@ def fp_matmul(
     b2 = b.unsqueeze(-1) if squeeze_cols else b
     batch = torch.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
     rows, inner, cols = a2.shape[-2], a2.shape[-1], b2.shape[-1]
+    a_shape, b_shape = tuple(a.shape), tuple(b.shape)
     torch._check(
-        b2.shape[-2] == inner,
-        lambda: f"matmul shapes {tuple(a.shape)} and {tuple(b.shape)} do not match",
+        b2.shape[-2] == inner, lambda: f"matmul shapes {a_shape} and {b_shape} do not match"
     )
     a3 = a2.expand(*batch, rows, inner).reshape(-1, rows, inner).float()
     b3 = b2.expand(*batch, inner, cols).reshape(-1, inner, cols).float()
@@ -94,9 +94,8 @@ def fp_conv2d(
 
     Groups become the batch dimension of one GEMM (no Python loop over groups).
     """
-    torch._check(
-        x.dim() in (3, 4), lambda: f"expected a [N,C,H,W] or [C,H,W] input, got {tuple(x.shape)}"
-    )
+    x_shape = tuple(x.shape)
+    torch._check(x.dim() in (3, 4), lambda: f"expected a [N,C,H,W] or [C,H,W] input, got {x_shape}")
     if x.dim() == 3:
         return fp_conv2d(
             x.unsqueeze(0),
@@ -113,9 +112,10 @@ def fp_conv2d(
         ).squeeze(0)
     out_ch, in_per_group, kh, kw = weight.shape
     stride, dilation = _pair(stride, 2), _pair(dilation, 2)
+    channels = x.shape[1]
     torch._check(
-        x.shape[1] == in_per_group * groups,
-        lambda: f"input has {x.shape[1]} channels, weight expects {in_per_group} x {groups} groups",
+        channels == in_per_group * groups,
+        lambda: f"input has {channels} channels, weight expects {in_per_group} x {groups} groups",
     )
     if padding == "valid":
         pads = [0, 0, 0, 0]
@@ -162,9 +162,8 @@ def fp_conv1d(
     padding_mode: str = "zeros",
 ) -> Tensor:
     """``F.conv1d`` via :func:`fp_conv2d` on a height-1 image."""
-    torch._check(
-        x.dim() in (2, 3), lambda: f"expected a [N,C,L] or [C,L] input, got {tuple(x.shape)}"
-    )
+    x_shape = tuple(x.shape)
+    torch._check(x.dim() in (2, 3), lambda: f"expected a [N,C,L] or [C,L] input, got {x_shape}")
     if x.dim() == 2:
         return fp_conv1d(
             x.unsqueeze(0),

@@ -124,9 +124,10 @@ def lut_matmul(
     torch._check(qa.dim() >= 1 and qb.dim() >= 1, lambda: "expected matmul operands of rank >= 1")
     a = qa.unsqueeze(0) if qa.dim() == 1 else qa
     b = qb.unsqueeze(-1) if qb.dim() == 1 else qb
+    a_shape, b_shape = tuple(qa.shape), tuple(qb.shape)
     torch._check(
         a.shape[-1] == b.shape[-2],
-        lambda: f"matmul: inner dimensions differ, {tuple(qa.shape)} @ {tuple(qb.shape)}",
+        lambda: f"matmul: inner dimensions differ, {a_shape} @ {b_shape}",
     )
     a3, b3, batch = _batched(a, b)
     b3 = b3.contiguous()
@@ -180,9 +181,10 @@ def lut_einsum(
     parsed = einsum_as_bmm(equation)
     torch._check(parsed is not None, lambda: f"einsum {equation!r} is not a batched matmul")
     lhs, rhs, out, batch, rows, inner, cols = parsed  # type: ignore[misc]
+    ranks = (qa.dim(), qb.dim())
     torch._check(
-        qa.dim() == len(lhs) and qb.dim() == len(rhs),
-        lambda: f"einsum {equation!r}: operand ranks {qa.dim()}, {qb.dim()}",
+        ranks == (len(lhs), len(rhs)),
+        lambda: f"einsum {equation!r}: operand ranks {ranks[0]}, {ranks[1]}",
     )
     size = {c: qa.shape[lhs.index(c)] for c in lhs}
     for c in rhs:

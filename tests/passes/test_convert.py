@@ -216,3 +216,26 @@ def test_torch_export_and_compile_see_the_ops() -> None:
     gm.train()
     torch.compile(gm, fullgraph=True)(x).sum().backward()
     assert gm.get_submodule("0").weight.grad.abs().sum() > 0
+
+
+class _MatmulNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.proj = nn.Linear(8, 8)
+
+    def forward(self, x):
+        h = self.conv(x).flatten(2)  # [N, 4, 64]
+        h = self.proj(h.reshape(x.shape[0], 32, 8))
+        return torch.matmul(h, h.transpose(1, 2)).mean((1, 2))
+
+
+@pytest.mark.parametrize("mult", ["mul7u_exact", "fp_mbm7"])
+def test_torch_compile_fullgraph_with_matmul_and_fp(mult) -> None:
+    x = torch.rand(2, 1, 8, 8)
+    gm = amx.convert(_MatmulNet(), amx.Spec().set_global(mult))
+    if amx.quantizers(gm):
+        amx.calibrate(gm, [x], progress=False)
+    gm.eval()
+    # inductor may reorder the float rescale arithmetic: equal up to float rounding
+    torch.testing.assert_close(torch.compile(gm, fullgraph=True)(x), gm(x), rtol=1e-5, atol=1e-6)

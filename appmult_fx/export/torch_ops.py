@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..luts.indexing import operand_range
 from ..ops.int_layers import lut_conv as int_lut_conv
 from ..ops.int_layers import lut_linear as int_lut_linear
 from ..ops.int_layers import lut_matmul as int_lut_matmul
 from ..ops.int_layers import rescale
+from ..ops.quantizers import quantize
 
 _TABLES: dict[str, Tensor] = {}
 
@@ -42,9 +42,9 @@ def _table(sha256: str, device: torch.device) -> Tensor:
     return _TABLES[sha256].to(device)
 
 
-def _quantize(x: Tensor, scale: Tensor, zero_point: Tensor, bits: int, signed: bool) -> Tensor:
-    qmin, qmax = operand_range(bits, signed)
-    return torch.round(torch.clamp(x / scale - zero_point.float(), qmin, qmax))
+def _codes(x: Tensor, scale: Tensor, zero_point: Tensor, bits: int, signed: bool) -> Tensor:
+    """Integer codes of ``x`` with the calibrated parameters (the converted model's quantizer)."""
+    return quantize(x, scale, zero_point.float(), bits, signed)
 
 
 def _torch_pads(pads: list[int]) -> list[int]:
@@ -92,7 +92,7 @@ def lut_conv(
     """One frozen approximate convolution (1-D or 2-D) on a float input."""
     if any(pads):
         x = F.pad(x, _torch_pads(pads))
-    qx = _quantize(x, x_scale, x_zero_point, bits, signed)
+    qx = _codes(x, x_scale, x_zero_point, bits, signed)
     acc = int_lut_conv(
         qx,
         x_zero_point.float(),
@@ -146,7 +146,7 @@ def lut_linear(
     layer: str,
 ) -> Tensor:
     """One frozen approximate linear layer ``x [..., K] -> [..., N]`` (weight codes ``[N, K]``)."""
-    qx = _quantize(x, x_scale, x_zero_point, bits, signed)
+    qx = _codes(x, x_scale, x_zero_point, bits, signed)
     acc = int_lut_linear(
         qx,
         x_zero_point.float(),
@@ -203,8 +203,8 @@ def lut_matmul(
 ) -> Tensor:
     """One frozen approximate ``torch.matmul(a, b)`` of two float activations."""
     _check_matmul(a, b, layer)
-    qa = _quantize(a, a_scale, a_zero_point, bits, signed)
-    qb = _quantize(b, b_scale, b_zero_point, bits, signed)
+    qa = _codes(a, a_scale, a_zero_point, bits, signed)
+    qb = _codes(b, b_scale, b_zero_point, bits, signed)
     acc = int_lut_matmul(
         qa,
         a_zero_point.float(),

@@ -18,11 +18,26 @@ bool cpu_has_avx2() {
 #endif
 }
 
-// "avx2" or "portable": the instruction set a request for `isa` ("auto", "avx2", "portable") runs.
+bool cpu_has_vbmi() {
+#if defined(APPMULT_CPU_HAS_VBMI_PATH)
+  return cpu_has_avx2() && appmult_cpu_vbmi::supported();
+#else
+  return false;
+#endif
+}
+
+// The instruction set a request for `isa` runs: "avx512" (VBMI byte-permute forward, AVX2
+// gradients), "avx2" or "portable"; "auto" picks the best this CPU has.
 std::string resolve_isa(const std::string& isa) {
-  TORCH_CHECK(isa == "auto" || isa == "avx2" || isa == "portable",
-              "appmult-fx: expected isa 'auto', 'avx2' or 'portable', got '", isa, "'");
+  TORCH_CHECK(isa == "auto" || isa == "avx512" || isa == "avx2" || isa == "portable",
+              "appmult-fx: expected isa 'auto', 'avx512', 'avx2' or 'portable', got '", isa, "'");
   if (isa == "portable") return isa;
+  if (isa == "avx512" || isa == "auto") {
+    const bool vbmi = cpu_has_vbmi();
+    TORCH_CHECK(vbmi || isa == "auto",
+                "appmult-fx: isa 'avx512' requested but this CPU lacks AVX-512 VBMI/VNNI");
+    if (vbmi) return "avx512";
+  }
   const bool avx2 = cpu_has_avx2();
   TORCH_CHECK(avx2 || isa == "auto", "appmult-fx: isa 'avx2' requested but this CPU lacks AVX2/FMA");
   return avx2 ? "avx2" : "portable";
@@ -70,19 +85,33 @@ const uint32_t* as_words(const torch::Tensor& t) {
 constexpr int64_t kBudget16 = 128 * 1024;
 constexpr int64_t kBudget32 = 192 * 1024;
 
-// Y [B, M, N] = SUM_k TBL[a, w] with the transposed table lt = TBL^T (int32 [n, n]).
-// Tables whose entries span at most 2**16 values run on 16-bit entries T - offset, and Y starts
-// from K * offset (mod 2**32), which keeps the sum exact.
+// Tables whose entries span at most 2**16 values run on 16-bit entries T - offset (signed), and
+// Y starts from K * offset (mod 2**32), which keeps the sum exact.
+struct Narrowing {
+  bool fits;
+  int64_t offset;
+  int32_t start(int64_t K) const {
+    return static_cast<int32_t>(static_cast<uint32_t>(K) * static_cast<uint32_t>(offset));
+  }
+};
+
+Narrowing narrowing(const torch::Tensor& wide) {
+  const int64_t lo = wide.min().item<int64_t>(), hi = wide.max().item<int64_t>();
+  const bool fits = hi - lo <= 65535;
+  return {fits, (!fits || (lo >= -32768 && hi <= 32767)) ? 0 : lo + 32768};
+}
+
+// Y [B, M, N] = SUM_k TBL[a, w] with the transposed table lt = TBL^T (int32 [n, n]), table-rows
+// kernels (16-bit entries when the table narrows).
 torch::Tensor forward_oriented(const torch::Tensor& a, const torch::Tensor& w,
                                const torch::Tensor& lt, int64_t n, bool avx2) {
   const int64_t B = a.size(0), M = a.size(1), K = a.size(2), N = w.size(2);
   const int64_t ld = kTile * ((N + kTile - 1) / kTile);
   const auto wide = lt.to(torch::kInt64);
-  const int64_t lo = wide.min().item<int64_t>(), hi = wide.max().item<int64_t>();
-  const bool narrow = hi - lo <= 65535;
-  const int64_t offset = (!narrow || (lo >= -32768 && hi <= 32767)) ? 0 : lo + 32768;
-  const uint32_t start = static_cast<uint32_t>(K) * static_cast<uint32_t>(offset);
-  auto y = torch::full({B, M, ld}, static_cast<int32_t>(start), a.options().dtype(torch::kInt32));
+  const Narrowing nr = narrowing(wide);
+  const bool narrow = nr.fits;
+  const int64_t offset = nr.offset;
+  auto y = torch::full({B, M, ld}, nr.start(K), a.options().dtype(torch::kInt32));
   const int threads = at::get_num_threads();
   const uint8_t* ap = a.data_ptr<uint8_t>();
   const uint8_t* wp = w.data_ptr<uint8_t>();
@@ -107,6 +136,40 @@ torch::Tensor forward_oriented(const torch::Tensor& a, const torch::Tensor& w,
 #endif
   appmult_cpu_portable::lut_fwd(ap, wp, as_words(lt), n, B, M, K, N, yp, threads, kBudget32);
   return unpad(y, N);
+}
+
+int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// Y [B, M, N] = SUM_k TBL[a, w] with the AVX-512 VBMI kernel (int32 table whose entries fit 16
+// bits after narrowing `nr`); the kernel writes Y in place through strides.
+torch::Tensor forward_vbmi(const torch::Tensor& a, const torch::Tensor& w,
+                           const torch::Tensor& table, const Narrowing& nr) {
+  const int64_t B = a.size(0), M = a.size(1), K = a.size(2), N = w.size(2), n = table.size(0);
+  // planes[v] = low bytes of (T[:, v] - offset) as int16, then the high bytes (P each).
+  const int64_t P = n <= 128 ? 128 : 256;
+  auto y = torch::empty({B, M, N}, a.options().dtype(torch::kInt32));
+  // Rows over N unless that pads much more: the row operand is packed by a byte transpose, the
+  // column operand (a, already [B, M, K]) is read in place.
+  const bool over_n = round_up(N, 64) * M <= 4 * round_up(M, 64) * N / 3;
+  const auto entries = (table.to(torch::kInt64) - nr.offset).to(torch::kInt16);
+  // Rows over M: columns are codes of w, planes hold T[:, v]; over N: the roles swap (T^T).
+  const auto columns = (over_n ? entries : entries.t()).contiguous();
+  const auto bytes = columns.view(torch::kUInt8).view({n, n, 2});  // little-endian: lo, hi
+  auto planes = torch::zeros({n, 2, P}, a.options());
+  planes.narrow(2, 0, n).copy_(bytes.permute({0, 2, 1}));
+  const int64_t a_str[3] = {M * K, K, 1}, w_str[3] = {K * N, 1, N};
+  const int64_t y_str[3] = {M * N, N, 1}, yt_str[3] = {M * N, 1, N};
+#if defined(APPMULT_CPU_HAS_VBMI_PATH)
+  const uint8_t* ap = a.data_ptr<uint8_t>();
+  const uint8_t* wp = w.data_ptr<uint8_t>();
+  if (over_n)
+    appmult_cpu_vbmi::lut_fwd(wp, w_str, ap, a_str, planes.data_ptr<uint8_t>(), P == 256, B, N, K,
+                              M, nr.start(K), y.data_ptr<int32_t>(), yt_str, at::get_num_threads());
+  else
+    appmult_cpu_vbmi::lut_fwd(ap, a_str, wp, w_str, planes.data_ptr<uint8_t>(), P == 256, B, M, K,
+                              N, nr.start(K), y.data_ptr<int32_t>(), y_str, at::get_num_threads());
+#endif
+  return y;
 }
 
 // Cost (arbitrary units, per k) of a table-rows product with `rows` rows and `cols` vector
@@ -174,11 +237,16 @@ torch::Tensor lut_bmm(torch::Tensor a, torch::Tensor w, torch::Tensor table, std
   TORCH_CHECK(table.scalar_type() == torch::kInt32, "appmult-fx: expected an int32 table, got ",
               table.scalar_type());
   const int64_t n = table_size(table), M = a.size(1), N = w.size(2);
-  const bool avx2 = resolve_isa(isa) == "avx2";
+  const std::string resolved = resolve_isa(isa);
+  const bool avx2 = resolved != "portable";
   a = a.contiguous();
   w = w.contiguous();
   if (a.numel() == 0 || w.numel() == 0)
     return torch::zeros({a.size(0), M, N}, a.options().dtype(torch::kInt32));
+  if (resolved == "avx512") {
+    const Narrowing nr = narrowing(table.to(torch::kInt64));
+    if (nr.fits) return forward_vbmi(a, w, table, nr);
+  }
   if (cost(N, M, n, kFwdPerRow) < cost(M, N, n, kFwdPerRow)) {
     // Y^T = SUM_k TBL^T[w^T, a^T]: rows over N, vector columns over M.
     auto yt = forward_oriented(w.transpose(1, 2).contiguous(), a.transpose(1, 2).contiguous(),
@@ -199,7 +267,7 @@ torch::Tensor lut_bmm_grad_a(torch::Tensor g, torch::Tensor a, torch::Tensor w, 
   const int64_t n = table_size(ga), B = a.size(0), M = a.size(1), K = a.size(2), N = w.size(2);
   TORCH_CHECK(g.dim() == 3 && g.size(0) == B && g.size(1) == M && g.size(2) == N,
               "appmult-fx: expected g of shape [", B, ",", M, ",", N, "], got ", g.sizes());
-  const bool avx2 = resolve_isa(isa) == "avx2";
+  const bool avx2 = resolve_isa(isa) != "portable";
   if (B * M * K == 0 || N == 0) return torch::zeros({B, M, K}, g.options());
   if (cost(N, M, n, kGradWPerRow) < cost(M, N, n, kGradAPerRow))
     return transposed(grad_w_direct(transposed(g), transposed(w), transposed(a),
@@ -215,7 +283,7 @@ torch::Tensor lut_bmm_grad_w(torch::Tensor g, torch::Tensor a, torch::Tensor w, 
   const int64_t n = table_size(gw), B = a.size(0), M = a.size(1), K = a.size(2), N = w.size(2);
   TORCH_CHECK(g.dim() == 3 && g.size(0) == B && g.size(1) == M && g.size(2) == N,
               "appmult-fx: expected g of shape [", B, ",", M, ",", N, "], got ", g.sizes());
-  const bool avx2 = resolve_isa(isa) == "avx2";
+  const bool avx2 = resolve_isa(isa) != "portable";
   if (B * K * N == 0 || M == 0) return torch::zeros({B, K, N}, g.options());
   if (cost(N, M, n, kGradAPerRow) < cost(M, N, n, kGradWPerRow))
     return transposed(grad_a_direct(transposed(g), transposed(w), transposed(a),
@@ -226,6 +294,7 @@ torch::Tensor lut_bmm_grad_w(torch::Tensor g, torch::Tensor a, torch::Tensor w, 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "appmult-fx CPU LUT-GEMM kernels";
   m.def("best_isa", &best_isa, "instruction set 'auto' selects on this CPU");
+  m.def("resolve_isa", &resolve_isa, "instruction set a request for `isa` runs on this CPU");
   m.def("lut_bmm", &lut_bmm, "Y = SUM_k T[a, w] (int32, mod 2**32)");
   m.def("lut_bmm_grad_a", &lut_bmm_grad_a, "dA = SUM_n G * GA[a, w]");
   m.def("lut_bmm_grad_w", &lut_bmm_grad_w, "dW = SUM_m G * GW[a, w]");

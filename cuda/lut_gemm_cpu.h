@@ -21,3 +21,17 @@ APPMULT_CPU_DECLARE(appmult_cpu_portable)
 #define APPMULT_CPU_HAS_AVX2_PATH 1
 APPMULT_CPU_DECLARE(appmult_cpu_avx2)
 #endif
+
+#if defined(__x86_64__)
+#define APPMULT_CPU_HAS_VBMI_PATH 1
+// AVX-512 VBMI + VNNI forward (lut_gemm_cpu_vbmi.cpp); layouts documented there.
+namespace appmult_cpu_vbmi {
+bool supported();
+// out[b, r, c] = start + SUM_k T[row(b, r, k), col(b, c, k)] (mod 2**32) for codes given by
+// base pointers and (batch, index, k) strides; out strides (batch, row, column).
+void lut_fwd(const uint8_t* row_codes, const int64_t* row_strides, const uint8_t* col_codes,
+             const int64_t* col_strides, const uint8_t* planes, bool wide, int64_t B, int64_t rows,
+             int64_t K, int64_t cols, int32_t start, int32_t* out, const int64_t* out_strides,
+             int nthreads);
+}  // namespace appmult_cpu_vbmi
+#endif

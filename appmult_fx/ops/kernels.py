@@ -12,8 +12,9 @@ torch and Python versions and the machine (``APPMULT_FX_CACHE_DIR``, default
 Environment variables:
 
 * ``APPMULT_FX_REFERENCE=1``: the op layer never asks for a backend (pure-PyTorch reference).
-* ``APPMULT_FX_CPU_ISA=auto|avx2|portable``: CPU instruction-set path (default ``auto``: AVX2+FMA
-  when the CPU has it, else the portable build).
+* ``APPMULT_FX_CPU_ISA=auto|avx512|avx2|portable``: CPU instruction-set path (default ``auto``:
+  the best this CPU has; ``avx512`` = AVX-512 VBMI/VNNI byte-permute forward with AVX2
+  gradients, ``avx2`` = AVX2+FMA table rows, ``portable`` = the compiler's baseline build).
 * ``APPMULT_FX_CACHE_DIR``: where compiled modules are cached.
 """
 
@@ -31,7 +32,12 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-CPU_SOURCES = ("lut_gemm_cpu.cpp", "lut_gemm_cpu_avx2.cpp", "lut_gemm_cpu_portable.cpp")
+CPU_SOURCES = (
+    "lut_gemm_cpu.cpp",
+    "lut_gemm_cpu_avx2.cpp",
+    "lut_gemm_cpu_vbmi.cpp",
+    "lut_gemm_cpu_portable.cpp",
+)
 CPU_HEADERS = ("lut_gemm_cpu.h", "lut_gemm_cpu_kernels.h")
 CUDA_SOURCES = ("lut_gemm_cuda_binding.cpp", "lut_gemm_cuda.cu")
 CUDA_HEADERS = ("lut_gemm_cuda.h", "lut_gemm_cuda_kernels.cuh")
@@ -39,7 +45,7 @@ CUDA_ARCH_FLAGS = (
     "-gencode=arch=compute_80,code=sm_80",
     "-gencode=arch=compute_90,code=sm_90",
 )
-ISAS = ("auto", "avx2", "portable")
+ISAS = ("auto", "avx512", "avx2", "portable")
 
 
 def source_dir() -> Path:
@@ -113,7 +119,7 @@ def cuda_extension() -> ModuleType:
 
 
 class CPUBackend:
-    """CPU kernels; ``isa`` is ``"auto"``, ``"avx2"`` or ``"portable"`` (the portable build)."""
+    """CPU kernels; ``isa`` is ``"auto"``, ``"avx512"``, ``"avx2"`` or ``"portable"``."""
 
     def __init__(self, isa: str = "auto") -> None:
         if isa not in ISAS:
@@ -123,7 +129,7 @@ class CPUBackend:
 
     def resolved_isa(self) -> str:
         """The instruction set this backend runs on this CPU."""
-        return "portable" if self.isa == "portable" else self._ext.best_isa()
+        return self._ext.resolve_isa(self.isa)
 
     def lut_bmm(self, a: Tensor, w: Tensor, table: Tensor) -> Tensor:
         """``Y = SUM_k table[a, w]`` (int32; sums wrap modulo 2**32 exactly like the reference)."""

@@ -1,4 +1,4 @@
-"""CPU LUT-GEMM kernels against the pure-PyTorch reference (both ISA paths), and opcheck."""
+"""CPU LUT-GEMM kernels against the pure-PyTorch reference (every ISA path), and opcheck."""
 
 from __future__ import annotations
 
@@ -81,16 +81,16 @@ def check_wraparound(backend, device: str) -> None:
 
 
 def cpu_isas() -> list[str]:
-    isas = ["portable"]
-    if kernels.cpu_extension().best_isa() == "avx2":
-        isas.append("avx2")
-    return isas
+    """The instruction-set paths this CPU can run."""
+    best = kernels.cpu_extension().best_isa()
+    return {"portable": ["portable"], "avx2": ["portable", "avx2"],
+            "avx512": ["portable", "avx2", "avx512"]}[best]
 
 
-@pytest.fixture(scope="module", params=["portable", "avx2"])
+@pytest.fixture(scope="module", params=["portable", "avx2", "avx512"])
 def cpu_backend(request) -> kernels.CPUBackend:
     if request.param not in cpu_isas():
-        pytest.skip("this CPU lacks AVX2/FMA")
+        pytest.skip(f"this CPU lacks the {request.param} instruction set")
     backend = kernels.CPUBackend(request.param)
     assert backend.resolved_isa() == request.param
     return backend
@@ -117,6 +117,18 @@ def test_cpu_larger_shapes_both_orientations(cpu_backend) -> None:
         assert_float_product_close(da, reference.lut_bmm_grad_a, g, a, w, ga)
         dw = cpu_backend.lut_bmm_grad_w(g, a, w, gw)
         assert_float_product_close(dw, reference.lut_bmm_grad_w, g, a, w, gw)
+
+
+def test_cpu_forward_row_blocks(cpu_backend) -> None:
+    """Shapes that take every row block of the byte-permute forward (64, 128, 256 rows, partial
+    blocks) in both orientations, 7 and 8 bits (two- and four-register tables)."""
+    gen = torch.Generator().manual_seed(5)
+    for bits in (7, 8):
+        table = make_table(bits, False, gen) + 40000  # narrowed with a non-zero offset
+        for shape in [(1, 1030, 9, 3), (1, 3, 9, 1030), (2, 128, 5, 700), (1, 256, 7, 256),
+                      (1, 777, 130, 128), (1, 64, 300, 10)]:
+            a, w, _ = make_operands(shape, bits, gen)
+            assert torch.equal(cpu_backend.lut_bmm(a, w, table), reference.lut_bmm(a, w, table))
 
 
 def test_cpu_empty_shapes(cpu_backend) -> None:

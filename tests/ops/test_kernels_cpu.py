@@ -119,6 +119,24 @@ def test_cpu_larger_shapes_both_orientations(cpu_backend) -> None:
         assert_float_product_close(dw, reference.lut_bmm_grad_w, g, a, w, gw)
 
 
+def test_cpu_gradient_blocks(cpu_backend) -> None:
+    """Gradient shapes that take every block of the AVX-512 kernels at 7 and 8 bits: k groups
+    split 16 + 16 + 8 and 8 + 4 / 4 + 2 + 1, rows split across tasks, more than 8 vectors per G
+    row (N > 128), tail columns, batches, dW sweeps over several row blocks (M > 8192) and dA
+    through the dW kernel on the transposed product (M much smaller than N)."""
+    gen = torch.Generator().manual_seed(6)
+    for bits in (7, 8):
+        ga = torch.randn(1 << bits, 1 << bits, generator=gen)
+        gw = torch.randn(1 << bits, 1 << bits, generator=gen)
+        for shape in [(1, 2100, 40, 20), (1, 600, 31, 150), (2, 1100, 20, 24), (1, 8200, 3, 17),
+                      (2, 20, 33, 200)]:
+            a, w, g = make_operands(shape, bits, gen)
+            da = cpu_backend.lut_bmm_grad_a(g, a, w, ga)
+            assert_float_product_close(da, reference.lut_bmm_grad_a, g, a, w, ga)
+            dw = cpu_backend.lut_bmm_grad_w(g, a, w, gw)
+            assert_float_product_close(dw, reference.lut_bmm_grad_w, g, a, w, gw)
+
+
 def test_cpu_forward_row_blocks(cpu_backend) -> None:
     """Shapes that take every row block of the byte-permute forward (64, 128, 256 rows, partial
     blocks) in both orientations, 7 and 8 bits (two- and four-register tables)."""

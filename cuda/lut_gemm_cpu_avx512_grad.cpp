@@ -1,0 +1,425 @@
+// Gradient LUT-GEMM products with AVX-512 (F + BW) float FMAs ("table rows", 16-lane vectors).
+//
+// For a fixed k and a set of columns j, the table restricted to the column codes,
+// Tk[u][j] = TBL[u][code(k, j)], is built by 4 x 4 in-lane transposes of 128-bit pieces of the
+// transposed table (one load, three inserts and two shuffles per 16-entry row). Then
+//   dA  dA[m, k]  = dot(G[m, :], Tk[a[m, k]][:])   all N columns per k (tables for a group of k in
+//                   L2), the dots of 16 (m, k) pairs reduced to one vector by a shuffle tree;
+//   dW  dW[k, tile] += G[m, tile] * Tk[a[m, k]][tile]   a 16-column tile for up to 16 k (tables
+//                   in L2), accumulators held in registers over a sweep of 8192 rows of m.
+// Every multiply-accumulate is one lane of an FMA and the table is read with one row load per
+// (m, k, 16 columns). Measured on Sapphire Rapids both are bound by the random table-row reads
+// from L2 (about 1.2 G lines/s per core), ahead of the FMAs and the dA reduction shuffles. The
+// binding (lut_gemm_cpu.cpp) picks the orientation; lut_grad_a_t runs dA through the dW kernel
+// on the transposed product (rows over N) reading the codes and writing dA in place.
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#include "lut_gemm_cpu.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx2,fma")
+
+namespace appmult_cpu_avx512 {
+namespace {
+
+constexpr int64_t kLanes = 16;
+
+inline int64_t min64(int64_t x, int64_t y) { return x < y ? x : y; }
+inline int64_t max64(int64_t x, int64_t y) { return x > y ? x : y; }
+inline int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y; }
+
+// Lanes below `count` (0..16) set.
+inline __mmask16 lanes_below(int64_t count) {
+  return count >= kLanes ? static_cast<__mmask16>(0xFFFF)
+                         : static_cast<__mmask16>((1u << count) - 1u);
+}
+
+// 128-bit pieces p[0..3] of four rows as the four quarters of one vector.
+inline __m512 quarters(const float* p0, const float* p1, const float* p2, const float* p3) {
+  __m512 v = _mm512_castps128_ps512(_mm_loadu_ps(p0));
+  v = _mm512_insertf32x4(v, _mm_loadu_ps(p1), 1);
+  v = _mm512_insertf32x4(v, _mm_loadu_ps(p2), 2);
+  return _mm512_insertf32x4(v, _mm_loadu_ps(p3), 3);
+}
+
+// out[u * ldt + j] = src[j][u] for u < n (n a multiple of 4), j < 16: output rows 4q..4q+3
+// come from a 4 x 4 transpose within each 128-bit lane L of the vectors holding
+// src[4L + s][4q .. 4q + 3] (s = 0..3).
+void build_table(const float* const* src, int64_t n, float* out, int64_t ldt) {
+  for (int64_t u = 0; u < n; u += 4) {
+    __m512 in[4];
+    for (int s = 0; s < 4; ++s) in[s] = quarters(src[s] + u, src[4 + s] + u, src[8 + s] + u,
+                                                 src[12 + s] + u);
+    const __m512 t0 = _mm512_unpacklo_ps(in[0], in[1]), t1 = _mm512_unpackhi_ps(in[0], in[1]);
+    const __m512 t2 = _mm512_unpacklo_ps(in[2], in[3]), t3 = _mm512_unpackhi_ps(in[2], in[3]);
+    const __m512d d0 = _mm512_castps_pd(t0), d1 = _mm512_castps_pd(t1);
+    const __m512d d2 = _mm512_castps_pd(t2), d3 = _mm512_castps_pd(t3);
+    _mm512_storeu_ps(out + (u + 0) * ldt, _mm512_castpd_ps(_mm512_unpacklo_pd(d0, d2)));
+    _mm512_storeu_ps(out + (u + 1) * ldt, _mm512_castpd_ps(_mm512_unpackhi_pd(d0, d2)));
+    _mm512_storeu_ps(out + (u + 2) * ldt, _mm512_castpd_ps(_mm512_unpacklo_pd(d1, d3)));
+    _mm512_storeu_ps(out + (u + 3) * ldt, _mm512_castpd_ps(_mm512_unpackhi_pd(d1, d3)));
+  }
+}
+
+// Tk[u][j] = lt[code[j * sj] * n + u] for j < ncols, 0 for ncols <= j < ldt (ldt a multiple of
+// 16); `zero` holds n zeros. lt is the transposed table: lt[v * n + u] = TBL[u][v].
+void build_tables(const float* lt, int64_t n, const uint8_t* code, int64_t sj, int64_t ncols,
+                  const float* zero, float* tk, int64_t ldt) {
+  for (int64_t j0 = 0; j0 < ldt; j0 += kLanes) {
+    const float* src[kLanes];
+    for (int64_t j = 0; j < kLanes; ++j)
+      src[j] = j0 + j < ncols ? lt + static_cast<int64_t>(code[(j0 + j) * sj]) * n : zero;
+    build_table(src, n, tk + j0, ldt);
+  }
+}
+
+// Per-thread scratch: `tables` floats of tables and n zeros, 64-byte aligned.
+struct Scratch {
+  float* tables;
+  float* zero;
+  Scratch(int64_t table_floats, int64_t n) {
+    const int64_t bytes = ((table_floats + n) * 4 + 63) / 64 * 64;
+    tables = static_cast<float*>(aligned_alloc(64, bytes));
+    zero = tables + table_floats;
+    memset(zero, 0, n * 4);
+  }
+  ~Scratch() { free(tables); }
+};
+
+// ---------------------------------------------------------------- dA
+
+// Lane i of the result is the horizontal sum of acc[p(i)], where slot s of acc holds the dot
+// that lands in lane 4 (s % 4) + s / 4 (the order the last two in-lane stages produce).
+inline __m512 reduce16(const __m512* acc) {
+  __m512 h[8];
+  for (int i = 0; i < 8; ++i)  // 256-bit halves: acc[2i] in the low, acc[2i + 1] in the high
+    h[i] = _mm512_add_ps(_mm512_shuffle_f32x4(acc[2 * i], acc[2 * i + 1], 0x44),
+                         _mm512_shuffle_f32x4(acc[2 * i], acc[2 * i + 1], 0xEE));
+  __m512 q[4];
+  for (int i = 0; i < 4; ++i)  // quarters: acc[4i + 0..3] in quarters 0..3
+    q[i] = _mm512_add_ps(_mm512_shuffle_f32x4(h[2 * i], h[2 * i + 1], 0x88),
+                         _mm512_shuffle_f32x4(h[2 * i], h[2 * i + 1], 0xDD));
+  const __m512 e0 = _mm512_add_ps(_mm512_unpacklo_ps(q[0], q[1]), _mm512_unpackhi_ps(q[0], q[1]));
+  const __m512 e1 = _mm512_add_ps(_mm512_unpacklo_ps(q[2], q[3]), _mm512_unpackhi_ps(q[2], q[3]));
+  return _mm512_add_ps(_mm512_shuffle_ps(e0, e1, 0x44), _mm512_shuffle_ps(e0, e1, 0xEE));
+}
+
+// Slot of acc (see reduce16) whose sum lands in lane i.
+constexpr int slot_of(int i) { return 4 * (i % 4) + i / 4; }
+
+// Operands of one dA task: G rows, codes, and the tables of the k-group starting at k0.
+struct GradA {
+  const float* g;    // [M, N] rows of G
+  const uint8_t* a;  // [M, K] codes
+  const float* tab;  // [kc][n][ldt] tables of k0 .. k0 + kc - 1
+  float* da;         // [M, K]
+  int64_t M, K, N, n, ldt, k0;
+};
+
+// One block of 16 dots: rows m0 .. m0 + 16/KK - 1 times k = kk0 .. kk0 + KK - 1 (relative to
+// the group), lane i = (m0 + i / KK, kk0 + i % KK). NV > 0: N fits NV vectors and each G row is
+// held in registers; NV == 0: any N, G read per FMA.
+template <int KK, int NV>
+inline void dot_block(const GradA& p, int64_t m0, int64_t kk0, __m512* acc) {
+  constexpr int MM = 16 / KK;
+  const int64_t nv = NV > 0 ? NV : ceil_div(p.N, kLanes);
+  const int64_t ldt = NV > 0 ? NV * kLanes : p.ldt;
+  const __mmask16 tail = lanes_below(p.N - (nv - 1) * kLanes);
+  const float* tab = p.tab + kk0 * p.n * ldt;
+#pragma GCC unroll 16
+  for (int mm = 0; mm < MM; ++mm) {
+    const int64_t m = min64(m0 + mm, p.M - 1);
+    const float* gm = p.g + m * p.N;
+    const uint8_t* am = p.a + m * p.K + p.k0 + kk0;
+    __m512 gv[NV > 0 ? NV : 1];
+    if (NV > 0) {
+      for (int c = 0; c < NV; ++c)
+        gv[c] = c + 1 < NV ? _mm512_loadu_ps(gm + c * kLanes)
+                           : _mm512_maskz_loadu_ps(tail, gm + c * kLanes);
+    }
+#pragma GCC unroll 16
+    for (int kk = 0; kk < KK; ++kk) {
+      const float* row = tab + (kk * p.n + am[kk]) * ldt;
+      __m512 s0, s1 = _mm512_setzero_ps();
+      if (NV > 0) {
+        s0 = _mm512_mul_ps(gv[0], _mm512_load_ps(row));
+        if (NV > 1) s1 = _mm512_mul_ps(gv[1], _mm512_load_ps(row + 16));
+#pragma GCC unroll 8
+        for (int c = 2; c < NV; c += 2) {
+          s0 = _mm512_fmadd_ps(gv[c], _mm512_load_ps(row + c * 16), s0);
+          if (c + 1 < NV) s1 = _mm512_fmadd_ps(gv[c + 1], _mm512_load_ps(row + c * 16 + 16), s1);
+        }
+      } else {
+        s0 = _mm512_setzero_ps();
+        int64_t c = 0;
+        for (; c + 2 < nv; c += 2) {
+          s0 = _mm512_fmadd_ps(_mm512_loadu_ps(gm + c * 16), _mm512_load_ps(row + c * 16), s0);
+          s1 = _mm512_fmadd_ps(_mm512_loadu_ps(gm + c * 16 + 16), _mm512_load_ps(row + c * 16 + 16),
+                               s1);
+        }
+        if (c + 1 < nv)
+          s1 = _mm512_fmadd_ps(_mm512_loadu_ps(gm + c * 16), _mm512_load_ps(row + c * 16), s1), ++c;
+        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, gm + c * 16), _mm512_load_ps(row + c * 16),
+                             s0);
+      }
+      acc[slot_of(mm * KK + kk)] = _mm512_add_ps(s0, s1);
+    }
+  }
+}
+
+// dA[m, k0 + kk0 + kk] for the rows m0 .. m0 + 15 and KK k of the group (kc of which are real).
+template <int KK, int NV>
+void dots_for_rows(const GradA& p, int64_t m0, int64_t kk0, int64_t kc) {
+  constexpr int MM = 16 / KK;
+  for (int64_t mb = m0; mb < m0 + 16 && mb < p.M; mb += MM) {
+    __m512 acc[16];
+    dot_block<KK, NV>(p, mb, kk0, acc);
+    const __m512 sums = reduce16(acc);
+    float* out = p.da + mb * p.K + p.k0 + kk0;
+    if (KK == 16) {
+      _mm512_mask_storeu_ps(out, lanes_below(kc), sums);
+    } else {
+      alignas(64) float buf[16];
+      _mm512_store_ps(buf, sums);
+      for (int mm = 0; mm < MM && mb + mm < p.M; ++mm)
+        memcpy(out + mm * p.K, buf + mm * KK, kc * sizeof(float));
+    }
+  }
+}
+
+// The k of a group in chunks of 16, then 8, 4, 2, 1 (the binary digits of the remainder).
+template <int NV>
+void grad_a_rows(const GradA& p, int64_t kc, int64_t m0, int64_t m1) {
+  for (int64_t m = m0; m < m1; m += 16) {
+    const GradA q = {p.g, p.a, p.tab, p.da, m1, p.K, p.N, p.n, p.ldt, p.k0};
+    int64_t kk = 0;
+    for (; kk + 16 <= kc; kk += 16) dots_for_rows<16, NV>(q, m, kk, 16);
+    if (kc - kk >= 8) dots_for_rows<8, NV>(q, m, kk, 8), kk += 8;
+    if (kc - kk >= 4) dots_for_rows<4, NV>(q, m, kk, 4), kk += 4;
+    if (kc - kk >= 2) dots_for_rows<2, NV>(q, m, kk, 2), kk += 2;
+    if (kc - kk >= 1) dots_for_rows<1, NV>(q, m, kk, 1);
+  }
+}
+
+using RowsFn = void (*)(const GradA&, int64_t, int64_t, int64_t);
+
+RowsFn rows_fn(int64_t nv) {
+  switch (nv) {
+    case 1: return grad_a_rows<1>;
+    case 2: return grad_a_rows<2>;
+    case 3: return grad_a_rows<3>;
+    case 4: return grad_a_rows<4>;
+    case 5: return grad_a_rows<5>;
+    case 6: return grad_a_rows<6>;
+    case 7: return grad_a_rows<7>;
+    case 8: return grad_a_rows<8>;
+    default: return grad_a_rows<0>;
+  }
+}
+
+}  // namespace
+
+// da [B, M, K] = SUM_n g * GA[a, w] for g [B, M, N]; lt = GA^T. Tables of a group of k cover all
+// N columns and stay within `budget` bytes (L2); each task sweeps its rows once per group.
+void lut_grad_a(const float* g, const uint8_t* a, const uint8_t* w, const float* lt, int64_t n,
+                int64_t B, int64_t M, int64_t K, int64_t N, float* da, int nthreads,
+                int64_t budget) {
+  const int64_t ldt = kLanes * ceil_div(N, kLanes), tsz = n * ldt;
+  const int64_t kg = min64(K, max64(1, budget / (tsz * 4)));
+  const int64_t groups = ceil_div(K, kg);
+  // Split M when there are too few groups to balance the threads (each part builds the tables).
+  const int64_t mchunks = max64(1, min64(ceil_div(4 * nthreads, groups * B), M / 1024));
+  const int64_t mstep = kLanes * ceil_div(ceil_div(M, mchunks), kLanes);
+  const int64_t ntasks = B * groups * mchunks;
+  const RowsFn rows = rows_fn(ceil_div(N, kLanes));
+#pragma omp parallel num_threads(nthreads)
+  {
+    Scratch scratch(kg * tsz, n);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < ntasks; ++task) {
+      const int64_t b = task / (groups * mchunks), rest = task % (groups * mchunks);
+      const int64_t k0 = (rest / mchunks) * kg, m0 = (rest % mchunks) * mstep;
+      const int64_t kc = min64(kg, K - k0), m1 = min64(M, m0 + mstep);
+      if (m0 >= m1) continue;
+      for (int64_t kk = 0; kk < kc; ++kk)
+        build_tables(lt, n, w + (b * K + k0 + kk) * N, 1, N, scratch.zero,
+                     scratch.tables + kk * tsz, ldt);
+      const GradA p = {g + b * M * N, a + b * M * K, scratch.tables, da + b * M * K,
+                       M, K, N, n, ldt, k0};
+      rows(p, kc, m0, m1);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- dW
+
+namespace {
+
+// Operands of one dW sweep: a 16-column tile of G and dW, codes by k, tables of R k from k0.
+struct GradW {
+  const float* g;     // [rows, N], offset to the tile and the first row
+  const uint8_t* at;  // [K, ldat] codes (a transposed), offset to the first row
+  const float* tab;   // [R][n][16] tables
+  float* dw;          // dw[k * ok + j * oj], offset to the tile
+  int64_t rows, ldat, N, n, k0, ok, oj;
+  __mmask16 cols;  // real columns of the tile
+  bool add;        // add to dw (else store)
+};
+
+// dw[k0 + r, tile] (+)= SUM_m g[m, tile] * Tk[at[k0 + r, m]] for r < R (rc of which are real),
+// U rows of m per step so that U * R accumulators hide the FMA latency.
+template <int R, int U>
+void grad_w_tile(const GradW& p, int64_t rc) {
+  __m512 acc[U][R];
+  const uint8_t* at[R];
+  const float* tab[R];
+  for (int r = 0; r < R; ++r) {
+    for (int u = 0; u < U; ++u) acc[u][r] = _mm512_setzero_ps();
+    at[r] = p.at + (p.k0 + (r < rc ? r : 0)) * p.ldat;
+    tab[r] = p.tab + (r < rc ? r : 0) * p.n * kLanes;
+  }
+  int64_t m = 0;
+  for (; m + U <= p.rows; m += U) {
+#pragma GCC unroll 4
+    for (int u = 0; u < U; ++u) {
+      const __m512 gv = _mm512_maskz_loadu_ps(p.cols, p.g + (m + u) * p.N);
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r)
+        acc[u][r] = _mm512_fmadd_ps(gv, _mm512_load_ps(tab[r] + at[r][m + u] * kLanes), acc[u][r]);
+    }
+  }
+  for (; m < p.rows; ++m) {
+    const __m512 gv = _mm512_maskz_loadu_ps(p.cols, p.g + m * p.N);
+    for (int r = 0; r < R; ++r)
+      acc[0][r] = _mm512_fmadd_ps(gv, _mm512_load_ps(tab[r] + at[r][m] * kLanes), acc[0][r]);
+  }
+  for (int r = 0; r < rc; ++r) {
+    for (int u = 1; u < U; ++u) acc[0][r] = _mm512_add_ps(acc[0][r], acc[u][r]);
+    float* out = p.dw + (p.k0 + r) * p.ok;
+    if (p.oj == 1) {
+      if (p.add) acc[0][r] = _mm512_add_ps(acc[0][r], _mm512_maskz_loadu_ps(p.cols, out));
+      _mm512_mask_storeu_ps(out, p.cols, acc[0][r]);
+    } else {  // a column of the transposed result
+      alignas(64) float buf[kLanes];
+      _mm512_store_ps(buf, acc[0][r]);
+      for (int j = 0; j < kLanes && ((p.cols >> j) & 1); ++j)
+        out[j * p.oj] = p.add ? out[j * p.oj] + buf[j] : buf[j];
+    }
+  }
+}
+
+using TileFn = void (*)(const GradW&, int64_t);
+
+// k per sweep: their tables (R * n * 16 floats) fill about `budget` bytes.
+int64_t tile_k(int64_t n, int64_t budget) {
+  const int64_t r = budget / (n * kLanes * 4);
+  return r >= 16 ? 16 : r >= 8 ? 8 : r >= 4 ? 4 : r >= 2 ? 2 : 1;
+}
+
+TileFn tile_fn(int64_t r) {
+  switch (r) {
+    case 16: return grad_w_tile<16, 1>;
+    case 8: return grad_w_tile<8, 2>;
+    case 4: return grad_w_tile<4, 2>;
+    case 2: return grad_w_tile<2, 4>;
+    default: return grad_w_tile<1, 4>;
+  }
+}
+
+// at[b][k][m] = a[b][m][k], in 64 x 64 blocks (both sides stay within a few lines per row).
+void transpose_codes(const uint8_t* a, int64_t B, int64_t M, int64_t K, uint8_t* at,
+                     int nthreads) {
+  constexpr int64_t T = 64;
+  const int64_t mb = ceil_div(M, T), kb = ceil_div(K, T);
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t blk = 0; blk < B * mb * kb; ++blk) {
+    const int64_t b = blk / (mb * kb), m0 = (blk / kb) % mb * T, k0 = blk % kb * T;
+    const int64_t m1 = min64(M, m0 + T), k1 = min64(K, k0 + T);
+    const uint8_t* src = a + b * M * K;
+    uint8_t* dst = at + b * K * M;
+    for (int64_t k = k0; k < k1; ++k)
+      for (int64_t m = m0; m < m1; ++m) dst[k * M + m] = src[m * K + k];
+  }
+}
+
+constexpr int64_t kRowBlock = 8192;  // rows per sweep: their G tile lines (512 KB) stay in L2
+constexpr int64_t kTaskK = 64;       // k per task: sweeps of one row block share its G tile
+
+// Operands of the dW kernel: rows (m) of G and their codes by k, column codes, the output.
+struct GradWArgs {
+  const float* g;     // [B][M][N]
+  const uint8_t* at;  // [B][K][ldat]: code of row m at k
+  const uint8_t* w;   // code of column j at k: w[b * sb + k * sk + j * sj]
+  float* dw;          // dw[b * ob + k * ok + j * oj]
+  int64_t ldat, sb, sk, sj, ob, ok, oj;
+};
+
+// dw [B, K, N] = SUM_m g * GW[a, w]; lt = GW^T. A task takes a 16-column tile and kTaskK k; per
+// block of rows it sweeps groups of R k whose tables fit `budget` bytes.
+void grad_w_impl(const GradWArgs& x, const float* lt, int64_t n, int64_t B, int64_t M, int64_t K,
+                 int64_t N, int nthreads, int64_t budget) {
+  const int64_t R = tile_k(n, budget);
+  const TileFn tile = tile_fn(R);
+  // Fewer k per task where that leaves too few tasks to balance the threads.
+  const int64_t tiles = ceil_div(N, kLanes), groups = ceil_div(K, R);
+  const int64_t split = max64(1, groups / ceil_div(4 * nthreads, B * tiles));
+  const int64_t kstep = R * min64(ceil_div(kTaskK, R), split);
+  const int64_t chunks = ceil_div(K, kstep), ntasks = B * tiles * chunks;
+#pragma omp parallel num_threads(nthreads)
+  {
+    Scratch scratch(R * n * kLanes, n);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < ntasks; ++task) {
+      const int64_t b = task / (tiles * chunks), rest = task % (tiles * chunks);
+      const int64_t n0 = (rest / chunks) * kLanes, k1 = min64(K, (rest % chunks + 1) * kstep);
+      const int64_t ncols = min64(kLanes, N - n0);
+      for (int64_t m0 = 0; m0 < M; m0 += kRowBlock) {
+        for (int64_t k0 = (rest % chunks) * kstep; k0 < k1; k0 += R) {
+          const int64_t rc = min64(R, K - k0);
+          for (int64_t r = 0; r < rc; ++r)
+            build_tables(lt, n, x.w + b * x.sb + (k0 + r) * x.sk + n0 * x.sj, x.sj, ncols,
+                         scratch.zero, scratch.tables + r * n * kLanes, kLanes);
+          const GradW p = {x.g + (b * M + m0) * N + n0, x.at + b * K * x.ldat + m0,
+                           scratch.tables, x.dw + b * x.ob + n0 * x.oj,
+                           min64(kRowBlock, M - m0), x.ldat, N, n, k0, x.ok, x.oj,
+                           lanes_below(ncols), m0 > 0};
+          tile(p, rc);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+// dw [B, K, N] = SUM_m g * GW[a, w] for g [B, M, N]; lt = GW^T.
+void lut_grad_w(const float* g, const uint8_t* a, const uint8_t* w, const float* lt, int64_t n,
+                int64_t B, int64_t M, int64_t K, int64_t N, float* dw, int nthreads,
+                int64_t budget) {
+  // Codes by k (each sweep reads R runs of consecutive rows).
+  uint8_t* at = static_cast<uint8_t*>(malloc(B * K * M));
+  transpose_codes(a, B, M, K, at, nthreads);
+  const GradWArgs x = {g, at, w, dw, M, K * N, N, 1, K * N, N, 1};
+  grad_w_impl(x, lt, n, B, M, K, N, nthreads, budget);
+  free(at);
+}
+
+// da [B, M, K] = SUM_n g * GA[a, w] through the dW kernel on the transposed product (rows over
+// N, 16-column tiles over M) for gt = g^T [B, N, M]: w already holds the row codes by k, a the
+// column codes (stride K), and the results go to columns of da.
+void lut_grad_a_t(const float* gt, const uint8_t* a, const uint8_t* w, const float* ga,
+                  int64_t n, int64_t B, int64_t M, int64_t K, int64_t N, float* da,
+                  int nthreads, int64_t budget) {
+  const GradWArgs x = {gt, w, a, da, N, M * K, 1, K, M * K, 1, K};
+  grad_w_impl(x, ga, n, B, N, K, M, nthreads, budget);
+}
+
+}  // namespace appmult_cpu_avx512
+
+#pragma GCC pop_options
+#endif

@@ -14,7 +14,8 @@ Environment variables:
 * ``APPMULT_FX_REFERENCE=1``: the op layer never asks for a backend (pure-PyTorch reference).
 * ``APPMULT_FX_CPU_ISA=auto|avx512|avx2|portable``: CPU instruction-set path (default ``auto``:
   the best this CPU has; ``avx512`` = AVX-512 VBMI/VNNI byte-permute forward and AVX-512
-  table-rows gradients, ``avx2`` = AVX2+FMA table rows, ``portable`` = the compiler's baseline build).
+  table-rows gradients, ``avx2`` = AVX2+FMA table rows, ``portable`` = the compiler's baseline
+  build).
 * ``APPMULT_FX_CACHE_DIR``: where compiled modules are cached.
 """
 

@@ -7,6 +7,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 import appmult_fx as amx
@@ -52,8 +53,8 @@ def _flop_counter_macs(x: torch.Tensor) -> int:
     counter = FlopCounterMode(display=False)
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)  # the fused encoder kernel is not counted
-    try:
-        with counter, torch.no_grad():
+    try:  # the math attention backend is made of bmm ops every torch version counts
+        with counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
             Mixed().eval()(x)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)

@@ -18,7 +18,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .conv_gemm import approx_conv2d
 from .lut_gemm import approx_bmm
+
+# Codes are integers of at most 8 bits (|code| <= 256), so a float32 sum of this many of them
+# has only integer partial sums below 2**24 and is exact in any order.
+_EXACT_FLOAT32_TERMS = 2**24 // 256
+
+
+def _code_sum(codes: Tensor, dim: int) -> Tensor:
+    """Exact float64 sum of integer ``codes`` over ``dim`` (kept): float32 partial sums over
+    chunks short enough to be exact, which avoids converting the whole tensor to float64."""
+    chunks = codes.split(_EXACT_FLOAT32_TERMS, dim=dim)
+    total = chunks[0].sum(dim=dim, keepdim=True).double()
+    for chunk in chunks[1:]:
+        total = total + chunk.sum(dim=dim, keepdim=True).double()
+    return total
 
 
 def _cross_terms(acc: Tensor, a: Tensor, b: Tensor, zx: Tensor, zw: Tensor) -> Tensor:
@@ -27,8 +42,8 @@ def _cross_terms(acc: Tensor, a: Tensor, b: Tensor, zx: Tensor, zw: Tensor) -> T
     k = a.shape[-1]
     zx = zx.detach().double()
     zw = zw.detach().double()
-    row = a.sum(dim=2, keepdim=True, dtype=torch.float64)  # [G, M, 1]
-    col = b.sum(dim=1, keepdim=True, dtype=torch.float64)  # [G, 1, N]
+    row = _code_sum(a, 2)  # [G, M, 1]
+    col = _code_sum(b, 1)  # [G, 1, N]
     return acc.double() + zw * row + zx * col + k * zx * zw
 
 
@@ -64,7 +79,8 @@ def lut_conv(
     groups: int,
 ) -> Tensor:
     """Integer-domain 1-D or 2-D convolution of already padded codes ``qx [N, C, *spatial]``
-    with codes ``qw [O, C/groups, *kernel]`` (im2col + one batched LUT-GEMM over groups)."""
+    with codes ``qw [O, C/groups, *kernel]`` (``appmult::approx_conv2d``; the zero-point terms
+    from window sums, a box filter over the channel sums of ``qx``)."""
     one_d = qw.dim() == 3
     if one_d:
         qx, qw = qx.unsqueeze(2), qw.unsqueeze(2)
@@ -73,16 +89,21 @@ def lut_conv(
     o, cg, kh, kw = qw.shape
     expected = cg * groups
     torch._check(c == expected, lambda: f"expected {expected} input channels, got {c}")
-    cols = F.unfold(qx, (kh, kw), dilation=dilation, stride=stride)  # [N, C*kh*kw, L]
-    ho = (h - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    wo = (w - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-    length = cols.shape[2]
-    kg, og = cg * kh * kw, o // groups
-    a = cols.reshape(nb, groups, kg, length).permute(1, 0, 3, 2).reshape(groups, nb * length, kg)
-    b = qw.reshape(groups, og, kg).transpose(1, 2)
-    zw_b = zw.reshape(groups, 1, og) if zw.dim() == 1 else zw
-    acc = _cross_terms(approx_bmm(a, b.contiguous(), table, grad_a, grad_b), a, b, zx, zw_b)
-    out = acc.reshape(groups, nb, length, og).permute(1, 0, 3, 2).reshape(nb, o, ho, wo)
+    acc = approx_conv2d(qx, qw, table, grad_a, grad_b, list(stride), list(dilation), groups)
+    k, og = cg * kh * kw, o // groups
+    exact = torch.float32 if k <= _EXACT_FLOAT32_TERMS else torch.float64
+    channel_sums = qx.to(exact).reshape(nb, groups, cg, h, w).sum(2)
+    box = channel_sums.new_ones(groups, 1, kh, kw)
+    row = F.conv2d(channel_sums, box, stride=stride, dilation=dilation, groups=groups)
+    col = _code_sum(qw.reshape(groups, og, k), 2)  # [G, og, 1]
+    zx, zw = zx.detach().double(), zw.detach().double()
+    zw_b = zw.reshape(1, groups, og, 1, 1) if zw.dim() == 1 else zw
+    out = (
+        acc.double().reshape(nb, groups, og, *acc.shape[2:])
+        + zw_b * row.double().unsqueeze(2)
+        + zx * col.reshape(1, groups, og, 1, 1)
+        + k * zx * zw_b
+    ).reshape(acc.shape)
     return out.squeeze(2) if one_d else out
 
 

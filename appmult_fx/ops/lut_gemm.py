@@ -36,12 +36,14 @@ def _impl(device: torch.device):
     return backend if backend is not None else reference
 
 
-def _table_bits(table: Tensor) -> int:
+def table_bits(table: Tensor) -> int:
+    """Operand width of a ``(2**bits, 2**bits)`` table."""
     n = table.shape[0]
     return n.bit_length() - 1
 
 
-def _check_table(table: Tensor, dtype: torch.dtype, what: str) -> None:
+def check_table(table: Tensor, dtype: torch.dtype, what: str) -> None:
+    """Raise a clear error unless ``table`` is a square 2**bits table (bits 2..8) of ``dtype``."""
     n = table.shape[0] if table.dim() == 2 else -1
     torch._check(
         table.dim() == 2 and table.shape[0] == table.shape[1] and n in (4, 8, 16, 32, 64, 128, 256),
@@ -83,14 +85,14 @@ def _check_grad(g: Tensor, a: Tensor, w: Tensor) -> None:
 def lut_bmm(a: Tensor, w: Tensor, table: Tensor) -> Tensor:
     """Batched LUT-GEMM ``Y[b,m,n] = SUM_k table[a[b,m,k], w[b,k,n]]`` (exact, int32)."""
     _check_indices(a, w)
-    _check_table(table, torch.int32, "table")
+    check_table(table, torch.int32, "table")
     return _impl(a.device).lut_bmm(a.contiguous(), w.contiguous(), table.to(a.device).contiguous())
 
 
 @lut_bmm.register_fake
 def _lut_bmm_fake(a: Tensor, w: Tensor, table: Tensor) -> Tensor:
     _check_indices(a, w)
-    _check_table(table, torch.int32, "table")
+    check_table(table, torch.int32, "table")
     return a.new_empty((a.shape[0], a.shape[1], w.shape[2]), dtype=torch.int32)
 
 
@@ -99,7 +101,7 @@ def lut_bmm_grad_a(g: Tensor, a: Tensor, w: Tensor, ga: Tensor) -> Tensor:
     """Activation-gradient product ``dA[b,m,k] = SUM_n g[b,m,n] * ga[a[b,m,k], w[b,k,n]]``."""
     _check_indices(a, w)
     _check_grad(g, a, w)
-    _check_table(ga, torch.float32, "ga")
+    check_table(ga, torch.float32, "ga")
     return _impl(a.device).lut_bmm_grad_a(
         g.contiguous(), a.contiguous(), w.contiguous(), ga.to(a.device).contiguous()
     )
@@ -117,7 +119,7 @@ def lut_bmm_grad_w(g: Tensor, a: Tensor, w: Tensor, gw: Tensor) -> Tensor:
     """Weight-gradient product ``dW[b,k,n] = SUM_m g[b,m,n] * gw[a[b,m,k], w[b,k,n]]``."""
     _check_indices(a, w)
     _check_grad(g, a, w)
-    _check_table(gw, torch.float32, "gw")
+    check_table(gw, torch.float32, "gw")
     return _impl(a.device).lut_bmm_grad_w(
         g.contiguous(), a.contiguous(), w.contiguous(), gw.to(a.device).contiguous()
     )
@@ -145,13 +147,13 @@ def _check_codes(
         qa.dtype == torch.float32 and qb.dtype == torch.float32,
         lambda: f"expected float32 codes, got {qa.dtype} and {qb.dtype}",
     )
-    _check_table(table, torch.int32, "table")
+    check_table(table, torch.int32, "table")
     torch._check(
         (grad_a is None) == (grad_b is None), lambda: "grad_a and grad_b must be given together"
     )
     for g in (grad_a, grad_b):
         if g is not None:
-            _check_table(g, torch.float32, "gradient table")
+            check_table(g, torch.float32, "gradient table")
             torch._check(
                 g.shape == table.shape, lambda: "gradient tables must match the table's shape"
             )
@@ -163,7 +165,7 @@ def approx_bmm(
 ) -> Tensor:
     """``SUM_k AM(qa[b,m,k], qb[b,k,n])`` for integer-valued float codes, as float32."""
     _check_codes(qa, qb, table, grad_a, grad_b)
-    bits = _table_bits(table)
+    bits = table_bits(table)
     acc = lut_bmm(codes_to_indices(qa, bits), codes_to_indices(qb, bits), table)
     return acc.to(torch.float32)
 
@@ -178,7 +180,7 @@ def _approx_bmm_fake(
 
 def _approx_bmm_setup(ctx, inputs, output) -> None:  # noqa: ANN001
     qa, qb, table, grad_a, grad_b = inputs
-    ctx.bits = _table_bits(table)
+    ctx.bits = table_bits(table)
     ctx.save_for_backward(qa, qb, grad_a, grad_b)
 
 

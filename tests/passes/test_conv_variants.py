@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import appmult_fx as amx
-from appmult_fx.ops import int_layers
+from appmult_fx.ops import conv_gemm, lut_gemm
 
 from .fake_quant import fake_quant_forward
 
@@ -94,9 +94,13 @@ def test_conv_variant_equals_fake_quantization(case: str) -> None:
     gm = _convert(model, amx.Spec().set_global(EXACT), x, gradient="lut")
     (rec,) = amx.layers(gm)
     assert (rec.name, rec.op, rec.macs) == ("layer", op, _macs(model.layer, x, model(x)))
-    with mock.patch.object(int_layers, "approx_bmm", wraps=int_layers.approx_bmm) as spy:
+    with (
+        mock.patch.object(conv_gemm, "lut_bmm", wraps=conv_gemm.lut_bmm) as conv_spy,
+        mock.patch.object(lut_gemm, "lut_bmm", wraps=lut_gemm.lut_bmm) as bmm_spy,
+    ):
         out = gm(x)
-    assert spy.call_count == 1  # all groups in one batched LUT-GEMM, no loop over groups
+    # all groups in one batched LUT-GEMM, no loop over groups
+    assert conv_spy.call_count + bmm_spy.call_count == 1
     ref = fake_quant_forward(gm, x)
     assert out.shape == model(x).shape
     torch.testing.assert_close(

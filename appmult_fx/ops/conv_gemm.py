@@ -1,0 +1,223 @@
+"""``appmult::approx_conv2d``: a 2-D convolution of integer codes through a multiplier's table.
+
+``approx_conv2d(qx f32[N,C,H,W], qw f32[O,C/g,kh,kw], table, grad_a?, grad_b?, stride, dilation,
+groups) -> f32[N,O,Ho,Wo]`` returns ``SUM AM(qx, qw)`` over each window (no padding: the caller
+pads the codes), the same sums as :func:`~.lut_gemm.approx_bmm` over an im2col matrix.
+
+The codes are turned into uint8 table indices *before* im2col, and the windows are gathered
+channels-last (``K`` ordered ``kh, kw, C/g``) so the copy moves contiguous runs of bytes: one
+byte per element instead of the float im2col, transpose and index conversion of a generic
+matmul. Gradients: the gradient LUTs through ``lut_bmm_grad_a`` / ``lut_bmm_grad_w`` and col2im
+(``gradient="lut"``), or the exact product's gradient, an ordinary float convolution backward
+(``gradient="ste"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..luts.indexing import codes_to_indices
+from .lut_gemm import check_table, lut_bmm, lut_bmm_grad_a, lut_bmm_grad_w, table_bits
+
+
+def _out_size(size: int, kernel: int, stride: int, dilation: int) -> int:
+    return (size - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _check_conv(
+    qx: Tensor,
+    qw: Tensor,
+    table: Tensor,
+    grad_a: Tensor | None,
+    grad_b: Tensor | None,
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+) -> None:
+    torch._check(
+        qx.dim() == 4 and qw.dim() == 4,
+        lambda: (
+            f"expected qx [N,C,H,W] and qw [O,C/g,kh,kw], got {tuple(qx.shape)}, {tuple(qw.shape)}"
+        ),
+    )
+    torch._check(
+        qx.dtype == torch.float32 and qw.dtype == torch.float32,
+        lambda: f"expected float32 codes, got {qx.dtype} and {qw.dtype}",
+    )
+    torch._check(
+        len(stride) == 2 and len(dilation) == 2 and min(*stride, *dilation) >= 1,
+        lambda: f"expected 2 positive strides and dilations, got {stride}, {dilation}",
+    )
+    torch._check(
+        groups >= 1 and qw.shape[0] % groups == 0 and qx.shape[1] == qw.shape[1] * groups,
+        lambda: (
+            f"{qx.shape[1]} input channels, weight {tuple(qw.shape)} and groups={groups} "
+            "do not match"
+        ),
+    )
+    for i in (0, 1):
+        torch._check(
+            _out_size(qx.shape[2 + i], qw.shape[2 + i], stride[i], dilation[i]) >= 1,
+            lambda: f"kernel {tuple(qw.shape[2:])} larger than the input {tuple(qx.shape[2:])}",
+        )
+    check_table(table, torch.int32, "table")
+    torch._check(
+        (grad_a is None) == (grad_b is None), lambda: "grad_a and grad_b must be given together"
+    )
+    for g in (grad_a, grad_b):
+        if g is not None:
+            check_table(g, torch.float32, "gradient table")
+            torch._check(
+                g.shape == table.shape, lambda: "gradient tables must match the table's shape"
+            )
+
+
+def im2col_indices(
+    ix: Tensor, kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int], groups: int
+) -> Tensor:
+    """Windows of ``ix [N, C, H, W]`` as ``[groups, N*Ho*Wo, kh*kw*C/groups]`` (rows in output
+    order, ``K`` ordered ``kh, kw, C/groups``)."""
+    n, c, h, w = ix.shape
+    kh, kw = kernel
+    ho, wo = _out_size(h, kh, stride[0], dilation[0]), _out_size(w, kw, stride[1], dilation[1])
+    nhwc = ix.permute(0, 2, 3, 1).contiguous()
+    sn, sh, sw, sc = nhwc.stride()
+    windows = nhwc.as_strided(
+        (n, ho, wo, kh, kw, groups, c // groups),
+        (
+            sn,
+            sh * stride[0],
+            sw * stride[1],
+            sh * dilation[0],
+            sw * dilation[1],
+            sc * (c // groups),
+            sc,
+        ),
+    )
+    return windows.permute(5, 0, 1, 2, 3, 4, 6).reshape(
+        groups, n * ho * wo, kh * kw * (c // groups)
+    )
+
+
+def weight_indices(iw: Tensor, groups: int) -> Tensor:
+    """Weight indices ``[O, C/g, kh, kw]`` as ``[groups, kh*kw*C/g, O/g]`` (the im2col order)."""
+    o, cg, kh, kw = iw.shape
+    return (
+        iw.reshape(groups, o // groups, cg, kh, kw)
+        .permute(0, 3, 4, 2, 1)
+        .reshape(groups, kh * kw * cg, o // groups)
+    )
+
+
+def _rows_to_nchw(y: Tensor, n: int, ho: int, wo: int) -> Tensor:
+    """``[groups, N*Ho*Wo, O/g]`` -> ``[N, O, Ho, Wo]``."""
+    groups, _, og = y.shape
+    return y.reshape(groups, n, ho, wo, og).permute(1, 0, 4, 2, 3).reshape(n, groups * og, ho, wo)
+
+
+def _nchw_to_rows(g: Tensor, groups: int) -> Tensor:
+    """``[N, O, Ho, Wo]`` -> ``[groups, N*Ho*Wo, O/g]`` (contiguous)."""
+    n, o, ho, wo = g.shape
+    return (
+        g.reshape(n, groups, o // groups, ho, wo)
+        .permute(1, 0, 3, 4, 2)
+        .reshape(groups, n * ho * wo, o // groups)
+    )
+
+
+@torch.library.custom_op("appmult::approx_conv2d", mutates_args=())
+def approx_conv2d(
+    qx: Tensor,
+    qw: Tensor,
+    table: Tensor,
+    grad_a: Tensor | None,
+    grad_b: Tensor | None,
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+) -> Tensor:
+    """``SUM AM(qx, qw)`` over every window of the (already padded) codes ``qx``, as float32."""
+    _check_conv(qx, qw, table, grad_a, grad_b, stride, dilation, groups)
+    bits = table_bits(table)
+    n, _, h, w = qx.shape
+    kernel = tuple(qw.shape[2:])
+    ia = im2col_indices(codes_to_indices(qx, bits), kernel, stride, dilation, groups)
+    ib = weight_indices(codes_to_indices(qw, bits), groups)
+    acc = lut_bmm(ia, ib, table)
+    ho, wo = (
+        _out_size(h, kernel[0], stride[0], dilation[0]),
+        _out_size(w, kernel[1], stride[1], dilation[1]),
+    )
+    return _rows_to_nchw(acc, n, ho, wo).to(torch.float32, memory_format=torch.contiguous_format)
+
+
+@approx_conv2d.register_fake
+def _approx_conv2d_fake(
+    qx: Tensor,
+    qw: Tensor,
+    table: Tensor,
+    grad_a: Tensor | None,
+    grad_b: Tensor | None,
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+) -> Tensor:
+    _check_conv(qx, qw, table, grad_a, grad_b, stride, dilation, groups)
+    ho = _out_size(qx.shape[2], qw.shape[2], stride[0], dilation[0])
+    wo = _out_size(qx.shape[3], qw.shape[3], stride[1], dilation[1])
+    return qx.new_empty((qx.shape[0], qw.shape[0], ho, wo))
+
+
+def _setup(ctx, inputs, output) -> None:  # noqa: ANN001
+    qx, qw, table, grad_a, grad_b, stride, dilation, groups = inputs
+    ctx.bits = table_bits(table)
+    ctx.conv = (list(stride), list(dilation), groups)
+    ctx.save_for_backward(qx, qw, grad_a, grad_b)
+
+
+def _backward(ctx, g: Tensor):  # noqa: ANN001, ANN202
+    qx, qw, grad_a, grad_b = ctx.saved_tensors
+    stride, dilation, groups = ctx.conv
+    need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    dx = dw = None
+    if grad_a is None:  # straight-through: the exact product's gradient, a float conv backward
+        dx, dw, _ = torch.ops.aten.convolution_backward(
+            g.contiguous(),
+            qx,
+            qw,
+            None,
+            stride,
+            [0, 0],
+            dilation,
+            False,
+            [0, 0],
+            groups,
+            [need_a, need_b, False],
+        )
+        return dx, dw, None, None, None, None, None, None
+    n, c, h, w = qx.shape
+    o, cg, kh, kw = qw.shape
+    ho, wo = g.shape[2], g.shape[3]
+    rows = _nchw_to_rows(g.contiguous(), groups)
+    ia = im2col_indices(codes_to_indices(qx, ctx.bits), (kh, kw), stride, dilation, groups)
+    ib = weight_indices(codes_to_indices(qw, ctx.bits), groups)
+    if need_a:
+        cols = lut_bmm_grad_a(rows, ia, ib, grad_a)  # [groups, N*Ho*Wo, kh*kw*C/g]
+        cols = cols.reshape(groups, n, ho, wo, kh, kw, cg).permute(1, 0, 6, 4, 5, 2, 3)
+        cols = cols.reshape(n, c * kh * kw, ho * wo)
+        dx = F.fold(cols, (h, w), (kh, kw), dilation=dilation, stride=stride)
+    if need_b:
+        dwk = lut_bmm_grad_w(rows, ia, ib, grad_b)  # [groups, kh*kw*C/g, O/g]
+        dw = (
+            dwk.reshape(groups, kh, kw, cg, o // groups)
+            .permute(0, 4, 3, 1, 2)
+            .reshape(o, cg, kh, kw)
+        )
+    return dx, dw, None, None, None, None, None, None
+
+
+approx_conv2d.register_autograd(_backward, setup_context=_setup)

@@ -1,0 +1,108 @@
+"""``appmult::approx_conv2d`` against LUT-GEMM over an ordinary im2col, opcheck, gradcheck."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import appmult_fx as amx
+from appmult_fx.ops.conv_gemm import approx_conv2d
+from appmult_fx.ops.lut_gemm import approx_bmm
+
+# (in channels, out channels, kernel, stride, dilation, groups, input size)
+CASES = {
+    "3x3": (3, 4, (3, 3), (1, 1), (1, 1), 1, (7, 6)),
+    "strided": (4, 6, (3, 2), (2, 3), (1, 1), 1, (9, 11)),
+    "dilated": (2, 3, (2, 3), (1, 2), (2, 1), 1, (8, 9)),
+    "grouped": (6, 4, (3, 3), (1, 2), (1, 1), 2, (6, 7)),
+    "depthwise": (4, 4, (3, 1), (2, 1), (1, 1), 4, (7, 5)),
+    "1x1": (5, 3, (1, 1), (1, 1), (1, 1), 1, (4, 4)),
+}
+
+
+def _im2col_reference(qx, qw, table, grads, stride, dilation, groups):
+    """The same sums through F.unfold and ``approx_bmm`` (K ordered C, kh, kw)."""
+    n, c, h, w = qx.shape
+    o, cg, kh, kw = qw.shape
+    cols = F.unfold(qx, (kh, kw), dilation=dilation, stride=stride)
+    length = cols.shape[2]
+    a = cols.reshape(n, groups, cg * kh * kw, length).permute(1, 0, 3, 2)
+    a = a.reshape(groups, n * length, cg * kh * kw)
+    b = qw.reshape(groups, o // groups, cg * kh * kw).transpose(1, 2).contiguous()
+    acc = approx_bmm(a.contiguous(), b, table, *grads)
+    ho = (h - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    return acc.reshape(groups, n, ho, -1, o // groups).permute(1, 0, 4, 2, 3).reshape(n, o, ho, -1)
+
+
+def _case(name, mult, batch=2, margin=0):
+    """Random codes for ``CASES[name]``, ``margin`` away from the ends of the operand range."""
+    cin, cout, kernel, stride, dilation, groups, size = CASES[name]
+    lo, hi = mult.operand_range
+    lo, hi = lo + margin, hi - margin
+    qx = torch.randint(lo, hi + 1, (batch, cin, *size)).float().requires_grad_()
+    qw = torch.randint(lo, hi + 1, (cout, cin // groups, *kernel)).float().requires_grad_()
+    return qx, qw, list(stride), list(dilation), groups
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("name", ["mul7u_trunc7", "mul6s_exact"])
+def test_forward_and_lut_backward_equal_im2col_bmm(case: str, name: str) -> None:
+    torch.manual_seed(0)
+    mult = amx.multiplier(name)
+    rand = torch.randn(mult.table.shape)
+    grads = (rand, rand.t().contiguous())
+    qx, qw, stride, dilation, groups = _case(case, mult)
+    out = approx_conv2d(qx, qw, mult.table, *grads, stride, dilation, groups)
+    ref = _im2col_reference(qx, qw, mult.table, grads, stride, dilation, groups)
+    assert out.is_contiguous() and torch.equal(out, ref)
+    g = torch.randn_like(out)
+    dx, dw = torch.autograd.grad(out, (qx, qw), g)
+    rx, rw = torch.autograd.grad(ref, (qx, qw), g)
+    torch.testing.assert_close(dx, rx, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(dw, rw, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_ste_backward_is_the_float_convolution_gradient(case: str) -> None:
+    torch.manual_seed(1)
+    mult = amx.multiplier("mul5s_exact")
+    qx, qw, stride, dilation, groups = _case(case, mult)
+    out = approx_conv2d(qx, qw, mult.table, None, None, stride, dilation, groups)
+    conv = F.conv2d(qx, qw, stride=stride, dilation=dilation, groups=groups)
+    assert torch.equal(out, conv.detach())
+    g = torch.randn_like(out)
+    torch.testing.assert_close(
+        torch.autograd.grad(out, (qx, qw), g), torch.autograd.grad(conv, (qx, qw), g)
+    )
+
+
+@pytest.mark.parametrize("mode", ["lut", "ste"])
+def test_gradcheck_in_the_integer_domain(mode: str) -> None:
+    """Exact multiplier: bilinear in the codes, so step-1 central differences are exact."""
+    mult = amx.multiplier("mul5u_exact")
+    qx, qw, stride, dilation, groups = _case("grouped", mult, batch=1, margin=1)
+    grads = (mult.grad_a, mult.grad_b) if mode == "lut" else (None, None)
+    fn = lambda x, w: approx_conv2d(x, w, mult.table, *grads, stride, dilation, groups)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (qx, qw), eps=1.0, atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.parametrize("case", ["strided", "depthwise"])
+def test_opcheck(case: str) -> None:
+    mult = amx.multiplier("mul4u_exact")
+    qx, qw, stride, dilation, groups = _case(case, mult)
+    for grads in ((mult.grad_a, mult.grad_b), (None, None)):
+        torch.library.opcheck(approx_conv2d, (qx, qw, mult.table, *grads, stride, dilation, groups))
+
+
+def test_input_errors_are_clear() -> None:
+    table = amx.multiplier("mul4u_exact").table
+    qx, qw = torch.zeros(1, 4, 5, 5), torch.zeros(2, 4, 3, 3)
+    with pytest.raises(RuntimeError, match="do not match"):
+        approx_conv2d(qx, qw, table, None, None, [1, 1], [1, 1], 2)
+    with pytest.raises(RuntimeError, match="larger than the input"):
+        approx_conv2d(qx[:, :, :2], qw, table, None, None, [1, 1], [1, 1], 1)
+    with pytest.raises(RuntimeError, match="positive strides"):
+        approx_conv2d(qx, qw, table, None, None, [0, 1], [1, 1], 1)
+    with pytest.raises(RuntimeError, match="float32 codes"):
+        approx_conv2d(qx.double(), qw, table, None, None, [1, 1], [1, 1], 1)
+    with pytest.raises(RuntimeError, match="together"):
+        approx_conv2d(qx, qw, table, torch.zeros(16, 16), None, [1, 1], [1, 1], 1)

@@ -1,6 +1,8 @@
-"""End-to-end figure: one training step of a converted ResNet-18 (LUT gradients) vs float.
+"""End-to-end figures: one training step and one inference forward of a converted ResNet-18
+(LUT gradients) vs the float model.
 
     python bench/e2e_resnet18.py [--device cpu|cuda] [--batch 16] [--mult mul8s_trunc8]
+                                 [--threads N]
 """
 
 from __future__ import annotations
@@ -45,9 +47,31 @@ def step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: in
     return best
 
 
+@torch.no_grad()
+def eval_seconds(model: nn.Module, x: torch.Tensor, repeats: int) -> float:
+    """Best time of one inference forward in eval mode (after one warm-up), mode restored."""
+    was_training = model.training
+    model.eval()
+
+    def forward() -> None:
+        model(x)
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+
+    forward()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        forward()
+        best = min(best, time.perf_counter() - start)
+    model.train(was_training)
+    return best
+
+
 def training_step_figures(device: torch.device, batch: int = 16, mult: str = "mul8s_trunc8",
                           repeats: int = 2) -> dict:
-    """Seconds per training step of the float and the converted model and their ratio."""
+    """Seconds per training step and per inference forward of the float and the converted
+    model, and their ratios."""
     torch.manual_seed(0)
     model = cifar_resnet18().to(device).train()
     x = torch.randn(batch, 3, 32, 32, device=device)
@@ -58,9 +82,14 @@ def training_step_figures(device: torch.device, batch: int = 16, mult: str = "mu
     amx.calibrate(converted, [x], progress=False)
     float_s = step_seconds(model, x, y, repeats)
     lut_s = step_seconds(converted, x, y, repeats)
+    float_eval_s = eval_seconds(model, x, repeats)
+    lut_eval_s = eval_seconds(converted, x, repeats)
     return {"device": str(device), "batch": batch, "multiplier": mult,
+            "threads": torch.get_num_threads(),
             "float_step_s": round(float_s, 4), "lut_step_s": round(lut_s, 4),
-            "ratio": round(lut_s / float_s, 3)}
+            "ratio": round(lut_s / float_s, 3),
+            "float_eval_s": round(float_eval_s, 4), "lut_eval_s": round(lut_eval_s, 4),
+            "eval_ratio": round(lut_eval_s / float_eval_s, 3)}
 
 
 def main() -> None:
@@ -68,7 +97,10 @@ def main() -> None:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--mult", default="mul8s_trunc8")
+    p.add_argument("--threads", type=int, help="CPU threads (default: torch's default)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(json.dumps(training_step_figures(torch.device(args.device), args.batch, args.mult)))
 
 

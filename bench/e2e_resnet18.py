@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 
 import torch
 import torchvision
@@ -26,6 +27,20 @@ def cifar_resnet18() -> nn.Module:
     return model
 
 
+def best_seconds(fn: Callable[[], None], device: torch.device, repeats: int) -> float:
+    """Best wall time of ``fn()`` over ``repeats`` calls, after one warm-up call."""
+
+    def timed() -> float:
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    timed()
+    return min(timed() for _ in range(repeats))
+
+
 def step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int) -> float:
     """Best time of forward + backward + SGD step (after one warm-up step)."""
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
@@ -35,16 +50,8 @@ def step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: in
         opt.zero_grad()
         loss_fn(model(x), y).backward()
         opt.step()
-        if x.is_cuda:
-            torch.cuda.synchronize(x.device)
 
-    step()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        best = min(best, time.perf_counter() - start)
-    return best
+    return best_seconds(step, x.device, repeats)
 
 
 @torch.no_grad()
@@ -52,18 +59,7 @@ def eval_seconds(model: nn.Module, x: torch.Tensor, repeats: int) -> float:
     """Best time of one inference forward in eval mode (after one warm-up), mode restored."""
     was_training = model.training
     model.eval()
-
-    def forward() -> None:
-        model(x)
-        if x.is_cuda:
-            torch.cuda.synchronize(x.device)
-
-    forward()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        forward()
-        best = min(best, time.perf_counter() - start)
+    best = best_seconds(lambda: model(x), x.device, repeats)
     model.train(was_training)
     return best
 

@@ -21,11 +21,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..luts.indexing import codes_to_indices
-from .lut_gemm import check_table, lut_bmm, lut_bmm_grad_a, lut_bmm_grad_w, table_bits
+from .lut_gemm import check_tables, lut_bmm, lut_bmm_grad_a, lut_bmm_grad_w, table_bits
 
 
-def _out_size(size: int, kernel: int, stride: int, dilation: int) -> int:
-    return (size - dilation * (kernel - 1) - 1) // stride + 1
+def _out_hw(
+    size: Sequence[int], kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int]
+) -> tuple[int, int]:
+    """Output height and width of a convolution over an (already padded) ``size``."""
+    h, w = ((n - d * (k - 1) - 1) // s + 1 for n, k, s, d in zip(size, kernel, stride, dilation))
+    return h, w
 
 
 def _check_conv(
@@ -59,21 +63,11 @@ def _check_conv(
             "do not match"
         ),
     )
-    for i in (0, 1):
-        torch._check(
-            _out_size(qx.shape[2 + i], qw.shape[2 + i], stride[i], dilation[i]) >= 1,
-            lambda: f"kernel {tuple(qw.shape[2:])} larger than the input {tuple(qx.shape[2:])}",
-        )
-    check_table(table, torch.int32, "table")
     torch._check(
-        (grad_a is None) == (grad_b is None), lambda: "grad_a and grad_b must be given together"
+        min(_out_hw(qx.shape[2:], qw.shape[2:], stride, dilation)) >= 1,
+        lambda: f"kernel {tuple(qw.shape[2:])} larger than the input {tuple(qx.shape[2:])}",
     )
-    for g in (grad_a, grad_b):
-        if g is not None:
-            check_table(g, torch.float32, "gradient table")
-            torch._check(
-                g.shape == table.shape, lambda: "gradient tables must match the table's shape"
-            )
+    check_tables(table, grad_a, grad_b)
 
 
 def im2col_indices(
@@ -83,7 +77,7 @@ def im2col_indices(
     order, ``K`` ordered ``kh, kw, C/groups``)."""
     n, c, h, w = ix.shape
     kh, kw = kernel
-    ho, wo = _out_size(h, kh, stride[0], dilation[0]), _out_size(w, kw, stride[1], dilation[1])
+    ho, wo = _out_hw((h, w), kernel, stride, dilation)
     nhwc = ix.permute(0, 2, 3, 1).contiguous()
     sn, sh, sw, sc = nhwc.stride()
     windows = nhwc.as_strided(
@@ -148,10 +142,7 @@ def approx_conv2d(
     ia = im2col_indices(codes_to_indices(qx, bits), kernel, stride, dilation, groups)
     ib = weight_indices(codes_to_indices(qw, bits), groups)
     acc = lut_bmm(ia, ib, table)
-    ho, wo = (
-        _out_size(h, kernel[0], stride[0], dilation[0]),
-        _out_size(w, kernel[1], stride[1], dilation[1]),
-    )
+    ho, wo = _out_hw((h, w), kernel, stride, dilation)
     return _rows_to_nchw(acc, n, ho, wo).to(torch.float32, memory_format=torch.contiguous_format)
 
 
@@ -167,9 +158,9 @@ def _approx_conv2d_fake(
     groups: int,
 ) -> Tensor:
     _check_conv(qx, qw, table, grad_a, grad_b, stride, dilation, groups)
-    ho = _out_size(qx.shape[2], qw.shape[2], stride[0], dilation[0])
-    wo = _out_size(qx.shape[3], qw.shape[3], stride[1], dilation[1])
-    return qx.new_empty((qx.shape[0], qw.shape[0], ho, wo))
+    return qx.new_empty(
+        (qx.shape[0], qw.shape[0], *_out_hw(qx.shape[2:], qw.shape[2:], stride, dilation))
+    )
 
 
 def _setup(ctx, inputs, output) -> None:  # noqa: ANN001

@@ -74,16 +74,20 @@ def _module_name(prefix: str, files: tuple[str, ...], extra: str) -> str:
     return f"{prefix}_{digest.hexdigest()[:16]}"
 
 
-def _compile(kind: str, prefix: str, sources: tuple[str, ...], headers: tuple[str, ...],
-             **kwargs) -> ModuleType:
+def _compile(
+    kind: str, prefix: str, sources: tuple[str, ...], headers: tuple[str, ...], **kwargs
+) -> ModuleType:
     from torch.utils import cpp_extension
 
     name = _module_name(prefix, sources + headers, repr(sorted(kwargs.items())))
     build = cache_dir() / name
     build.mkdir(parents=True, exist_ok=True)
     if not (build / f"{name}.so").exists():
-        print(f"appmult-fx: compiling {kind} LUT-GEMM kernel (first use, ~1 min)...",
-              file=sys.stderr, flush=True)
+        print(
+            f"appmult-fx: compiling {kind} LUT-GEMM kernel (first use, ~1 min)...",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         return cpp_extension.load(
             name=name,
@@ -104,7 +108,10 @@ def _compile(kind: str, prefix: str, sources: tuple[str, ...], headers: tuple[st
 def cpu_extension() -> ModuleType:
     """The compiled CPU kernel module (built on first call, then cached on disk)."""
     return _compile(
-        "CPU", "appmult_fx_cpu", CPU_SOURCES, CPU_HEADERS,
+        "CPU",
+        "appmult_fx_cpu",
+        CPU_SOURCES,
+        CPU_HEADERS,
         extra_cflags=["-O3", "-fopenmp", "-fno-strict-aliasing"],
         extra_ldflags=["-fopenmp"],
     )
@@ -114,7 +121,10 @@ def cpu_extension() -> ModuleType:
 def cuda_extension() -> ModuleType:
     """The compiled CUDA kernel module (built with nvcc on first call, then cached on disk)."""
     return _compile(
-        "CUDA", "appmult_fx_cuda", CUDA_SOURCES, CUDA_HEADERS,
+        "CUDA",
+        "appmult_fx_cuda",
+        CUDA_SOURCES,
+        CUDA_HEADERS,
         extra_cflags=["-O3"],
         extra_cuda_cflags=["-O3", *CUDA_ARCH_FLAGS],
     )

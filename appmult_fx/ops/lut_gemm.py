@@ -55,6 +55,21 @@ def check_table(table: Tensor, dtype: torch.dtype, what: str) -> None:
     torch._check(table.dtype == dtype, lambda: f"expected {what} dtype {dtype}, got {table.dtype}")
 
 
+def check_tables(table: Tensor, grad_a: Tensor | None, grad_b: Tensor | None) -> None:
+    """Raise a clear error unless ``table`` is an int32 table and the optional gradient tables
+    are float32 tables of its shape, given together."""
+    check_table(table, torch.int32, "table")
+    torch._check(
+        (grad_a is None) == (grad_b is None), lambda: "grad_a and grad_b must be given together"
+    )
+    for g in (grad_a, grad_b):
+        if g is not None:
+            check_table(g, torch.float32, "gradient table")
+            torch._check(
+                g.shape == table.shape, lambda: "gradient tables must match the table's shape"
+            )
+
+
 def _check_indices(a: Tensor, w: Tensor) -> None:
     torch._check(
         a.dim() == 3 and w.dim() == 3,
@@ -147,16 +162,7 @@ def _check_codes(
         qa.dtype == torch.float32 and qb.dtype == torch.float32,
         lambda: f"expected float32 codes, got {qa.dtype} and {qb.dtype}",
     )
-    check_table(table, torch.int32, "table")
-    torch._check(
-        (grad_a is None) == (grad_b is None), lambda: "grad_a and grad_b must be given together"
-    )
-    for g in (grad_a, grad_b):
-        if g is not None:
-            check_table(g, torch.float32, "gradient table")
-            torch._check(
-                g.shape == table.shape, lambda: "gradient tables must match the table's shape"
-            )
+    check_tables(table, grad_a, grad_b)
 
 
 @torch.library.custom_op("appmult::approx_bmm", mutates_args=())

@@ -5,7 +5,8 @@ Own format (``.lut`` by convention, any suffix works): a NumPy ``.npz`` archive 
 
 * ``header``: UTF-8 JSON as a ``uint8`` array - ``format`` (``"appmult-fx-lut"``),
   ``version``, ``kind``, ``name``, ``bits``, ``signed``, ``has_gradients``, ``window``,
-  ``provenance`` and ``sha256`` (:attr:`Multiplier.sha256`, verified on load);
+  ``provenance``, ``sha256`` (:attr:`Multiplier.sha256`, verified on load) and, optional,
+  ``hardware`` (:attr:`Multiplier.hardware`: power, area, delay figures);
 * ``table``: ``int32 [2**bits, 2**bits]``, indexed per :mod:`.indexing`;
 * ``grad_a``, ``grad_b``: ``float32`` tables, present only with gradients.
 
@@ -117,6 +118,7 @@ def _write_own(mult: Multiplier, path: Path) -> Path:
         "window": mult.provenance.get("window"),
         "provenance": mult.provenance,
         "sha256": mult.sha256,
+        "hardware": mult.hardware,
     }
     # provenance values JSON cannot hold (paths, tuples of objects) are stored as strings
     encoded = json.dumps(header, sort_keys=True, default=str).encode()
@@ -206,6 +208,7 @@ def _read_own(path: Path) -> Any:
             grads["grad_a"],
             grads["grad_b"],
             header["provenance"],
+            header.get("hardware"),
         )
     except ValueError as exc:
         raise LutFormatError(path, str(exc)) from exc

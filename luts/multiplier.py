@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,36 @@ from typing import Any
 import torch
 
 from .indexing import check_bits, operand_range, operand_values, value_to_index
+
+
+HARDWARE_KEYS: dict[str, type | tuple[type, ...]] = {
+    "power_mw": (int, float),
+    "area_um2": (int, float),
+    "delay_ns": (int, float),
+    "cells": int,
+    "source": str,
+}
+
+
+def check_hardware(figures: Any, name: str) -> dict[str, Any]:
+    """Validate a multiplier's hardware figures (see :data:`HARDWARE_KEYS`); return a copy."""
+    if not isinstance(figures, dict):
+        raise ValueError(f"{name}: hardware must be a dict or None, got {type(figures).__name__}")
+    out: dict[str, Any] = {}
+    for key, value in figures.items():
+        kind = HARDWARE_KEYS.get(key)
+        if kind is None:
+            raise ValueError(
+                f"{name}: unknown hardware figure {key!r}; expected one of {sorted(HARDWARE_KEYS)}"
+            )
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise ValueError(f"{name}: hardware figure {key}={value!r} has the wrong type")
+        if key != "source" and not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name}: hardware figure {key}={value!r} must be finite and >= 0")
+        out[key] = value
+    return out
 
 
 def _as_table(t: Any, bits: int, what: str, dtype: torch.dtype) -> torch.Tensor:
@@ -44,6 +75,7 @@ class Multiplier:
     grad_a: torch.Tensor | None = None
     grad_b: torch.Tensor | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    hardware: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         check_bits(self.bits)
@@ -60,6 +92,8 @@ class Multiplier:
                     raise ValueError(f"{g} must be finite")
                 object.__setattr__(self, g, t)
         object.__setattr__(self, "provenance", dict(self.provenance))
+        if self.hardware is not None:
+            object.__setattr__(self, "hardware", check_hardware(self.hardware, self.name))
 
     @property
     def kind(self) -> str:
@@ -121,6 +155,24 @@ class Multiplier:
         return replace(
             self, grad_a=grad_a, grad_b=grad_b, provenance={**self.provenance, **provenance}
         )
+
+    @property
+    def bits_a(self) -> int:
+        """Width of the row operand (the activation side)."""
+        return self.bits
+
+    @property
+    def bits_b(self) -> int:
+        """Width of the column operand (the weight side)."""
+        return self.bits
+
+    def with_hardware(self, **figures: Any) -> Multiplier:
+        """A copy whose :attr:`hardware` figures are updated with ``figures``.
+
+        Known keys: ``power_mw``, ``area_um2``, ``delay_ns`` (non-negative finite numbers),
+        ``cells`` (a gate/cell count, int) and ``source`` (free text); see :data:`HARDWARE_KEYS`.
+        """
+        return replace(self, hardware={**(self.hardware or {}), **figures})
 
     def save(self, path: str | Path) -> Path:
         """Write the multiplier in the project's own LUT format (see :mod:`.formats`)."""

@@ -75,3 +75,18 @@ def test_table_is_copied_not_shared() -> None:
     m = Multiplier("a", 2, False, t)
     t[0, 0] = 99
     assert m.table[0, 0] == 0
+
+
+def test_hardware_figures_validated_and_kept_through_lut_file(tmp_path):
+    m = amx.multiplier("mul8u_exact")
+    assert m.hardware is None
+    hw = m.with_hardware(power_mw=0.391, area_um2=710.0, source="test")
+    assert hw.hardware == {"power_mw": 0.391, "area_um2": 710.0, "source": "test"}
+    assert hw.sha256 == m.sha256  # figures are metadata, not table content
+    assert amx.load_multiplier(hw.save(tmp_path / "m.lut")).hardware == hw.hardware
+    with pytest.raises(ValueError, match="unknown hardware figure 'watts'"):
+        m.with_hardware(watts=1.0)
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        m.with_hardware(power_mw=float("nan"))
+    with pytest.raises(ValueError, match="wrong type"):
+        m.with_hardware(power_mw="0.3")

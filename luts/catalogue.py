@@ -110,6 +110,8 @@ def load_catalogue(path: str | Path) -> list[Multiplier]:
     out = []
     for entry in read_catalogue(path):
         file = path.parent / entry["file"]
+        if path.parent.resolve() not in file.resolve().parents:
+            raise LutFormatError(path, f"{entry['file']!r} lies outside the catalogue's folder")
         mult = load_multiplier(file)
         if mult.sha256 != entry["sha256"]:
             raise LutFormatError(

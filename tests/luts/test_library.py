@@ -99,7 +99,11 @@ def test_import_builds_checks_and_reports(library: Path, tmp_path: Path) -> None
         assert np.array_equal(m.table.numpy(), _expected(m.name)), m.name
     assert mults[2].bits == (4, 2) and mults[2].hardware["power_mw"] == 0.05
     assert mults[1].hardware == {"power_mw": 0.001}
-    # a file changed behind the catalogue's back is refused
+    # a file outside the catalogue's folder, or changed behind its back, is refused
+    data["multipliers"][0]["file"] = "../lib/luts/t3.lut"
+    (tmp_path / "evil.json").write_text(json.dumps(data))
+    with pytest.raises(LutFormatError, match="outside the catalogue's folder"):
+        load_catalogue(tmp_path / "evil.json")
     multiplier("mul2u_exact").renamed("mul2u_ok").save(tmp_path / "cat" / "mul2u_ok.lut")
     with pytest.raises(LutFormatError, match="differs from the catalogue's"):
         load_catalogue(tmp_path / "cat")

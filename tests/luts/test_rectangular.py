@@ -136,3 +136,24 @@ def test_from_function_rectangular() -> None:
     s = from_function(lambda a, b: a * b if a > 0 else 0, (3, 5), signed=True)  # per pair
     assert int(s.product(torch.tensor(3), torch.tensor(-16))) == -48
     assert s.provenance["evaluation"] == "elementwise"
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_rectangular_truncated_builtins(signed: bool) -> None:
+    """``mul8x4u_trunc4``: partial products a_i b_j with i + j < 4 dropped, by a loop here."""
+    m = multiplier(f"mul8x4{'s' if signed else 'u'}_trunc4")
+    assert m.bits == (8, 4) and m.has_gradients and m.grad_a.shape == (256, 16)
+    ia, ib = np.arange(256)[:, None], np.arange(16)[None, :]
+
+    def weight(k: int, n: int) -> int:
+        return -(1 << k) if signed and k == n - 1 else 1 << k
+
+    table = sum(
+        ((ia >> i) & 1) * ((ib >> j) & 1) * weight(i, 8) * weight(j, 4)
+        for i in range(8)
+        for j in range(4)
+        if i + j >= 4
+    )
+    assert np.array_equal(m.table.numpy(), table)
+    with pytest.raises(ValueError, match=r"k must be in \[1, 11\]"):
+        multiplier("mul8x4u_trunc12")

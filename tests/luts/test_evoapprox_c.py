@@ -61,6 +61,13 @@ def truth(path: Path, tmp: Path) -> np.ndarray:
     return np.array(out.split(), dtype=np.int64).reshape(1 << bits_a, 1 << bits_b)
 
 
+def half_unit(text: str) -> float:
+    """Half a unit of the last digit the library printed (``"72829.102e2"`` -> 0.05): it
+    prints 2-3 significant digits."""
+    mantissa, _, exponent = text.partition("e")
+    return 0.5 * 10.0 ** (int(exponent or 0) - len(mantissa.partition(".")[2]))
+
+
 def header(path: Path) -> dict[str, str]:
     return dict(_HEADER.findall(path.read_text().split("#include")[0]))
 
@@ -101,13 +108,8 @@ def test_metrics_and_hardware_equal_the_header(shared: Path) -> None:
                  "WCRE%": "wcre_pct", "EP%": "ep_pct", "MRE%": "mre_pct", "MSE": "mse"}  # fmt: skip
         for key, ours in names.items():
             text = printed[key]
-            value = float(text)
-            # the library prints 2-3 significant digits: half a unit of the last one printed,
-            # counted on the mantissa of "72829.102e2"-style figures
-            mantissa, _, exponent = text.partition("e")
-            decimals = len(mantissa.partition(".")[2])
-            half_unit = 0.5 * 10.0 ** (int(exponent or 0) - decimals)
-            assert abs(computed[ours] - value) <= half_unit * (1 + 1e-9), (path, key, computed)
+            tolerance = half_unit(text) * (1 + 1e-9)
+            assert abs(computed[ours] - float(text)) <= tolerance, (path, key, computed)
         assert mult.provenance["header_metrics"]["mre_pct"] == float(printed["MRE%"])
 
 
@@ -124,3 +126,24 @@ def test_cli_build_of_a_rectangular_c_model(shared: Path, tmp_path: Path, capsys
     with pytest.raises(SystemExit):  # argparse: "expected N or AxB (e.g. 8 or 8x4)"
         main(["lut", "build", str(src), "--bits", "8y4", "-o", str(out)])
     assert "expected N or AxB" in capsys.readouterr().err
+
+
+def test_readme_tables_agree_with_computed_metrics(shared: Path) -> None:
+    """The folders' README tables (MAE%, WCE%, EP%, MRE%, MSE) against our metrics."""
+    rows = {}
+    for readme in (shared / "evoapprox").rglob("README*.md"):
+        for line in readme.read_text().splitlines():
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) >= 6 and cells[0].startswith("mul"):
+                rows[cells[0]] = cells[1:6]
+    checked = 0
+    for path in circuits(shared):
+        if path.stem not in rows:
+            continue
+        bits_a, bits_b, signed = widths(path)
+        ours = evoapprox_metrics(from_c_source(path, (bits_a, bits_b), signed))
+        for key, text in zip(("mae_pct", "wce_pct", "ep_pct", "mre_pct", "mse"), rows[path.stem]):
+            tolerance = half_unit(text) * (1 + 1e-9)
+            assert abs(ours[key] - float(text)) <= tolerance, (path, key, ours)
+        checked += 1
+    assert checked == len(circuits(shared))  # every sample circuit is listed in a README

@@ -56,7 +56,8 @@ def _sort_value(entry: dict[str, Any], key: str) -> tuple[int, Any]:
 def list_catalogue(args: argparse.Namespace) -> int:
     """Print a catalogue's multipliers with hardware figures and metrics, sorted."""
     entries = sorted(read_catalogue(args.catalogue), key=lambda e: _sort_value(e, args.sort))
-    header = f"{'name':<18}{'widths':>8}" + "".join(f"{c:>12}" for c, _ in _COLUMNS)
+    width = max([18, *(len(e["name"]) + 2 for e in entries)])
+    header = f"{'name':<{width}}{'widths':>8}" + "".join(f"{c:>12}" for c, _ in _COLUMNS)
     print(header)
     print("-" * len(header))
     for e in entries:
@@ -65,7 +66,7 @@ def list_catalogue(args: argparse.Namespace) -> int:
         for column, group in _COLUMNS:
             value = (e[group] or {}).get(column)
             cells.append(f"{'-':>12}" if value is None else f"{value:>12.5g}")
-        print(f"{e['name']:<18}{widths:>8}" + "".join(cells))
+        print(f"{e['name']:<{width}}{widths:>8}" + "".join(cells))
     return 0
 
 

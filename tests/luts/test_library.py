@@ -151,3 +151,20 @@ def test_evoapprox_sample_imports_right(shared: Path, tmp_path: Path, monkeypatc
             assert any(f"{path.stem}: refused:" in p and "disagree" in p for p in report.problems)
     assert len(by_name) >= len(c_models) - 1
     assert torch.equal(by_name["mul8u_2AC"].table[255, 20], torch.tensor(5157, dtype=torch.int32))
+
+
+def test_seed_folder_blif_and_text_luts_cross_checked(shared: Path, tmp_path: Path) -> None:
+    """The seed's vert_trunc circuits: BLIF netlist + two text LUTs per circuit, one table."""
+    report = import_library(shared / "appmults" / "vert_trunc", tmp_path / "cat", workers=1,
+                            progress=False)  # fmt: skip
+    assert len(report.entries) == 2 and not report.problems
+    for entry, mult in zip(report.entries, load_catalogue(tmp_path / "cat"), strict=True):
+        kinds = sorted(Path(s).suffix for s in entry["sources"])
+        assert kinds == [".blif", ".txt", ".txt"]
+        text = next(s for s in entry["sources"] if s.endswith("_lutfp.txt"))
+        rows = [r.split() for r in (shared / "appmults" / "vert_trunc" / text).read_text()
+                .splitlines() if r[:1].isdigit()]  # fmt: skip
+        truth = np.zeros((1 << mult.bits, 1 << mult.bits), dtype=np.int64)
+        for a, b, v in rows:
+            truth[int(a), int(b)] = int(v)
+        assert np.array_equal(mult.table.numpy(), truth)

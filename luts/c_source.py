@@ -110,7 +110,9 @@ def bind_operands(
         raise ValueError(f"{symbol} takes {len(names)} parameters ({names}); expected 2")
     if names is not None and sorted(n.upper() for n in names) == ["A", "B"]:
         return [n.lower() for n in names], f"by name ({', '.join(names)})"
-    return ["a", "b"], "by position (first parameter = A)"
+    if names is None:
+        return ["a", "b"], "by position (first parameter = A; the signature could not be read)"
+    return ["a", "b"], f"by position ({names[0]} = A, {names[1]} = B)"
 
 
 def _compiler(source: Path, compiler: str | None) -> list[str]:

@@ -32,6 +32,7 @@ from .evoapprox_header import header_tolerance, with_header
 from .formats import load_multiplier, save_multiplier
 from .metrics import evoapprox_metrics, metrics
 from .multiplier import Multiplier
+from .user_defined import from_c_source, from_netlist
 
 C_SOURCES = {".c", ".cc", ".cpp", ".cxx"}
 NETLISTS = {".v", ".sv", ".blif"}
@@ -101,8 +102,6 @@ def find_circuits(
 
 
 def _read(path: Path, circuit: Circuit) -> Multiplier:
-    from .user_defined import from_c_source, from_netlist
-
     if path.suffix in C_SOURCES:
         if circuit.bits is None:
             raise ValueError(

@@ -36,7 +36,9 @@ def test_parameters_named_b_then_a_are_bound_by_name(tmp_path: Path) -> None:
     src2 = _src(tmp_path, "long long g(long long b, long long a) { return 3 * a + b; }\n"
                 "long long h(long long x, long long y) { return 3 * x + y; }\n", "g.c")  # fmt: skip
     assert torch.equal(from_c_source(src2, 4, symbol="g").table, m.table)
-    assert torch.equal(from_c_source(src2, 4, symbol="h").table, m.table)
+    positional = from_c_source(src2, 4, symbol="h")
+    assert torch.equal(positional.table, m.table)
+    assert positional.provenance["operands"] == "by position (x = A, y = B)"
     swapped = from_c_source(src2, 4, symbol="h", operands=("y", "x"))
     assert torch.equal(swapped.table, m.table.T)
     assert torch.equal(from_c_source(src2, 4, symbol="h", operands=(1, 0)).table, m.table.T)

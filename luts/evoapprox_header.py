@@ -23,8 +23,11 @@ can be compared "within the header's rounding" (:func:`header_tolerance`).
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from .multiplier import Multiplier
 
 # Header name -> metrics key (all error figures of the library, in its own units).
 HEADER_METRICS: dict[str, str] = {
@@ -110,3 +113,23 @@ def header_tolerance(value: float, half_ulp: float) -> float:
     Half a unit of the last printed digit, plus a relative 1e-9 for float noise.
     """
     return half_ulp + 1e-9 * abs(value)
+
+
+def with_header(mult: Multiplier, text: str) -> Multiplier:
+    """``mult`` annotated from the header of its source ``text`` (unchanged if it has none).
+
+    Hardware figures are merged into :attr:`Multiplier.hardware` (figures already set win);
+    the library's error figures go to ``provenance["header_metrics"]`` and their rounding to
+    ``provenance["header_rounding"]`` (compare with :func:`.metrics.evoapprox_metrics`).
+    """
+    header = parse_evoapprox_header(text)
+    if header["hardware"] is None and not header["metrics"]:
+        return mult
+    provenance = dict(mult.provenance)
+    if header["metrics"]:
+        provenance["header_metrics"] = header["metrics"]
+        provenance["header_rounding"] = header["rounding"]
+    hardware = mult.hardware
+    if header["hardware"] is not None:
+        hardware = {**header["hardware"], **(mult.hardware or {})}
+    return replace(mult, provenance=provenance, hardware=hardware)

@@ -7,11 +7,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .blif import parse_blif
 from .cells import Cell, cell_library
-from .evoapprox_header import parse_evoapprox_header
+from .evoapprox_header import with_header
 from .multiplier import Multiplier
 from .netlist import Netlist, NetlistError
 from .netlist_sim import simulate_multiplier
@@ -34,22 +32,9 @@ def parse_netlist(
     return parse_blif(path, top, library)
 
 
-def _multiplier(
-    name: str, bits_a: int, bits_b: int, signed: bool, table: np.ndarray, **extra: Any
-) -> Multiplier:
-    """The one place a netlist's table becomes a Multiplier (square: ``bits`` is an int)."""
-    return Multiplier(
-        name, bits_a if bits_a == bits_b else (bits_a, bits_b), signed, table, **extra
-    )
-
-
-def _header(path: Path) -> dict[str, Any]:
-    try:
-        with path.open(encoding="utf-8", errors="replace") as f:
-            head = "".join(line for _, line in zip(range(80), f, strict=False))
-        return parse_evoapprox_header(head)
-    except ValueError as exc:
-        raise NetlistError(path, None, f"header: {exc}") from exc
+def _head(path: Path, lines: int = 80) -> str:
+    with path.open(encoding="utf-8", errors="replace") as f:
+        return "".join(line for _, line in zip(range(lines), f, strict=False))
 
 
 def from_netlist(
@@ -71,8 +56,8 @@ def from_netlist(
     port's width. ``cells`` adds cell definitions to the built-in OSU FreePDK45 library
     (:mod:`.cells`). An EvoApproxLib header sets :attr:`Multiplier.hardware` (plus ``cells``,
     the number of library cells instantiated, for gate-level netlists) and its error figures
-    go to ``provenance["header_metrics"]``. The default name is the file stem without a
-    ``_sop`` suffix.
+    go to ``provenance["header_metrics"]`` (:func:`.evoapprox_header.with_header`). The
+    default name is the file stem without a ``_sop`` suffix.
     """
     path = Path(path)
     netlist = parse_netlist(path, top, cells)
@@ -86,19 +71,19 @@ def from_netlist(
         "operands": sim.binding,
         "output_bits": sim.out_bits,
     }
-    header = _header(path)
-    if header["metrics"]:
-        provenance["header_metrics"] = header["metrics"]
-    hardware = header["hardware"]
     count = netlist.cell_count()
-    if count:
-        hardware = {"source": "netlist cell count", **(hardware or {}), "cells": count}
-    return _multiplier(
+    mult = Multiplier(
         name or _SUFFIX.sub("", path.stem),
-        sim.bits_a,
-        sim.bits_b,
+        (sim.bits_a, sim.bits_b),
         signed,
         sim.values(signed),
         provenance=provenance,
-        hardware=hardware,
+        hardware={"cells": count} if count else None,
     )
+    try:
+        mult = with_header(mult, _head(path))
+    except ValueError as exc:
+        raise NetlistError(path, None, f"header: {exc}") from exc
+    if mult.hardware is not None and "source" not in mult.hardware:
+        mult = mult.with_hardware(source="netlist cell count")
+    return mult

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..luts.formats import FORMATS, load_multiplier, save_multiplier
-from ..luts.gradients import EDGES, METHODS, default_window, with_gradients
+from ..luts.gradients import EDGES, METHODS, default_window_for, with_gradients
 from ..luts.metrics import METRIC_NAMES, metrics
 from ..luts.multiplier import Multiplier
 from ..luts.registry import builtin_names, multiplier
@@ -16,8 +16,22 @@ _NETLIST_SUFFIXES = {".blif", ".v", ".sv"}
 _C_SUFFIXES = {".c", ".cc", ".cpp", ".cxx"}
 
 
+def parse_widths(text: str) -> int | tuple[int, int]:
+    """``--bits`` values: ``8`` (square) or ``8x4`` (operand A x operand B)."""
+    a, sep, b = text.lower().partition("x")
+    try:
+        return (int(a), int(b)) if sep else int(a)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"expected N or AxB (e.g. 8 or 8x4), got {text!r}"
+        ) from exc
+
+
 def resolve(
-    source: str, bits: int | None = None, signed: bool = False, symbol: str | None = None
+    source: str,
+    bits: int | tuple[int, int] | None = None,
+    signed: bool = False,
+    symbol: str | None = None,
 ) -> Multiplier:
     """A multiplier from a netlist, C/C++ source, LUT file or built-in name."""
     path = Path(source)
@@ -27,7 +41,7 @@ def resolve(
         if path.suffix in _C_SUFFIXES:
             if bits is None:
                 raise ValueError(f"{source}: a C/C++ multiplier needs --bits")
-            return from_c_source(path, bits, signed, symbol=symbol or "approx_mul")
+            return from_c_source(path, bits, signed, symbol=symbol)
         return load_multiplier(path)
     if path.suffix or "/" in source:
         raise FileNotFoundError(f"{source}: no such file")
@@ -38,7 +52,7 @@ def resolve(
 
 
 def _add_gradients(mult: Multiplier, args: argparse.Namespace) -> Multiplier:
-    window = args.window if args.window is not None else default_window(mult.bits)
+    window = args.window if args.window is not None else default_window_for(mult.bits)
     return with_gradients(mult, window, edge=args.edge, method=args.method)
 
 
@@ -73,7 +87,8 @@ def _info(args: argparse.Namespace) -> int:
     mult = resolve(args.source, signed=args.signed)
     sign = "signed" if mult.signed else "unsigned"
     print(f"name      {mult.name}")
-    print(f"format    {mult.bits}-bit {sign}, {mult.kind}")
+    widths = mult.widths if mult.kind == "int" else mult.bits
+    print(f"format    {widths}-bit {sign}, {mult.kind}")
     print(f"sha256    {mult.sha256}")
     grads = "none"
     if mult.has_gradients:
@@ -162,9 +177,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     b = cmds.add_parser("build", help="simulate/compile/convert a multiplier into a LUT file")
     b.add_argument("source", help="BLIF/Verilog netlist, C/C++ source, LUT file or built-in name")
     b.add_argument("-o", "--output", required=True, help="output file (.lut; .txt = seed text)")
-    b.add_argument("--bits", type=int, help="operand bits (C/C++ sources)")
+    b.add_argument(
+        "--bits", type=parse_widths, help="operand bits of C/C++ sources: 8, or 8x4 (A x B)"
+    )
     b.add_argument("--signed", action="store_true", help="two's-complement operands")
-    b.add_argument("--symbol", help="C/C++ function name (default approx_mul)")
+    b.add_argument(
+        "--symbol", help="C/C++ function name (default: the file stem if defined, approx_mul)"
+    )
     b.add_argument("--name", help="multiplier name (default: from the source)")
     b.add_argument("--no-grad", action="store_true", help="do not attach gradient LUTs")
     _gradient_options(b)

@@ -84,19 +84,25 @@ def test_every_evoapprox_netlist_equals_its_c_model(shared: Path, tmp_path: Path
         assert (sim.bits_a, sim.bits_b) == (bits_a, bits_b), path
         assert sim.binding.startswith("ports named A and B"), sim.binding
         assert np.array_equal(sim.values(signed), truths[stem]), path
-        if bits_a == bits_b:  # rectangular Multiplier objects: see test_rectangular_8x4
-            mult = from_netlist(path, signed=signed)
-            assert mult.signed == signed and mult.name == path.stem
-            assert torch.equal(mult.table.to(torch.int64), torch.from_numpy(truths[stem]))
+        mult = from_netlist(path, signed=signed)
+        assert mult.signed == signed and mult.name == path.stem
+        assert (mult.bits_a, mult.bits_b) == (bits_a, bits_b)
+        assert torch.equal(mult.table.to(torch.int64), torch.from_numpy(truths[stem]))
 
 
 def test_mul8x4_is_256_by_16_with_a_the_row_operand(shared: Path) -> None:
-    path = shared / "evoapprox" / "8x4_unsigned" / "mul8x4u_2AN.v"
-    sim = simulate_multiplier(parse_netlist(path))
-    assert sim.codes.shape == (256, 16) and (sim.bits_a, sim.bits_b) == (8, 4)
-    a = np.arange(256)[:, None]
-    b = np.arange(16)[None, :]
-    assert np.abs(sim.codes - a * b).max() <= 1  # header: WCE = 1.0, so A really is the rows
+    mult = from_netlist(shared / "evoapprox" / "8x4_unsigned" / "mul8x4u_2AN.v")
+    assert mult.table.shape == (256, 16) and mult.bits == (8, 4)
+    assert (mult.bits_a, mult.bits_b) == (8, 4)
+    a = torch.arange(256)[:, None]
+    b = torch.arange(16)[None, :]
+    assert (mult.table - a * b).abs().max() <= 1  # header: WCE = 1.0, so A really is the rows
+    assert mult.hardware == {
+        "power_mw": 0.130,
+        "area_um2": 312.1,
+        "delay_ns": 1.16,
+        "source": "EvoApproxLib header (PDK45)",
+    }
 
 
 def _header_figure(path: Path, key: str) -> float:
@@ -107,19 +113,18 @@ def _header_figure(path: Path, key: str) -> float:
 
 def test_hardware_figures_and_cell_counts_from_the_files(shared: Path) -> None:
     for path in _circuits(shared):
-        if not path.stem.startswith("mul8x4"):
-            mult = from_netlist(path, signed=_widths(path.stem)[2])
-            hw = mult.hardware
-            assert hw is not None, path
-            assert hw["power_mw"] == _header_figure(path, "PDK45_PWR")
-            assert hw["area_um2"] == _header_figure(path, "PDK45_AREA")
-            assert hw["delay_ns"] == _header_figure(path, "PDK45_DELAY")
-            assert mult.provenance["header_metrics"]["mae"] == _header_figure(path, "MAE")
-            text = path.read_text()
-            defined = set(re.findall(r"^\s*module\s+(\w+)", text, re.M))
-            instances = re.findall(r"^\s*([A-Z][A-Z0-9]*X\d)\s+\w+\s*\(", text, re.M)
-            cells = [c for c in instances if c not in defined]
-            if path.stem.endswith("_pdk45"):
-                assert cells and hw["cells"] == len(cells), path
-            else:
-                assert not cells and "cells" not in hw, path
+        mult = from_netlist(path, signed=_widths(path.stem)[2])
+        hw = mult.hardware
+        assert hw is not None, path
+        assert hw["power_mw"] == _header_figure(path, "PDK45_PWR")
+        assert hw["area_um2"] == _header_figure(path, "PDK45_AREA")
+        assert hw["delay_ns"] == _header_figure(path, "PDK45_DELAY")
+        assert mult.provenance["header_metrics"]["mae"] == _header_figure(path, "MAE")
+        text = path.read_text()
+        defined = set(re.findall(r"^\s*module\s+(\w+)", text, re.M))
+        instances = re.findall(r"^\s*([A-Z][A-Z0-9]*X\d)\s+\w+\s*\(", text, re.M)
+        cells = [c for c in instances if c not in defined]
+        if path.stem.endswith("_pdk45"):
+            assert cells and hw["cells"] == len(cells), path
+        else:
+            assert not cells and "cells" not in hw, path

@@ -72,18 +72,18 @@ def from_netlist(
         "output_bits": sim.out_bits,
     }
     count = netlist.cell_count()
-    mult = Multiplier(
-        name or _SUFFIX.sub("", path.stem),
-        (sim.bits_a, sim.bits_b),
-        signed,
-        sim.values(signed),
-        provenance=provenance,
-        hardware={"cells": count} if count else None,
-    )
     try:
+        mult = Multiplier(
+            name or _SUFFIX.sub("", path.stem),
+            (sim.bits_a, sim.bits_b),
+            signed,
+            sim.values(signed),
+            provenance=provenance,
+            hardware={"cells": count} if count else None,
+        )
         mult = with_header(mult, _head(path))
-    except ValueError as exc:
-        raise NetlistError(path, None, f"header: {exc}") from exc
+    except ValueError as exc:  # widths out of range, outputs that do not fit, a bad header
+        raise NetlistError(path, None, f"{exc} (operands: {sim.binding})") from exc
     if mult.hardware is not None and "source" not in mult.hardware:
         mult = mult.with_hardware(source="netlist cell count")
     return mult

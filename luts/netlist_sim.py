@@ -138,7 +138,12 @@ def simulate_multiplier(
     packed = {net: _packed(p, len(b) + k) for k, net in enumerate(a)}
     packed.update({net: _packed(p, k) for k, net in enumerate(b)})
     ops = Bits(len(next(iter(packed.values()))))
-    outputs = evaluate_model(netlist, netlist.top, [packed[n] for n in model.inputs], ops)
+    try:
+        outputs = evaluate_model(netlist, netlist.top, [packed[n] for n in model.inputs], ops)
+    except RecursionError:
+        raise NetlistError(
+            netlist.path, None, "expression or hierarchy nested too deeply to evaluate"
+        ) from None
     codes = np.zeros(count, dtype=np.int64)
     for k, words in enumerate(outputs):
         bits = np.unpackbits(words.view(np.uint8), bitorder="little")[:count]

@@ -302,7 +302,11 @@ def parse_verilog(
     except UnicodeDecodeError as exc:
         raise NetlistError(path, None, f"not a text file ({exc})") from exc
     parser = _Parser.from_text(path, text)
-    parsed = parser.modules()
+    try:
+        parsed = parser.modules()
+    except RecursionError:
+        line = parser.peek().line if not parser.at_end() else None
+        raise NetlistError(path, line, "expression nested too deeply") from None
     if not parsed:
         raise NetlistError(path, None, "no module found")
     modules: dict[str, _Module] = {}

@@ -13,8 +13,9 @@ from .verilog_expr import (
     Expr,
     Nets,
     Unary,
+    width,
 )
-from .verilog_tokens import TokenStream, literal, tokenize
+from .verilog_tokens import MAX_WIDTH, TokenStream, literal, tokenize
 
 _LEVELS = [("||",), ("&&",), ("|",), ("^", "~^", "^~"), ("&",), ("+", "-"), ("*",)]
 _UNARY = ("~", "!", "-", "+", "&", "~&", "|", "~|", "^", "~^", "^~")
@@ -87,6 +88,8 @@ class ExpressionParser(TokenStream):
         self.expect(":")
         lsb = self.integer()
         self.expect("]")
+        if abs(msb - lsb) >= MAX_WIDTH:
+            raise self.fail(self.peek(-1).line, f"range [{msb}:{lsb}] wider than {MAX_WIDTH} bits")
         step = 1 if msb >= lsb else -1
         return list(range(lsb, msb + step, step))
 
@@ -157,7 +160,7 @@ class ExpressionParser(TokenStream):
             inner = self.concatenation(line)
             self.expect("}")
             assert isinstance(inner, Concat)
-            return Concat(inner.parts, first.value)
+            return self.checked(Concat(inner.parts, first.value), line)
         parts = [first]
         while self.accept(","):
             parts.append(self.expression())
@@ -165,7 +168,13 @@ class ExpressionParser(TokenStream):
         for part in parts:
             if isinstance(part, Const) and part.unsized:
                 raise self.fail(line, "unsized constant in a concatenation (give it a size)")
-        return Concat(tuple(parts))
+        return self.checked(Concat(tuple(parts)), line)
+
+    def checked(self, e: Concat, line: int) -> Concat:
+        """``e`` if it is at most :data:`MAX_WIDTH` bits wide."""
+        if width(e) > MAX_WIDTH:
+            raise self.fail(line, f"concatenation of {width(e)} bits (at most {MAX_WIDTH})")
+        return e
 
     def reference(self, name: str, line: int) -> Expr:
         indices, is_signed = self.scope.get(name, (None, False))

@@ -19,6 +19,7 @@ _TOKEN = re.compile(
     r"|[()\[\]{};:,.=~&|^?#@+\-*/%!<>])"
 )
 _BASES = {"b": 2, "o": 8, "d": 10, "h": 16}
+MAX_WIDTH = 1 << 16  # widest vector, literal or concatenation accepted (bits)
 
 
 @dataclass
@@ -66,8 +67,8 @@ def literal(path: Path, tok: Token) -> Const:
     if not size:
         return Const(value & 0xFFFFFFFF, 32, signed=sign, unsized=True)
     width = int(size)
-    if width < 1:
-        raise NetlistError(path, tok.line, f"literal {tok.text!r} has size 0")
+    if not 1 <= width <= MAX_WIDTH:
+        raise NetlistError(path, tok.line, f"literal {tok.text!r}: size must be 1..{MAX_WIDTH}")
     return Const(value & ((1 << width) - 1), width, signed=sign)
 
 

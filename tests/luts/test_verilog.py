@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 from appmult_fx.luts.netlist import NetlistError
+from appmult_fx.luts.netlist_import import parse_netlist
+from appmult_fx.luts.netlist_sim import simulate_multiplier
 from appmult_fx.luts.registry import multiplier
 from appmult_fx.luts.user_defined import from_netlist
 
@@ -140,3 +142,75 @@ def test_unsupported_constructs_name_file_and_line(
         from_netlist(path)
     assert info.value.line == 5 and info.value.path == str(path)
     assert str(info.value).startswith(f"{path}:5: ")
+
+
+GATES = """
+module half(input x, input y, output s, output c);  // defined before the top
+  xor (s, x, y);
+  and (c, x, y);
+endmodule
+
+module top(input [2:0] A, B, output [9:0] O);  // ANSI list: B is [2:0] too
+  supply0 gnd;
+  supply1 vdd;
+  wire signed [2:0] sa = A;  // net declaration assignment, signed wire
+  wire [3:0] ext;
+  wire n0, n1, n2, m0;
+  and  (O[0], A[0], A[1], A[2], B[0]);  // any number of inputs
+  nand g1 (O[1], A[0], B[1], vdd), g2 (O[2], A[1], B[2]);  // a list of gates
+  nor  (O[3], A[2], B[0], gnd);
+  xnor (O[4], A[0], A[1], B[2]);
+  buf  (n0, n1, A[2]);  // several outputs
+  not  (n2, B[1]);
+  or   (O[5], n0, n1, n2);
+  half h (.x(A[0] ^ B[0]), .y(1), .s(O[6]), .c(m0));  // unsized literal sized to the pin
+  assign O[7] = m0;
+  assign ext = sa;  // sign extension of a signed wire
+  assign O[9:8] = ext[3:2];
+endmodule
+"""
+
+
+def test_gate_primitives_declarations_and_top_detection(tmp_path: Path) -> None:
+    path = tmp_path / "gates.v"
+    path.write_text(GATES)
+    netlist = parse_netlist(path)
+    sim = simulate_multiplier(netlist)
+    assert netlist.top == "top" and (sim.bits_a, sim.bits_b, sim.out_bits) == (3, 3, 10)
+    for a in range(8):
+        for b in range(8):
+            bit = [(a >> k) & 1 for k in range(3)]
+            bb = [(b >> k) & 1 for k in range(3)]
+            sa = a - 8 if a >= 4 else a
+            ext = sa & 15
+            o = bit[0] & bit[1] & bit[2] & bb[0]
+            o |= (1 - (bit[0] & bb[1])) << 1
+            o |= (1 - (bit[1] & bb[2])) << 2
+            o |= (1 - (bit[2] | bb[0])) << 3
+            o |= (1 - (bit[0] ^ bit[1] ^ bb[2])) << 4
+            o |= (bit[2] | (1 - bb[1])) << 5
+            o |= ((bit[0] ^ bb[0]) ^ 1) << 6
+            o |= ((bit[0] ^ bb[0]) & 1) << 7
+            o |= (ext >> 2) << 8
+            assert sim.codes[a, b] == o, (a, b)
+
+
+def test_long_chains_and_limits(tmp_path: Path) -> None:
+    terms = " ^ ".join(f"A[{k % 4}]" for k in range(401))  # odd count: equals A[0]
+    path = tmp_path / "chain.v"
+    path.write_text(
+        "module m(input [3:0] A, B, output [7:0] O);\n"
+        f"  assign O = {{7'b0, {terms}}} + A * B;\nendmodule\n"
+    )
+    table = from_netlist(path).table
+    a, b = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij")
+    assert torch.equal(table, ((a & 1) + a * b).to(torch.int32))
+    for text, message in [
+        ("wire [70000:0] w;", "range [70000:0] wider than 65536 bits"),
+        ("assign O = 99999'd1;", "size must be 1..65536"),
+        ("assign O = {9000{8'd1}};", "concatenation of 72000 bits"),
+    ]:
+        path.write_text(f"module m(input [3:0] A, B, output [7:0] O);\n  {text}\nendmodule\n")
+        with pytest.raises(NetlistError, match=re.escape(message)) as info:
+            from_netlist(path)
+        assert info.value.line == 2

@@ -94,7 +94,11 @@ def bind_operands(
                 "a multiplier's only inputs are its two operands",
             )
         how = "given ports" if operands else "ports named A and B"
-        return ports[a], ports[b], f"{how}: A={a!r} ({len(ports[a])} bits), B={b!r}"
+        return (
+            ports[a],
+            ports[b],
+            f"{how}: A={a!r} ({len(ports[a])} bits), B={b!r} ({len(ports[b])} bits)",
+        )
     if len(ports) == 2:
         (a, bits_a), (b, bits_b) = ports.items()
         return bits_a, bits_b, f"port order (no ports named A and B): A={a!r}, B={b!r}"

@@ -6,6 +6,12 @@ holds every combinational cell of that library with the library's pin names and 
 pin order (inputs, then outputs). Sequential (``DFF*``, ``LATCH``) and tri-state (``TBUF*``)
 cells are not combinational and are left out: instantiating one is an "unknown model" error.
 
+``MUX2X1`` is ``Y = S ? B : A`` as EvoApproxLib defines it (its ``.v`` twins carry
+``PDKGENMUX2X1: Y = (A & ~S) | (B & S)``, and its published error figures are reproduced only
+with that function, e.g. EvoApprox8b ``mul8_090``: MAE 578.876740). The OSU Verilog model of
+the cell is inverting; for netlists mapped to it pass
+``cells={"MUX2X1": {"Y": "~(S ? A : B)"}}``.
+
 A user's own cells: ``cells={"MAJ3": Cell({"Y": "(A & B) | (A & C) | (B & C)"})}`` or just
 ``cells={"MAJ3": {"Y": "(A & B) | (A & C) | (B & C)"}}``: every output pin is given as a
 Verilog expression over the input pins (1-bit pins; ``~ & | ^ ?:`` and everything else
@@ -87,7 +93,7 @@ FREEPDK45: dict[str, Cell] = _cells(
         "INVX2": ("A", "Y=~A"),
         "INVX4": ("A", "Y=~A"),
         "INVX8": ("A", "Y=~A"),
-        "MUX2X1": ("A B S", "Y=~(S ? A : B)"),
+        "MUX2X1": ("A B S", "Y=S ? B : A"),  # EvoApproxLib's function, see the docstring
         "NAND2X1": ("A B", "Y=~(A & B)"),
         "NAND3X1": ("A B C", "Y=~(A & B & C)"),
         "NOR2X1": ("A B", "Y=~(A | B)"),

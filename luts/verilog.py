@@ -83,7 +83,9 @@ class _Parser(ExpressionParser):
         mod.directions = {p: mod.directions[p] for p in mod.ports}
         return mod
 
-    def declare(self, mod: _Module, kind: str, names: list[str], rng, is_signed: bool) -> None:
+    def declare(
+        self, mod: _Module, kind: str, names: list[str], rng: list[int] | None, is_signed: bool
+    ) -> None:
         for name in names:
             self.declare_net(name, rng, is_signed)
             if kind in ("input", "output"):

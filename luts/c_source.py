@@ -228,8 +228,6 @@ def from_c_source(
     main = _MAIN.format(
         bits_a=bits_a, bits_b=bits_b, signed=int(signed), symbol=symbol, args=", ".join(args)
     )
-    if path.suffix in CXX_SUFFIXES:
-        main = main.replace("int main(void)", "int main()")
     exe = _build(path, symbol, main, command)
     codes = _run(exe, path, symbol, 1 << (bits_a + bits_b), timeout)
     table = signed_values(codes, bits_a, bits_b) if signed else codes

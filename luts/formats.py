@@ -19,6 +19,8 @@ Other formats read: the seed tools' text files (:mod:`.formats_seed`) and TFAppr
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -133,8 +135,14 @@ def _write_own(mult: Multiplier, path: Path) -> Path:
     if mult.grad_a is not None and mult.grad_b is not None:
         arrays["grad_a"] = mult.grad_a.numpy().astype("<f4")
         arrays["grad_b"] = mult.grad_b.numpy().astype("<f4")
-    with open(path, "wb") as f:  # a file object: numpy would otherwise append ".npz"
-        np.savez_compressed(f, **arrays)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:  # a file object: numpy would otherwise append ".npz"
+            np.savez_compressed(f, **arrays)
+        os.replace(tmp, path)  # atomic: readers never see a half-written file
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 

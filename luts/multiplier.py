@@ -71,8 +71,13 @@ def _check_output_width(
         raise ValueError(
             f"{name}: table[{i}][{j}] (A={va}, B={vb}) = {int(table[i, j])} does not fit the "
             f"{bits_a + bits_b}-bit {'signed' if signed else 'unsigned'} output [{lo}, {hi}] "
-            f"({bad.shape[0]} such entries); a signed multiplier's table holds the "
-            "two's-complement value of its output bits, not the raw code"
+            f"({bad.shape[0]} such entries)"
+            + (
+                "; a signed multiplier's table holds the two's-complement value of its output "
+                "bits, not the raw code"
+                if signed
+                else ""
+            )
         )
 
 

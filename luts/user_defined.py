@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from .c_source import cache_dir, from_c_source
-from .indexing import check_bits, operand_values
+from .indexing import check_widths, operand_values
 from .multiplier import Multiplier
 from .netlist_import import from_netlist
 
@@ -35,17 +35,22 @@ def _check_integral(values: np.ndarray, a: np.ndarray, b: np.ndarray, what: str)
 
 
 def from_function(
-    f: Callable[[Any, Any], Any], bits: int, signed: bool = False, name: str | None = None
+    f: Callable[[Any, Any], Any],
+    bits: int | tuple[int, int],
+    signed: bool = False,
+    name: str | None = None,
 ) -> Multiplier:
-    """Tabulate ``f(a, b) -> int`` over all operand values.
+    """Tabulate ``table[a][b] = f(a, b)`` over all operand values (``bits``: int or
+    ``(bits_a, bits_b)``).
 
     ``f`` is first called once with two broadcast int64 arrays (all pairs); if that raises or
     does not give one value per pair, it is called per pair with Python ints. The way used is
     recorded in ``provenance["evaluation"]``.
     """
-    check_bits(bits)
-    values = operand_values(bits, signed).numpy().astype(np.int64)
-    a, b = np.meshgrid(values, values, indexing="ij")
+    bits_a, bits_b = check_widths(bits)
+    va = operand_values(bits_a, signed).numpy().astype(np.int64)
+    vb = operand_values(bits_b, signed).numpy().astype(np.int64)
+    a, b = np.meshgrid(va, vb, indexing="ij")
     label = name or getattr(f, "__name__", "function")
     try:
         out = np.asarray(f(a, b))
@@ -54,9 +59,9 @@ def from_function(
         evaluation = None
     if evaluation is None:
         evaluation = "elementwise"
-        out = np.array([[f(int(x), int(y)) for y in values] for x in values])
+        out = np.array([[f(int(x), int(y)) for y in vb] for x in va])
     table = _check_integral(out, a, b, f"function {label!r}")
     if label == "<lambda>":
         label = "lambda"
     provenance = {"source": "function", "function": repr(f), "evaluation": evaluation}
-    return Multiplier(label, bits, signed, table, provenance=provenance)
+    return Multiplier(label, (bits_a, bits_b), signed, table, provenance=provenance)

@@ -1,4 +1,5 @@
-"""``appmult-fx lut build|grad|info|list|plot``: build LUTs, add gradients, show error figures."""
+"""``appmult-fx lut build|grad|info|list|plot|import``: build LUTs, add gradients, show error
+figures, import whole libraries into catalogues (:mod:`.lut_catalogue`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,13 @@ from ..luts.metrics import METRIC_NAMES, metrics
 from ..luts.multiplier import Multiplier
 from ..luts.registry import builtin_names, multiplier
 from ..luts.user_defined import from_c_source, from_netlist
+from .lut_catalogue import (
+    SORT_KEYS,
+    format_hardware,
+    list_catalogue,
+    plot_catalogue,
+    register_import,
+)
 
 _NETLIST_SUFFIXES = {".blif", ".v", ".sv"}
 _C_SUFFIXES = {".c", ".cc", ".cpp", ".cxx"}
@@ -96,8 +104,10 @@ def _info(args: argparse.Namespace) -> int:
         grads = ", ".join(f"{k}={p[k]}" for k in ("gradient_method", "edge", "window") if k in p)
         grads = grads or "present"
     print(f"gradients {grads}")
+    if mult.kind == "int":
+        print(f"hardware  {format_hardware(mult.hardware)}")
     for key, value in mult.provenance.items():
-        if key not in ("seed_info", "gradient_method", "edge", "window"):
+        if key not in ("seed_info", "gradient_method", "edge", "window", "header_rounding"):
             print(f"  {key}: {value}")
     if mult.kind != "int":
         return 0
@@ -110,6 +120,7 @@ def _info(args: argparse.Namespace) -> int:
         ("mred", "mean relative error"),
         ("mse", "mean squared error"),
         ("wce", "worst-case error"),
+        ("wcre", "worst-case relative error"),
         ("bias", "mean error (a*b - LUT)"),
     ):
         print(f"{key:<5} {m[key]:>16.8g}   {label}")
@@ -117,6 +128,8 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    if args.catalogue:
+        return list_catalogue(args)
     names = builtin_names()
     ints = [n for n in names if n.startswith("mul")]
     header = f"{'name':<18}" + "".join(f"{k:>12}" for k in METRIC_NAMES)
@@ -135,6 +148,10 @@ def _list(args: argparse.Namespace) -> int:
 def _plot(args: argparse.Namespace) -> int:
     from ..luts.plot import plot_multiplier
 
+    if args.catalogue:
+        return plot_catalogue(args)
+    if not args.source:
+        raise ValueError("lut plot needs a SOURCE or --catalogue")
     mult = resolve(args.source, signed=args.signed)
     out = plot_multiplier(mult, args.output)
     panels = "error, grad_a, grad_b" if mult.has_gradients else "error (no gradient LUTs)"
@@ -201,10 +218,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.set_defaults(func=_info)
 
     li = cmds.add_parser("list", help="list the built-in multipliers with their error metrics")
+    li.add_argument("--catalogue", help="list this catalogue (folder or catalogue.json) instead")
+    li.add_argument("--sort", choices=sorted(SORT_KEYS), default="name", help="catalogue order")
     li.set_defaults(func=_list)
 
     p = cmds.add_parser("plot", help="heatmaps of the error a*b - LUT and the gradient LUTs")
-    p.add_argument("source", help="LUT file, netlist or built-in name")
+    p.add_argument("source", nargs="?", help="LUT file, netlist or built-in name")
     p.add_argument("-o", "--output", required=True, help="PNG file to write")
     p.add_argument("--signed", action="store_true", help="netlists: two's-complement operands")
+    p.add_argument("--catalogue", help="plot a catalogue's power against error instead")
+    p.add_argument("--error", choices=METRIC_NAMES, default="mred", help="catalogue plot y axis")
+    p.add_argument(
+        "--cost", choices=("power_mw", "area_um2", "delay_ns"), default="power_mw",
+        help="catalogue plot x axis",
+    )  # fmt: skip
     p.set_defaults(func=_plot)
+    register_import(cmds)

@@ -10,9 +10,13 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from appmult_fx.luts.c_source import from_c_source
+from appmult_fx.luts.formats import load_multiplier
 from appmult_fx.luts.metrics import evoapprox_metrics
+
+from appmult_fx.cli import main
 
 _SIGNATURE = re.compile(r"^\w+\s+(mul\w+)\s*\(([^)]*)\)", re.M)
 _HEADER = re.compile(r"^// (\S+) = (\S+)", re.M)
@@ -105,3 +109,18 @@ def test_metrics_and_hardware_equal_the_header(shared: Path) -> None:
             half_unit = 0.5 * 10.0 ** (int(exponent or 0) - decimals)
             assert abs(computed[ours] - value) <= half_unit * (1 + 1e-9), (path, key, computed)
         assert mult.provenance["header_metrics"]["mre_pct"] == float(printed["MRE%"])
+
+
+def test_cli_build_of_a_rectangular_c_model(shared: Path, tmp_path: Path, capsys) -> None:
+    src = shared / "evoapprox" / "8x4_unsigned" / "mul8x4u_2AN.c"
+    out = tmp_path / "m.lut"
+    assert main(["lut", "build", str(src), "--bits", "8x4", "-o", str(out)]) == 0
+    m = load_multiplier(out)
+    assert m.bits == (8, 4) and m.has_gradients and m.hardware["area_um2"] == 312.1
+    assert np.array_equal(m.table.numpy(), truth(src, tmp_path))
+    assert main(["lut", "info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "8x4-bit unsigned" in text and "power 0.13 mW, area 312.1 um2, delay 1.16 ns" in text
+    with pytest.raises(SystemExit):  # argparse: "expected N or AxB (e.g. 8 or 8x4)"
+        main(["lut", "build", str(src), "--bits", "8y4", "-o", str(out)])
+    assert "expected N or AxB" in capsys.readouterr().err

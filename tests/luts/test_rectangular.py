@@ -126,3 +126,13 @@ def test_metrics_and_gradients_on_rectangular() -> None:
     assert torch.equal(ste.grad_b[:, 3], torch.arange(256).float())  # d(a*b)/db = a
     with pytest.raises(ValueError, match="edge='row'.*square"):
         with_gradients(m, edge="row")
+
+
+def test_from_function_rectangular() -> None:
+    from appmult_fx.luts.user_defined import from_function
+
+    m = from_function(lambda a, b: a * b + (a & 1), (6, 3))
+    assert m.bits == (6, 3) and int(m.table[63, 7]) == 63 * 7 + 1
+    s = from_function(lambda a, b: a * b if a > 0 else 0, (3, 5), signed=True)  # per pair
+    assert int(s.product(torch.tensor(3), torch.tensor(-16))) == -48
+    assert s.provenance["evaluation"] == "elementwise"

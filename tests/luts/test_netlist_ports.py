@@ -40,6 +40,9 @@ def test_ports_named_a_and_b_are_bound_by_name(tmp_path: Path, header: str) -> N
     assert (sim.bits_a, sim.bits_b) == (3, 2) and sim.codes.shape == (8, 4)
     assert np.array_equal(sim.codes, (a << 2) | b)
     assert sim.binding.startswith("ports named A and B")
+    mult = from_netlist(tmp_path / "m.v")
+    assert mult.bits == (3, 2) and (mult.bits_a, mult.bits_b) == (3, 2)
+    assert torch.equal(mult.table, torch.from_numpy((a << 2) | b).to(torch.int32))
 
 
 def test_blif_bits_named_a_and_b_are_bound_by_name(tmp_path: Path) -> None:

@@ -113,8 +113,8 @@ class Netlist:
     _orders: dict[str, list[Node]] = field(default_factory=dict, repr=False)
 
     def model(self, name: str) -> Model | None:
-        """The model ``name``: defined in the file, else a library cell, else None."""
-        return self.models.get(name) or self.library.get(name)
+        """The model ``name`` (see :func:`find_model`), or None."""
+        return find_model(self.models, self.library, name)
 
     def order(self, name: str, stack: tuple[str, ...] = ()) -> list[Node]:
         """The checked topological order of model ``name``'s gates and instances."""
@@ -125,13 +125,33 @@ class Netlist:
         return self._orders[name]
 
     def cell_count(self, name: str | None = None) -> int:
-        """Library cells instantiated under model ``name`` (default: the top), hierarchy counted."""
+        """Leaf cells (library cells, or file modules without instances) under model ``name``
+        (default: the top), hierarchy counted; a ``.v`` and its ``_pdk45.v`` twin agree."""
         model = self.model(name or self.top)
         assert model is not None
         total = 0
         for inst in model.instances:
-            total += 1 if inst.model not in self.models else self.cell_count(inst.model)
+            sub = self.model(inst.model)
+            assert sub is not None
+            total += self.cell_count(inst.model) if sub.instances else 1
         return total
+
+
+def find_model(models: dict[str, Model], library: dict[str, Model], name: str) -> Model | None:
+    """A model defined in the file, else a library cell, else an EvoApproxLib alias.
+
+    EvoApproxLib's ``.v`` files call cells ``PDKGEN<cell>`` and, through repeated renaming,
+    also instantiate names they never define (``NPDKGEPDKGENNAND2X1`` for ``NAND2X1``,
+    ``XNPDKGENOR2X1`` for ``XNOR2X1``, ``XPDKGENOR2X1`` for ``XOR2X1``): a name found nowhere
+    is looked up again in the library with every ``PDKGEN`` removed.
+    """
+    found = models.get(name) or library.get(name)
+    if found is None and "PDKGEN" in name:
+        plain = name
+        while "PDKGEN" in plain:
+            plain = plain.replace("PDKGEN", "")
+        found = library.get(plain)
+    return found
 
 
 def _check_instance(netlist: Netlist, inst: Instance, stack: tuple[str, ...]) -> Model:

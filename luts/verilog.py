@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .netlist import Instance, Model, Netlist, NetlistError
+from .netlist import Instance, Model, Netlist, NetlistError, find_model
 from .verilog_expr import Assign, Const, Expr, width
 from .verilog_parse_expr import ExpressionParser, lvalue_bits
 from .verilog_tokens import Token
@@ -232,7 +232,7 @@ def _resolve(
     model = models[mod.name]
     temp = 0
     for inst in mod.pending:
-        sub = models.get(inst.model) or library.get(inst.model)
+        sub = find_model(models, library, inst.model)
         if sub is None:
             model.instances.append(Instance(inst.model, {}, inst.line))  # reported as unknown
             continue

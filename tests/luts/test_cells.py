@@ -190,3 +190,27 @@ def test_builtin_cells_agree_with_evoapprox_pdkgen_modules(tmp_path: Path, cell:
         path.write_text(cell_module(name, pins.split(), list(functions), False) + PDKGEN)
         tables.append(simulate_multiplier(parse_netlist(path)).codes)
     assert np.array_equal(tables[0], tables[1])
+
+
+def test_evoapprox_mangled_cell_names_resolve_to_library_cells(tmp_path: Path) -> None:
+    """EvoApproxLib ``.v`` files instantiate renamed cells they never define."""
+    text = """module m(A, B, O);
+  input [1:0] A;
+  input [1:0] B;
+  output [3:0] O;
+  NPDKGEPDKGENNAND2X1 n0 (.A(A[0]), .B(B[0]), .Y(O[0]));
+  XNPDKGENOR2X1 n1 (.A(A[1]), .B(B[0]), .Y(O[1]));
+  XPDKGENOR2X1 n2 (.A(A[0]), .B(B[1]), .Y(O[2]));
+  PDKGENXPDKGENNPDKGENOR2X1 n3 (.A(A[1]), .B(B[1]), .Y(O[3]));
+endmodule
+"""
+    path = tmp_path / "m.v"
+    path.write_text(text)
+    codes = simulate_multiplier(parse_netlist(path)).codes
+    for a, b in itertools.product(range(4), range(4)):
+        a0, a1, b0, b1 = a & 1, a >> 1, b & 1, b >> 1
+        want = (1 - (a0 & b0)) | (1 - (a1 ^ b0)) << 1 | (a0 ^ b1) << 2 | (1 - (a1 ^ b1)) << 3
+        assert codes[a, b] == want, (a, b)
+    path.write_text(text.replace("XPDKGENOR2X1 n2", "PDKGENFOO2X1 n2"))
+    with pytest.raises(NetlistError, match="unknown model 'PDKGENFOO2X1'"):
+        parse_netlist(path).order("m")

@@ -14,12 +14,14 @@ from .convert import calibrate, convert, layers, quantizers
 from .data import DatasetInfo, dataset_info, load_dataset
 from .export import ExportedModel, ExportFormatError, export, load_exported
 from .luts.catalogue import load_catalogue
+from .luts.cells import Cell
 from .luts.formats import load_multiplier
 from .luts.fp import FPMultiplier, from_fp_c_source, from_fp_function, load_fp
 from .luts.gradients import with_gradients
 from .luts.library import ImportReport, import_library
 from .luts.metrics import metrics
 from .luts.multiplier import Multiplier
+from .luts.netlist import NetlistError
 from .luts.registry import builtin_names, multiplier
 from .luts.user_defined import from_c_source, from_function, from_netlist
 from .models import build_model
@@ -30,6 +32,7 @@ from .train import TrainConfig, evaluate, fit
 from .workflow import compare, retrain, train_float
 
 __all__ = [
+    "Cell",
     "DatasetInfo",
     "ExportFormatError",
     "ExportedModel",
@@ -37,6 +40,7 @@ __all__ = [
     "ImportReport",
     "LayerRecord",
     "Multiplier",
+    "NetlistError",
     "Rule",
     "Spec",
     "TraceFailure",

@@ -128,8 +128,14 @@ class _Parser:
         cover.cubes.append(cube)
 
 
-def parse_blif(path: str | Path, top: str | None = None) -> Netlist:
-    """Parse a BLIF file; ``top`` names the model to simulate (default: the first)."""
+def parse_blif(
+    path: str | Path, top: str | None = None, library: dict[str, Model] | None = None
+) -> Netlist:
+    """Parse a BLIF file; ``top`` names the model to simulate (default: the first).
+
+    ``.subckt`` instances of models the file does not define are looked up in ``library``
+    (cells, see :func:`.cells.cell_library`).
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -143,4 +149,4 @@ def parse_blif(path: str | Path, top: str | None = None) -> Netlist:
     name = top or next(iter(parser.models))
     if name not in parser.models:
         raise NetlistError(path, None, f"no model {name!r}; models: {sorted(parser.models)}")
-    return Netlist(path, parser.models, name)
+    return Netlist(path, parser.models, name, library=library or {})

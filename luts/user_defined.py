@@ -6,58 +6,17 @@ re-exported here).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .blif import parse_blif
 from .c_source import cache_dir, from_c_source
 from .indexing import check_widths, operand_values
 from .multiplier import Multiplier
-from .netlist import Netlist, simulate_multiplier
+from .netlist_import import from_netlist
 
 __all__ = ["cache_dir", "from_c_source", "from_function", "from_netlist"]
-
-_SUFFIX = re.compile(r"_sop$")
-
-
-def _from_codes(codes: np.ndarray, bits: int, signed: bool) -> np.ndarray:
-    """Output codes (unsigned 2n-bit) as product values (two's complement when signed)."""
-    if not signed:
-        return codes
-    half = 1 << (2 * bits - 1)
-    return np.where(codes >= half, codes - 2 * half, codes)
-
-
-def from_netlist(
-    path: str | Path, signed: bool = False, name: str | None = None, top: str | None = None
-) -> Multiplier:
-    """Simulate a gate-level multiplier (BLIF, or structural Verilog ``.v``) over all inputs.
-
-    Inputs: the first half of the top model's inputs is operand A, the second half B, LSB
-    first; outputs LSB first (two's complement when ``signed``). The default name is the
-    file stem without a ``_sop`` suffix.
-    """
-    path = Path(path)
-    netlist: Netlist
-    if path.suffix in (".v", ".sv"):
-        from .verilog import parse_verilog
-
-        netlist = parse_verilog(path, top)
-        fmt = "verilog"
-    else:
-        netlist = parse_blif(path, top)
-        fmt = "blif"
-    codes = simulate_multiplier(netlist)
-    bits = codes.shape[0].bit_length() - 1
-    provenance = {"source": "netlist", "path": str(path), "format": fmt, "top": netlist.top}
-    table = _from_codes(codes, bits, signed)
-    return Multiplier(
-        name or _SUFFIX.sub("", path.stem), bits, signed, table, provenance=provenance
-    )
 
 
 def _check_integral(values: np.ndarray, a: np.ndarray, b: np.ndarray, what: str) -> np.ndarray:

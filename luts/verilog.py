@@ -1,60 +1,30 @@
-"""A reader for gate-level structural Verilog (the EvoApproxLib ``.v`` style) into a Netlist.
+"""A reader for structural Verilog (EvoApproxLib ``.v`` and PDK45 netlists) into a Netlist.
 
-Supported: ``module`` with ANSI or non-ANSI port lists, ``input``/``output``/``wire``
-declarations with ``[msb:lsb]`` ranges, ``assign`` of single bits with ``~ & | ^ ~^``, ``?:``
-and parentheses, 1-bit constants (``1'b0``, ``1'b1``, ``0``, ``1``), gate primitives
-(``and or nand nor xor xnor not buf``) and module instances with named (``.P(net)``) or
-positional connections, whole vectors connected to vector ports of equal width. ``//`` and
-``/* */`` comments. Behavioural code (``always``, ``reg``, arithmetic) is rejected with the
-file and line. The first module is the top; its ports, in port-list order and LSB first within
-a vector, are the multiplier's inputs (A then B) and outputs. Library cells that the file
-does not define (e.g. PDK45 ``AND2X1``) are reported as unknown models.
+Supported: ``module`` with ANSI or non-ANSI ports; ``input``/``output``/``wire`` (optionally
+``signed``, with ``[msb:lsb]`` ranges, ``wire x = expr;``), ``supply0``/``supply1``;
+``assign`` of nets, bit and part selects (``x[3]``, ``x[7:4]``, ``x[i +: w]``) and
+concatenations, with expressions of ``~ ! & | ^ ~^ ?: + - * && ||``, reductions, ``{a, b}``
+and ``{n{a}}``, ``$signed``/``$unsigned``, sized and unsized literals, evaluated by
+Verilog's width rules (:mod:`.verilog_expr`); gate primitives ``and or nand nor xor xnor
+not buf`` with any number of terminals; instances of modules of the same file or of library
+cells (:mod:`.cells`) with named or positional connections (expressions on input pins).
+``//`` and ``/* */`` comments. Anything else (``always``, ``reg``, shifts, comparisons,
+parameters, x/z literals, ...) is a :class:`~.netlist.NetlistError` naming the construct, the
+file and the line. The top is the module no other module instantiates (the first such).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .netlist import Cover, Instance, Model, Netlist, NetlistError
+from .netlist import Instance, Model, Netlist, NetlistError, find_model
+from .verilog_expr import Assign, Const, Expr, width
+from .verilog_parse_expr import ExpressionParser, lvalue_bits
+from .verilog_tokens import Token
 
-_TOKEN = re.compile(
-    r"(?P<space>[ \t\r\f\v]+)|(?P<newline>\n)|(?P<id>[A-Za-z_][A-Za-z0-9_$]*|\\\S+)"
-    r"|(?P<number>[0-9]*'[sS]?[bBhHdDoO][0-9a-fA-F_xXzZ]+|[0-9]+)"
-    r"|(?P<op>~\^|\^~|[()\[\]{};:,.=~&|^?#@])"
-)
-_PRIMITIVES = {
-    "and": (["1"], True, "and"),
-    "nand": (["1"], False, "and"),
-    "or": (["1"], True, "or"),
-    "nor": (["1"], False, "or"),
-    "xor": (["1"], True, "xor"),
-    "xnor": (["1"], False, "xor"),
-    "not": (["0"], True, "buf"),
-    "buf": (["1"], True, "buf"),
-}
-_REJECTED = {
-    "always",
-    "initial",
-    "reg",
-    "parameter",
-    "localparam",
-    "generate",
-    "function",
-    "task",
-    "integer",
-    "case",
-    "if",
-    "for",
-}
-
-
-@dataclass
-class _Token:
-    kind: str
-    text: str
-    line: int
+_GATES = {"and", "nand", "or", "nor", "xor", "xnor", "not", "buf"}
+_DECLARATIONS = {"input", "output", "inout", "wire", "supply0", "supply1"}
 
 
 @dataclass
@@ -62,8 +32,8 @@ class _Pending:
     """An instance whose connections are resolved once every module is known."""
 
     model: str
-    named: dict[str, list[str]] | None
-    positional: list[list[str]]
+    named: dict[str, Expr | None] | None
+    positional: list[Expr | None]
     line: int
 
 
@@ -73,332 +43,272 @@ class _Module:
     line: int
     ports: list[str] = field(default_factory=list)
     directions: dict[str, str] = field(default_factory=dict)
-    ranges: dict[str, list[int]] = field(default_factory=dict)  # vector -> indices, LSB first
-    covers: list[Cover] = field(default_factory=list)
+    gates: list[Assign] = field(default_factory=list)
     pending: list[_Pending] = field(default_factory=list)
 
-    def bits(self, name: str) -> list[str]:
-        if name in self.ranges:
-            return [f"{name}[{i}]" for i in self.ranges[name]]
-        return [name]
 
-
-def _tokens(path: Path, text: str) -> list[_Token]:
-    text = re.sub(r"/\*.*?\*/", lambda m: "\n" * m.group(0).count("\n"), text, flags=re.S)
-    text = re.sub(r"//[^\n]*", "", text)
-    out: list[_Token] = []
-    line, pos = 1, 0
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if not m:
-            raise NetlistError(
-                path, line, f"unexpected character {text[pos]!r} (structural Verilog: ~ & | ^ ?:)"
-            )
-        if m.lastgroup == "newline":
-            line += 1
-        elif m.lastgroup != "space":
-            out.append(_Token(m.lastgroup or "", m.group(0), line))
-        pos = m.end()
-    return out
-
-
-class _Parser:
-    def __init__(self, path: Path, tokens: list[_Token]) -> None:
-        self.path, self.tokens, self.pos = path, tokens, 0
-        self.module: _Module | None = None
-        self.temp = 0
-
-    # -- token helpers ------------------------------------------------------------------
-    def peek(self) -> _Token:
-        if self.pos >= len(self.tokens):
-            last = self.tokens[-1].line if self.tokens else 1
-            raise NetlistError(self.path, last, "unexpected end of file")
-        return self.tokens[self.pos]
-
-    def next(self) -> _Token:
-        tok = self.peek()
-        self.pos += 1
-        return tok
-
-    def expect(self, text: str) -> _Token:
-        tok = self.next()
-        if tok.text != text:
-            raise NetlistError(self.path, tok.line, f"expected {text!r}, got {tok.text!r}")
-        return tok
-
-    def accept(self, text: str) -> bool:
-        if self.pos < len(self.tokens) and self.tokens[self.pos].text == text:
-            self.pos += 1
-            return True
-        return False
-
-    def ident(self) -> _Token:
-        tok = self.next()
-        if tok.kind != "id":
-            raise NetlistError(self.path, tok.line, f"expected a name, got {tok.text!r}")
-        return tok
-
-    def number(self) -> int:
-        tok = self.next()
-        if tok.kind != "number" or "'" in tok.text:
-            raise NetlistError(self.path, tok.line, f"expected an integer, got {tok.text!r}")
-        return int(tok.text)
-
-    # -- structure ----------------------------------------------------------------------
+class _Parser(ExpressionParser):
     def modules(self) -> list[_Module]:
         found = []
-        while self.pos < len(self.tokens):
+        while not self.at_end():
             tok = self.next()
             if tok.text != "module":
-                raise NetlistError(self.path, tok.line, f"expected 'module', got {tok.text!r}")
-            found.append(self.parse_module(tok.line))
+                raise self.fail(tok.line, f"expected 'module', got {tok.text!r}")
+            found.append(self.module(tok.line))
         return found
 
-    def range(self) -> list[int] | None:
-        if not self.accept("["):
-            return None
-        msb = self.number()
-        self.expect(":")
-        lsb = self.number()
-        self.expect("]")
-        step = 1 if msb >= lsb else -1
-        return list(range(lsb, msb + step, step))
-
-    def declare(self, direction: str, names: list[str], indices: list[int] | None) -> None:
-        mod = self.module
-        assert mod is not None
-        for name in names:
-            if direction != "wire":
-                mod.directions[name] = direction
-            if indices is not None:
-                mod.ranges[name] = indices
-
-    def parse_module(self, line: int) -> _Module:
-        self.module = mod = _Module(self.ident().text, line)
+    def module(self, line: int) -> _Module:
+        mod = _Module(self.ident().text, line)
+        self.begin_scope(mod.name)
+        if self.peek().text == "#":
+            raise self.fail(line, f"parameterised module {mod.name!r} is not supported")
         if self.accept("("):
-            direction, indices = None, None
+            direction, rng, is_signed = None, None, False
             while not self.accept(")"):
-                if self.peek().text in ("input", "output"):
-                    direction = self.next().text
-                    self.accept("wire")
-                    indices = self.range()
-                name = self.ident().text
-                mod.ports.append(name)
-                if direction is not None:
-                    self.declare(direction, [name], indices)
+                tok = self.peek()
+                if tok.text in ("input", "output", "inout"):
+                    direction, rng, is_signed = self.port_kind(self.next())
+                mod.ports.append(self.ident().text)
+                if direction is not None:  # ANSI: `input [3:0] a, b, output c`
+                    self.declare(mod, direction, [mod.ports[-1]], rng, is_signed)
                 if not self.accept(","):
                     self.expect(")")
                     break
         self.expect(";")
         while not self.accept("endmodule"):
-            self.item()
+            self.item(mod)
         for port in mod.ports:
             if port not in mod.directions:
-                raise NetlistError(
-                    self.path, mod.line, f"port {port!r} of {mod.name!r} has no direction"
-                )
+                raise self.fail(mod.line, f"port {port!r} of {mod.name!r} has no direction")
+        mod.directions = {p: mod.directions[p] for p in mod.ports}
         return mod
 
-    def item(self) -> None:
-        tok = self.next()
-        if tok.text in ("input", "output", "wire"):
-            self.accept("wire")
-            indices = self.range()
-            names = [self.ident().text]
-            while self.accept(","):
-                names.append(self.ident().text)
-            self.expect(";")
-            self.declare(tok.text, names, indices)
-        elif tok.text == "assign":
-            self.assign(tok.line)
-            while self.accept(","):
-                self.assign(tok.line)
-            self.expect(";")
-        elif tok.text in _PRIMITIVES:
-            self.primitive(tok)
-        elif tok.text in _REJECTED or tok.kind != "id":
-            raise NetlistError(
-                self.path,
-                tok.line,
-                f"unsupported Verilog {tok.text!r}: only structural code (assign, instances)",
-            )
-        else:
-            self.instance(tok)
+    def declare(
+        self, mod: _Module, kind: str, names: list[str], rng: list[int] | None, is_signed: bool
+    ) -> None:
+        for name in names:
+            self.declare_net(name, rng, is_signed)
+            if kind in ("input", "output"):
+                mod.directions[name] = kind
 
-    # -- expressions --------------------------------------------------------------------
-    def new_cover(self, inputs: list[str], cubes: list[str], onset: bool, line: int) -> str:
-        self.temp += 1
-        net = f"$v{self.temp}"
-        assert self.module is not None
-        self.module.covers.append(Cover(inputs, net, cubes, onset, line))
-        return net
+    def port_kind(self, tok: Token) -> tuple[str, list[int] | None, bool]:
+        """After ``input|output|wire...``: ``[wire] [signed] [range]``."""
+        if tok.text == "inout":
+            raise self.fail(tok.line, "inout ports are not supported")
+        self.accept("wire")
+        if self.peek().text in ("reg", "logic", "tri", "integer"):
+            raise self.fail(tok.line, f"unsupported Verilog {self.peek().text!r}")
+        is_signed = self.accept("signed")
+        return tok.text, self.range(), is_signed
 
-    def reference(self) -> str:
-        tok = self.next()
-        if tok.kind == "number":
-            value = tok.text.split("'")[-1][1:].replace("_", "") if "'" in tok.text else tok.text
-            if value not in ("0", "1"):
-                raise NetlistError(
-                    self.path, tok.line, f"only 1-bit constants are supported, got {tok.text}"
-                )
-            return "$true" if value == "1" else "$false"
-        if tok.kind != "id":
-            raise NetlistError(self.path, tok.line, f"expected a net, got {tok.text!r}")
-        if self.accept("["):
-            index = self.number()
-            self.expect("]")
-            return f"{tok.text}[{index}]"
-        return tok.text
-
-    def primary(self) -> str:
-        if self.accept("("):
-            net = self.expression()
-            self.expect(")")
-            return net
-        line = self.peek().line
-        if self.accept("~"):
-            return self.new_cover([self.primary()], ["0"], True, line)
-        net = self.reference()
-        assert self.module is not None
-        if net in self.module.ranges and len(self.module.ranges[net]) > 1:
-            raise NetlistError(self.path, line, f"vector {net!r} used without a bit select")
-        return net
-
-    def binary(self, level: int) -> str:
-        ops = [("|",), ("^", "~^", "^~"), ("&",)]
-        if level == len(ops):
-            return self.primary()
-        left = self.binary(level + 1)
-        while self.pos < len(self.tokens) and self.peek().text in ops[level]:
-            op = self.next()
-            right = self.binary(level + 1)
-            cubes = {"|": ["1-", "-1"], "&": ["11"]}.get(op.text, ["10", "01"])
-            onset = op.text not in ("~^", "^~")
-            left = self.new_cover([left, right], cubes, onset, op.line)
-        return left
-
-    def expression(self) -> str:
-        cond = self.binary(0)
-        if not self.accept("?"):
-            return cond
-        line = self.tokens[self.pos - 1].line
-        when_true = self.expression()
-        self.expect(":")
-        when_false = self.expression()
-        return self.new_cover([cond, when_true, when_false], ["11-", "0-1"], True, line)
-
-    def assign(self, line: int) -> None:
-        target = self.reference()
-        self.expect("=")
-        source = self.expression()
-        assert self.module is not None
-        self.module.covers.append(Cover([source], target, ["1"], True, line))
-
-    def primitive(self, tok: _Token) -> None:
-        cube, onset, kind = _PRIMITIVES[tok.text]
-        if self.peek().kind == "id":
-            self.next()  # optional instance name
-        self.expect("(")
-        nets = [self.expression()]
-        while self.accept(","):
-            nets.append(self.expression())
-        self.expect(")")
-        self.expect(";")
-        out, ins = nets[0], nets[1:]
-        if not ins or (kind == "buf" and len(ins) != 1):
-            raise NetlistError(self.path, tok.line, f"gate {tok.text!r} with {len(ins)} inputs")
-        if kind == "and":
-            cubes = ["1" * len(ins)]
-        elif kind == "or":
-            cubes = ["-" * i + "1" + "-" * (len(ins) - i - 1) for i in range(len(ins))]
-        elif kind == "xor":
-            cubes = [
-                format(v, f"0{len(ins)}b") for v in range(2 ** len(ins)) if bin(v).count("1") % 2
-            ]
-        else:
-            cubes = cube
-        assert self.module is not None
-        self.module.covers.append(Cover(ins, out, cubes, onset, tok.line))
-
-    def connection(self) -> list[str]:
-        """A port's actual: a bare (possibly vector) name stays a name list, else one net."""
-        tok = self.peek()
-        nxt = self.tokens[self.pos + 1].text if self.pos + 1 < len(self.tokens) else ""
-        assert self.module is not None
-        if tok.kind == "id" and nxt in (")", ","):
-            self.next()
-            return self.module.bits(tok.text)
-        return [self.expression()]
-
-    def instance(self, tok: _Token) -> None:
-        if self.accept("#"):
-            raise NetlistError(self.path, tok.line, "parameterised instances are not supported")
-        self.ident()  # instance name
-        self.expect("(")
-        named: dict[str, list[str]] = {}
-        positional: list[list[str]] = []
-        while not self.accept(")"):
-            if self.accept("."):
-                port = self.ident().text
-                self.expect("(")
-                named[port] = [] if self.peek().text == ")" else self.connection()
-                self.expect(")")
-            else:
-                positional.append(self.connection())
+    def declaration(self, tok: Token, mod: _Module) -> None:
+        """``input|output|wire|supply0|supply1 [wire] [signed] [range] name [= expr], ...;``."""
+        kind, rng, is_signed = self.port_kind(tok)
+        while True:
+            name = self.ident()
+            self.declare(mod, kind, [name.text], rng, is_signed)
+            if self.peek().text == "[":
+                raise self.fail(name.line, f"arrays ({name.text!r}) are not supported")
+            if kind.startswith("supply"):
+                value = Const(int(kind == "supply1"), 1)
+                mod.gates.append(Assign(self.bits(name.text), value, tok.line))
+            elif self.accept("="):
+                mod.gates.append(Assign(self.bits(name.text), self.expression(), tok.line))
             if not self.accept(","):
-                self.expect(")")
                 break
         self.expect(";")
-        assert self.module is not None
-        self.module.pending.append(
-            _Pending(tok.text, named if named else None, positional, tok.line)
-        )
+
+    def item(self, mod: _Module) -> None:
+        tok = self.next()
+        if tok.text in _DECLARATIONS:
+            self.declaration(tok, mod)
+        elif tok.text == "assign":
+            if self.peek().text in ("#", "("):
+                raise self.fail(tok.line, "delays and drive strengths on assign are not supported")
+            while True:
+                target = lvalue_bits(self.expression())
+                if target is None:
+                    raise self.fail(tok.line, "the left side of assign must be nets or selects")
+                self.expect("=")
+                mod.gates.append(Assign(target, self.expression(), tok.line))
+                if not self.accept(","):
+                    break
+            self.expect(";")
+        elif tok.text in _GATES:
+            self.gate(tok, mod)
+        elif tok.kind == "id" and tok.text not in self.KEYWORDS:
+            self.instance(tok, mod)
+        else:
+            raise self.fail(
+                tok.line,
+                f"unsupported Verilog {tok.text!r}: only structural code "
+                "(declarations, assign, gate primitives, instances)",
+            )
+
+    def terminals(self, line: int) -> list[Expr]:
+        self.expect("(")
+        terms = [self.expression()]
+        while self.accept(","):
+            terms.append(self.expression())
+        self.expect(")")
+        for term in terms:
+            if width(term) != 1:
+                raise self.fail(line, f"gate terminals are 1 bit wide, got {width(term)} bits")
+        return terms
+
+    def gate(self, tok: Token, mod: _Module) -> None:
+        if self.peek().text == "#":
+            raise self.fail(tok.line, f"gate delays on {tok.text!r} are not supported")
+        while True:
+            if self.peek().kind == "id":
+                self.next()  # optional instance name
+            terms = self.terminals(tok.line)
+            single = tok.text in ("not", "buf")
+            outs, ins = (terms[:-1], terms[-1:]) if single else (terms[:1], terms[1:])
+            if not ins or not outs:
+                raise self.fail(tok.line, f"gate {tok.text!r} with {len(terms)} terminals")
+            expr = ins[0]
+            op = {"and": "&", "nand": "&", "or": "|", "nor": "|"}.get(tok.text, "^")
+            for term in ins[1:]:
+                expr = self.binary_node(op, expr, term)
+            if tok.text in ("nand", "nor", "xnor", "not"):
+                expr = self.unary_node("~", expr)
+            for out in outs:
+                bits = lvalue_bits(out)
+                if bits is None:
+                    raise self.fail(tok.line, f"output of gate {tok.text!r} must be a net")
+                mod.gates.append(Assign(bits, expr, tok.line))
+            if not self.accept(","):
+                break
+        self.expect(";")
+
+    def connection(self) -> Expr | None:
+        return None if self.peek().text in (")", ",") else self.expression()
+
+    def instance(self, tok: Token, mod: _Module) -> None:
+        if self.accept("#"):
+            raise self.fail(tok.line, f"parameterised instance of {tok.text!r} is not supported")
+        while True:
+            self.ident()  # instance name
+            if self.peek().text == "[":
+                raise self.fail(tok.line, f"arrays of instances of {tok.text!r} are not supported")
+            self.expect("(")
+            named: dict[str, Expr | None] = {}
+            positional: list[Expr | None] = []
+            while not self.accept(")"):
+                if self.accept("."):
+                    port = self.ident()
+                    if port.text in named:
+                        raise self.fail(port.line, f"port {port.text!r} connected twice")
+                    self.expect("(")
+                    named[port.text] = self.connection()
+                    self.expect(")")
+                else:
+                    positional.append(self.connection())
+                if not self.accept(","):
+                    self.expect(")")
+                    break
+            mod.pending.append(_Pending(tok.text, named or None, positional, tok.line))
+            if not self.accept(","):
+                break
+        self.expect(";")
 
 
-def _resolve(path: Path, modules: dict[str, _Module], mod: _Module) -> Model:
-    model = Model(mod.name, mod.line, covers=list(mod.covers))
-    for port in mod.ports:
-        target = model.inputs if mod.directions[port] == "input" else model.outputs
-        target.extend(mod.bits(port))
+def _ports(sub: Model, file_module: _Module | None) -> tuple[list[str], dict[str, list[str]]]:
+    """Port order and ``port -> bits`` of a model (library cells: inputs, then outputs)."""
+    bits = dict(sub.input_ports + sub.output_ports)
+    order = file_module.ports if file_module is not None else list(bits)
+    return order, bits
+
+
+def _resolve(
+    path: Path,
+    modules: dict[str, _Module],
+    models: dict[str, Model],
+    library: dict[str, Model],
+    mod: _Module,
+) -> None:
+    """Turn ``mod``'s pending instances into Instances (expressions on pins become gates)."""
+    model = models[mod.name]
+    temp = 0
     for inst in mod.pending:
-        sub = modules.get(inst.model)
+        sub = find_model(models, library, inst.model)
         if sub is None:
             model.instances.append(Instance(inst.model, {}, inst.line))  # reported as unknown
             continue
+        order, port_bits = _ports(sub, modules.get(inst.model))
         if inst.named is None:
-            if len(inst.positional) != len(sub.ports):
+            if len(inst.positional) != len(order):
                 raise NetlistError(
                     path,
                     inst.line,
-                    f"{inst.model!r} has {len(sub.ports)} ports, {len(inst.positional)} connected",
+                    f"{inst.model!r} has {len(order)} ports, {len(inst.positional)} connected",
                 )
-            named = dict(zip(sub.ports, inst.positional, strict=True))
+            named = dict(zip(order, inst.positional, strict=True))
         else:
             named = inst.named
         pins: dict[str, str] = {}
         for port, actual in named.items():
-            if port not in sub.directions:
+            if port not in port_bits:
                 raise NetlistError(path, inst.line, f"model {inst.model!r} has no port {port!r}")
-            formal = sub.bits(port)
-            if actual and len(actual) != len(formal):
+            if actual is None:
+                continue
+            formal = port_bits[port]
+            unsized = isinstance(actual, Const) and actual.unsized
+            if width(actual) != len(formal) and not unsized:
                 raise NetlistError(
                     path,
                     inst.line,
-                    f"port {port!r} of {inst.model!r}: {len(formal)} bits, {len(actual)} connected",
+                    f"port {port!r} of {inst.model!r}: {len(formal)} bits, "
+                    f"{width(actual)} connected",
                 )
-            pins.update(zip(formal, actual, strict=False))
+            bits = lvalue_bits(actual)
+            if formal[0] in sub.outputs:
+                if bits is None:
+                    raise NetlistError(
+                        path, inst.line, f"output port {port!r} of {inst.model!r} drives a non-net"
+                    )
+            elif bits is None:
+                temp += 1
+                bits = [f"$t{temp}.{k}" for k in range(len(formal))]
+                model.covers.append(Assign(bits, actual, inst.line))
+            pins.update(zip(formal, bits, strict=True))
         model.instances.append(Instance(inst.model, pins, inst.line))
+
+
+def _model(mod: _Module, scope_bits) -> Model:
+    model = Model(mod.name, mod.line, covers=list(mod.gates))
+    for port in mod.ports:
+        bits = scope_bits(mod.name, port)
+        if mod.directions[port] == "input":
+            model.inputs.extend(bits)
+            model.input_ports.append((port, bits))
+        else:
+            model.outputs.extend(bits)
+            model.output_ports.append((port, bits))
     return model
 
 
-def parse_verilog(path: str | Path, top: str | None = None) -> Netlist:
-    """Parse a structural Verilog file; ``top`` names the module to simulate (default first)."""
+def parse_verilog(
+    path: str | Path, top: str | None = None, library: dict[str, Model] | None = None
+) -> Netlist:
+    """Parse a structural Verilog file; ``top`` names the module to simulate.
+
+    ``library`` maps cell names to models (see :func:`.cells.cell_library`); modules the file
+    defines take precedence over library cells of the same name.
+    """
     path = Path(path)
+    library = library or {}
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise NetlistError(path, None, f"not a text file ({exc})") from exc
-    parsed = _Parser(path, _tokens(path, text)).modules()
+    parser = _Parser.from_text(path, text)
+    try:
+        parsed = parser.modules()
+    except RecursionError:
+        line = parser.peek().line if not parser.at_end() else None
+        raise NetlistError(path, line, "expression nested too deeply") from None
     if not parsed:
         raise NetlistError(path, None, "no module found")
     modules: dict[str, _Module] = {}
@@ -406,8 +316,11 @@ def parse_verilog(path: str | Path, top: str | None = None) -> Netlist:
         if mod.name in modules:
             raise NetlistError(path, mod.line, f"module {mod.name!r} defined twice")
         modules[mod.name] = mod
-    name = top or parsed[0].name
+    models = {n: _model(m, parser.scope_bits) for n, m in modules.items()}
+    for mod in parsed:
+        _resolve(path, modules, models, library, mod)
+    used = {p.model for m in parsed for p in m.pending}
+    name = top or next((m.name for m in parsed if m.name not in used), parsed[0].name)
     if name not in modules:
         raise NetlistError(path, None, f"no module {name!r}; modules: {sorted(modules)}")
-    models = {n: _resolve(path, modules, m) for n, m in modules.items()}
-    return Netlist(path, models, name)
+    return Netlist(path, models, name, library=library)

@@ -10,7 +10,8 @@ import pytest
 import torch
 from appmult_fx.luts.blif import parse_blif
 from appmult_fx.luts.formats import load_multiplier
-from appmult_fx.luts.netlist import NetlistError, simulate_multiplier
+from appmult_fx.luts.netlist import NetlistError
+from appmult_fx.luts.netlist_sim import simulate_multiplier
 from appmult_fx.luts.registry import multiplier
 from appmult_fx.luts.user_defined import from_netlist
 
@@ -93,7 +94,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 
 def test_hierarchy_off_set_comments_and_continuations(tmp_path: Path) -> None:
-    table = simulate_multiplier(parse_blif(_write(tmp_path, HALF_ADDER_2X2)))
+    table = simulate_multiplier(parse_blif(_write(tmp_path, HALF_ADDER_2X2))).codes
     v = np.arange(4)
     assert np.array_equal(table, v[:, None] * v[None, :])
 
@@ -117,7 +118,7 @@ def test_constants_dont_cares_and_yosys_constant_nets(tmp_path: Path) -> None:
 .end
 """
     text = text.replace(".names a0 - o0_unused\n", "")
-    table = simulate_multiplier(parse_blif(_write(tmp_path, text)))
+    table = simulate_multiplier(parse_blif(_write(tmp_path, text))).codes
     v = np.arange(4)
     expected = (v[:, None] & 1) | (((v[None, :] >> 1) & 1) << 1) | 4
     assert np.array_equal(table, np.broadcast_to(expected, (4, 4)))
@@ -163,7 +164,9 @@ def test_structural_errors(tmp_path: Path) -> None:
         + consts
         + ".end\n.model s\n.inputs X Y\n.outputs Z\n.subckt top a0=X a1=X b0=Y b1=Y o0=Z\n",
         "output 'o0' of model 'top' is never driven": top + consts,
-        "2n inputs (A then B, LSB first) and 2n outputs": ".model top\n.inputs a b c\n"
+        "odd number of input bits (3) to split in half": ".model top\n.inputs x y z\n"
+        ".outputs o\n.names o\n",
+        "has inputs ['c'] besides operands 'a' and 'b'": ".model top\n.inputs a b c\n"
         ".outputs o\n.names o\n",
         "no .model found": "# nothing\n",
         "defined twice": top + ".end\n.model top\n",

@@ -83,9 +83,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def load_model_state(model: nn.Module, state: dict[str, Any], where: str | Path) -> None:
     """``model.load_state_dict(state)``, with a :class:`CheckpointError` naming ``where`` when
-    the checkpoint belongs to another model (missing, unexpected or mis-shaped tensors)."""
+    the checkpoint belongs to another model (missing, unexpected or mis-shaped tensors) or
+    holds LUT tables that differ from the model's multipliers."""
     try:
         model.load_state_dict(state)
+    except ValueError as exc:  # LutIntegrityError: a table that is not the multiplier's
+        raise CheckpointError(f"{where}: {exc}") from None
     except (RuntimeError, KeyError, TypeError) as exc:
         first = str(exc).strip().splitlines()
         raise CheckpointError(

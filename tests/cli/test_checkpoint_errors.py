@@ -73,3 +73,22 @@ def test_resume_with_changed_arguments_exits_3_unless_overridden(
         rc = main([*TRAIN, "--out", str(ck), "--resume", "--seed", "5", "--resume-override"])
     assert rc == 0
     assert load_checkpoint(ck)["epoch"] == 2
+
+
+def test_retrained_checkpoint_with_a_zeroed_lut_exits_3(
+    trained: Path, tmp_path: Path, capsys
+) -> None:
+    """The table is zeroed and the file re-hashed (a consistent-looking checkpoint): the LUT
+    buffer check still refuses it instead of evaluating a model that multiplies by zero."""
+    out = tmp_path / "r.pt"
+    args = ["retrain", "--checkpoint", str(trained), "--multiplier", "mul6u_exact"]
+    opts = ["--gradient", "ste", "--epochs", "1", "--max-steps", "1", "--calib-batches", "1"]
+    assert main([*args, *opts, "--out", str(out), "--quiet"]) == 0
+    state = load_checkpoint(out)
+    key = next(k for k in state["model"] if k.startswith("appmult_luts.") and "table" in k)
+    state["model"][key] = torch.zeros_like(state["model"][key])
+    save_checkpoint(out, state)
+    capsys.readouterr()
+    assert main(["eval", str(out)]) == 3
+    err = capsys.readouterr().err
+    assert "does not match multiplier 'mul6u_exact'" in err and "Traceback" not in err

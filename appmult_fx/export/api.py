@@ -178,7 +178,7 @@ def load_exported(
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         raise ExportFormatError(model_path, f"invalid ONNX model ({exc})") from None
-    check_nodes(model, manifest, model_path)
+    check_nodes(model, manifest, model_path, complete=not portable)
     try:
         lowered = lower(model, {sha: m.table.numpy() for sha, m in mults.items()})
     except UnknownMultiplierError as exc:

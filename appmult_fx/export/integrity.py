@@ -104,9 +104,11 @@ def _check_node(
             refuse(f"has a {what} that differs from the manifest's {recorded}")
 
 
-def check_nodes(model: onnx.ModelProto, manifest: dict[str, Any], path: Path) -> None:
-    """Every ``appmult`` node must be a manifest layer, agreeing with it, and every manifest
-    layer must have its node."""
+def check_nodes(
+    model: onnx.ModelProto, manifest: dict[str, Any], path: Path, *, complete: bool = True
+) -> None:
+    """Every ``appmult`` node must be a manifest layer, agreeing with it, and (``complete``:
+    the model with custom nodes, not the portable one) every manifest layer must have its node."""
     known = {m["table_sha256"]: m for m in manifest["multipliers"]}
     layers = {entry["node"]: entry for entry in manifest["layers"]}
     values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
@@ -122,5 +124,5 @@ def check_nodes(model: onnx.ModelProto, manifest: dict[str, Any], path: Path) ->
         seen.add(node.name)
         _check_node(node, entry, known, values, path)
     missing = sorted(set(layers) - seen)
-    if missing:
+    if complete and missing:
         raise ExportFormatError(path, f"the manifest's layers {missing} have no node in the model")

@@ -15,7 +15,7 @@ Differentiable op (integer-valued float codes in, used by the converted graphs):
 
 Accumulation is exact by construction: :func:`lut_sum` bounds the sum by ``max|T| x K`` once
 per call and runs the int32 kernel on the whole ``K`` when the bound fits int32, else on
-``K``-chunks that each fit, summing the chunk results in int64 (split-K). ``approx_bmm`` and
+``K``-chunks that each fit, summing the chunk results in int64 (split-K, an int64 result). ``approx_bmm`` and
 ``approx_conv2d`` then convert the exact sum to float32 once (correctly rounded: exact up to
 ``2**24``, relative error at most ``2**-24`` beyond).
 
@@ -61,16 +61,17 @@ def _kernel_bmm(a: Tensor, w: Tensor, table: Tensor) -> Tensor:
 
 
 def lut_sum(a: Tensor, w: Tensor, table: Tensor) -> Tensor:
-    """Exact ``Y[b,m,n] = SUM_k table[a[b,m,k], w[b,k,n]]`` as int64, for any ``K``.
+    """Exact ``Y[b,m,n] = SUM_k table[a[b,m,k], w[b,k,n]]`` for any ``K``.
 
-    The bound ``max|T| x K`` decides: one int32 kernel call when it fits int32, else the
-    kernel on ``K``-chunks of at most :func:`int32_safe_k` terms, summed in int64.
+    The bound ``max|T| x K`` decides: one int32 kernel call when it fits int32 (the int32
+    result is returned), else the kernel on ``K``-chunks of at most :func:`int32_safe_k` terms,
+    summed in int64 (an int64 result).
     """
     _check_indices(a, w)
     check_table(table, torch.int32, "table")
     k, step = a.shape[2], int32_safe_k(table)
     if k <= step:
-        return _kernel_bmm(a, w, table).to(torch.int64)
+        return _kernel_bmm(a, w, table)
     out = torch.zeros(a.shape[0], a.shape[1], w.shape[2], dtype=torch.int64, device=a.device)
     for k0 in range(0, k, step):
         out += _kernel_bmm(a[:, :, k0 : k0 + step], w[:, k0 : k0 + step], table)

@@ -103,7 +103,11 @@ def test_exact_8bit_past_the_int32_bound_is_split_exactly(path) -> None:
     k = 33026 + 17
     a = torch.full((1, 1, k), 255, dtype=torch.uint8)
     w = torch.full((1, k, 2), 255, dtype=torch.uint8)
-    assert torch.equal(lut_sum(a, w, table), torch.full((1, 1, 2), k * 65025, dtype=torch.int64))
+    got = lut_sum(a, w, table)
+    assert got.dtype == torch.int64
+    assert torch.equal(got, torch.full((1, 1, 2), k * 65025, dtype=torch.int64))
+    within = lut_sum(a[:, :, :33025], w[:, :33025], table)  # one int32 call suffices
+    assert within.dtype == torch.int32 and within[0, 0, 0].item() == 33025 * 65025
 
 
 def test_int32_op_refuses_a_sum_that_may_wrap(path) -> None:

@@ -12,14 +12,7 @@ from appmult_fx.cli import EXIT_CHECKPOINT, main
 from appmult_fx.train import load_checkpoint, save_checkpoint
 
 TRAIN = ["train", "--model", "lenet5", "--epochs", "2", "--max-steps", "2", "--quiet"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,10 @@ import torch
 from torch import fx, nn
 from tqdm.auto import tqdm
 
-from .ops.quantizers import ActivationQuantizer
+from .ops.quantizers import ActivationQuantizer, WeightQuantizer
 from .passes import leaf_layers
 from .passes.assign import assign
+from .passes.context import LutStore
 from .passes.match import find_layers
 from .passes.records import META_KEY, LayerRecord
 from .passes.rewrite import rewrite
@@ -39,6 +40,15 @@ def convert(
     """
     if not isinstance(spec, Spec):
         raise TypeError(f"spec must be an appmult_fx.Spec, got {type(spec).__name__}")
+    if is_converted(model):
+        raise ValueError(
+            "convert: this model is already converted (it holds appmult-fx quantizers or LUT "
+            "tables); converting it again would quantize twice. Convert the original float "
+            "model instead: convert() never modifies its input, so amx.convert(float_model, "
+            "new_spec) gives a model with the new multipliers; to carry retrained weights over, "
+            "first float_model.load_state_dict(converted.state_dict(), strict=False) (the "
+            "layers keep their names)"
+        )
     if gradient not in GRADIENT_MODES:
         raise ValueError(f"gradient must be one of {GRADIENT_MODES}, got {gradient!r}")
     if backward not in BACKWARD_MODES:
@@ -55,6 +65,14 @@ def convert(
     leaf_layers.attach(gm, inside_leaves, leaf_macs if example_inputs is not None else None)
     gm.train(model.training)
     return gm
+
+
+def is_converted(model: nn.Module) -> bool:
+    """Whether ``model`` (or a submodule) is the output of :func:`convert`."""
+    if isinstance(model, fx.GraphModule) and any(META_KEY in n.meta for n in model.graph.nodes):
+        return True
+    kinds = (ActivationQuantizer, WeightQuantizer, LutStore)
+    return any(isinstance(m, kinds) for m in model.modules())
 
 
 def layers(gm: fx.GraphModule) -> list[LayerRecord]:

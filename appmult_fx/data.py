@@ -10,7 +10,9 @@ image size, classes and normalisation. Names:
   4,000 / 1,000 split.
 - ``mnist`` / ``fashion-mnist``: standard IDX files (``*-idx3-ubyte[.gz]``) in ``root``
   (Fashion-MNIST defaults to Debian's ``/usr/share/datasets/fashion-mnist``).
-- ``cifar10``: the python-pickle batches (``cifar-10-batches-py``) in ``root``.
+- ``cifar10``: the python-pickle batches (``cifar-10-batches-py``) in ``root``, read with a
+  restricted unpickler that only builds plain containers, bytes and numpy arrays (a batch
+  file asking for anything else, e.g. ``os.system``, is refused before it can run).
 - ``imagefolder``: any ``torchvision.datasets.ImageFolder`` tree (``root/train``,
   ``root/test`` when present, else ``root`` for both splits).
 
@@ -260,6 +262,54 @@ def _idx_pair(root: Path, split: str) -> tuple[Tensor, Tensor]:
     return x, torch.from_numpy(labels.astype(np.int64))
 
 
+# the globals a pickled numpy array needs (numpy 1 and 2 module paths, protocols 2 to 5) and
+# ``_codecs.encode``, which protocol-2 pickles use for bytes; nothing that can run code
+_SAFE_PICKLE_GLOBALS = frozenset(
+    {
+        ("_codecs", "encode"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        *(
+            (f"numpy.{core}.{mod}", name)
+            for core in ("core", "_core")
+            for mod, name in (
+                ("multiarray", "_reconstruct"),
+                ("multiarray", "scalar"),
+                ("numeric", "_frombuffer"),
+            )
+        ),
+    }
+)
+
+
+class UnsafePickleError(ValueError):
+    """A data file whose pickle asks for a global outside the allowed numpy/container set."""
+
+
+class _DataUnpickler(pickle.Unpickler):
+    """Builds plain containers, bytes and numpy arrays only; refuses every other global."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in _SAFE_PICKLE_GLOBALS:
+            raise UnsafePickleError(
+                f"refusing to load {module}.{name}: a data file may only hold plain containers, "
+                "bytes and numpy arrays (this file could run code; re-download it from the "
+                "official source)"
+            )
+        return super().find_class(module, name)
+
+
+def load_data_pickle(path: Path) -> object:
+    """Unpickle a data file (``encoding="bytes"``) with the restricted unpickler."""
+    with open(path, "rb") as f:
+        try:
+            return _DataUnpickler(f, encoding="bytes").load()
+        except UnsafePickleError as exc:
+            raise UnsafePickleError(f"{path}: {exc}") from None
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
+            raise ValueError(f"{path}: not a readable pickle batch ({exc})") from None
+
+
 def _cifar10(root: Path, split: str) -> tuple[Tensor, Tensor]:
     folder = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").is_dir() else root
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
@@ -270,8 +320,9 @@ def _cifar10(root: Path, split: str) -> tuple[Tensor, Tensor]:
             raise FileNotFoundError(
                 f"{path}: missing CIFAR-10 batch (python pickle format expected)"
             )
-        with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+        batch = load_data_pickle(path)
+        if not isinstance(batch, dict):
+            raise ValueError(f"{path}: expected a dict batch, got {type(batch).__name__}")
         data, labels = batch.get(b"data"), batch.get(b"labels")
         if data is None or labels is None:
             raise ValueError(f"{path}: expected keys b'data' and b'labels', got {sorted(batch)}")

@@ -2,10 +2,21 @@
 
 ``fit(model, train_set, test_set, config)`` trains with the seed's recipe (Adam, lr halved at
 1/3 and 2/3 of the epochs), evaluates after every epoch and returns the per-epoch history.
-With ``config.checkpoint`` it writes a checkpoint after every epoch and on Ctrl-C (then
-re-raises ``KeyboardInterrupt``); ``resume=`` continues from such a checkpoint bit for bit on
-the CPU: the batch order of an epoch comes from a generator seeded with ``(seed, epoch)``, the
-augmentation draws from torch's global generator, whose state the checkpoint holds.
+With ``config.checkpoint`` it writes a checkpoint after every epoch and on any exception,
+Ctrl-C included (then re-raises it); ``resume=`` continues from such a checkpoint bit for bit
+on the CPU, whatever the point of interruption: after every optimizer step (and before the
+end-of-epoch ``sched.step()`` and evaluation) the loop *commits* a copy of its whole state
+(model, optimizer, scheduler, counters, epoch sums, RNG state before the next batch is drawn),
+and an interruption writes that last committed state, never the half-done step; the resumed
+run replays the step from the same batch and random draws. The batch order of an epoch comes
+from a generator seeded with ``(seed, epoch)``, the augmentation draws from torch's global
+generator, whose state the commit holds. ``resume`` refuses a checkpoint whose recorded
+configuration differs from the current one (:class:`ResumeMismatchError`) unless
+``resume_override=True``.
+
+Checkpoint files start with a header line holding the sha256 of the payload (``torch.save``
+bytes); :func:`load_checkpoint` verifies it, so a truncated or altered file is a clear
+:class:`CheckpointError`, never a silently different model.
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1) call :func:`init_distributed` first: ``fit`` then shards
 every epoch across ranks, wraps the model in ``DistributedDataParallel`` and keeps activation
@@ -14,14 +25,13 @@ observers identical on all ranks (:func:`sync_observers`).
 
 from __future__ import annotations
 
+import copy
 import itertools
-import math
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,6 +39,28 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
+
+from .checkpoint import (
+    CheckpointError,
+    ResumeMismatchError,
+    check_resume,
+    load_checkpoint,
+    load_model_state,
+    plain,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+
+__all__ = [
+    "CheckpointError",
+    "ResumeMismatchError",
+    "TrainConfig",
+    "evaluate",
+    "fit",
+    "load_checkpoint",
+    "save_checkpoint",
+]
 
 
 @dataclass
@@ -229,38 +261,6 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> tuple[torch.optim.Opti
     return opt, sched
 
 
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Write ``state`` atomically (temporary file, then rename); only rank 0 writes."""
-    if rank_and_world()[0] != 0:
-        return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by this module (tensors and plain values only)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 StepHook = Callable[[int, int], None]
 
 
@@ -272,6 +272,7 @@ def fit(
     *,
     resume: dict[str, Any] | None = None,
     after_step: StepHook | None = None,
+    resume_override: bool = False,
 ) -> list[dict[str, Any]]:
     """Train ``model`` for ``cfg.epochs`` and return the per-epoch history.
 
@@ -287,11 +288,12 @@ def fit(
     history: list[dict[str, Any]] = []
     epoch, step = 0, 0
     if resume is not None:
-        model.load_state_dict(resume["model"])
+        check_resume(cfg, resume, resume_override)
+        load_model_state(model, resume["model"], cfg.checkpoint or "checkpoint")
         opt.load_state_dict(resume["optimizer"])
         sched.load_state_dict(resume["scheduler"])
         history, epoch, step = list(resume["history"]), int(resume["epoch"]), int(resume["step"])
-        _set_rng_state(resume["rng"])
+        set_rng_state(resume["rng"])
     rank, world = rank_and_world()
     net: nn.Module = model
     if world > 1:
@@ -299,11 +301,15 @@ def fit(
         net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
     sums = torch.zeros(3, dtype=torch.float64)
+    committed: dict[str, Any] = {}
 
-    def checkpoint(ep: int, st: int) -> None:
-        if cfg.checkpoint:
-            save_checkpoint(
-                cfg.checkpoint,
+    def commit(ep: int, st: int) -> None:
+        """Copy the whole state at a step boundary (what an interruption will save)."""
+        if not cfg.checkpoint:
+            return
+        committed.clear()
+        committed.update(
+            copy.deepcopy(
                 {
                     "model": model.state_dict(),
                     "optimizer": opt.state_dict(),
@@ -312,11 +318,12 @@ def fit(
                     "step": st,
                     "history": history,
                     "epoch_sums": sums,
-                    "rng": _rng_state(),
-                    "config": _plain({k: v for k, v in asdict(cfg).items() if k != "meta"}),
-                    **cfg.meta,
-                },
+                    "rng": rng_state(),
+                }
             )
+        )
+        committed["config"] = plain({k: v for k, v in asdict(cfg).items() if k != "meta"})
+        committed.update(cfg.meta)
 
     try:
         while epoch < cfg.epochs:
@@ -338,6 +345,7 @@ def fit(
             sums = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
             if resume is not None and step > 0 and epoch == int(resume["epoch"]):
                 sums = resume["epoch_sums"].clone()
+            commit(epoch, step)  # before the first batch is drawn
             bar = _progress(
                 itertools.islice(loader, total), total, f"epoch {epoch + 1}/{cfg.epochs}", cfg.quiet
             )
@@ -354,6 +362,7 @@ def fit(
                     [loss.item() * y.numel(), (out.argmax(1) == y).sum().item(), y.numel()],
                     dtype=torch.float64,
                 )
+                commit(epoch, step)
                 bar.set_postfix(loss=f"{sums[0] / sums[2]:.4f}", acc=f"{sums[1] / sums[2]:.4f}")
                 if after_step is not None:
                     after_step(epoch, step)
@@ -378,30 +387,21 @@ def fit(
             }
             history.append(row)
             epoch, step = epoch + 1, 0
-            checkpoint(epoch, 0)
-    except KeyboardInterrupt:
-        checkpoint(epoch, step)
-        if cfg.checkpoint and rank == 0:
+            commit(epoch, 0)
+            if cfg.checkpoint:
+                save_checkpoint(cfg.checkpoint, committed)
+    except BaseException as exc:
+        if not committed:
+            raise
+        save_checkpoint(cfg.checkpoint, committed)
+        if isinstance(exc, KeyboardInterrupt) and rank == 0:
             print(
-                f"\ninterrupted: checkpoint saved to {cfg.checkpoint} (epoch {epoch}, step {step});"
-                " continue with --resume",
+                f"\ninterrupted: checkpoint saved to {cfg.checkpoint} (epoch "
+                f"{committed['epoch']}, step {committed['step']}); continue with --resume",
                 file=sys.stderr,
             )
         raise
     return history
-
-
-def _plain(value: Any) -> Any:
-    """Checkpoint-safe copy of ``value`` (paths to str, tuples to lists)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
 
 
 def first_batch(dataset: Dataset, batch_size: int = 2) -> Tensor:

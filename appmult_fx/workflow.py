@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from . import __version__
+from .checkpoint import load_model_state
 from .data import dataset_info, load_dataset
 from .models import build_model
 from .report import markdown_table, plot_curves, summarize, write_json
@@ -57,8 +58,12 @@ def train_float(
     data_root: str | None = None,
     image_size: int | None = None,
     resume: bool = False,
+    resume_override: bool = False,
 ) -> dict[str, Any]:
-    """Train a float baseline; ``cfg.checkpoint`` receives the checkpoint. Returns the report."""
+    """Train a float baseline; ``cfg.checkpoint`` receives the checkpoint. Returns the report.
+
+    ``resume`` continues from ``cfg.checkpoint`` when it exists (refused when the arguments
+    differ from the checkpoint's, unless ``resume_override``)."""
     info = dataset_info(dataset, data_root, image_size)
     data = {"name": dataset, "root": _abs(data_root), "image_size": image_size}
     model_args = {
@@ -73,7 +78,7 @@ def train_float(
     cfg = replace(cfg, meta={"kind": "float", "model_args": model_args, "data": data})
     state = _resume_state(cfg, resume)
     start = time.perf_counter()
-    history = fit(net, train_aug, test, cfg, resume=state)
+    history = fit(net, train_aug, test, cfg, resume=state, resume_override=resume_override)
     return {
         "kind": "float",
         "model": model,
@@ -96,7 +101,7 @@ def load_float_model(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]
             f"{checkpoint}: not a float checkpoint of `appmult-fx train` (kind={ck.get('kind')!r})"
         )
     model = build_model(**ck["model_args"])
-    model.load_state_dict(ck["model"])
+    load_model_state(model, ck["model"], checkpoint)
     return model, ck
 
 
@@ -152,6 +157,7 @@ def retrain_model(
     gradient: str = "lut",
     calib_batches: int | None = None,
     resume: bool = False,
+    resume_override: bool = False,
     report_path: str | Path | None = None,
     label: str | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
@@ -189,7 +195,7 @@ def retrain_model(
             "float_checkpoint": _abs(float_checkpoint),
         },
     )
-    history = fit(gm, train_aug, test, cfg, resume=state)
+    history = fit(gm, train_aug, test, cfg, resume=state, resume_override=resume_override)
     report = {
         "kind": "retrain",
         "label": label or _label(spec_source),
@@ -253,7 +259,7 @@ def load_retrained(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     _, _, test = datasets(ck["data"])
     model = build_model(**ck["model_args"])
     gm = convert_model(model, ck["spec_source"], ck["gradient"], first_batch(test))
-    gm.load_state_dict(ck["model"])
+    load_model_state(gm, ck["model"], checkpoint)
     return gm, ck
 
 

@@ -6,6 +6,7 @@ A *builder* turns one matched layer into explicit nodes. Builders are registered
 
 from __future__ import annotations
 
+import hashlib
 import operator
 import re
 from collections.abc import Callable
@@ -41,8 +42,33 @@ def safe_name(name: str) -> str:
     return out if out and not out[0].isdigit() else f"_{out}"
 
 
+class LutIntegrityError(ValueError):
+    """A LUT buffer whose content differs from its multiplier's table."""
+
+
+def tensor_digest(t: torch.Tensor) -> str:
+    """sha256 over a tensor's dtype, shape and bytes."""
+    h = hashlib.sha256(f"{t.dtype} {tuple(t.shape)}\n".encode())
+    h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _verify_after_load(store: LutStore, incompatible_keys: Any) -> None:
+    store.verify("the loaded state dict")
+
+
 class LutStore(nn.Module):
-    """Holds each distinct multiplier's tables once, as buffers (moved by ``.to()``)."""
+    """Holds each distinct multiplier's tables once, as buffers (moved by ``.to()``).
+
+    Each buffer's content hash is recorded when it is added; :meth:`verify` (run after every
+    ``load_state_dict`` and before export) refuses a table that no longer matches it, so a
+    zeroed or edited table in a checkpoint cannot silently change the model's arithmetic.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.expected: dict[str, tuple[str, str]] = {}  # attribute -> (multiplier, digest)
+        self.register_load_state_dict_post_hook(_verify_after_load)
 
     def add(self, mult: Any, tables: dict[str, torch.Tensor]) -> dict[str, str]:
         """Register ``tables`` (suffix -> tensor) for ``mult``; returns suffix -> attribute path."""
@@ -52,8 +78,21 @@ class LutStore(nn.Module):
             attr = f"{key}_{suffix}"
             if not hasattr(self, attr):
                 self.register_buffer(attr, tensor.clone())
+                self.expected[attr] = (mult.name, tensor_digest(tensor))
             out[suffix] = f"{LUT_MODULE}.{attr}"
         return out
+
+    def verify(self, where: str) -> None:
+        """Raise :class:`LutIntegrityError` unless every table still hashes as recorded."""
+        for attr, (name, digest) in self.expected.items():
+            got = tensor_digest(getattr(self, attr))
+            if got != digest:
+                raise LutIntegrityError(
+                    f"{where}: LUT buffer {LUT_MODULE}.{attr} does not match multiplier "
+                    f"{name!r} (content sha256 {got[:16]}..., expected {digest[:16]}...): the "
+                    "table was modified or corrupted; refusing to use it. Load weights saved "
+                    "from a model converted with the genuine multiplier"
+                )
 
 
 class RewriteContext:

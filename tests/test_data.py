@@ -156,3 +156,54 @@ def test_unknown_dataset_and_missing_root() -> None:
         load_dataset("cifar10")
     with pytest.raises(ValueError, match="split"):
         load_dataset("digits", split="val")
+
+
+class _Planted:
+    """Pickles to ``os.system(<touch marker>)``: what a hostile ``data_batch_1`` holds."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch '{self.marker}'",))
+
+
+def _write_genuine_batches(folder: Path, protocol: int) -> np.ndarray:
+    rng = np.random.default_rng(2)
+    data = rng.integers(0, 256, (3, 3072), dtype=np.uint8)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"data": data, b"labels": [1, 2, 3]}, f, protocol=protocol)
+    return data
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar10_planted_pickle_is_refused_and_never_runs(tmp_path: Path, protocol: int) -> None:
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    _write_genuine_batches(folder, protocol)
+    marker = tmp_path / "pwned"
+    for payload in (_Planted(marker), {b"data": _Planted(marker), b"labels": [0]}):
+        with open(folder / "data_batch_1", "wb") as f:
+            pickle.dump(payload, f, protocol=protocol)
+        with pytest.raises(ValueError, match="data_batch_1: refusing to load posix.system"):
+            load_dataset("cifar10", root=tmp_path, split="train")
+        assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar10_genuine_format_batches_still_load(tmp_path: Path, protocol: int) -> None:
+    data = _write_genuine_batches(tmp_path, protocol)
+    test = load_dataset("cifar10", root=tmp_path, split="test")
+    assert test.labels.tolist() == [1, 2, 3]
+    expect = torch.from_numpy(data[0].reshape(3, 32, 32).astype(np.float32) / 255.0)
+    torch.testing.assert_close(_raw(test, 0), expect)
+
+
+def test_cifar10_garbage_batch_is_a_clear_error(tmp_path: Path) -> None:
+    _write_genuine_batches(tmp_path, 4)
+    (tmp_path / "test_batch").write_bytes(b"\x80\x04not a pickle")
+    with pytest.raises(ValueError, match="test_batch: not a readable pickle batch"):
+        load_dataset("cifar10", root=tmp_path, split="test")

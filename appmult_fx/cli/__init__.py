@@ -11,6 +11,10 @@ from collections.abc import Sequence
 # sets ``func`` (a callable taking the parsed args and returning an exit code).
 _COMMAND_MODULES = ["layers", "train", "lut", "export", "fp"]
 
+# exit codes: 0 success, 2 bad input or arguments, 3 a checkpoint that cannot be used
+# (corrupted, truncated, another model's, or resumed with other arguments), 130 Ctrl-C
+EXIT_CHECKPOINT = 3
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command registered."""
@@ -34,11 +38,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from ..checkpoint import CheckpointError
+
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except CheckpointError as exc:
+        print(f"appmult-fx: checkpoint error: {exc}", file=sys.stderr)
+        return EXIT_CHECKPOINT
     except (ValueError, OSError, KeyError) as exc:
         print(f"appmult-fx: error: {exc}", file=sys.stderr)
         return 2

@@ -143,6 +143,12 @@ def _train_args(p: argparse.ArgumentParser, epochs: int, seed: bool = True) -> N
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     p.add_argument("--max-steps", type=int, default=None, help="cap optimizer steps per epoch")
     p.add_argument("--resume", action="store_true", help="continue from --out if it exists")
+    p.add_argument(
+        "--resume-override",
+        action="store_true",
+        help="let --resume continue with arguments that differ from the checkpoint's "
+        "(refused otherwise: the run would no longer be reproducible)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -184,6 +190,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         data_root=args.data_root,
         image_size=args.image_size,
         resume=args.resume,
+        resume_override=args.resume_override,
     )
     if rank_and_world()[0] == 0:
         _print_history(report["history"])
@@ -205,6 +212,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
         gradient=args.gradient,
         calib_batches=args.calib_batches,
         resume=args.resume,
+        resume_override=args.resume_override,
         report_path=report_path,
     )
     if rank_and_world()[0] == 0:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +14,18 @@ from tqdm.auto import tqdm
 
 from .domain import DOMAIN, DOMAIN_VERSION
 from .freeze import freeze
+from .integrity import check_model_file, check_nodes
 from .lower import UnknownMultiplierError, lower
-from .manifest import MANIFEST_FILE, ExportFormatError, build, read, verify_luts, write_luts
+from .manifest import (
+    MANIFEST_FILE,
+    ExportFormatError,
+    build,
+    file_sha256,
+    read,
+    verify_luts,
+    write_luts,
+    write_manifest,
+)
 
 MODEL_FILE = "model.onnx"
 PORTABLE_FILE = "model_portable.onnx"
@@ -70,47 +80,30 @@ def export(
     if portable:
         lowered = lower(model, {m.sha256: m.table.numpy() for m in mults})
         onnx.checker.check_model(lowered, full_check=True)
-        onnx.save(lowered, out / PORTABLE_FILE)
+        _save_onnx(lowered, out / PORTABLE_FILE)
         steps.update()
     steps.close()
-    onnx.save(model, out / MODEL_FILE)
+    _save_onnx(model, out / MODEL_FILE)
     info = {
         "file": MODEL_FILE,
+        "sha256": file_sha256(out / MODEL_FILE),
         "portable_file": PORTABLE_FILE if portable else None,
+        "portable_sha256": file_sha256(out / PORTABLE_FILE) if portable else None,
         "domain": DOMAIN,
         "domain_version": DOMAIN_VERSION,
         "opset": _opset(model),
         "inputs": _value_infos(model.graph.input),
         "outputs": _value_infos(model.graph.output),
     }
-    manifest = build(info, layers, entries)
-    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    write_manifest(out, build(info, layers, entries))
     return out
 
 
-def _check_nodes(model: onnx.ModelProto, manifest: dict[str, Any], path: Path) -> None:
-    """Every ``appmult`` node must be a manifest layer using a listed multiplier."""
-    known = {m["table_sha256"]: m for m in manifest["multipliers"]}
-    layers = {entry["node"]: entry for entry in manifest["layers"]}
-    for node in model.graph.node:
-        if node.domain != DOMAIN:
-            continue
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        sha = attrs.get("multiplier_sha256", b"").decode()
-        name = attrs.get("multiplier", b"").decode()
-        if sha not in known:
-            raise ExportFormatError(
-                path,
-                f"node {node.name!r} uses an unknown multiplier {name!r} (sha256 {sha}): "
-                "the manifest lists no such LUT, so the model cannot be run",
-            )
-        entry = layers.get(node.name)
-        if entry is None or entry["multiplier_sha256"] != sha:
-            raise ExportFormatError(
-                path,
-                f"node {node.name!r} does not match the manifest's layers "
-                f"({'no such layer' if entry is None else 'multiplier differs'})",
-            )
+def _save_onnx(model: onnx.ModelProto, path: Path) -> None:
+    """``onnx.save`` through a temporary file and a rename (never a half-written model)."""
+    tmp = path.with_name(path.name + ".tmp")
+    onnx.save(model, tmp)
+    os.replace(tmp, path)
 
 
 class ExportedModel:
@@ -154,9 +147,11 @@ def load_exported(
     """Load an export directory into onnxruntime, verifying it first.
 
     The manifest is validated against its schema (a newer ``schema_version`` is refused),
-    every LUT file's sha256 is checked and the file loaded, each ``appmult`` node must name a
-    listed multiplier; the custom nodes are then lowered to standard ONNX with those tables
-    (``portable=True`` runs ``model_portable.onnx`` instead, which has none).
+    every LUT file's sha256 is checked and the file loaded, the ONNX file's sha256 is checked,
+    each ``appmult`` node must be a manifest layer that agrees with it (multiplier, bits,
+    geometry, weight codes, every scale and zero point); the custom nodes are then lowered to
+    standard ONNX with those tables (``portable=True`` runs ``model_portable.onnx`` instead,
+    which has none).
     """
     root = Path(path)
     if root.is_file():
@@ -172,6 +167,7 @@ def load_exported(
     model_path = root / rel
     if not model_path.is_file():
         raise ExportFormatError(model_path, "ONNX model named by the manifest is missing")
+    check_model_file(model_path, manifest["model"]["portable_sha256" if portable else "sha256"])
     try:
         model = onnx.load(model_path)
     except Exception as exc:  # protobuf decode errors come in several types
@@ -182,7 +178,7 @@ def load_exported(
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         raise ExportFormatError(model_path, f"invalid ONNX model ({exc})") from None
-    _check_nodes(model, manifest, model_path)
+    check_nodes(model, manifest, model_path, complete=not portable)
     try:
         lowered = lower(model, {sha: m.table.numpy() for sha, m in mults.items()})
     except UnknownMultiplierError as exc:

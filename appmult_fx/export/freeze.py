@@ -8,6 +8,10 @@ zero point (from the calibrated running range). :func:`freeze` replaces the whol
 zero padding into the op's ``pads``, and describes each layer with a :class:`FrozenLayer`.
 A matmul of two activations (two activation quantizers -> ``lut_matmul`` -> rescale) becomes
 one ``appmult_export::lut_matmul`` with both operands' constant quantization parameters.
+
+Nothing untrustworthy is exported: the model's LUT buffers must still hash as recorded at
+conversion (and equal their multiplier's table, which the frozen ops then use), and every
+exported constant (activation ranges, scales, zero points, weights, biases) must be finite.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from torch import fx, nn
 from ..luts.multiplier import Multiplier
 from ..ops.int_layers import lut_conv, lut_linear, lut_matmul
 from ..ops.quantizers import ActivationQuantizer, WeightQuantizer, qparams
-from ..passes.context import safe_name
+from ..passes.context import LUT_MODULE, LutStore, safe_name
 from ..passes.records import META_KEY, LayerRecord
 from . import torch_ops
 from .domain import OP_CONV, OP_GEMM, OP_MATMUL
@@ -96,6 +100,29 @@ def _absorbable_pad(x: Any, spatial: int) -> list[int] | None:
     return begins + ends
 
 
+def _finite(layer: str, what: str, t: torch.Tensor) -> None:
+    """Refuse to export a non-finite constant (it would write NaN into the model/manifest)."""
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        raise ValueError(
+            f"layer {layer!r}: its {what} is not finite (NaN or inf), so the exported model "
+            "would compute garbage; refusing to export. Re-calibrate (amx.calibrate) or retrain "
+            "from a finite checkpoint"
+        )
+
+
+def _table_in_use(gm: fx.GraphModule, acc: fx.Node, record: LayerRecord) -> torch.Tensor:
+    """The LUT buffer the layer computes with, which must be its multiplier's table."""
+    table = _tensor_of(gm, acc.args[4], record.name, "LUT table")
+    mult = record.multiplier
+    if table.shape != mult.table.shape or not torch.equal(table.cpu().long(), mult.table.long()):
+        raise ValueError(
+            f"layer {record.name!r}: its LUT buffer {acc.args[4].target} differs from the table "
+            f"of multiplier {mult.name!r} (sha256 {mult.sha256[:16]}...); the exported model "
+            "would not compute what the PyTorch model computes; refusing to export"
+        )
+    return table
+
+
 def _activation_qparams(
     iq: nn.Module, layer: str, mult: Multiplier
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,7 +135,9 @@ def _activation_qparams(
             f"layer {layer!r}: its activation quantizer was never calibrated, so the exported "
             "activation scale would be undefined; run amx.calibrate(gm, batches) (or train) first"
         )
+    _finite(layer, "activation range", torch.stack([iq.min_val, iq.max_val]))
     scale, zp = qparams(iq.min_val, iq.max_val, mult.bits, mult.signed)
+    _finite(layer, "activation scale", scale)
     return scale.float(), zp.to(torch.int32)
 
 
@@ -128,7 +157,9 @@ def _freeze_layer(
             f"layer {record.name!r}: expected a WeightQuantizer, got {type(wq).__name__}"
         )
     weight = _tensor_of(gm, wq_node.args[0], record.name, "weight")
+    _finite(record.name, "weight", weight.detach())
     codes, w_scale, w_zp = wq(weight.detach().float())
+    _finite(record.name, "weight scale", w_scale)
     codes = codes.round().to(torch.int8 if mult.signed else torch.uint8)
     w_scale, w_zp = w_scale.float(), w_zp.to(torch.int32)
 
@@ -142,6 +173,7 @@ def _freeze_layer(
     }
     if bias_node is not None:
         consts["bias"] = _tensor_of(gm, bias_node, record.name, "bias").detach().float()
+        _finite(record.name, "bias", consts["bias"])
     for key, value in consts.items():
         store.register_buffer(f"{prefix}_{key}", value.clone())
 
@@ -184,9 +216,10 @@ def _freeze_layer(
                 torch.ops.appmult_export.lut_linear.default, (x, *operands, *common)
             )
     rescale_node.replace_all_uses_with(new)
+    table = _table_in_use(gm, acc, record)
     gm.graph.erase_node(rescale_node)
     gm.graph.erase_node(acc)
-    torch_ops.register_table(mult.sha256, mult.table)
+    torch_ops.register_table(mult.sha256, table)
     return frozen
 
 
@@ -219,9 +252,10 @@ def _freeze_matmul(
             ),
         )
     rescale_node.replace_all_uses_with(new)
+    table = _table_in_use(gm, acc, record)
     gm.graph.erase_node(rescale_node)
     gm.graph.erase_node(acc)
-    torch_ops.register_table(mult.sha256, mult.table)
+    torch_ops.register_table(mult.sha256, table)
     return FrozenLayer(record, OP_MATMUL, mult, sa, za, None, sb, zb)
 
 
@@ -230,6 +264,9 @@ def freeze(gm: fx.GraphModule) -> tuple[fx.GraphModule, list[FrozenLayer]]:
     if not isinstance(gm, fx.GraphModule):
         raise TypeError(f"expected a converted fx.GraphModule, got {type(gm).__name__}")
     gm = copy.deepcopy(gm).eval()
+    luts = getattr(gm, LUT_MODULE, None)
+    if isinstance(luts, LutStore):
+        luts.verify("export")
     if hasattr(gm, FROZEN_MODULE):
         raise ValueError(f"the model already has an attribute {FROZEN_MODULE!r}")
     store = _Constants()

@@ -5,7 +5,7 @@ Each node becomes (``n = 2**bits``, ``K`` the reduction length)::
     q    = Round(Clip(X / x_scale - x_zero_point, qmin, qmax))        float codes
     [conv: q = Pad(X) first; im2col by a Conv with one-hot kernels, group = C]
     a    = Cast<int64>(q) (mod n when signed)                          table rows
-    acc  = ReduceSum_K(Gather(lut_flat, a * n + w_index))              int32, exact
+    acc  = ReduceSum_K(Gather(lut_flat, a * n + w_index))              int64, exact
     y    = Cast<float>((Cast<double>(Cast<float>(acc)) + zw*SUM_K q + zx*SUM_K w + K*zx*zw)
                        * (x_scale * w_scale)) + B
 
@@ -14,7 +14,8 @@ so the result matches PyTorch to the last bit up to float rounding in the other 
 ``LutMatMul`` quantizes both operands the same way and gathers with ``a * n + b`` indices.
 ``w_index`` (weight-side table columns) and the constant cross terms are precomputed from the
 node's initializers. Memory: ``Gather`` materialises ``M x K x O`` int64 indices per layer
-(``M`` = batch x output positions), fine for small models at small batch.
+(``M`` = batch x output positions), fine for small models at small batch. The table is an
+int64 initializer so the sum is exact for any ``K`` (an int32 sum would wrap past the bound).
 """
 
 from __future__ import annotations
@@ -259,7 +260,7 @@ def lower(model: onnx.ModelProto, tables: Mapping[str, np.ndarray]) -> onnx.Mode
             luts[sha] = f"appmult_lut_{sha[:16]}"
             extra.append(
                 numpy_helper.from_array(
-                    np.ascontiguousarray(tables[sha], np.int32).reshape(-1), luts[sha]
+                    np.ascontiguousarray(tables[sha], np.int64).reshape(-1), luts[sha]
                 )
             )
         b = _Builder(node.name or node.output[0])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -27,7 +28,7 @@ from ..passes.context import safe_name
 from .freeze import FrozenLayer
 
 FORMAT = "appmult-fx-export"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the model files' sha256 (version 1 exports are refused: re-export)
 MANIFEST_FILE = "manifest.json"
 LUT_DIR = "luts"
 
@@ -134,6 +135,18 @@ def build(
     return manifest
 
 
+def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
+    """Write ``manifest.json`` atomically as strict JSON (a NaN or inf value is an error)."""
+    path = Path(out_dir) / MANIFEST_FILE
+    try:
+        text = json.dumps(manifest, indent=2, allow_nan=False) + "\n"
+    except ValueError as exc:
+        raise ValueError(f"refusing to write a manifest with a non-finite number ({exc})") from None
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def validate(manifest: Any, where: Path | str) -> None:
     """Raise :class:`ExportFormatError` unless ``manifest`` is a valid manifest of a version
     this appmult-fx reads."""
@@ -143,6 +156,12 @@ def validate(manifest: Any, where: Path | str) -> None:
             where,
             f"manifest schema_version {version} is newer than this appmult-fx {__version__} reads "
             f"(up to {SCHEMA_VERSION}); upgrade appmult-fx to load this export",
+        )
+    if isinstance(version, int) and not isinstance(version, bool) and version < SCHEMA_VERSION:
+        raise ExportFormatError(
+            where,
+            f"manifest schema_version {version} records no sha256 of the ONNX files, so the "
+            "model cannot be verified; re-export it with this appmult-fx",
         )
     try:
         jsonschema.validate(manifest, schema())
@@ -159,14 +178,18 @@ def validate(manifest: Any, where: Path | str) -> None:
             )
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def read(export_dir: Path) -> dict[str, Any]:
     """The validated manifest of ``export_dir``."""
     path = Path(export_dir) / MANIFEST_FILE
     if not path.is_file():
         raise ExportFormatError(path, "missing; expected the manifest.json that amx.export writes")
     try:
-        manifest = json.loads(path.read_text("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        manifest = json.loads(path.read_text("utf-8"), parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
         raise ExportFormatError(path, f"not valid JSON ({exc})") from None
     validate(manifest, path)
     return manifest

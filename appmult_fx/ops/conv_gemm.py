@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..luts.indexing import codes_to_indices
-from .lut_gemm import check_tables, lut_bmm, lut_bmm_grad_a, lut_bmm_grad_w, table_bits
+from .lut_gemm import check_tables, lut_bmm_grad_a, lut_bmm_grad_w, lut_sum, table_bits
 
 
 def _out_hw(
@@ -141,7 +141,7 @@ def approx_conv2d(
     kernel = tuple(qw.shape[2:])
     ia = im2col_indices(codes_to_indices(qx, bits), kernel, stride, dilation, groups)
     ib = weight_indices(codes_to_indices(qw, bits), groups)
-    acc = lut_bmm(ia, ib, table)
+    acc = lut_sum(ia, ib, table)  # exact (int64 split-K beyond the int32 bound)
     ho, wo = _out_hw((h, w), kernel, stride, dilation)
     return _rows_to_nchw(acc, n, ho, wo).to(torch.float32, memory_format=torch.contiguous_format)
 

@@ -2,7 +2,8 @@
 
 Kernel-level ops (table indices in, no autograd):
 
-* ``appmult::lut_bmm(a u8[B,M,K], w u8[B,K,N], table i32[n,n]) -> i32[B,M,N]``
+* ``appmult::lut_bmm(a u8[B,M,K], w u8[B,K,N], table i32[n,n]) -> i32[B,M,N]``: refused
+  (clear error) when ``max|T| x K`` does not fit int32; :func:`lut_sum` is the exact int64 sum
 * ``appmult::lut_bmm_grad_a(g f32[B,M,N], a, w, ga f32[n,n]) -> f32[B,M,K]``
 * ``appmult::lut_bmm_grad_w(g f32[B,M,N], a, w, gw f32[n,n]) -> f32[B,K,N]``
 
@@ -12,6 +13,12 @@ Differentiable op (integer-valued float codes in, used by the converted graphs):
   returns ``SUM_k AM(qa, qb)``; its backward uses the gradient LUTs when given
   (``gradient="lut"``) and the exact product's gradient otherwise (``gradient="ste"``).
 
+Accumulation is exact by construction: :func:`lut_sum` bounds the sum by ``max|T| x K`` once
+per call and runs the int32 kernel on the whole ``K`` when the bound fits int32, else on
+``K``-chunks that each fit, summing the chunk results in int64 (split-K, an int64 result). ``approx_bmm`` and
+``approx_conv2d`` then convert the exact sum to float32 once (correctly rounded: exact up to
+``2**24``, relative error at most ``2**-24`` beyond).
+
 Each op runs the compiled kernel for the tensors' device when one is available and the
 pure-PyTorch reference otherwise (or always, with ``APPMULT_FX_REFERENCE=1``).
 """
@@ -19,6 +26,7 @@ pure-PyTorch reference otherwise (or always, with ``APPMULT_FX_REFERENCE=1``).
 from __future__ import annotations
 
 import os
+import sys
 
 import torch
 from torch import Tensor
@@ -34,6 +42,40 @@ def _use_reference() -> bool:
 def _impl(device: torch.device):
     backend = None if _use_reference() else kernels.backend_for(device)
     return backend if backend is not None else reference
+
+
+INT32_MAX = 2**31 - 1
+
+
+def int32_safe_k(table: Tensor) -> int:
+    """Largest ``K`` whose sum of ``K`` entries of ``table`` surely fits int32:
+    ``floor((2**31 - 1) / max|T|)``, at least 1 (one entry is an int32), unbounded for a zero
+    table."""
+    peak = int(table.detach().to(torch.int64).abs().max()) if table.numel() else 0
+    return max(1, INT32_MAX // peak) if peak else sys.maxsize
+
+
+def _kernel_bmm(a: Tensor, w: Tensor, table: Tensor) -> Tensor:
+    """The int32 kernel (or reference) for ``a``'s device; exact only within the int32 bound."""
+    return _impl(a.device).lut_bmm(a.contiguous(), w.contiguous(), table.to(a.device).contiguous())
+
+
+def lut_sum(a: Tensor, w: Tensor, table: Tensor) -> Tensor:
+    """Exact ``Y[b,m,n] = SUM_k table[a[b,m,k], w[b,k,n]]`` for any ``K``.
+
+    The bound ``max|T| x K`` decides: one int32 kernel call when it fits int32 (the int32
+    result is returned), else the kernel on ``K``-chunks of at most :func:`int32_safe_k` terms,
+    summed in int64 (an int64 result).
+    """
+    _check_indices(a, w)
+    check_table(table, torch.int32, "table")
+    k, step = a.shape[2], int32_safe_k(table)
+    if k <= step:
+        return _kernel_bmm(a, w, table)
+    out = torch.zeros(a.shape[0], a.shape[1], w.shape[2], dtype=torch.int64, device=a.device)
+    for k0 in range(0, k, step):
+        out += _kernel_bmm(a[:, :, k0 : k0 + step], w[:, k0 : k0 + step], table)
+    return out
 
 
 def table_bits(table: Tensor) -> int:
@@ -98,10 +140,19 @@ def _check_grad(g: Tensor, a: Tensor, w: Tensor) -> None:
 
 @torch.library.custom_op("appmult::lut_bmm", mutates_args=())
 def lut_bmm(a: Tensor, w: Tensor, table: Tensor) -> Tensor:
-    """Batched LUT-GEMM ``Y[b,m,n] = SUM_k table[a[b,m,k], w[b,k,n]]`` (exact, int32)."""
+    """Batched LUT-GEMM ``Y[b,m,n] = SUM_k table[a[b,m,k], w[b,k,n]]`` (exact, int32); refuses
+    a ``K`` for which ``max|T| x K`` may not fit int32 (use :func:`lut_sum` there)."""
     _check_indices(a, w)
     check_table(table, torch.int32, "table")
-    return _impl(a.device).lut_bmm(a.contiguous(), w.contiguous(), table.to(a.device).contiguous())
+    k, safe = a.shape[2], int32_safe_k(table)
+    torch._check(
+        k <= safe,
+        lambda: (
+            f"expected K <= {safe} for an int32 LUT sum with this table (max|T| x K must fit "
+            f"int32), got K={k}; use appmult_fx.ops.lut_gemm.lut_sum (exact int64 split-K)"
+        ),
+    )
+    return _kernel_bmm(a, w, table)
 
 
 @lut_bmm.register_fake
@@ -172,7 +223,7 @@ def approx_bmm(
     """``SUM_k AM(qa[b,m,k], qb[b,k,n])`` for integer-valued float codes, as float32."""
     _check_codes(qa, qb, table, grad_a, grad_b)
     bits = table_bits(table)
-    acc = lut_bmm(codes_to_indices(qa, bits), codes_to_indices(qb, bits), table)
+    acc = lut_sum(codes_to_indices(qa, bits), codes_to_indices(qb, bits), table)
     return acc.to(torch.float32)
 
 

@@ -8,6 +8,12 @@ The range always includes 0, so a zero input (e.g. padding) is represented exact
 Rounding is straight-through: the gradient is ``1/s`` inside the range and 0 where clamped;
 scale and zero point receive no gradient. Every quantizer returns ``(codes, scale, zero_point)``
 with ``codes`` a float tensor holding integers.
+
+Non-finite values are refused, never absorbed: a NaN or inf in an observed batch, in an
+activation quantized in eval mode, or in the weights raises :class:`NonFiniteError` (in eager
+mode; a ``torch.compile``-d graph skips the check), so one bad batch can neither poison the
+running range for good nor turn into silently wrong codes. An empty batch is a no-op for the
+observer and quantizes to an empty tensor.
 """
 
 from __future__ import annotations
@@ -20,6 +26,23 @@ from torch import Tensor, nn
 from ..luts.indexing import operand_range
 
 _EPS = float(torch.finfo(torch.float32).eps)
+
+
+class NonFiniteError(ValueError):
+    """A quantizer met NaN or inf values (they would poison its range or codes)."""
+
+
+def check_finite(lo: Tensor, hi: Tensor, what: str) -> None:
+    """Raise :class:`NonFiniteError` unless the range ``[lo, hi]`` (min and max of a tensor,
+    which carry any NaN or inf in it) is finite; skipped while ``torch.compile`` traces."""
+    if torch.compiler.is_compiling():
+        return
+    if not bool(torch.isfinite(lo).all() & torch.isfinite(hi).all()):
+        raise NonFiniteError(
+            f"{what} contains NaN or inf (range [{lo.min().item()}, {hi.max().item()}]); "
+            "expected finite values: check the input data, or lower the learning rate if "
+            "training diverged"
+        )
 
 
 def qparams(lo: Tensor, hi: Tensor, bits: int, signed: bool) -> tuple[Tensor, Tensor]:
@@ -65,8 +88,12 @@ class ActivationQuantizer(nn.Module):
 
     @torch.no_grad()
     def observe(self, x: Tensor) -> None:
-        """Fold the range of ``x`` into the running min/max."""
+        """Fold the range of ``x`` into the running min/max (refuses NaN/inf; an empty ``x``
+        changes nothing)."""
+        if x.numel() == 0:
+            return
         lo, hi = x.detach().min().float(), x.detach().max().float()
+        check_finite(lo, hi, "an observed activation batch")
         # the first observed batch initialises the range (branch-free for torch.compile)
         self.min_val.copy_(
             torch.where(self.initialized, torch.lerp(self.min_val, lo, self.momentum), lo)
@@ -89,8 +116,13 @@ class ActivationQuantizer(nn.Module):
             self._warned = True
         # branch-free on tensor data, so torch.export / torch.compile trace it without guards
         xd = x.detach()
-        lo = torch.where(self.initialized, self.min_val, xd.min().float())
-        hi = torch.where(self.initialized, self.max_val, xd.max().float())
+        if xd.numel() == 0:
+            lo = hi = torch.zeros((), device=x.device)
+        else:
+            lo, hi = xd.min().float(), xd.max().float()
+            check_finite(lo, hi, "an activation")
+        lo = torch.where(self.initialized, self.min_val, lo)
+        hi = torch.where(self.initialized, self.max_val, hi)
         scale, zp = qparams(lo, hi, self.bits, self.signed)
         return quantize(x, scale, zp, self.bits, self.signed), scale, zp
 
@@ -115,6 +147,7 @@ class WeightQuantizer(nn.Module):
             lo, hi = flat.min(dim=1).values.float(), flat.max(dim=1).values.float()
         else:
             lo, hi = wd.min().float(), wd.max().float()
+        check_finite(lo, hi, "a weight tensor")
         scale, zp = qparams(lo, hi, self.bits, self.signed)
         codes = quantize(
             w, _channel_view(scale, w.dim()), _channel_view(zp, w.dim()), self.bits, self.signed

@@ -3,7 +3,10 @@
 Shapes (batched, ``B`` independent GEMMs; indices are ``uint8`` table indices):
 ``a [B, M, K]``, ``w [B, K, N]``, ``table/ga/gw [n, n]`` with ``n = 2**bits``.
 
-* forward ``Y[b,m,n]  = SUM_k T [a[b,m,k], w[b,k,n]]``   (exact integer accumulation, int32)
+* forward ``Y[b,m,n]  = SUM_k T [a[b,m,k], w[b,k,n]]``   (int64 accumulation, returned as int32
+  like the kernels: exact when ``max|T| x K`` fits int32, which the op layer's ``lut_sum``
+  guarantees by splitting ``K``; beyond it the int32 result wraps modulo 2**32 exactly as the
+  kernels do)
 * ``dA[b,m,k] = SUM_n G[b,m,n] * GA[a[b,m,k], w[b,k,n]]``  (float32)
 * ``dW[b,k,n] = SUM_m G[b,m,n] * GW[a[b,m,k], w[b,k,n]]``  (float32)
 
@@ -31,7 +34,8 @@ def _gather(
 
 
 def lut_bmm(a: torch.Tensor, w: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """Forward LUT-GEMM, exact: int64 accumulation, returned as int32."""
+    """Forward LUT-GEMM: int64 accumulation, returned as int32 (the kernels' twin: exact within
+    the int32 bound the op layer keeps, modulo 2**32 beyond)."""
     bsz, m, k = a.shape
     n = w.shape[2]
     out = torch.zeros(bsz, m, n, dtype=torch.int64, device=a.device)

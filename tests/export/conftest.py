@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,3 +92,9 @@ def attention_export(tmp_path_factory: pytest.TempPathFactory) -> Exported:
     shape = (3, 5, 8)
     gm = converted(TinyAttention(), amx.Spec().set_global("mul8u_trunc4"), shape, seed=2)
     return _export(tmp_path_factory, "attention", gm, shape)
+
+
+@pytest.fixture
+def export_dir(lenet_export: Exported, tmp_path: Path) -> Path:
+    """A private copy of the LeNet-5 export to damage."""
+    return Path(shutil.copytree(lenet_export.path, tmp_path / "export"))

@@ -282,3 +282,21 @@ def test_frozen_ops_pass_opcheck() -> None:
     ]
     for op, args in cases:
         torch.library.opcheck(op, args)
+
+
+@pytest.mark.parametrize("portable", [False, True])
+def test_exported_linear_40000_of_ones_does_not_wrap(tmp_path, portable: bool) -> None:
+    """The LUT sum 40000 * 255 * 255 exceeds int32; the lowered graph sums in int64."""
+    k = 40000
+    lin = torch.nn.Linear(k, 1)
+    with torch.no_grad():
+        lin.weight.fill_(1.0)
+        lin.bias.fill_(-1.0)
+    gm = amx.convert(torch.nn.Sequential(lin), amx.Spec().set_global("mul8u_exact"))
+    x = torch.ones(2, k)
+    amx.calibrate(gm, [x], progress=False)
+    out = amx.export(gm.eval(), x, tmp_path, portable=True, progress=False)
+    got = amx.load_exported(out, portable=portable)(x)
+    s = float(torch.tensor(1.0 / 255, dtype=torch.float32))  # independent: codes 255, exact sum
+    expect = torch.tensor(k * 255 * 255 * s * s, dtype=torch.float32) - 1.0
+    assert torch.equal(got, expect.expand(2, 1)), (got, expect)

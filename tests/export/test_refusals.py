@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import onnx
@@ -11,13 +10,8 @@ import pytest
 import torch
 
 import appmult_fx as amx
+from appmult_fx.export.manifest import SCHEMA_VERSION, file_sha256
 from appmult_fx.models import lenet5
-
-
-@pytest.fixture
-def export_dir(lenet_export, tmp_path: Path) -> Path:
-    """A private copy of the LeNet-5 export to damage."""
-    return Path(shutil.copytree(lenet_export.path, tmp_path / "export"))
 
 
 def _manifest(path: Path) -> dict:
@@ -51,8 +45,6 @@ def test_replaced_lut_with_matching_file_hash_is_refused(export_dir: Path, tmp_p
     lut = _lut_file(export_dir)
     amx.multiplier("mul8u_exact").save(lut)
     manifest = _manifest(export_dir)
-    from appmult_fx.export.manifest import file_sha256
-
     manifest["multipliers"][0]["sha256"] = file_sha256(lut)
     _write_manifest(export_dir, manifest)
     with pytest.raises(amx.ExportFormatError, match="does not match the manifest entry"):
@@ -80,11 +72,11 @@ def test_missing_manifest_and_model_are_refused(export_dir: Path) -> None:
 
 def test_newer_schema_version_is_refused(export_dir: Path) -> None:
     manifest = _manifest(export_dir)
-    manifest["schema_version"] = 2
+    manifest["schema_version"] = SCHEMA_VERSION + 1
     manifest["something_new"] = {"from": "the future"}
     _write_manifest(export_dir, manifest)
     with pytest.raises(
-        amx.ExportFormatError, match=r"schema_version 2 is newer .*upgrade appmult-fx"
+        amx.ExportFormatError, match=rf"schema_version {SCHEMA_VERSION + 1} is newer .*upgrade"
     ):
         amx.load_exported(export_dir)
 
@@ -116,6 +108,11 @@ def test_onnx_with_unknown_multiplier_is_refused(export_dir: Path) -> None:
         if attr.name == "multiplier":
             attr.s = b"mul8u_mystery"
     onnx.save(model, export_dir / "model.onnx")
+    with pytest.raises(amx.ExportFormatError, match=r"model.onnx: sha256 mismatch"):
+        amx.load_exported(export_dir)
+    manifest = _manifest(export_dir)  # an attacker who also re-hashes the file
+    manifest["model"]["sha256"] = file_sha256(export_dir / "model.onnx")
+    _write_manifest(export_dir, manifest)
     with pytest.raises(
         amx.ExportFormatError, match=r"unknown multiplier 'mul8u_mystery' \(sha256 0{64}\)"
     ):

@@ -241,3 +241,19 @@ def test_torch_compile_fullgraph_with_matmul_and_fp(mult) -> None:
     gm.eval()
     # inductor may reorder the float rescale arithmetic: equal up to float rounding
     torch.testing.assert_close(torch.compile(gm, fullgraph=True)(x), gm(x), rtol=1e-5, atol=1e-6)
+
+
+def test_converting_a_converted_model_is_refused_with_advice_that_works() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    gm = amx.convert(model, amx.Spec().set_global("mul8u_exact"), gradient="ste")
+    with torch.no_grad():
+        gm.get_parameter("0.weight").add_(1.0)  # "retrained"
+    for converted in (gm, nn.Sequential(gm)):
+        with pytest.raises(ValueError, match="already converted.*amx.convert\\(float_model"):
+            amx.convert(converted, amx.Spec().set_global("mul8u_trunc4"))
+    # the advice: carry the weights over to the float model, then convert it again
+    model.load_state_dict(gm.state_dict(), strict=False)
+    again = amx.convert(model, amx.Spec().set_global("mul8u_trunc4"), gradient="ste")
+    assert torch.equal(again.get_parameter("0.weight"), gm.get_parameter("0.weight"))
+    assert {r.multiplier.name for r in amx.layers(again)} == {"mul8u_trunc4"}

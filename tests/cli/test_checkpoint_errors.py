@@ -1,0 +1,87 @@
+"""The attack on checkpoints through the CLI: flipped bytes, truncation, another model's weights,
+``--resume`` with other arguments: each a clear message and exit code 3, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from appmult_fx.cli import EXIT_CHECKPOINT, main
+from appmult_fx.train import load_checkpoint, save_checkpoint
+
+TRAIN = ["train", "--model", "lenet5", "--epochs", "2", "--max-steps", "2", "--quiet"]
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ck") / "float.pt"
+    assert main([*TRAIN, "--out", str(out)]) == 0
+    return out
+
+
+def _copy(src: Path, dst: Path, data: bytes | None = None) -> Path:
+    dst.write_bytes(src.read_bytes() if data is None else data)
+    return dst
+
+
+def test_flipped_and_truncated_checkpoints_exit_3(trained: Path, tmp_path: Path, capsys) -> None:
+    raw = bytearray(trained.read_bytes())
+    raw[len(raw) // 2] ^= 0x10
+    flipped = _copy(trained, tmp_path / "flipped.pt", bytes(raw))
+    assert main(["eval", str(flipped)]) == EXIT_CHECKPOINT == 3
+    err = capsys.readouterr().err
+    assert "content hash mismatch" in err and "Traceback" not in err
+    truncated = _copy(trained, tmp_path / "cut.pt", trained.read_bytes()[: len(raw) // 3])
+    assert main(["eval", str(truncated)]) == 3
+    assert "truncated, corrupted or was modified" in capsys.readouterr().err
+    assert main(["eval", str(trained)]) == 0
+
+
+def test_wrong_model_checkpoint_exits_3(trained: Path, tmp_path: Path, capsys) -> None:
+    state = load_checkpoint(trained)
+    state["model_args"] = {**state["model_args"], "name": "resnet8"}  # lenet5 weights
+    other = tmp_path / "other.pt"
+    save_checkpoint(other, state)
+    assert main(["eval", str(other)]) == 3
+    err = capsys.readouterr().err
+    assert "does not fit this model" in err and "another model" in err
+
+
+def test_resume_with_changed_arguments_exits_3_unless_overridden(
+    trained: Path, tmp_path: Path, capsys
+) -> None:
+    ck = _copy(trained, tmp_path / "run.pt")
+    state = load_checkpoint(ck)
+    state["epoch"] = 1  # as if interrupted after the first of two epochs
+    state["history"] = state["history"][:1]
+    save_checkpoint(ck, state)
+    assert main([*TRAIN, "--out", str(ck), "--resume", "--seed", "5"]) == 3
+    assert "seed: 0 -> 5" in capsys.readouterr().err
+    assert main([*TRAIN, "--out", str(ck), "--resume", "--lr", "0.01"]) == 3
+    assert "lr: 0.001 -> 0.01" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="changed arguments"):
+        rc = main([*TRAIN, "--out", str(ck), "--resume", "--seed", "5", "--resume-override"])
+    assert rc == 0
+    assert load_checkpoint(ck)["epoch"] == 2
+
+
+def test_retrained_checkpoint_with_a_zeroed_lut_exits_3(
+    trained: Path, tmp_path: Path, capsys
+) -> None:
+    """The table is zeroed and the file re-hashed (a consistent-looking checkpoint): the LUT
+    buffer check still refuses it instead of evaluating a model that multiplies by zero."""
+    out = tmp_path / "r.pt"
+    args = ["retrain", "--checkpoint", str(trained), "--multiplier", "mul6u_exact"]
+    opts = ["--gradient", "ste", "--epochs", "1", "--max-steps", "1", "--calib-batches", "1"]
+    assert main([*args, *opts, "--out", str(out), "--quiet"]) == 0
+    state = load_checkpoint(out)
+    key = next(k for k in state["model"] if k.startswith("appmult_luts.") and "table" in k)
+    state["model"][key] = torch.zeros_like(state["model"][key])
+    save_checkpoint(out, state)
+    capsys.readouterr()
+    assert main(["eval", str(out)]) == 3
+    err = capsys.readouterr().err
+    assert "does not match multiplier 'mul6u_exact'" in err and "Traceback" not in err

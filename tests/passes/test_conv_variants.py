@@ -95,8 +95,8 @@ def test_conv_variant_equals_fake_quantization(case: str) -> None:
     (rec,) = amx.layers(gm)
     assert (rec.name, rec.op, rec.macs) == ("layer", op, _macs(model.layer, x, model(x)))
     with (
-        mock.patch.object(conv_gemm, "lut_bmm", wraps=conv_gemm.lut_bmm) as conv_spy,
-        mock.patch.object(lut_gemm, "lut_bmm", wraps=lut_gemm.lut_bmm) as bmm_spy,
+        mock.patch.object(conv_gemm, "lut_sum", wraps=conv_gemm.lut_sum) as conv_spy,
+        mock.patch.object(lut_gemm, "lut_sum", wraps=lut_gemm.lut_sum) as bmm_spy,
     ):
         out = gm(x)
     # all groups in one batched LUT-GEMM, no loop over groups

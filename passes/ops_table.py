@@ -53,6 +53,14 @@ FUNCTION_SPELLINGS: dict[object, object] = {
 }
 
 
+def module_op(module: nn.Module) -> tuple[type, str] | None:
+    """``(registered class, op kind)`` for a multiply module (its class or a base), else None."""
+    for cls in type(module).__mro__:
+        if cls in MODULE_OPS:
+            return cls, MODULE_OPS[cls]
+    return None
+
+
 def _aliases() -> dict[str, Any]:
     out: dict[str, Any] = {}
     for cls in MODULE_OPS:

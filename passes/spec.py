@@ -174,7 +174,7 @@ class Spec:
                 if "multiplier" not in value:
                     raise ValueError(
                         f"{where}: a rule table needs a 'multiplier' key "
-                        "(\"float\" or null for float)"
+                        '("float" or null for float)'
                     )
                 opts = {k: v for k, v in value.items() if k != "multiplier"}
                 value = value["multiplier"]

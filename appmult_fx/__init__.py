@@ -8,8 +8,6 @@ Public API (everything users and other modules rely on is exported here)::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from .convert import calibrate, convert, layers, quantizers
 from .data import DatasetInfo, dataset_info, load_dataset
 from .export import ExportedModel, ExportFormatError, export, load_exported
@@ -25,6 +23,7 @@ from .passes.records import LayerRecord
 from .passes.spec import Rule, Spec
 from .passes.trace import TraceFailure
 from .train import TrainConfig, evaluate, fit
+from .version import __version__
 from .workflow import compare, retrain, train_float
 
 __all__ = [

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import Matmul
+from .matmul_module import Matmul
 
 MODULE_OPS: dict[type, str] = {
     nn.Conv1d: "conv1d",

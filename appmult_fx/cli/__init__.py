@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="appmult-fx",
         description="Simulate, retrain and export networks whose multipliers are approximate.",
     )
-    from .. import __version__
+    from ..version import __version__
 
     parser.add_argument("--version", action="version", version=f"appmult-fx {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

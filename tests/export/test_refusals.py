@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import appmult_fx as amx
-from appmult_fx.models import lenet5
+from appmult_fx.app.models import lenet5
 
 
 @pytest.fixture

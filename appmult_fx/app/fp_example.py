@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .convert import convert
+from appmult_fx import Spec, convert
+
 from .data import dataset_info, load_dataset
-from .passes.spec import Spec
 from .train import TrainConfig, fit, seed_everything
 
 

@@ -200,7 +200,7 @@ def evaluate(
 
 def observer_modules(model: nn.Module) -> list[nn.Module]:
     """The activation observers (moving-average min/max quantizers) inside ``model``."""
-    from .ops.quantizers import ActivationQuantizer
+    from appmult_fx.ops.quantizers import ActivationQuantizer
 
     return [m for m in _unwrap(model).modules() if isinstance(m, ActivationQuantizer)]
 

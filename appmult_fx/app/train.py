@@ -200,9 +200,9 @@ def evaluate(
 
 def observer_modules(model: nn.Module) -> list[nn.Module]:
     """The activation observers (moving-average min/max quantizers) inside ``model``."""
-    from appmult_fx.ops.quantizers import ActivationQuantizer
+    from appmult_fx import quantizers
 
-    return [m for m in _unwrap(model).modules() if isinstance(m, ActivationQuantizer)]
+    return quantizers(_unwrap(model))
 
 
 @torch.no_grad()

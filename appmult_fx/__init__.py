@@ -13,17 +13,18 @@ import sys
 import types
 from typing import Any
 
+from appmult_fx.luts.formats import load_multiplier
+from appmult_fx.luts.fp import FPMultiplier, from_fp_c_source, from_fp_function, load_fp
+from appmult_fx.luts.gradients import with_gradients
+from appmult_fx.luts.metrics import metrics
+from appmult_fx.luts.multiplier import Multiplier
+from appmult_fx.luts.registry import builtin_names, multiplier
+from appmult_fx.luts.user_defined import from_c_source, from_function, from_netlist
+from appmult_fx.passes.records import LayerRecord
+from appmult_fx.passes.spec import Rule, Spec
+from appmult_fx.passes.trace import TraceFailure
+
 from .convert import calibrate, convert, layers, quantizers
-from .luts.formats import load_multiplier
-from .luts.fp import FPMultiplier, from_fp_c_source, from_fp_function, load_fp
-from .luts.gradients import with_gradients
-from .luts.metrics import metrics
-from .luts.multiplier import Multiplier
-from .luts.registry import builtin_names, multiplier
-from .luts.user_defined import from_c_source, from_function, from_netlist
-from .passes.records import LayerRecord
-from .passes.spec import Rule, Spec
-from .passes.trace import TraceFailure
 from .version import __version__
 
 # Loaded on first access: export (onnx, onnxscript, jsonschema) and the application

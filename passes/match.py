@@ -9,7 +9,8 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from ..ops.int_layers import einsum_as_bmm
+from appmult_fx.ops.int_layers import einsum_as_bmm
+
 from .ops_table import FUNCTION_OPS, FUNCTION_SPELLINGS, module_op
 
 

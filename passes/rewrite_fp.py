@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..ops.fp_layers import fp_conv1d, fp_conv2d, fp_linear, fp_matmul
+from appmult_fx.ops.fp_layers import fp_conv1d, fp_conv2d, fp_linear, fp_matmul
+
 from .context import RewriteContext, register_builder
 from .match import LayerSite, matmul_operands
 from .operands import conv_args, linear_args

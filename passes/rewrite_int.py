@@ -14,8 +14,9 @@ from typing import Any
 
 import torch.nn.functional as F
 
-from ..ops.int_layers import lut_conv, lut_linear, rescale
-from ..ops.quantizers import ActivationQuantizer, WeightQuantizer
+from appmult_fx.ops.int_layers import lut_conv, lut_linear, rescale
+from appmult_fx.ops.quantizers import ActivationQuantizer, WeightQuantizer
+
 from .context import Quantized, RewriteContext, register_builder
 from .match import LayerSite
 from .operands import conv_args, linear_args, pad_list

@@ -16,8 +16,9 @@ from typing import Any
 
 from torch import Tensor, fx
 
-from ..ops.int_layers import lut_conv_transpose, lut_einsum, lut_matmul, rescale
-from ..ops.quantizers import ActivationQuantizer
+from appmult_fx.ops.int_layers import lut_conv_transpose, lut_einsum, lut_matmul, rescale
+from appmult_fx.ops.quantizers import ActivationQuantizer
+
 from .context import Quantized, RewriteContext, register_builder
 from .match import LayerSite, matmul_operands
 from .operands import baddbmm_terms, conv_transpose_args

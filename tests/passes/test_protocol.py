@@ -35,6 +35,15 @@ def _graph() -> fx.GraphModule:
     return fx.GraphModule(root, g)
 
 
+def _one_linear(n_in: int, n_out: int) -> fx.GraphModule:
+    """x -> fc (an nn.Linear module), built node by node."""
+    root = nn.Module()
+    root.fc = nn.Linear(n_in, n_out)
+    g = fx.Graph()
+    g.output(g.call_module("fc", (g.placeholder("x"),)))
+    return fx.GraphModule(root, g)
+
+
 def test_match_finds_module_function_and_operator_layers_only() -> None:
     sites = find_layers(_graph())
     assert [(s.name, s.op) for s in sites] == [
@@ -117,11 +126,8 @@ def test_rewritten_graph_computes_the_quantized_layers() -> None:
     """With an exact multiplier the rewrite equals quantize -> float product -> dequantize,
     computed here from the observers' ranges by a harness of the test's own."""
     torch.manual_seed(0)
-    root = nn.Module()
-    root.fc = nn.Linear(5, 3)
-    g = fx.Graph()
-    g.output(g.call_module("fc", (g.placeholder("x"),)))
-    gm = fx.GraphModule(root, g)
+    gm = _one_linear(5, 3)
+    weight, bias = gm.fc.weight.detach().clone(), gm.fc.bias.detach().clone()
     rule = Rule(amx.multiplier("mul8u_exact"), gradient="ste")
     gm = rewrite(gm, [(s, rule) for s in find_layers(gm)])
     x = torch.rand(4, 5)
@@ -135,16 +141,12 @@ def test_rewritten_graph_computes_the_quantized_layers() -> None:
         zero = round(lo / scale)
         return (torch.clamp(t / scale - zero, 0, 255).round() + zero) * scale
 
-    expected = real(x) @ real(root.fc.weight.detach()).T + root.fc.bias.detach()
+    expected = real(x) @ real(weight).T + bias
     torch.testing.assert_close(gm(x), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_fp_records_keep_backward_apart_from_gradient() -> None:
-    root = nn.Module()
-    root.fc = nn.Linear(4, 2)
-    g = fx.Graph()
-    g.output(g.call_module("fc", (g.placeholder("x"),)))
-    gm = fx.GraphModule(root, g)
+    gm = _one_linear(4, 2)
     rule = Rule(amx.multiplier("fp_mbm7"), gradient="lut", backward="exact")
     gm = rewrite(gm, [(s, rule) for s in find_layers(gm)])
     (record,) = (n.meta[META_KEY] for n in gm.graph.nodes if META_KEY in n.meta)
@@ -153,11 +155,7 @@ def test_fp_records_keep_backward_apart_from_gradient() -> None:
 
 
 def test_lut_gradient_without_gradient_tables_is_refused() -> None:
-    root = nn.Module()
-    root.fc = nn.Linear(4, 2)
-    g = fx.Graph()
-    g.output(g.call_module("fc", (g.placeholder("x"),)))
-    gm = fx.GraphModule(root, g)
+    gm = _one_linear(4, 2)
     plain = amx.Multiplier("plain", 4, False, amx.multiplier("mul4u_exact").table)
     with pytest.raises(ValueError, match="no gradient LUTs; use gradient='ste'"):
         rewrite(gm, [(s, Rule(plain, gradient="lut")) for s in find_layers(gm)])

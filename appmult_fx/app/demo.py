@@ -88,7 +88,8 @@ def run_demo(
             report_path=out / "retrained.json",
         )
         if export:
-            from . import export as export_model
+            from appmult_fx import export as export_model
+
             from .train import first_batch
 
             print("3/3 exporting to ONNX (model.onnx, model_portable.onnx, LUTs, manifest)")

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 import appmult_fx as amx
-from appmult_fx.models import resnet20
+from appmult_fx.app.models import resnet20
 from appmult_fx.ops import kernels
 from appmult_fx.ops.lut_gemm import lut_sum
 

@@ -12,8 +12,8 @@ Own format (``.lut`` by convention, any suffix works): a NumPy ``.npz`` archive 
 * ``table``: ``int32 [2**bits_a, 2**bits_b]``, indexed per :mod:`.indexing`;
 * ``grad_a``, ``grad_b``: ``float32`` tables, present only with gradients.
 
-Other formats read: the seed tools' text files (:mod:`.formats_seed`) and TFApprox raw tables
-(:mod:`.formats_raw`). Malformed files raise :class:`LutFormatError`.
+Other formats read: the seed tools' text files (:mod:`.text_lut_format`) and TFApprox raw tables
+(:mod:`.tfapprox_format`). Malformed files raise :class:`LutFormatError`.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from .format_errors import LutFormatError, clip
-from .formats_raw import RAW_SIZE, read_tfapprox, write_tfapprox
-from .formats_seed import read_seed_text, write_seed_text
 from .multiplier import Multiplier
+from .text_lut_format import read_seed_text, write_seed_text
+from .tfapprox_format import RAW_SIZE, read_tfapprox, write_tfapprox
 
 __all__ = ["FORMATS", "LutFormatError", "load_multiplier", "save_multiplier"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -19,8 +19,17 @@ import torch
 from .format_errors import clip
 from .fp_format import check_mantissa_bits
 
-if TYPE_CHECKING:
-    from .fp import FPMultiplier
+
+class FPTable(Protocol):
+    """What :func:`save_fp` reads of an ``FPMultiplier`` (kept structural: no import of
+    :mod:`.fp`, which imports this module)."""
+
+    name: str
+    mantissa_bits: int
+    mantissa_table: torch.Tensor
+    rounding: str
+    provenance: dict[str, Any]
+
 
 NPZ_FORMAT = "appmult-fx-fp-lut/1"
 _BIN_NAME = re.compile(r".*_(\d+)\.bin")
@@ -68,7 +77,7 @@ def bin_bytes(table: torch.Tensor, m: int) -> bytes:
     return byte.to(torch.uint8).reshape(-1).numpy().tobytes()
 
 
-def save_fp(mult: FPMultiplier, path: str | Path) -> Path:
+def save_fp(mult: FPTable, path: str | Path) -> Path:
     """Write ``mult`` as ``.bin`` (ApproxTrain, m <= 7) or ``.npz`` (own format) by suffix."""
     path = Path(path)
     m = mult.mantissa_bits

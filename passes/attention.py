@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 from torch.nn.modules import transformer
 
+from .matmul_module import Matmul
+
 # torch.nn containers traced through (their multiplies become layers); other torch.nn
 # modules stay leaves as torch.fx has them.
 TRACE_THROUGH: tuple[type, ...] = (
@@ -59,14 +61,6 @@ def tracing_patches() -> Iterator[None]:
     finally:
         transformer._get_seq_len, transformer._detect_is_causal_mask = saved
         torch.backends.mha.set_fastpath_enabled(fastpath)
-
-
-class Matmul(nn.Module):
-    """``torch.matmul(a, b)`` as a module, so the product has a module name of its own."""
-
-    def forward(self, a: Tensor, b: Tensor) -> Tensor:
-        """``a @ b`` (``a`` is the multiplier's first operand)."""
-        return torch.matmul(a, b)
 
 
 def attention_bias(

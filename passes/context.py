@@ -1,7 +1,11 @@
-"""Shared machinery for rewriting one layer: node creation, LUT buffers, builder registry.
+"""The rewrite protocol: node creation, LUT buffers, the builder registry and ``finish``.
 
 A *builder* turns one matched layer into explicit nodes. Builders are registered per
-(multiplier kind, op kind), e.g. ``("int", "conv2d")``, with :func:`register_builder`.
+(multiplier kind, op kind), e.g. ``("int", "conv2d")``, with :func:`register_builder`. Every
+builder follows the same steps: read the operands (:mod:`.operands`), quantize them
+(:meth:`RewriteContext.quantize`), fetch the rule's tables (:meth:`RewriteContext.tables`),
+add the GEMM and rescale nodes, and end with :meth:`RewriteContext.finish`, which makes the
+:class:`LayerRecord`, stores it on the GEMM node and replaces the original layer.
 """
 
 from __future__ import annotations
@@ -10,13 +14,14 @@ import hashlib
 import operator
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import fx, nn
 
-from .match import LayerSite
-from .records import LayerRecord
+from .match import LayerSite, layer_macs
+from .records import META_KEY, LayerParts, LayerRecord
 from .spec import Rule
 
 Builder = Callable[["RewriteContext", LayerSite, Rule], LayerRecord]
@@ -138,3 +143,82 @@ class RewriteContext:
     def get_attr(self, path: str, name: str) -> fx.Node:
         """A ``get_attr`` node for ``path`` (e.g. ``layer1.0.conv1.weight``)."""
         return self.node("get_attr", path, (), name=name)
+
+    def operand(self, ref: Any, name: str) -> Any:
+        """A node for a weight/bias given as an attribute path, or ``ref`` itself (a node/None)."""
+        return self.get_attr(ref, name) if isinstance(ref, str) else ref
+
+    def quantize(self, module_name: str, quantizer: nn.Module, x: Any, prefix: str) -> Quantized:
+        """Attach ``quantizer`` and call it on ``x``: its codes, scale and zero-point nodes."""
+        target = self.add_module(module_name, quantizer)
+        codes, scale, zp = self.unpack3(self.node("call_module", target, (x,), name=target), prefix)
+        return Quantized(codes, scale, zp, target, x)
+
+    def tables(self, site: LayerSite, rule: Rule) -> dict[str, fx.Node]:
+        """``get_attr`` nodes for the tables ``rule`` needs (see :func:`rule_tables`)."""
+        return self.lut_attrs(rule.multiplier, rule_tables(site, rule), f"{site.name}_lut")
+
+    def finish(
+        self,
+        site: LayerSite,
+        rule: Rule,
+        gemm: fx.Node,
+        output: fx.Node,
+        parts: dict[str, Any],
+    ) -> LayerRecord:
+        """Record the rewritten layer, store the record on ``gemm`` and replace the layer.
+
+        ``parts`` are the :class:`LayerParts` fields besides ``gemm`` and ``output``
+        (``product`` defaults to the GEMM node).
+        """
+        mult = rule.multiplier
+        quantizers = tuple(parts.get("quantizers", ()))
+        fp = mult.kind == "fp"
+        record = LayerRecord(
+            site.name,
+            site.op,
+            multiplier=mult,
+            bits=mult.bits,
+            signed=True if fp else mult.signed,
+            gradient=None if fp else rule.gradient,
+            backward=rule.backward if fp else None,
+            per_channel=False if fp else rule.per_channel,
+            macs=layer_macs(site),
+            nodes=[*quantizers, gemm.name],
+            parts=LayerParts(
+                gemm=gemm.name,
+                output=output.name,
+                **{"product": gemm.name} | parts,
+            ),
+        )
+        gemm.meta[META_KEY] = record
+        site.node.replace_all_uses_with(output)
+        self.graph.erase_node(site.node)
+        return record
+
+
+@dataclass(frozen=True)
+class Quantized:
+    """The nodes of one quantized operand and the quantizer submodule that made them."""
+
+    codes: fx.Node
+    scale: fx.Node
+    zero_point: fx.Node
+    module: str
+    source: Any
+
+
+def rule_tables(site: LayerSite, rule: Rule) -> dict[str, torch.Tensor]:
+    """The tables a layer under ``rule`` reads, by role: ``mantissa_table`` (FP multipliers),
+    ``table`` (integer) plus ``grad_a``/``grad_b`` with ``gradient="lut"``."""
+    mult = rule.multiplier
+    if mult.kind == "fp":
+        return {"mantissa_table": mult.mantissa_table}
+    if rule.gradient != "lut":
+        return {"table": mult.table}
+    if not mult.has_gradients:
+        raise ValueError(
+            f"layer {site.name!r}: multiplier {mult.name!r} has no gradient LUTs; use "
+            "gradient='ste' or attach them with amx.with_gradients(mult, window)"
+        )
+    return {"table": mult.table, "grad_a": mult.grad_a, "grad_b": mult.grad_b}

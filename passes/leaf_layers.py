@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import fx, nn
 
-from .match import _module_op
+from .ops_table import module_op
 from .records import LayerRecord
 
 LEAF_KEY = "appmult_leaf_layers"
@@ -27,7 +27,7 @@ def leaf_layers(gm: fx.GraphModule) -> dict[str, list[tuple[str, str, nn.Module]
         if node.op != "call_module":
             continue
         module = gm.get_submodule(node.target)
-        if _module_op(module) is not None:
+        if module_op(module) is not None:
             continue
         inner: list[tuple[str, str, nn.Module]] = []
         for name, sub in module.named_modules():
@@ -36,7 +36,7 @@ def leaf_layers(gm: fx.GraphModule) -> dict[str, list[tuple[str, str, nn.Module]
             op = (
                 "attention"
                 if type(sub) is nn.MultiheadAttention
-                else (_module_op(sub) or (None, None))[1]
+                else (module_op(sub) or (None, None))[1]
             )
             if op is not None:
                 inner.append((name, op, sub))

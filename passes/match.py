@@ -9,8 +9,9 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from ..ops.int_layers import einsum_as_bmm
-from .ops_table import FUNCTION_OPS, FUNCTION_SPELLINGS, MODULE_OPS
+from appmult_fx.ops.int_layers import einsum_as_bmm
+
+from .ops_table import FUNCTION_OPS, FUNCTION_SPELLINGS, module_op
 
 
 @dataclass
@@ -29,13 +30,6 @@ class LayerSite:
     macs: int | None = None  # filled by find_layers (before any rewrite changes the operands)
 
 
-def _module_op(module: nn.Module) -> tuple[type, str] | None:
-    for cls in type(module).__mro__:
-        if cls in MODULE_OPS:
-            return cls, MODULE_OPS[cls]
-    return None
-
-
 def _enclosing_path(node: fx.Node) -> str:
     stack = node.meta.get("nn_module_stack") or {}
     if not stack:
@@ -51,7 +45,7 @@ def find_layers(gm: fx.GraphModule) -> list[LayerSite]:
     for node in gm.graph.nodes:
         if node.op == "call_module":
             module = modules[node.target]
-            found = _module_op(module)
+            found = module_op(module)
             if found:
                 sites.append(LayerSite(node, str(node.target), found[1], found[0], module))
         elif node.op in ("call_function", "call_method"):

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import Matmul
+from .matmul_module import Matmul
 
 MODULE_OPS: dict[type, str] = {
     nn.Conv1d: "conv1d",
@@ -51,6 +51,14 @@ FUNCTION_SPELLINGS: dict[object, object] = {
     "bmm": torch.bmm,
     "baddbmm": torch.baddbmm,
 }
+
+
+def module_op(module: nn.Module) -> tuple[type, str] | None:
+    """``(registered class, op kind)`` for a multiply module (its class or a base), else None."""
+    for cls in type(module).__mro__:
+        if cls in MODULE_OPS:
+            return cls, MODULE_OPS[cls]
+    return None
 
 
 def _aliases() -> dict[str, Any]:

@@ -1,11 +1,45 @@
-"""Per-layer records kept in the converted graph (``node.meta["appmult"]``)."""
+"""Per-layer records kept in the converted graph (``node.meta["appmult"]``).
+
+A :class:`LayerRecord` says what one multiply layer does; for a rewritten layer its
+:class:`LayerParts` says where the pieces live in the converted GraphModule (node and
+submodule names, the geometry, the table buffers). Export and other consumers read these
+named fields, never node argument positions.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 META_KEY = "appmult"
+
+
+@dataclass(frozen=True)
+class LayerParts:
+    """Where a rewritten layer lives in the converted GraphModule (the contract with export).
+
+    ``gemm`` is the LUT-GEMM node (its ``meta`` holds the record); ``product`` the node giving
+    the layer's float product (``rescale`` for integer multipliers, the GEMM itself for FP);
+    ``output`` the node that replaced the original layer (the product, or a ``baddbmm``'s
+    ``beta * input + alpha * product``). ``quantizers`` are the quantizer submodules in operand
+    order: ``(input, weight)`` for a layer with a weight, ``(a, b)`` for a product of two
+    activations, ``()`` for FP multipliers. ``inputs`` are the float operand nodes those
+    quantizers read (a conv's input after its explicit padding), in the same order.
+    ``weight`` / ``bias`` name the nodes of the float weight and bias (``None``: none).
+    ``geometry`` holds the keyword arguments given to the GEMM op (stride, dilation, ...);
+    ``tables`` maps a table's role (``table``, ``grad_a``, ``grad_b``, ``mantissa_table``) to
+    its buffer path.
+    """
+
+    gemm: str
+    product: str
+    output: str
+    quantizers: tuple[str, ...] = ()
+    inputs: tuple[str, ...] = ()
+    weight: str | None = None
+    bias: str | None = None
+    geometry: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -14,18 +48,23 @@ class LayerRecord:
 
     ``multiplier`` is the multiplier object (``None`` = float layer); ``macs`` the number of
     multiplies for the example inputs given to ``convert`` (``None`` if none were given).
-    ``nodes`` lists the graph nodes the layer became.
+    ``gradient`` is the integer multipliers' gradient mode (``"lut"``/``"ste"``), ``backward``
+    the FP multipliers' backward mode (``"approximate"``/``"exact"``). ``nodes`` lists the
+    graph nodes the layer became; ``parts`` (rewritten layers only) where they are.
     """
 
     name: str
     op: str
+    _: KW_ONLY
     multiplier: Any = None
     bits: int | None = None
     signed: bool | None = None
     gradient: str | None = None
+    backward: str | None = None
     per_channel: bool = False
     macs: int | None = None
     nodes: list[str] = field(default_factory=list)
+    parts: LayerParts | None = None
 
     @property
     def multiplier_name(self) -> str | None:
@@ -41,5 +80,5 @@ class LayerRecord:
         mult = self.multiplier_name or "float"
         bits = "-" if self.bits is None else f"{self.bits}{'s' if self.signed else 'u'}"
         macs = "?" if self.macs is None else f"{self.macs:,}"
-        grad = self.gradient or "-"
+        grad = self.gradient or self.backward or "-"
         return f"{self.name:<32} {self.op:<10} {mult:<40} {bits:>4} {grad:<5} {macs:>14}"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from torch import fx
 
 # Builders register themselves per (multiplier kind, op kind) on import: integer multipliers
-# in rewrite_int; floating-point multipliers (kind == "fp") belong in a rewrite_fp module.
+# in rewrite_int (conv, linear) and rewrite_matmul (matmul-like, transposed conv); floating-
+# point multipliers (kind == "fp") in rewrite_fp.
 from . import (
     rewrite_fp,  # noqa: F401
     rewrite_int,  # noqa: F401
@@ -18,7 +19,11 @@ from .spec import Rule
 
 
 def rewrite(gm: fx.GraphModule, assignments: list[tuple[LayerSite, Rule | None]]) -> fx.GraphModule:
-    """Rewrite each ``(site, rule)``; float layers (no rule / no multiplier) get a record only."""
+    """Rewrite each ``(site, rule)``; float layers (no rule / no multiplier) get a record only.
+
+    Each builder ends with :meth:`RewriteContext.finish`, which stores the record it returns
+    on the layer's GEMM node (``node.meta["appmult"]``).
+    """
     ctx = RewriteContext(gm)
     for site, rule in assignments:
         if rule is None or rule.multiplier is None:

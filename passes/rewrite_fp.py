@@ -10,105 +10,68 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..ops.fp_layers import fp_conv1d, fp_conv2d, fp_linear, fp_matmul
+from appmult_fx.ops.fp_layers import fp_conv1d, fp_conv2d, fp_linear, fp_matmul
+
 from .context import RewriteContext, register_builder
-from .match import LayerSite, layer_macs, matmul_operands
+from .match import LayerSite, matmul_operands
+from .operands import conv_args, linear_args
 from .records import LayerRecord
-from .rewrite_int import _conv_args, _linear_args, _operand, padded_input
-from .rewrite_matmul import scale_add
+from .rewrite_int import padded_input
+from .rewrite_matmul import baddbmm_output
 from .spec import Rule
 
 
-def _table(ctx: RewriteContext, site: LayerSite, rule: Rule) -> Any:
-    mult = rule.multiplier
-    return ctx.lut_attrs(mult, {"mantissa_table": mult.mantissa_table}, f"{site.name}_lut")[
-        "mantissa_table"
-    ]
-
-
-def _finish(ctx: RewriteContext, site: LayerSite, rule: Rule, node: Any, out: Any) -> LayerRecord:
-    mult = rule.multiplier
-    record = LayerRecord(
-        site.name,
-        site.op,
-        mult,
-        mult.bits,
-        True,
-        rule.backward,
-        False,
-        layer_macs(site),
-        [node.name],
+def _fp_layer(
+    ctx: RewriteContext,
+    site: LayerSite,
+    rule: Rule,
+    fn: Any,
+    operands: tuple[Any, ...],
+    geometry: dict[str, Any],
+) -> LayerRecord:
+    """``fn(*operands, table, **geometry, rounding, backward)`` over the mantissa table; finish."""
+    luts = ctx.tables(site, rule)
+    kwargs = geometry | {"rounding": rule.multiplier.rounding, "backward": rule.backward}
+    node = ctx.node(
+        "call_function",
+        fn,
+        (*operands, luts["mantissa_table"]),
+        kwargs,
+        name=f"{site.name}_fp_gemm",
     )
-    node.meta["appmult"] = record
-    site.node.replace_all_uses_with(out)
-    ctx.graph.erase_node(site.node)
-    return record
+    parts = {
+        "inputs": tuple(getattr(x, "name", None) for x in operands[:2]),
+        "geometry": dict(geometry),
+        "tables": {k: str(n.target) for k, n in luts.items()},
+    }
+    if site.op in ("conv1d", "conv2d", "linear"):
+        parts |= {"weight": operands[1].name, "bias": getattr(operands[2], "name", None)}
+    return ctx.finish(site, rule, node, baddbmm_output(ctx, site, node), parts)
+
+
+def _weighted(ctx: RewriteContext, site: LayerSite, a: dict[str, Any], x: Any) -> tuple:
+    weight = ctx.operand(a["weight"], f"{site.name}_weight")
+    return x, weight, ctx.operand(a["bias"], f"{site.name}_bias")
 
 
 @register_builder("fp", "conv1d", "conv2d")
 def build_fp_conv(ctx: RewriteContext, site: LayerSite, rule: Rule) -> LayerRecord:
     """Rewrite a conv node into ``[F.pad] -> fp_conv1d/fp_conv2d`` (bias added exactly)."""
-
-    a = _conv_args(ctx.gm, site)
-    x = padded_input(ctx, site, a)
-    weight = _operand(ctx, a["weight"], f"{site.name}_weight")
-    bias = None if a["bias"] is None else _operand(ctx, a["bias"], f"{site.name}_bias")
+    a = conv_args(site)
+    operands = _weighted(ctx, site, a, padded_input(ctx, site, a))
     fn = fp_conv1d if site.op == "conv1d" else fp_conv2d
-    kwargs = {
-        "stride": a["stride"],
-        "padding": 0,
-        "dilation": a["dilation"],
-        "groups": a["groups"],
-        "rounding": rule.multiplier.rounding,
-        "backward": rule.backward,
-    }
-    node = ctx.node(
-        "call_function",
-        fn,
-        (x, weight, bias, _table(ctx, site, rule)),
-        kwargs,
-        name=f"{site.name}_fp_gemm",
-    )
-    return _finish(ctx, site, rule, node, node)
+    geometry = {"stride": a["stride"], "padding": 0, "dilation": a["dilation"]}
+    return _fp_layer(ctx, site, rule, fn, operands, geometry | {"groups": a["groups"]})
 
 
 @register_builder("fp", "linear")
 def build_fp_linear(ctx: RewriteContext, site: LayerSite, rule: Rule) -> LayerRecord:
     """Rewrite a linear node into ``fp_linear``."""
-    a = _linear_args(site)
-    weight = _operand(ctx, a["weight"], f"{site.name}_weight")
-    bias = None if a["bias"] is None else _operand(ctx, a["bias"], f"{site.name}_bias")
-    kwargs = {"rounding": rule.multiplier.rounding, "backward": rule.backward}
-    node = ctx.node(
-        "call_function",
-        fp_linear,
-        (a["input"], weight, bias, _table(ctx, site, rule)),
-        kwargs,
-        name=f"{site.name}_fp_gemm",
-    )
-    return _finish(ctx, site, rule, node, node)
+    a = linear_args(site)
+    return _fp_layer(ctx, site, rule, fp_linear, _weighted(ctx, site, a, a["input"]), {})
 
 
 @register_builder("fp", "matmul", "bmm", "baddbmm")
 def build_fp_matmul(ctx: RewriteContext, site: LayerSite, rule: Rule) -> LayerRecord:
     """Rewrite a matmul-like node into ``fp_matmul`` (left operand = the table's rows)."""
-    left, right = matmul_operands(site)
-    kwargs = {"rounding": rule.multiplier.rounding, "backward": rule.backward}
-    node = ctx.node(
-        "call_function",
-        fp_matmul,
-        (left, right, _table(ctx, site, rule)),
-        kwargs,
-        name=f"{site.name}_fp_gemm",
-    )
-    out = node
-    if site.op == "baddbmm":
-        args, kw = list(site.node.args) + [None] * 3, site.node.kwargs
-        inp = kw.get("input", args[0])
-        out = ctx.node(
-            "call_function",
-            scale_add,
-            (inp, node, kw.get("beta", 1), kw.get("alpha", 1)),
-            name=f"{site.name}_add",
-        )
-    return _finish(ctx, site, rule, node, out)
+    return _fp_layer(ctx, site, rule, fp_matmul, matmul_operands(site), {})

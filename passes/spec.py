@@ -16,8 +16,9 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from ..luts.formats import load_multiplier
-from ..luts.registry import multiplier as builtin_multiplier
+from appmult_fx.luts.formats import load_multiplier
+from appmult_fx.luts.registry import multiplier as builtin_multiplier
+
 from .ops_table import canonical_object_type, object_type_name
 
 GRADIENT_MODES = ("lut", "ste")

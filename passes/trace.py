@@ -9,7 +9,8 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from .attention import TRACE_THROUGH, Matmul, decompose_sdpa, swap_attention, tracing_patches
+from .attention import TRACE_THROUGH, decompose_sdpa, swap_attention, tracing_patches
+from .matmul_module import Matmul
 
 
 class TraceFailure(RuntimeError):

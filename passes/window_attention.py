@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import Matmul
+from .matmul_module import Matmul
 
 
 def _geometry(x: Tensor, window: list[int], shift: list[int]) -> tuple[int, int, list[int]]:

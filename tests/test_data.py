@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from appmult_fx.data import dataset_info, load_dataset, random_crop_flip, read_idx
+from appmult_fx.app.data import dataset_info, load_dataset, random_crop_flip, read_idx
 
 
 def _raw(ds, i: int) -> torch.Tensor:

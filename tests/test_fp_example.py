@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 import appmult_fx as amx
+from appmult_fx.app.fp_example import ApproxTrainLeNet, train_fp
 from appmult_fx.cli import main
-from appmult_fx.fp_example import ApproxTrainLeNet, train_fp
 from appmult_fx.ops.fp_layers import fp_conv2d, fp_linear
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import fx, nn
 
-from appmult_fx.models import build_model
+from appmult_fx.app.models import build_model
 
 
 @pytest.mark.parametrize("name", ["lenet5", "resnet8", "resnet20"])

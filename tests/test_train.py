@@ -13,9 +13,9 @@ import torch.multiprocessing as mp
 from torch.utils.data import Subset
 
 import appmult_fx as amx
-from appmult_fx.data import load_dataset
-from appmult_fx.models import build_model
-from appmult_fx.train import EpochSampler, TrainConfig, evaluate, fit, load_checkpoint
+from appmult_fx.app.data import load_dataset
+from appmult_fx.app.models import build_model
+from appmult_fx.app.train import EpochSampler, TrainConfig, evaluate, fit, load_checkpoint
 
 CFG = TrainConfig(epochs=2, batch_size=32, max_steps_per_epoch=6, quiet=True, eval_batch_size=128)
 

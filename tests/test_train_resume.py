@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 import appmult_fx as amx
-from appmult_fx.train import (
+from appmult_fx.app.train import (
     CheckpointError,
     ResumeMismatchError,
     TrainConfig,

@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="appmult-fx",
         description="Simulate, retrain and export networks whose multipliers are approximate.",
     )
-    from .. import __version__
+    from ..version import __version__
 
     parser.add_argument("--version", action="version", version=f"appmult-fx {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    from ..checkpoint import CheckpointError
+    from ..app.checkpoint import CheckpointError
 
     try:
         return int(args.func(args) or 0)

@@ -21,8 +21,8 @@ def compare_outputs(reference: np.ndarray, outputs: np.ndarray) -> dict[str, flo
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..train import first_batch
-    from ..workflow import datasets, load_retrained
+    from ..app.train import first_batch
+    from ..app.workflow import datasets, load_retrained
 
     gm, ck = load_retrained(args.checkpoint)
     gm.eval()

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..data import DATASETS
+from ..app.data import DATASETS
 
 
 def register(sub: Any) -> None:
@@ -53,7 +53,7 @@ def _print_row(h: dict[str, Any]) -> None:
 
 
 def _cmd_fp_train(args: argparse.Namespace) -> int:
-    from ..fp_example import train_fp
+    from ..app.fp_example import train_fp
 
     report = train_fp(
         None if args.multiplier == "fp32" else args.multiplier,

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import torch
 
+from appmult_fx.passes.records import LayerRecord
+from appmult_fx.passes.spec import Spec
+
 from ..convert import convert, layers
-from ..passes.records import LayerRecord
-from ..passes.spec import Spec
 
 
 def spec_from_argument(text: str) -> Spec:

@@ -8,7 +8,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from ..data import DATASETS
+from ..app.data import DATASETS
 
 
 def register(sub: Any) -> None:
@@ -153,7 +153,7 @@ def _train_args(p: argparse.ArgumentParser, epochs: int, seed: bool = True) -> N
 
 
 def _config(args: argparse.Namespace, checkpoint: str | None) -> Any:
-    from ..train import TrainConfig
+    from ..app.train import TrainConfig
 
     return TrainConfig(
         epochs=args.epochs,
@@ -179,8 +179,8 @@ def _print_history(history: list[dict[str, Any]]) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ..train import init_distributed, rank_and_world
-    from ..workflow import train_float
+    from ..app.train import init_distributed, rank_and_world
+    from ..app.workflow import train_float
 
     init_distributed()
     report = train_float(
@@ -199,8 +199,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_retrain(args: argparse.Namespace) -> int:
-    from ..train import init_distributed, rank_and_world
-    from ..workflow import retrain
+    from ..app.train import init_distributed, rank_and_world
+    from ..app.workflow import retrain
 
     init_distributed()
     source = {"file": args.spec} if args.spec else {"multiplier": args.multiplier}
@@ -226,7 +226,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from ..workflow import evaluate_checkpoint
+    from ..app.workflow import evaluate_checkpoint
 
     result = evaluate_checkpoint(args.checkpoint, device=args.device)
     if args.json:
@@ -275,7 +275,7 @@ def _compare_command(args: argparse.Namespace) -> str:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from ..workflow import compare
+    from ..app.workflow import compare
 
     summary = compare(
         args.checkpoint,
@@ -293,7 +293,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from ..demo import run_demo
+    from ..app.demo import run_demo
 
     run_demo(
         multiplier=args.multiplier,

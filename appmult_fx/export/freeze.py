@@ -25,11 +25,10 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..luts.multiplier import Multiplier
-from ..ops.int_layers import lut_conv, lut_linear, lut_matmul
 from ..ops.quantizers import ActivationQuantizer, WeightQuantizer, qparams
 from ..passes.context import LUT_MODULE, LutStore, safe_name
 from ..passes.records import META_KEY, LayerRecord
-from . import torch_ops
+from . import torch_ops  # noqa: F401  (registers torch.ops.appmult_export)
 from .domain import OP_CONV, OP_GEMM, OP_MATMUL
 
 FROZEN_MODULE = "appmult_frozen"
@@ -110,19 +109,6 @@ def _finite(layer: str, what: str, t: torch.Tensor) -> None:
         )
 
 
-def _table_in_use(gm: fx.GraphModule, acc: fx.Node, record: LayerRecord) -> torch.Tensor:
-    """The LUT buffer the layer computes with, which must be its multiplier's table."""
-    table = _tensor_of(gm, acc.args[4], record.name, "LUT table")
-    mult = record.multiplier
-    if table.shape != mult.table.shape or not torch.equal(table.cpu().long(), mult.table.long()):
-        raise ValueError(
-            f"layer {record.name!r}: its LUT buffer {acc.args[4].target} differs from the table "
-            f"of multiplier {mult.name!r} (sha256 {mult.sha256[:16]}...); the exported model "
-            "would not compute what the PyTorch model computes; refusing to export"
-        )
-    return table
-
-
 def _activation_qparams(
     iq: nn.Module, layer: str, mult: Multiplier
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,22 +127,76 @@ def _activation_qparams(
     return scale.float(), zp.to(torch.int32)
 
 
+class _Layer:
+    """The nodes and submodules of one rewritten layer, found through its record's parts."""
+
+    def __init__(self, gm: fx.GraphModule, record: LayerRecord, nodes: dict[str, fx.Node]) -> None:
+        parts = record.parts
+        if parts is None or len(parts.quantizers) != 2 or "table" not in parts.tables:
+            raise ValueError(
+                f"layer {record.name!r}: its record does not describe a quantized LUT-GEMM "
+                "(was the model converted by this version of appmult-fx?)"
+            )
+        self.gm, self.record, self.parts, self.nodes = gm, record, parts, nodes
+        self.gemm, self.product = nodes[parts.gemm], nodes[parts.product]
+        self.inputs = [nodes[n] for n in parts.inputs]
+
+    def quantizer(self, i: int) -> nn.Module:
+        """Quantizer submodule ``i`` (operand order)."""
+        return self.gm.get_submodule(self.parts.quantizers[i])
+
+    def table(self, store: _Constants) -> fx.Node:
+        """A ``get_attr`` node for the multiplier's table, kept once per multiplier in ``store``.
+
+        The table is the LUT buffer the layer computes with, which must equal its multiplier's
+        table (else the exported model would not compute what the PyTorch model computes).
+        """
+        mult, path = self.record.multiplier, self.parts.tables["table"]
+        table = self.gm.get_buffer(path)
+        expected = mult.table.long()
+        if table.shape != expected.shape or not torch.equal(table.cpu().long(), expected):
+            raise ValueError(
+                f"layer {self.record.name!r}: its LUT buffer {path} differs from the table of "
+                f"multiplier {mult.name!r} (sha256 {mult.sha256[:16]}...); the exported model "
+                "would not compute what the PyTorch model computes; refusing to export"
+            )
+        attr = f"table_{mult.sha256[:16]}"
+        if not hasattr(store, attr):
+            store.register_buffer(attr, table.detach().to(torch.int32).contiguous().clone())
+        return self.gm.graph.get_attr(f"{FROZEN_MODULE}.{attr}")
+
+    def replace(self, new: fx.Node) -> None:
+        """Let ``new`` stand for the layer's product; drop the product and GEMM nodes.
+
+        ``nodes`` (shared by all layers) then maps the product's name to ``new``, so a later
+        layer reading this one's output finds the node that is now in the graph.
+        """
+        self.nodes[self.product.name] = new
+        self.product.replace_all_uses_with(new)
+        self.gm.graph.erase_node(self.product)
+        self.gm.graph.erase_node(self.gemm)
+
+
+def _constants(
+    gm: fx.GraphModule, store: _Constants, prefix: str, consts: dict[str, torch.Tensor]
+) -> list[fx.Node]:
+    """Register ``consts`` as buffers of ``store``; ``get_attr`` nodes for them, in order."""
+    for key, value in consts.items():
+        store.register_buffer(f"{prefix}_{key}", value.clone())
+    return [gm.graph.get_attr(f"{FROZEN_MODULE}.{prefix}_{key}") for key in consts]
+
+
 @torch.no_grad()
-def _freeze_layer(
-    gm: fx.GraphModule, acc: fx.Node, record: LayerRecord, store: _Constants
-) -> FrozenLayer:
+def _freeze_layer(layer: _Layer, op: str, store: _Constants) -> FrozenLayer:
+    gm, record, parts = layer.gm, layer.record, layer.parts
     mult = record.multiplier
-    qx, _, qw, _, _, _, _ = acc.args
-    iq_node, wq_node = qx.args[0], qw.args[0]
-    rescale_node = next(iter(acc.users))
-    bias_node = rescale_node.args[3]
-    x_scale, x_zp = _activation_qparams(gm.get_submodule(iq_node.target), record.name, mult)
-    wq = gm.get_submodule(wq_node.target)
+    x_scale, x_zp = _activation_qparams(layer.quantizer(0), record.name, mult)
+    wq = layer.quantizer(1)
     if not isinstance(wq, WeightQuantizer):
         raise ValueError(
             f"layer {record.name!r}: expected a WeightQuantizer, got {type(wq).__name__}"
         )
-    weight = _tensor_of(gm, wq_node.args[0], record.name, "weight")
+    weight = _tensor_of(gm, layer.nodes[parts.weight], record.name, "weight")
     _finite(record.name, "weight", weight.detach())
     codes, w_scale, w_zp = wq(weight.detach().float())
     _finite(record.name, "weight scale", w_scale)
@@ -171,40 +211,29 @@ def _freeze_layer(
         "w_scale": w_scale,
         "w_zero_point": w_zp,
     }
-    if bias_node is not None:
-        consts["bias"] = _tensor_of(gm, bias_node, record.name, "bias").detach().float()
+    if parts.bias is not None:
+        bias = _tensor_of(gm, layer.nodes[parts.bias], record.name, "bias")
+        consts["bias"] = bias.detach().float()
         _finite(record.name, "bias", consts["bias"])
-    for key, value in consts.items():
-        store.register_buffer(f"{prefix}_{key}", value.clone())
-
-    x = iq_node.args[0]
-    frozen = FrozenLayer(
-        record,
-        OP_CONV if acc.target is lut_conv else OP_GEMM,
-        mult,
-        x_scale,
-        x_zp,
-        codes,
-        w_scale,
-        w_zp,
-    )
+    x = layer.inputs[0]
+    frozen = FrozenLayer(record, op, mult, x_scale, x_zp, codes, w_scale, w_zp)
     common = (record.bits, record.signed, mult.name, mult.sha256, record.name)
-    with gm.graph.inserting_before(rescale_node):
-        attrs = [gm.graph.get_attr(f"{FROZEN_MODULE}.{prefix}_{k}") for k in consts]
-        operands = attrs[:5] + [attrs[5] if len(attrs) > 5 else None]
-        if frozen.op == OP_CONV:
+    with gm.graph.inserting_before(layer.product):
+        attrs = _constants(gm, store, prefix, consts)
+        operands = [*attrs[:5], attrs[5] if len(attrs) > 5 else None, layer.table(store)]
+        if op == OP_CONV:
             spatial = codes.dim() - 2
             pads = _absorbable_pad(x, spatial)
             if pads is not None:
                 x = x.args[0]
             else:
                 pads = [0] * (2 * spatial)
-            kw = acc.kwargs
+            geo = parts.geometry
             frozen.geometry = {
-                "strides": list(kw["stride"]),
+                "strides": list(geo["stride"]),
                 "pads": pads,
-                "dilations": list(kw["dilation"]),
-                "group": int(kw["groups"]),
+                "dilations": list(geo["dilation"]),
+                "group": int(geo["groups"]),
             }
             geo = frozen.geometry
             new = gm.graph.call_function(
@@ -215,35 +244,25 @@ def _freeze_layer(
             new = gm.graph.call_function(
                 torch.ops.appmult_export.lut_linear.default, (x, *operands, *common)
             )
-    rescale_node.replace_all_uses_with(new)
-    table = _table_in_use(gm, acc, record)
-    gm.graph.erase_node(rescale_node)
-    gm.graph.erase_node(acc)
-    torch_ops.register_table(mult.sha256, table)
+    layer.replace(new)
     return frozen
 
 
-def _freeze_matmul(
-    gm: fx.GraphModule, acc: fx.Node, record: LayerRecord, store: _Constants
-) -> FrozenLayer:
+def _freeze_matmul(layer: _Layer, store: _Constants) -> FrozenLayer:
+    gm, record = layer.gm, layer.record
     mult = record.multiplier
-    qa, _, qb, _, _, _, _ = acc.args
-    a_node, b_node = qa.args[0], qb.args[0]
-    rescale_node = next(iter(acc.users))
-    sa, za = _activation_qparams(gm.get_submodule(a_node.target), record.name, mult)
-    sb, zb = _activation_qparams(gm.get_submodule(b_node.target), record.name, mult)
+    sa, za = _activation_qparams(layer.quantizer(0), record.name, mult)
+    sb, zb = _activation_qparams(layer.quantizer(1), record.name, mult)
     prefix = safe_name(record.name)
     consts = {"a_scale": sa, "a_zero_point": za, "b_scale": sb, "b_zero_point": zb}
-    for key, value in consts.items():
-        store.register_buffer(f"{prefix}_{key}", value.clone())
-    with gm.graph.inserting_before(rescale_node):
-        attrs = [gm.graph.get_attr(f"{FROZEN_MODULE}.{prefix}_{k}") for k in consts]
+    with gm.graph.inserting_before(layer.product):
+        attrs = _constants(gm, store, prefix, consts)
         new = gm.graph.call_function(
             torch.ops.appmult_export.lut_matmul.default,
             (
-                a_node.args[0],
-                b_node.args[0],
+                *layer.inputs,
                 *attrs,
+                layer.table(store),
                 record.bits,
                 record.signed,
                 mult.name,
@@ -251,12 +270,19 @@ def _freeze_matmul(
                 record.name,
             ),
         )
-    rescale_node.replace_all_uses_with(new)
-    table = _table_in_use(gm, acc, record)
-    gm.graph.erase_node(rescale_node)
-    gm.graph.erase_node(acc)
-    torch_ops.register_table(mult.sha256, table)
+    layer.replace(new)
     return FrozenLayer(record, OP_MATMUL, mult, sa, za, None, sb, zb)
+
+
+# The op kinds export freezes (integer multipliers): layer op -> frozen op.
+_EXPORTED_OPS = {
+    "conv1d": OP_CONV,
+    "conv2d": OP_CONV,
+    "linear": OP_GEMM,
+    "matmul": OP_MATMUL,
+    "bmm": OP_MATMUL,
+    "baddbmm": OP_MATMUL,
+}
 
 
 def freeze(gm: fx.GraphModule) -> tuple[fx.GraphModule, list[FrozenLayer]]:
@@ -272,21 +298,24 @@ def freeze(gm: fx.GraphModule) -> tuple[fx.GraphModule, list[FrozenLayer]]:
     store = _Constants()
     gm.add_submodule(FROZEN_MODULE, store)
     frozen: list[FrozenLayer] = []
+    nodes = {n.name: n for n in gm.graph.nodes}
     for node in list(gm.graph.nodes):
         record = node.meta.get(META_KEY)
         if record is None or not record.approximate:
             continue
-        if node.target is lut_matmul:
-            frozen.append(_freeze_matmul(gm, node, record, store))
-            continue
-        if node.target not in (lut_conv, lut_linear):
+        op = _EXPORTED_OPS.get(record.op) if record.multiplier.kind == "int" else None
+        if op is None:
             raise ValueError(
                 f"layer {record.name!r}: export supports integer multipliers on conv, linear "
                 f"and matmul layers; this {record.op} layer uses a {record.multiplier.kind} "
                 f"multiplier ({getattr(node.target, '__name__', node.target)}); keep it float "
                 f"with spec.set_module_name({record.name!r}, None) to export the model"
             )
-        frozen.append(_freeze_layer(gm, node, record, store))
+        layer = _Layer(gm, record, nodes)
+        if op == OP_MATMUL:
+            frozen.append(_freeze_matmul(layer, store))
+        else:
+            frozen.append(_freeze_layer(layer, op, store))
     if not frozen:
         raise ValueError("the model has no approximate layers to export (was it converted?)")
     gm.graph.eliminate_dead_code()

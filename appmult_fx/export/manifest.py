@@ -19,12 +19,12 @@ from typing import Any
 
 import jsonschema
 
-from .. import __version__
 from ..luts.format_errors import LutFormatError
 from ..luts.formats import load_multiplier
 from ..luts.metrics import metrics
 from ..luts.multiplier import Multiplier
 from ..passes.context import safe_name
+from ..version import __version__
 from .freeze import FrozenLayer
 
 FORMAT = "appmult-fx-export"

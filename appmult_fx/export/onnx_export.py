@@ -15,7 +15,7 @@ import onnx
 import torch
 from torch import fx
 
-from .. import __version__
+from ..version import __version__
 from .domain import DOMAIN
 from .freeze import FrozenLayer
 from .onnx_schema import translation_table

@@ -119,6 +119,7 @@ def _translate_conv(
     ws,
     wz,
     bias,
+    table,
     strides,
     pads,
     dilations,
@@ -139,21 +140,28 @@ def _translate_conv(
     )
 
 
-def _translate_gemm(x, w, xs, xz, ws, wz, bias, bits, signed, multiplier, multiplier_sha256, layer):  # noqa: ANN001, ANN202
+def _translate_gemm(
+    x, w, xs, xz, ws, wz, bias, table, bits, signed, multiplier, multiplier_sha256, layer
+):  # noqa: ANN001, ANN202
     return _LUT_GEMM(
         *_operands(x, w, xs, xz, ws, wz, bias),
         **_common(bits, signed, multiplier, multiplier_sha256, layer),
     )
 
 
-def _translate_matmul(a, b, sa, za, sb, zb, bits, signed, multiplier, multiplier_sha256, layer):  # noqa: ANN001, ANN202
+def _translate_matmul(
+    a, b, sa, za, sb, zb, table, bits, signed, multiplier, multiplier_sha256, layer
+):  # noqa: ANN001, ANN202
     return _LUT_MATMUL(
         a, b, sa, za, sb, zb, **_common(bits, signed, multiplier, multiplier_sha256, layer)
     )
 
 
 def translation_table() -> dict[Any, Any]:
-    """``custom_translation_table`` for ``torch.onnx.export``: frozen op -> ``appmult`` node."""
+    """``custom_translation_table`` for ``torch.onnx.export``: frozen op -> ``appmult`` node.
+
+    The frozen ops' ``table`` operand is not translated: the node names its multiplier.
+    """
     return {
         torch.ops.appmult_export.lut_conv.default: _translate_conv,
         torch.ops.appmult_export.lut_linear.default: _translate_gemm,

@@ -1,18 +1,19 @@
 """Frozen inference ops that stand for one approximate layer each while a model is exported.
 
 * ``appmult_export::lut_conv(x, w, x_scale, x_zero_point, w_scale, w_zero_point, bias?,
-  strides, pads, dilations, group, bits, signed, multiplier, multiplier_sha256, layer)``
+  table, strides, pads, dilations, group, bits, signed, multiplier, multiplier_sha256, layer)``
 * ``appmult_export::lut_linear(x, w, x_scale, x_zero_point, w_scale, w_zero_point, bias?,
-  bits, signed, multiplier, multiplier_sha256, layer)``
-* ``appmult_export::lut_matmul(a, b, a_scale, a_zero_point, b_scale, b_zero_point,
+  table, bits, signed, multiplier, multiplier_sha256, layer)``
+* ``appmult_export::lut_matmul(a, b, a_scale, a_zero_point, b_scale, b_zero_point, table,
   bits, signed, multiplier, multiplier_sha256, layer)``: ``torch.matmul`` of two activations
   (both at least 2-D, batch dimensions broadcast)
 
 ``w`` holds the integer weight codes (``uint8`` unsigned, ``int8`` signed), zero points are
 ``int32``, scales ``float32`` (``w_*`` per tensor or per output channel). ``pads`` follow the
 ONNX order ``[begin_1, ..., begin_d, end_1, ..., end_d]`` (zero padding of the float input).
-The table is not an operand: the op names its multiplier, whose table
-:func:`register_table` supplied. The eager kernel computes exactly what the converted
+``table`` is the multiplier's ``int32 [n, n]`` table (a buffer of the frozen model); the
+ONNX node does not carry it (the node names its multiplier, whose LUT file the export
+writes), so the translation to ONNX drops it. The eager kernel computes exactly what the converted
 graph computes in eval mode; export maps each op to one ``appmult`` ONNX node
 (:mod:`.onnx_schema`).
 """
@@ -28,18 +29,6 @@ from ..ops.int_layers import lut_linear as int_lut_linear
 from ..ops.int_layers import lut_matmul as int_lut_matmul
 from ..ops.int_layers import rescale
 from ..ops.quantizers import quantize
-
-_TABLES: dict[str, Tensor] = {}
-
-
-def register_table(sha256: str, table: Tensor) -> None:
-    """Make the table of the multiplier with content hash ``sha256`` known to the eager ops."""
-    _TABLES[sha256] = table.detach().to(torch.int32).cpu().contiguous()
-
-
-def _table(sha256: str, device: torch.device) -> Tensor:
-    torch._check(sha256 in _TABLES, lambda: f"no table registered for multiplier sha256 {sha256}")
-    return _TABLES[sha256].to(device)
 
 
 def _codes(x: Tensor, scale: Tensor, zero_point: Tensor, bits: int, signed: bool) -> Tensor:
@@ -79,6 +68,7 @@ def lut_conv(
     w_scale: Tensor,
     w_zero_point: Tensor,
     bias: Tensor | None,
+    table: Tensor,
     strides: list[int],
     pads: list[int],
     dilations: list[int],
@@ -98,7 +88,7 @@ def lut_conv(
         x_zero_point.float(),
         w.float(),
         w_zero_point.float(),
-        _table(multiplier_sha256, x.device),
+        table.to(device=x.device, dtype=torch.int32),
         None,
         None,
         stride=tuple(strides),
@@ -117,6 +107,7 @@ def _lut_conv_fake(
     w_scale,
     w_zero_point,
     bias,
+    table,
     strides,
     pads,
     dilations,
@@ -139,6 +130,7 @@ def lut_linear(
     w_scale: Tensor,
     w_zero_point: Tensor,
     bias: Tensor | None,
+    table: Tensor,
     bits: int,
     signed: bool,
     multiplier: str,
@@ -152,7 +144,7 @@ def lut_linear(
         x_zero_point.float(),
         w.float(),
         w_zero_point.float(),
-        _table(multiplier_sha256, x.device),
+        table.to(device=x.device, dtype=torch.int32),
         None,
         None,
     )
@@ -168,6 +160,7 @@ def _lut_linear_fake(
     w_scale,
     w_zero_point,
     bias,
+    table,
     bits,
     signed,
     multiplier,
@@ -195,6 +188,7 @@ def lut_matmul(
     a_zero_point: Tensor,
     b_scale: Tensor,
     b_zero_point: Tensor,
+    table: Tensor,
     bits: int,
     signed: bool,
     multiplier: str,
@@ -210,7 +204,7 @@ def lut_matmul(
         a_zero_point.float(),
         qb,
         b_zero_point.float(),
-        _table(multiplier_sha256, a.device),
+        table.to(device=a.device, dtype=torch.int32),
         None,
         None,
     )
@@ -225,6 +219,7 @@ def _lut_matmul_fake(
     a_zero_point,
     b_scale,
     b_zero_point,
+    table,
     bits,
     signed,
     multiplier,

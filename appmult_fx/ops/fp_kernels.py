@@ -3,60 +3,31 @@
 ``backend_for(device)`` returns a module with ``fp_bmm(a, b, table, m, rounding)`` (same
 signature and bit-identical results as :mod:`.fp_reference`) or ``None`` when no compiled
 kernel serves the device. Sources are ``cuda/fp_lut_gemm_*`` (package data
-``appmult_fx.csrc``); builds are cached beside the integer kernels' (see :mod:`.kernels`:
-``APPMULT_FX_CACHE_DIR``).
+``appmult_fx.csrc``), built and cached by the integer kernels' builder
+(:func:`.kernels.compile_extension`, ``APPMULT_FX_CACHE_DIR``).
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import sys
 from types import ModuleType
 
 import torch
 
-from .kernels import CUDA_ARCH_FLAGS, cache_dir, source_dir
+from .kernels import CUDA_ARCH_FLAGS, compile_extension
 
-CPU_FILES = ("fp_lut_gemm_cpu.cpp", "fp_lut_gemm_common.h")
+CPU_FILES = ("fp_lut_gemm_cpu.cpp", "fp_lut_gemm_common.h")  # the source, then its headers
 CUDA_FILES = ("fp_lut_gemm_cuda.cu", "fp_lut_gemm_common.h")
-
-
-def _build(kind: str, files: tuple[str, ...], **kwargs) -> ModuleType:  # noqa: ANN003
-    from torch.utils import cpp_extension
-
-    digest = hashlib.sha256(f"{torch.__version__}|{sys.version}|{sorted(kwargs.items())}".encode())
-    for name in files:
-        digest.update((source_dir() / name).read_bytes())
-    name = f"appmult_fx_fp_{kind.lower()}_{digest.hexdigest()[:16]}"
-    build = cache_dir() / name
-    build.mkdir(parents=True, exist_ok=True)
-    if not (build / f"{name}.so").exists():
-        print(
-            f"appmult-fx: compiling the {kind} FP LUT-GEMM kernel (first use)...", file=sys.stderr
-        )
-    try:
-        return cpp_extension.load(
-            name=name,
-            sources=[str(source_dir() / files[0])],
-            extra_include_paths=[str(source_dir())],
-            build_directory=str(build),
-            verbose=False,
-            **kwargs,
-        )
-    except Exception as exc:  # compiler missing or failing: say how to run without kernels
-        raise RuntimeError(
-            f"appmult-fx: could not compile the {kind} FP LUT-GEMM kernel ({exc}); set "
-            "APPMULT_FX_REFERENCE=1 to use the pure-PyTorch reference instead"
-        ) from exc
 
 
 @functools.cache
 def cpu_extension() -> ModuleType:
     """The compiled CPU FP kernel module."""
-    return _build(
-        "CPU",
-        CPU_FILES,
+    return compile_extension(
+        "CPU FP LUT-GEMM",
+        "appmult_fx_fp_cpu",
+        CPU_FILES[:1],
+        CPU_FILES[1:],
         extra_cflags=["-O3", "-fopenmp", "-fno-fast-math"],
         extra_ldflags=["-fopenmp"],
     )
@@ -65,9 +36,11 @@ def cpu_extension() -> ModuleType:
 @functools.cache
 def cuda_extension() -> ModuleType:
     """The compiled CUDA FP kernel module."""
-    return _build(
-        "CUDA",
-        CUDA_FILES,
+    return compile_extension(
+        "CUDA FP LUT-GEMM",
+        "appmult_fx_fp_cuda",
+        CUDA_FILES[:1],
+        CUDA_FILES[1:],
         extra_cflags=["-O3"],
         extra_cuda_cflags=["-O3", "-std=c++20", "--fmad=false", *CUDA_ARCH_FLAGS],
     )

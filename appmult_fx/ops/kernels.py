@@ -5,9 +5,11 @@
 compiled kernel serves that device, in which case the op layer uses the reference.
 
 The C++/CUDA sources ship as package data (``appmult_fx.csrc``) and are compiled on first use
-with ``torch.utils.cpp_extension.load`` into a cache folder keyed by a hash of the sources, the
-torch and Python versions and the machine (``APPMULT_FX_CACHE_DIR``, default
-``~/.cache/appmult_fx``), so later processes load the built module in well under a second.
+by :func:`compile_extension` (the one builder, also used by :mod:`.fp_kernels`) with
+``torch.utils.cpp_extension.load`` into a cache folder keyed by a hash of the sources and their
+folder, the torch and Python versions, the machine and the build options
+(``APPMULT_FX_CACHE_DIR``, default ``~/.cache/appmult_fx``), so later processes load the built
+module in well under a second.
 
 Environment variables:
 
@@ -65,7 +67,13 @@ def cache_dir() -> Path:
 
 
 def _module_name(prefix: str, files: tuple[str, ...], extra: str) -> str:
-    digest = hashlib.sha256()
+    """``prefix`` + a hash of the sources (names and contents), their folder, the torch and
+    Python versions, the machine and the build options: one cache entry per distinct build.
+
+    The folder is part of the key because the cached build files name the sources by path:
+    two checkouts sharing one entry would make each other rebuild.
+    """
+    digest = hashlib.sha256(str(source_dir().resolve()).encode())
     for name in files:
         digest.update(name.encode())
         digest.update((source_dir() / name).read_bytes())
@@ -74,9 +82,11 @@ def _module_name(prefix: str, files: tuple[str, ...], extra: str) -> str:
     return f"{prefix}_{digest.hexdigest()[:16]}"
 
 
-def _compile(
+def compile_extension(
     kind: str, prefix: str, sources: tuple[str, ...], headers: tuple[str, ...], **kwargs
 ) -> ModuleType:
+    """Build (or load from :func:`cache_dir`) the extension of ``sources`` (the only builder
+    of the int and FP kernels); ``kwargs`` go to ``torch.utils.cpp_extension.load``."""
     from torch.utils import cpp_extension
 
     name = _module_name(prefix, sources + headers, repr(sorted(kwargs.items())))
@@ -84,7 +94,7 @@ def _compile(
     build.mkdir(parents=True, exist_ok=True)
     if not (build / f"{name}.so").exists():
         print(
-            f"appmult-fx: compiling {kind} LUT-GEMM kernel (first use, ~1 min)...",
+            f"appmult-fx: compiling the {kind} kernel (first use, ~1 min)...",
             file=sys.stderr,
             flush=True,
         )
@@ -99,7 +109,7 @@ def _compile(
         )
     except Exception as exc:  # compiler missing or failing: say how to run without kernels
         raise RuntimeError(
-            f"appmult-fx: could not compile the {kind} LUT-GEMM kernel ({exc}); set "
+            f"appmult-fx: could not compile the {kind} kernel ({exc}); set "
             "APPMULT_FX_REFERENCE=1 to use the pure-PyTorch reference instead"
         ) from exc
 
@@ -107,8 +117,8 @@ def _compile(
 @functools.cache
 def cpu_extension() -> ModuleType:
     """The compiled CPU kernel module (built on first call, then cached on disk)."""
-    return _compile(
-        "CPU",
+    return compile_extension(
+        "CPU LUT-GEMM",
         "appmult_fx_cpu",
         CPU_SOURCES,
         CPU_HEADERS,
@@ -120,8 +130,8 @@ def cpu_extension() -> ModuleType:
 @functools.cache
 def cuda_extension() -> ModuleType:
     """The compiled CUDA kernel module (built with nvcc on first call, then cached on disk)."""
-    return _compile(
-        "CUDA",
+    return compile_extension(
+        "CUDA LUT-GEMM",
         "appmult_fx_cuda",
         CUDA_SOURCES,
         CUDA_HEADERS,

@@ -15,9 +15,9 @@ Differentiable op (integer-valued float codes in, used by the converted graphs):
 
 Accumulation is exact by construction: :func:`lut_sum` bounds the sum by ``max|T| x K`` once
 per call and runs the int32 kernel on the whole ``K`` when the bound fits int32, else on
-``K``-chunks that each fit, summing the chunk results in int64 (split-K, an int64 result). ``approx_bmm`` and
-``approx_conv2d`` then convert the exact sum to float32 once (correctly rounded: exact up to
-``2**24``, relative error at most ``2**-24`` beyond).
+``K``-chunks that each fit, summing the chunk results in int64 (split-K, an int64 result).
+``approx_bmm`` and ``approx_conv2d`` then convert the exact sum to float32 once (correctly
+rounded: exact up to ``2**24``, relative error at most ``2**-24`` beyond).
 
 Each op runs the compiled kernel for the tensors' device when one is available and the
 pure-PyTorch reference otherwise (or always, with ``APPMULT_FX_REFERENCE=1``).

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from appmult_fx.app.train import load_checkpoint, save_checkpoint
 from appmult_fx.cli import EXIT_CHECKPOINT, main
-from appmult_fx.train import load_checkpoint, save_checkpoint
 
 TRAIN = ["train", "--model", "lenet5", "--epochs", "2", "--max-steps", "2", "--quiet"]
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import appmult_fx.workflow as workflow
+import appmult_fx.app.workflow as workflow
+from appmult_fx.app.train import load_checkpoint
 from appmult_fx.cli import main
-from appmult_fx.train import load_checkpoint
 from tests.test_train import aggressive_multiplier
 
 

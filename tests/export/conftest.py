@@ -11,7 +11,7 @@ import torch
 from torch import fx, nn
 
 import appmult_fx as amx
-from appmult_fx.models import lenet5, resnet20
+from appmult_fx.app.models import lenet5, resnet20
 
 
 @dataclass

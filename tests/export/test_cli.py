@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 import appmult_fx as amx
+from appmult_fx.app.train import TrainConfig
+from appmult_fx.app.workflow import retrain, train_float
 from appmult_fx.cli import main
-from appmult_fx.train import TrainConfig
-from appmult_fx.workflow import retrain, train_float
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ from appmult_fx.passes.context import LUT_MODULE, LutIntegrityError
 from onnx import numpy_helper
 
 import appmult_fx as amx
+from appmult_fx.app.models import lenet5
 from appmult_fx.export.manifest import file_sha256
-from appmult_fx.models import lenet5
 from tests.export.test_refusals import _manifest, _write_manifest
 
 

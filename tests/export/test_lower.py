@@ -12,7 +12,7 @@ from appmult_fx.luts.indexing import operand_range
 from onnx import TensorProto, helper, numpy_helper
 
 import appmult_fx as amx
-from appmult_fx.export import torch_ops
+from appmult_fx.export import torch_ops  # noqa: F401  (registers appmult_export ops)
 from appmult_fx.export.freeze import freeze
 from appmult_fx.export.lower import lower
 
@@ -86,11 +86,11 @@ def test_lut_conv_lowering_matches_torch_op(case) -> None:
     consts = _params(mult, w_shape, per_channel, gen)
     bias = torch.randn(w_shape[0], generator=gen) if with_bias else None
     x = torch.randn(x_shape, generator=gen) * 2
-    torch_ops.register_table(mult.sha256, mult.table)
     expected = torch.ops.appmult_export.lut_conv(
         x,
         *consts,
         bias,
+        mult.table,
         strides,
         pads,
         dilations,
@@ -131,9 +131,8 @@ def test_lut_gemm_lowering_matches_torch_op(name, x_shape, per_channel, with_bia
     consts = _params(mult, (5, 7), per_channel, gen)
     bias = torch.randn(5, generator=gen) if with_bias else None
     x = torch.randn(x_shape, generator=gen) * 2
-    torch_ops.register_table(mult.sha256, mult.table)
     expected = torch.ops.appmult_export.lut_linear(
-        x, *consts, bias, mult.bits, mult.signed, mult.name, mult.sha256, "fc"
+        x, *consts, bias, mult.table, mult.bits, mult.signed, mult.name, mult.sha256, "fc"
     )
     attrs = dict(
         bits=mult.bits,
@@ -206,9 +205,8 @@ def test_lut_matmul_lowering_matches_torch_op(name: str) -> None:
         torch.tensor(0.05),
         torch.tensor(zero // 2, dtype=torch.int32),
     ]
-    torch_ops.register_table(mult.sha256, mult.table)
     expected = torch.ops.appmult_export.lut_matmul(
-        a, b, *consts, mult.bits, mult.signed, mult.name, mult.sha256, "mm"
+        a, b, *consts, mult.table, mult.bits, mult.signed, mult.name, mult.sha256, "mm"
     )
     names = ["a_scale", "a_zero_point", "b_scale", "b_zero_point"]
     attrs = dict(
@@ -246,7 +244,6 @@ def test_lut_matmul_lowering_matches_torch_op(name: str) -> None:
 def test_frozen_ops_pass_opcheck() -> None:
     mult = amx.multiplier("mul6s_trunc3")
     gen = torch.Generator().manual_seed(4)
-    torch_ops.register_table(mult.sha256, mult.table)
     common = (mult.bits, mult.signed, mult.name, mult.sha256, "layer")
     conv = _params(mult, (4, 2, 3, 3), True, gen)
     gemm = _params(mult, (5, 7), False, gen)
@@ -258,6 +255,7 @@ def test_frozen_ops_pass_opcheck() -> None:
                 torch.randn(2, 2, 5, 5, generator=gen),
                 *conv,
                 torch.randn(4, generator=gen),
+                mult.table,
                 [1, 1],
                 [1, 0, 1, 0],
                 [1, 1],
@@ -267,7 +265,7 @@ def test_frozen_ops_pass_opcheck() -> None:
         ),
         (
             torch.ops.appmult_export.lut_linear.default,
-            (torch.randn(3, 7, generator=gen), *gemm, None, *common),
+            (torch.randn(3, 7, generator=gen), *gemm, None, mult.table, *common),
         ),
         (
             torch.ops.appmult_export.lut_matmul.default,
@@ -276,6 +274,7 @@ def test_frozen_ops_pass_opcheck() -> None:
                 torch.randn(4, 5, generator=gen),
                 *q,
                 *q,
+                mult.table,
                 *common,
             ),
         ),

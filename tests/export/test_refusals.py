@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import appmult_fx as amx
+from appmult_fx.app.models import lenet5
 from appmult_fx.export.manifest import SCHEMA_VERSION, file_sha256
-from appmult_fx.models import lenet5
 
 
 def _manifest(path: Path) -> dict:

@@ -11,15 +11,15 @@ import pytest
 import torch
 from appmult_fx.luts.format_errors import LutFormatError
 from appmult_fx.luts.formats import load_multiplier, save_multiplier
-from appmult_fx.luts.formats_seed import (
+from appmult_fx.luts.multiplier import Multiplier
+from appmult_fx.luts.registry import exact_multiplier
+from appmult_fx.luts.text_lut_format import (
     FORWARD_HEADER,
     GRAD_A_HEADER,
     GRAD_B_HEADER,
     format_seed_text,
     seed_name,
 )
-from appmult_fx.luts.multiplier import Multiplier
-from appmult_fx.luts.registry import exact_multiplier
 
 
 def oracle_blocks(text: str) -> dict[str, np.ndarray]:

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from appmult_fx.luts.format_errors import LutFormatError
 from appmult_fx.luts.formats import load_multiplier
-from appmult_fx.luts.formats_seed import GRAD_A_HEADER, GRAD_B_HEADER, format_seed_text
 from appmult_fx.luts.registry import exact_multiplier
+from appmult_fx.luts.text_lut_format import GRAD_A_HEADER, GRAD_B_HEADER, format_seed_text
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

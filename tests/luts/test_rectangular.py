@@ -80,7 +80,7 @@ def test_round_trip_through_every_format(tmp_path: Path, signed: bool) -> None:
     assert back.bits == (8, 4) and back.sha256 == m.sha256 and back.hardware == m.hardware
     for gradients in (False, True):
         path = tmp_path / f"m{int(gradients)}_lutfp.txt"
-        from appmult_fx.luts.formats_seed import write_seed_text
+        from appmult_fx.luts.text_lut_format import write_seed_text
 
         write_seed_text(m, path, gradients=gradients)
         text = path.read_text()

@@ -5,7 +5,7 @@ The network (ApproxTrain's ``lenet5`` example, Keras defaults: valid padding): c
 ReLU, max-pool 2, conv 5x5 x 32, ReLU, max-pool 2, dense 1024, ReLU, dense 10; Adam, lr 1e-3
 (constant), batch 64, no augmentation. ``train_fp`` converts it with ``convert(model,
 Spec().set_global(multiplier), backward=...)`` before the first step (or keeps it FP32 with
-``multiplier=None``) and trains with :func:`appmult_fx.train.fit`.
+``multiplier=None``) and trains with :func:`appmult_fx.app.train.fit`.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .convert import convert
+from appmult_fx import Spec, convert
+
 from .data import dataset_info, load_dataset
-from .passes.spec import Spec
 from .train import TrainConfig, fit, seed_everything
 
 

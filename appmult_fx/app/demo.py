@@ -18,7 +18,7 @@ from .workflow import datasets, retrain_model, train_float
 
 # The seed's headline multiplier (mul7u "syn2"), present beside a development checkout.
 SEED_SYN2 = (
-    Path(__file__).resolve().parents[2]
+    Path(__file__).resolve().parents[3]
     / "shared"
     / "appmults"
     / "resub_als"
@@ -32,7 +32,7 @@ DEMO_MULTIPLIER = "mul7u_trunc7"  # 7-bit, 7 partial-product columns removed (li
 def pick_multiplier() -> tuple[str, str]:
     """The demo's default multiplier and why: the built-in ``mul7u_trunc7``, else the seed's
     syn2 file when ``../shared`` is present, else the exact 7-bit multiplier."""
-    from . import builtin_names
+    from appmult_fx import builtin_names
 
     if DEMO_MULTIPLIER in builtin_names():
         return DEMO_MULTIPLIER, "built-in truncated multiplier, like the seed's vert_trunc ones"
@@ -88,7 +88,8 @@ def run_demo(
             report_path=out / "retrained.json",
         )
         if export:
-            from . import export as export_model
+            from appmult_fx import export as export_model
+
             from .train import first_batch
 
             print("3/3 exporting to ONNX (model.onnx, model_portable.onnx, LUTs, manifest)")

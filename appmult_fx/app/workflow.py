@@ -22,7 +22,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from . import __version__
+from appmult_fx import __version__
+
 from .checkpoint import load_model_state
 from .data import dataset_info, load_dataset
 from .models import build_model
@@ -107,7 +108,7 @@ def load_float_model(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]
 
 def make_spec(spec_file: str | None = None, multiplier: str | None = None) -> Any:
     """A conversion spec from a JSON/TOML file or a ``--multiplier`` name/path (exactly one)."""
-    from . import Spec
+    from appmult_fx import Spec
 
     if (spec_file is None) == (multiplier is None):
         raise ValueError("give exactly one of --spec FILE or --multiplier NAME_OR_PATH")
@@ -120,7 +121,7 @@ def convert_model(
     model: nn.Module, spec_source: dict[str, Any], gradient: str, example: torch.Tensor
 ) -> nn.Module:
     """``amx.convert`` of ``model`` with the spec described by ``spec_source``."""
-    from . import convert
+    from appmult_fx import convert
 
     spec = make_spec(spec_source.get("file"), spec_source.get("multiplier"))
     return convert(model, spec, gradient=gradient, example_inputs=(example,))
@@ -128,7 +129,7 @@ def convert_model(
 
 def multipliers_used(gm: nn.Module) -> list[dict[str, Any]]:
     """Name, sha256, bits, signedness and layer count of each multiplier in ``gm``."""
-    from . import layers
+    from appmult_fx import layers
 
     found: dict[str, dict[str, Any]] = {}
     for rec in layers(gm):
@@ -232,7 +233,7 @@ def retrain(
 def calibrate_model(gm: nn.Module, dataset: Dataset, cfg: TrainConfig, limit: int | None) -> None:
     """Run the observers over (the first ``limit``) training batches, in the same order on
     every rank so that all ranks end with the same ranges."""
-    from . import calibrate
+    from appmult_fx import calibrate
 
     device = resolve_device(cfg.device)
     gm.to(device)
@@ -300,7 +301,7 @@ def compare(
     """Retrain with every multiplier x seed x gradient mode (reports already in ``out_dir``
     are reused, so an interrupted comparison continues); writes ``results.md``,
     ``accuracy.png`` and ``summary.json``. Returns the summary."""
-    from . import Spec
+    from appmult_fx import Spec
 
     out = Path(out_dir)
     start = time.perf_counter()

@@ -15,14 +15,13 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-if TYPE_CHECKING:
-    from .train import TrainConfig
+from .train_config import TrainConfig
 
 CHECKPOINT_MAGIC = b"APPMULT-FX-CHECKPOINT v1 sha256="
 

@@ -31,7 +31,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -51,6 +51,7 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from .train_config import TrainConfig
 
 __all__ = [
     "CheckpointError",
@@ -61,29 +62,6 @@ __all__ = [
     "load_checkpoint",
     "save_checkpoint",
 ]
-
-
-@dataclass
-class TrainConfig:
-    """Hyper-parameters of one training run (defaults: the seed's recipe)."""
-
-    epochs: int = 3
-    batch_size: int = 64
-    lr: float = 1e-3
-    lr_gamma: float = 0.5
-    milestones: tuple[float, ...] = (1 / 3, 2 / 3)
-    weight_decay: float = 0.0
-    seed: int = 0
-    device: str = "cpu"
-    eval_batch_size: int = 256
-    max_steps_per_epoch: int | None = None
-    quiet: bool = False
-    checkpoint: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def milestone_epochs(self) -> list[int]:
-        """Epoch indices at which the learning rate is multiplied by ``lr_gamma``."""
-        return sorted({round(f * self.epochs) for f in self.milestones} - {0} - {self.epochs})
 
 
 def seed_everything(seed: int) -> None:
@@ -232,9 +210,9 @@ def evaluate(
 
 def observer_modules(model: nn.Module) -> list[nn.Module]:
     """The activation observers (moving-average min/max quantizers) inside ``model``."""
-    from .ops.quantizers import ActivationQuantizer
+    from appmult_fx import quantizers
 
-    return [m for m in _unwrap(model).modules() if isinstance(m, ActivationQuantizer)]
+    return quantizers(_unwrap(model))
 
 
 @torch.no_grad()

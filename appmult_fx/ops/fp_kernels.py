@@ -19,7 +19,12 @@ import torch
 from .kernels import CUDA_ARCH_FLAGS, cache_dir, source_dir
 
 CPU_FILES = ("fp_lut_gemm_cpu.cpp", "fp_lut_gemm_common.h")
-CUDA_FILES = ("fp_lut_gemm_cuda.cu", "fp_lut_gemm_common.h")
+CUDA_FILES = (
+    "fp_lut_gemm_cuda.cu",
+    "fp_lut_gemm_common.h",
+    "fp_lut_gemm_cuda_kernels.cuh",
+    "cuda_launch.h",
+)
 
 
 def _build(kind: str, files: tuple[str, ...], **kwargs) -> ModuleType:  # noqa: ANN003

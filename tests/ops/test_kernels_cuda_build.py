@@ -1,4 +1,5 @@
-"""CI compile check of the CUDA kernels: nvcc -c for sm_80 and sm_90 (no GPU needed)."""
+"""CI compile check of the CUDA kernels: nvcc -c for sm_80 and sm_90 (no GPU needed); the FP
+kernels through a small translation unit that instantiates their torch-free launchers."""
 
 from __future__ import annotations
 
@@ -30,3 +31,21 @@ def test_cuda_kernels_compile(tmp_path) -> None:
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "k.o").stat().st_size > 0
+
+
+def test_fp_cuda_kernels_compile(tmp_path) -> None:
+    nvcc = find_nvcc()
+    if nvcc is None:
+        pytest.skip("nvcc not found (set CUDA_HOME)")
+    src = tmp_path / "fp.cu"
+    src.write_text(
+        '#include "fp_lut_gemm_cuda_kernels.cuh"\n'
+        "void* launchers[] = {reinterpret_cast<void*>(&appmult_fp::launch_fp_cast),\n"
+        "                     reinterpret_cast<void*>(&appmult_fp::launch_fp_bmm)};\n"
+    )
+    cmd = [nvcc, "-std=c++20", "-O3", "--fmad=false", "-Werror", "all-warnings",
+           *kernels.CUDA_ARCH_FLAGS, "-I", str(kernels.source_dir()), "-c", str(src),
+           "-o", str(tmp_path / "fp.o")]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "fp.o").stat().st_size > 0

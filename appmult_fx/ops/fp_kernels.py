@@ -16,7 +16,7 @@ from types import ModuleType
 
 import torch
 
-from .kernels import CUDA_ARCH_FLAGS, cache_dir, source_dir
+from .kernels import CUDA_ARCH_FLAGS, cache_dir, cpp_extension_module, source_dir
 
 CPU_FILES = ("fp_lut_gemm_cpu.cpp", "fp_lut_gemm_common.h")
 CUDA_FILES = (
@@ -28,8 +28,7 @@ CUDA_FILES = (
 
 
 def _build(kind: str, files: tuple[str, ...], **kwargs) -> ModuleType:  # noqa: ANN003
-    from torch.utils import cpp_extension
-
+    cpp_extension = cpp_extension_module(cuda=kind == "CUDA")
     digest = hashlib.sha256(f"{torch.__version__}|{sys.version}|{sorted(kwargs.items())}".encode())
     for name in files:
         digest.update((source_dir() / name).read_bytes())

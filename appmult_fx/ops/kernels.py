@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.resources
+import logging
 import os
 import platform
 import sys
@@ -74,10 +75,28 @@ def _module_name(prefix: str, files: tuple[str, ...], extra: str) -> str:
     return f"{prefix}_{digest.hexdigest()[:16]}"
 
 
+def _no_cuda_runtime_notice(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("No CUDA runtime is found")
+
+
+def cpp_extension_module(cuda: bool) -> ModuleType:
+    """``torch.utils.cpp_extension``; for a CPU build (``cuda=False``) imported without the
+    ``No CUDA runtime is found, using CUDA_HOME=...`` notice it logs on machines without a GPU
+    (it looks for a CUDA toolkit on import, which a CPU build never uses)."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    if not cuda:
+        logger.addFilter(_no_cuda_runtime_notice)
+    try:
+        from torch.utils import cpp_extension
+    finally:
+        logger.removeFilter(_no_cuda_runtime_notice)
+    return cpp_extension
+
+
 def _compile(
     kind: str, prefix: str, sources: tuple[str, ...], headers: tuple[str, ...], **kwargs
 ) -> ModuleType:
-    from torch.utils import cpp_extension
+    cpp_extension = cpp_extension_module(cuda=kind == "CUDA")
 
     name = _module_name(prefix, sources + headers, repr(sorted(kwargs.items())))
     build = cache_dir() / name

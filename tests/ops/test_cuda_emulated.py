@@ -10,9 +10,9 @@ import shutil
 
 import pytest
 import torch
+from appmult_fx.luts.fp_format import cast_bits
 
 import appmult_fx as amx
-from appmult_fx.luts.fp_format import cast_bits
 from appmult_fx.ops import fp_reference, kernels, reference
 
 from .cuda_emulation.emulated import FILES, EmulatedCUDA, build, compiler, default_library
@@ -74,8 +74,12 @@ def test_split_reductions(emulated_lib) -> None:
 
 @pytest.mark.parametrize(
     ("name", "rounding"),
-    [("fp_mbm7", "truncate"), ("fp_mit1", "nearest"), ("fp_trunc11", "nearest"),
-     ("fp_mit5", "truncate")],
+    [
+        ("fp_mbm7", "truncate"),
+        ("fp_mit1", "nearest"),
+        ("fp_trunc11", "nearest"),
+        ("fp_mit5", "truncate"),
+    ],
 )
 def test_fp_kernel_bit_identical_to_reference(emulated_lib, name: str, rounding: str) -> None:
     """Shared-table (m <= 7) and global-table (m > 7) paths, specials, ragged tiles."""
@@ -121,9 +125,7 @@ def faulty_lib(tmp_path_factory):
     for name in FILES:
         shutil.copy(kernels.source_dir() / name, src / name)
     launch = src / "cuda_launch.h"
-    launch.write_text(
-        launch.read_text() + '\nextern "C" {\ninline int appmult_fault = 0;\n}\n'
-    )
+    launch.write_text(launch.read_text() + '\nextern "C" {\ninline int appmult_fault = 0;\n}\n')
     for file, before, after in FAULTS.values():
         text = (src / file).read_text()
         assert text.count(before) == 1, f"fault site not found once in {file}: {before!r}"
@@ -147,8 +149,9 @@ def test_injected_fault_fails_parity(faulty_lib, fault: int) -> None:
                 mult = amx.multiplier("fp_mbm7")
                 a, b = fp_operands((1, 40, 130), (1, 130, 40), specials=False)
                 t, m = mult.mantissa_table, mult.mantissa_bits
-                assert _same_bits(emu.fp_bmm(a, b, t, m, "truncate"),
-                                  fp_reference.fp_bmm(a, b, t, m, "truncate"))
+                assert _same_bits(
+                    emu.fp_bmm(a, b, t, m, "truncate"), fp_reference.fp_bmm(a, b, t, m, "truncate")
+                )
             else:
                 check_products(emu, [(1, 70, 300, 67), (1, 9, 20, 300)])
     finally:

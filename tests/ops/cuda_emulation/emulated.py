@@ -33,8 +33,17 @@ FILES = (
     "cuda_host_shim.h",
 )
 FLAGS = (
-    "-std=c++20", "-O2", "-fPIC", "-shared", "-pthread", "-DAPPMULT_CUDA_HOST_EMULATION",
-    "-fno-strict-aliasing", "-ffp-contract=off", "-Wall", "-Wextra", "-Wno-unknown-pragmas",
+    "-std=c++20",
+    "-O2",
+    "-fPIC",
+    "-shared",
+    "-pthread",
+    "-DAPPMULT_CUDA_HOST_EMULATION",
+    "-fno-strict-aliasing",
+    "-ffp-contract=off",
+    "-Wall",
+    "-Wextra",
+    "-Wno-unknown-pragmas",
     "-Werror",
 )  # fmm: no fused multiply-adds beyond the kernels' explicit fmaf, as with nvcc --fmad=false
 
@@ -55,8 +64,19 @@ def build(src_dir: Path, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
     os.close(fd)
-    cmd = [compiler() or "g++", *FLAGS, f"-I{src_dir}", "-x", "c++",
-           str(src_dir / "lut_gemm_cuda.cu"), "-x", "c++", str(HARNESS), "-o", tmp]
+    cmd = [
+        compiler() or "g++",
+        *FLAGS,
+        f"-I{src_dir}",
+        "-x",
+        "c++",
+        str(src_dir / "lut_gemm_cuda.cu"),
+        "-x",
+        "c++",
+        str(HARNESS),
+        "-o",
+        tmp,
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     if result.returncode != 0:
         os.unlink(tmp)
@@ -130,8 +150,19 @@ class EmulatedCUDA:
         (b, m, k), n = a.shape, w.shape[2]
         y = _Output((b, m, n), torch.int32)
         err = self._lib.emu_lut_fwd(
-            _ptr(a), _ptr(w), _ptr(staged), int(table16), ctypes.c_uint32(lo & 0xFFFFFFFF),
-            bits, b, m, k, n, self.num_sms, _ptr(y.tensor))
+            _ptr(a),
+            _ptr(w),
+            _ptr(staged),
+            int(table16),
+            ctypes.c_uint32(lo & 0xFFFFFFFF),
+            bits,
+            b,
+            m,
+            k,
+            n,
+            self.num_sms,
+            _ptr(y.tensor),
+        )
         self._check(err, "lut_fwd")
         return y.checked()
 
@@ -141,8 +172,8 @@ class EmulatedCUDA:
         bits = gt.shape[0].bit_length() - 1
         out = _Output(tuple(shape), torch.float32)
         err = getattr(self._lib, fn)(
-            _ptr(g), _ptr(a), _ptr(w), _ptr(gt), bits, b, m, k, n, self.num_sms,
-            _ptr(out.tensor))
+            _ptr(g), _ptr(a), _ptr(w), _ptr(gt), bits, b, m, k, n, self.num_sms, _ptr(out.tensor)
+        )
         self._check(err, fn)
         return out.checked()
 
@@ -158,8 +189,9 @@ class EmulatedCUDA:
         """``x`` (float32) cast to the (1, 8, m) format by the CUDA cast kernel."""
         x = _padded(x)
         out = _Output(tuple(x.shape), torch.float32, float("nan"))
-        err = self._lib.emu_fp_cast(_ptr(x), _ptr(out.tensor), ctypes.c_int64(x.numel()), m,
-                                    int(rounding == "nearest"))
+        err = self._lib.emu_fp_cast(
+            _ptr(x), _ptr(out.tensor), ctypes.c_int64(x.numel()), m, int(rounding == "nearest")
+        )
         self._check(err, "fp_cast")
         return out.checked()
 
@@ -169,7 +201,8 @@ class EmulatedCUDA:
         ac, bc, table = _padded(ac), _padded(bc), _padded(table.to(torch.int32))
         (bsz, rows, k), cols = a.shape, b.shape[2]
         out = _Output((bsz, rows, cols), torch.float32, float("nan"))
-        err = self._lib.emu_fp_bmm(_ptr(ac), _ptr(bc), _ptr(table), bsz, rows, k, cols, m,
-                                   _ptr(out.tensor))
+        err = self._lib.emu_fp_bmm(
+            _ptr(ac), _ptr(bc), _ptr(table), bsz, rows, k, cols, m, _ptr(out.tensor)
+        )
         self._check(err, "fp_bmm")
         return out.checked()

@@ -31,18 +31,14 @@ def fp_matmul(
     backward: str = "approximate",
 ) -> Tensor:
     """``torch.matmul(a, b)`` (1-D and broadcast batch dimensions included), FP approximate."""
-    check(
-        a.dim() >= 1 and b.dim() >= 1, lambda: "fp_matmul needs tensors of at least 1 dimension"
-    )
+    check(a.dim() >= 1 and b.dim() >= 1, lambda: "fp_matmul needs tensors of at least 1 dimension")
     squeeze_rows, squeeze_cols = a.dim() == 1, b.dim() == 1
     a2 = a.unsqueeze(0) if squeeze_rows else a
     b2 = b.unsqueeze(-1) if squeeze_cols else b
     batch = torch.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
     rows, inner, cols = a2.shape[-2], a2.shape[-1], b2.shape[-1]
     a_shape, b_shape = tuple(a.shape), tuple(b.shape)
-    check(
-        b2.shape[-2] == inner, lambda: f"matmul shapes {a_shape} and {b_shape} do not match"
-    )
+    check(b2.shape[-2] == inner, lambda: f"matmul shapes {a_shape} and {b_shape} do not match")
     a3 = a2.expand(*batch, rows, inner).reshape(-1, rows, inner).float()
     b3 = b2.expand(*batch, inner, cols).reshape(-1, inner, cols).float()
     out = fp_approx_bmm(a3, b3, mantissa_table, rounding, backward).reshape(*batch, rows, cols)

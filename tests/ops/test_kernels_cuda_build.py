@@ -26,8 +26,20 @@ def test_cuda_kernels_compile(tmp_path) -> None:
     if nvcc is None:
         pytest.skip("nvcc not found (set CUDA_HOME)")
     src = kernels.source_dir() / "lut_gemm_cuda.cu"
-    cmd = [nvcc, "-std=c++17", "-O3", "-Werror", "all-warnings", *kernels.CUDA_ARCH_FLAGS,
-           "-I", str(kernels.source_dir()), "-c", str(src), "-o", str(tmp_path / "k.o")]
+    cmd = [
+        nvcc,
+        "-std=c++17",
+        "-O3",
+        "-Werror",
+        "all-warnings",
+        *kernels.CUDA_ARCH_FLAGS,
+        "-I",
+        str(kernels.source_dir()),
+        "-c",
+        str(src),
+        "-o",
+        str(tmp_path / "k.o"),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "k.o").stat().st_size > 0
@@ -43,9 +55,21 @@ def test_fp_cuda_kernels_compile(tmp_path) -> None:
         "void* launchers[] = {reinterpret_cast<void*>(&appmult_fp::launch_fp_cast),\n"
         "                     reinterpret_cast<void*>(&appmult_fp::launch_fp_bmm)};\n"
     )
-    cmd = [nvcc, "-std=c++20", "-O3", "--fmad=false", "-Werror", "all-warnings",
-           *kernels.CUDA_ARCH_FLAGS, "-I", str(kernels.source_dir()), "-c", str(src),
-           "-o", str(tmp_path / "fp.o")]
+    cmd = [
+        nvcc,
+        "-std=c++20",
+        "-O3",
+        "--fmad=false",
+        "-Werror",
+        "all-warnings",
+        *kernels.CUDA_ARCH_FLAGS,
+        "-I",
+        str(kernels.source_dir()),
+        "-c",
+        str(src),
+        "-o",
+        str(tmp_path / "fp.o"),
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "fp.o").stat().st_size > 0

@@ -26,13 +26,15 @@ if [[ "$dry" == 1 ]]; then
   stages="${GPU_CHECK_STAGES:-env tests bench e2e}"
   tests=(tests/ops/test_cuda_emulated.py tests/ops/test_kernels_cuda.py)
   bench_args=(--bits 7 --no-vit --repeats 1 --reference-rows 16)
+  e2e_args=(--batch 2)
   limits=(env=60 install=120 tests=300 bench=600 e2e=300)
 else
   device=cuda
   tests=(tests/ops/test_kernels_cuda.py tests/ops/test_cuda_emulated.py
          tests/ops/test_fp_gemm.py::test_cuda_kernel_is_bit_identical_to_reference)
   bench_args=(--bits 7 8 --repeats 5)
-  limits=(env=20 install=40 tests=260 bench=90 e2e=60)  # 470 s at most: under 8 minutes
+  e2e_args=(--batch 16)
+  limits=(env=20 install=40 tests=230 bench=90 e2e=90)  # 470 s at most: under 8 minutes
 fi
 [[ -n "${GPU_CHECK_TESTS:-}" ]] && read -r -a tests <<< "$GPU_CHECK_TESTS"
 
@@ -88,7 +90,7 @@ for stage in $stages; do
              --junitxml="$out/tests.xml" "${tests[@]}" ;;
     bench) run_stage bench "$python" bench/lut_gemm.py --device "$device" "${bench_args[@]}" \
              --json "$out/lut_gemm.json" ;;
-    e2e) run_stage e2e bash -c "set -o pipefail; '$python' bench/e2e_resnet18.py --device $device \
+    e2e) run_stage e2e bash -c "set -o pipefail; '$python' bench/e2e_resnet18.py --device $device ${e2e_args[*]} \
              | tail -n 1 > '$out/e2e.json.tmp' && mv '$out/e2e.json.tmp' '$out/e2e.json'" ;;
     *) echo "gpu_check: unknown stage $stage" >&2; exit 2 ;;
   esac

@@ -1,70 +1,22 @@
-// CUDA FP LUT-GEMM: one thread per output, 16x16 shared-memory operand tiles, the mantissa
-// table in shared memory (64 KiB, int32) when m <= 7, sequential-k float32 accumulation:
-// bit-identical to appmult_fx/ops/fp_reference.py.
+// CUDA FP LUT-GEMM: torch binding (checks, casts, stream) of the kernels in
+// fp_lut_gemm_cuda_kernels.cuh; bit-identical to appmult_fx/ops/fp_reference.py.
 #include <torch/extension.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
 #include <string>
 
-#include "fp_lut_gemm_common.h"
+#include "fp_lut_gemm_cuda_kernels.cuh"
 
 namespace {
-
-constexpr int kTile = 16;
-constexpr int kMaxSharedM = 7;
-
-template <bool kSharedTable>
-__global__ void fp_bmm_kernel(const uint32_t* __restrict__ a, const uint32_t* __restrict__ b,
-                              const int32_t* __restrict__ table, float* __restrict__ out,
-                              int M, int K, int N, int m) {
-  extern __shared__ int32_t shared_table[];
-  __shared__ uint32_t tile_a[kTile][kTile];
-  __shared__ uint32_t tile_b[kTile][kTile];
-  const int batch = blockIdx.z;
-  const int row = blockIdx.y * kTile + threadIdx.y;
-  const int col = blockIdx.x * kTile + threadIdx.x;
-  const int32_t* lut = table;
-  if (kSharedTable) {
-    const int entries = 1 << (2 * m);
-    for (int t = threadIdx.y * kTile + threadIdx.x; t < entries; t += kTile * kTile) {
-      shared_table[t] = table[t];
-    }
-    lut = shared_table;
-  }
-  a += int64_t(batch) * M * K;
-  b += int64_t(batch) * K * N;
-  float acc = 0.0f;
-  for (int k0 = 0; k0 < K; k0 += kTile) {
-    const int ka = k0 + threadIdx.x, kb = k0 + threadIdx.y;
-    tile_a[threadIdx.y][threadIdx.x] = (row < M && ka < K) ? a[int64_t(row) * K + ka] : 0u;
-    tile_b[threadIdx.y][threadIdx.x] = (kb < K && col < N) ? b[int64_t(kb) * N + col] : 0u;
-    __syncthreads();
-    const int kend = min(kTile, K - k0);
-    for (int kk = 0; kk < kend; ++kk) {
-      const uint32_t p = appmult_fp::fp_lut_product(tile_a[threadIdx.y][kk], tile_b[kk][threadIdx.x], lut, m);
-      acc = __fadd_rn(acc, __uint_as_float(p));
-    }
-    __syncthreads();
-  }
-  if (row < M && col < N) out[(int64_t(batch) * M + row) * N + col] = acc;
-}
-
-__global__ void cast_kernel(const uint32_t* __restrict__ src, uint32_t* __restrict__ dst, int64_t n,
-                            int m, bool nearest) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) dst[i] = appmult_fp::fp_cast(src[i], m, nearest);
-}
 
 torch::Tensor cast(const torch::Tensor& x, int m, bool nearest, cudaStream_t stream) {
   auto xc = x.contiguous();
   auto out = torch::empty_like(xc);
-  const int64_t n = xc.numel();
-  if (n == 0) return out;
-  cast_kernel<<<unsigned((n + 255) / 256), 256, 0, stream>>>(
+  const cudaError_t err = appmult_fp::launch_fp_cast(
       reinterpret_cast<const uint32_t*>(xc.data_ptr<float>()),
-      reinterpret_cast<uint32_t*>(out.data_ptr<float>()), n, m, nearest);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+      reinterpret_cast<uint32_t*>(out.data_ptr<float>()), xc.numel(), m, nearest, stream);
+  TORCH_CHECK(err == cudaSuccess, "appmult-fx: CUDA FP cast failed: ", cudaGetErrorString(err));
   return out;
 }
 
@@ -87,24 +39,11 @@ torch::Tensor fp_bmm(torch::Tensor a, torch::Tensor b, torch::Tensor table, int6
   auto ac = cast(a, int(m), nearest, stream), bc = cast(b, int(m), nearest, stream);
   auto tc = table.contiguous();
   auto out = torch::empty({B, M, N}, a.options());
-  if (out.numel() == 0) return out;
-  const dim3 block(kTile, kTile);
-  const dim3 grid(unsigned((N + kTile - 1) / kTile), unsigned((M + kTile - 1) / kTile), unsigned(B));
-  const auto* pa = reinterpret_cast<const uint32_t*>(ac.data_ptr<float>());
-  const auto* pb = reinterpret_cast<const uint32_t*>(bc.data_ptr<float>());
-  if (m <= kMaxSharedM) {
-    const size_t shared = sizeof(int32_t) << (2 * m);
-    if (shared > 48 * 1024) {
-      C10_CUDA_CHECK(cudaFuncSetAttribute(fp_bmm_kernel<true>,
-                                          cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared)));
-    }
-    fp_bmm_kernel<true><<<grid, block, shared, stream>>>(pa, pb, tc.data_ptr<int32_t>(),
-                                                         out.data_ptr<float>(), int(M), int(K), int(N), int(m));
-  } else {
-    fp_bmm_kernel<false><<<grid, block, 0, stream>>>(pa, pb, tc.data_ptr<int32_t>(),
-                                                     out.data_ptr<float>(), int(M), int(K), int(N), int(m));
-  }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  const cudaError_t err = appmult_fp::launch_fp_bmm(
+      reinterpret_cast<const uint32_t*>(ac.data_ptr<float>()),
+      reinterpret_cast<const uint32_t*>(bc.data_ptr<float>()), tc.data_ptr<int32_t>(), int(B),
+      int(M), int(K), int(N), int(m), out.data_ptr<float>(), stream);
+  TORCH_CHECK(err == cudaSuccess, "appmult-fx: CUDA fp_bmm failed: ", cudaGetErrorString(err));
   return out;
 }
 

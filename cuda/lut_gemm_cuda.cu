@@ -45,11 +45,11 @@ cudaError_t launch_lut_fwd(const uint8_t* a, const uint8_t* w, const int32_t* ta
     const size_t smem = sizeof(uint16_t) << (2 * bits);
     cudaError_t err = set_smem(lut_fwd_kernel<true>, smem);
     if (err != cudaSuccess) return err;
-    lut_fwd_kernel<true><<<grid, kThreads, smem, stream>>>(a, w, table, bits, M, K, N, splits,
-                                                            chunk, offset, y);
+    APPMULT_LAUNCH(lut_fwd_kernel<true>, grid, kThreads, smem, stream, a, w, table, bits, M, K, N,
+        splits, chunk, offset, y);
   } else {
-    lut_fwd_kernel<false><<<grid, kThreads, 0, stream>>>(a, w, table, bits, M, K, N, splits, chunk,
-                                                         0u, y);
+    APPMULT_LAUNCH(lut_fwd_kernel<false>, grid, kThreads, 0, stream, a, w, table, bits, M, K, N,
+        splits, chunk, 0u, y);
   }
   return cudaGetLastError();
 }
@@ -67,11 +67,11 @@ cudaError_t launch_lut_grad_a(const float* g, const uint8_t* a, const uint8_t* w
     const size_t smem = sizeof(float) << (2 * bits);
     cudaError_t err = set_smem(lut_grad_a_kernel<true>, smem);
     if (err != cudaSuccess) return err;
-    lut_grad_a_kernel<true><<<grid, kThreads, smem, stream>>>(g, a, w, ga, bits, M, K, N, splits,
-                                                               chunk, da);
+    APPMULT_LAUNCH(lut_grad_a_kernel<true>, grid, kThreads, smem, stream, g, a, w, ga, bits, M, K,
+        N, splits, chunk, da);
   } else {
-    lut_grad_a_kernel<false><<<grid, kThreads, 0, stream>>>(g, a, w, ga, bits, M, K, N, splits,
-                                                            chunk, da);
+    APPMULT_LAUNCH(lut_grad_a_kernel<false>, grid, kThreads, 0, stream, g, a, w, ga, bits, M, K, N,
+        splits, chunk, da);
   }
   return cudaGetLastError();
 }
@@ -89,11 +89,11 @@ cudaError_t launch_lut_grad_w(const float* g, const uint8_t* a, const uint8_t* w
     const size_t smem = sizeof(float) << (2 * bits);
     cudaError_t err = set_smem(lut_grad_w_kernel<true>, smem);
     if (err != cudaSuccess) return err;
-    lut_grad_w_kernel<true><<<grid, kThreads, smem, stream>>>(g, a, w, gw, bits, M, K, N, splits,
-                                                               chunk, dw);
+    APPMULT_LAUNCH(lut_grad_w_kernel<true>, grid, kThreads, smem, stream, g, a, w, gw, bits, M, K,
+        N, splits, chunk, dw);
   } else {
-    lut_grad_w_kernel<false><<<grid, kThreads, 0, stream>>>(g, a, w, gw, bits, M, K, N, splits,
-                                                            chunk, dw);
+    APPMULT_LAUNCH(lut_grad_w_kernel<false>, grid, kThreads, 0, stream, g, a, w, gw, bits, M, K, N,
+        splits, chunk, dw);
   }
   return cudaGetLastError();
 }

@@ -1,7 +1,7 @@
 // Host launchers of the CUDA LUT-GEMM kernels (plain CUDA runtime API, no torch).
 // All pointers are device pointers to contiguous tensors; outputs must be zero-filled.
 #pragma once
-#include <cuda_runtime.h>
+#include "cuda_launch.h"  // <cuda_runtime.h>, or its host emulation
 
 #include <cstdint>
 

@@ -14,6 +14,8 @@
 
 #include <cstdint>
 
+#include "cuda_launch.h"
+
 namespace appmult_cuda {
 
 constexpr int kThreads = 256;  // 16 x 16 threads
@@ -28,7 +30,7 @@ template <bool kShared16>
 __global__ void __launch_bounds__(kThreads) lut_fwd_kernel(
     const uint8_t* __restrict__ a, const uint8_t* __restrict__ w, const int32_t* __restrict__ table,
     int bits, int M, int K, int N, int splits, int chunk, uint32_t offset, int32_t* __restrict__ y) {
-  extern __shared__ __align__(16) unsigned char smem[];
+  APPMULT_DYNAMIC_SHARED(unsigned char, smem);
   __shared__ __align__(16) uint8_t As[kStep][kTile];  // As[t][row]
   __shared__ __align__(16) uint8_t Ws[kStep][kTile];  // Ws[t][col]
   uint16_t* lut = reinterpret_cast<uint16_t*>(smem);
@@ -117,7 +119,7 @@ __global__ void __launch_bounds__(kThreads) lut_grad_a_kernel(
     const float* __restrict__ g, const uint8_t* __restrict__ a, const uint8_t* __restrict__ w,
     const float* __restrict__ ga, int bits, int M, int K, int N, int splits, int chunk,
     float* __restrict__ da) {
-  extern __shared__ __align__(16) unsigned char smem[];
+  APPMULT_DYNAMIC_SHARED(unsigned char, smem);
   __shared__ __align__(16) float Gs[kStep][kTile + 4];  // Gs[t][row]
   __shared__ __align__(16) uint8_t Ws[kStep][kTile];    // Ws[t][col] = w[col, t]
   const int b = blockIdx.z / splits, split = blockIdx.z % splits;
@@ -188,7 +190,7 @@ __global__ void __launch_bounds__(kThreads) lut_grad_w_kernel(
     const float* __restrict__ g, const uint8_t* __restrict__ a, const uint8_t* __restrict__ w,
     const float* __restrict__ gw, int bits, int M, int K, int N, int splits, int chunk,
     float* __restrict__ dw) {
-  extern __shared__ __align__(16) unsigned char smem[];
+  APPMULT_DYNAMIC_SHARED(unsigned char, smem);
   __shared__ __align__(16) float Gs[kStep][kTile];    // Gs[t][col] = g[t, col]
   __shared__ __align__(16) uint8_t As[kStep][kTile];  // As[t][row] = a[t, row]
   const int b = blockIdx.z / splits, split = blockIdx.z % splits;

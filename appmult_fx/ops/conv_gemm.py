@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..luts.indexing import codes_to_indices
+from .grad_layout import like_input
 from .lut_gemm import check_tables, lut_bmm_grad_a, lut_bmm_grad_w, lut_sum, table_bits
 
 
@@ -189,7 +190,7 @@ def _backward(ctx, g: Tensor):  # noqa: ANN001, ANN202
             groups,
             [need_a, need_b, False],
         )
-        return dx, dw, None, None, None, None, None, None
+        return like_input(dx, qx), like_input(dw, qw), None, None, None, None, None, None
     n, c, h, w = qx.shape
     o, cg, kh, kw = qw.shape
     ho, wo = g.shape[2], g.shape[3]
@@ -208,7 +209,7 @@ def _backward(ctx, g: Tensor):  # noqa: ANN001, ANN202
             .permute(0, 4, 3, 1, 2)
             .reshape(o, cg, kh, kw)
         )
-    return dx, dw, None, None, None, None, None, None
+    return like_input(dx, qx), like_input(dw, qw), None, None, None, None, None, None
 
 
 approx_conv2d.register_autograd(_backward, setup_context=_setup)

@@ -17,7 +17,12 @@ import torch
 from .kernels import CUDA_ARCH_FLAGS, compile_extension
 
 CPU_FILES = ("fp_lut_gemm_cpu.cpp", "fp_lut_gemm_common.h")  # the source, then its headers
-CUDA_FILES = ("fp_lut_gemm_cuda.cu", "fp_lut_gemm_common.h")
+CUDA_FILES = (
+    "fp_lut_gemm_cuda.cu",
+    "fp_lut_gemm_common.h",
+    "fp_lut_gemm_cuda_kernels.cuh",
+    "cuda_launch.h",
+)
 
 
 @functools.cache

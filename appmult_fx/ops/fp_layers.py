@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .checks import check
 from .fp_gemm import fp_approx_bmm
 
 
@@ -30,18 +31,14 @@ def fp_matmul(
     backward: str = "approximate",
 ) -> Tensor:
     """``torch.matmul(a, b)`` (1-D and broadcast batch dimensions included), FP approximate."""
-    torch._check(
-        a.dim() >= 1 and b.dim() >= 1, lambda: "fp_matmul needs tensors of at least 1 dimension"
-    )
+    check(a.dim() >= 1 and b.dim() >= 1, lambda: "fp_matmul needs tensors of at least 1 dimension")
     squeeze_rows, squeeze_cols = a.dim() == 1, b.dim() == 1
     a2 = a.unsqueeze(0) if squeeze_rows else a
     b2 = b.unsqueeze(-1) if squeeze_cols else b
     batch = torch.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
     rows, inner, cols = a2.shape[-2], a2.shape[-1], b2.shape[-1]
     a_shape, b_shape = tuple(a.shape), tuple(b.shape)
-    torch._check(
-        b2.shape[-2] == inner, lambda: f"matmul shapes {a_shape} and {b_shape} do not match"
-    )
+    check(b2.shape[-2] == inner, lambda: f"matmul shapes {a_shape} and {b_shape} do not match")
     a3 = a2.expand(*batch, rows, inner).reshape(-1, rows, inner).float()
     b3 = b2.expand(*batch, inner, cols).reshape(-1, inner, cols).float()
     out = fp_approx_bmm(a3, b3, mantissa_table, rounding, backward).reshape(*batch, rows, cols)
@@ -95,7 +92,7 @@ def fp_conv2d(
     Groups become the batch dimension of one GEMM (no Python loop over groups).
     """
     x_shape = tuple(x.shape)
-    torch._check(x.dim() in (3, 4), lambda: f"expected a [N,C,H,W] or [C,H,W] input, got {x_shape}")
+    check(x.dim() in (3, 4), lambda: f"expected a [N,C,H,W] or [C,H,W] input, got {x_shape}")
     if x.dim() == 3:
         return fp_conv2d(
             x.unsqueeze(0),
@@ -113,7 +110,7 @@ def fp_conv2d(
     out_ch, in_per_group, kh, kw = weight.shape
     stride, dilation = _pair(stride, 2), _pair(dilation, 2)
     channels = x.shape[1]
-    torch._check(
+    check(
         channels == in_per_group * groups,
         lambda: f"input has {channels} channels, weight expects {in_per_group} x {groups} groups",
     )
@@ -163,7 +160,7 @@ def fp_conv1d(
 ) -> Tensor:
     """``F.conv1d`` via :func:`fp_conv2d` on a height-1 image."""
     x_shape = tuple(x.shape)
-    torch._check(x.dim() in (2, 3), lambda: f"expected a [N,C,L] or [C,L] input, got {x_shape}")
+    check(x.dim() in (2, 3), lambda: f"expected a [N,C,L] or [C,L] input, got {x_shape}")
     if x.dim() == 2:
         return fp_conv1d(
             x.unsqueeze(0),

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .checks import check
 from .conv_gemm import approx_conv2d
 from .lut_gemm import approx_bmm
 
@@ -58,7 +59,7 @@ def lut_linear(
 ) -> Tensor:
     """Integer-domain linear layer: ``qx [..., K]`` codes times ``qw [N, K]`` codes."""
     k, n, got = qw.shape[1], qw.shape[0], qx.shape[-1]
-    torch._check(got == k, lambda: f"expected input features {k}, got {got}")
+    check(got == k, lambda: f"expected input features {k}, got {got}")
     a = qx.reshape(1, -1, k)
     b = qw.t().reshape(1, k, n)
     zw_b = zw.reshape(1, 1, n) if zw.dim() == 1 else zw
@@ -88,7 +89,7 @@ def lut_conv(
     nb, c, h, w = qx.shape
     o, cg, kh, kw = qw.shape
     expected = cg * groups
-    torch._check(c == expected, lambda: f"expected {expected} input channels, got {c}")
+    check(c == expected, lambda: f"expected {expected} input channels, got {c}")
     acc = approx_conv2d(qx, qw, table, grad_a, grad_b, list(stride), list(dilation), groups)
     k, og = cg * kh * kw, o // groups
     exact = torch.float32 if k <= _EXACT_FLOAT32_TERMS else torch.float64
@@ -142,11 +143,11 @@ def lut_matmul(
     broadcasting as torch does them): ``SUM_k (qa + za)(qb + zb)`` with ``AM(qa, qb)``.
 
     ``qa`` indexes the multiplier's rows (first operand), ``qb`` its columns."""
-    torch._check(qa.dim() >= 1 and qb.dim() >= 1, lambda: "expected matmul operands of rank >= 1")
+    check(qa.dim() >= 1 and qb.dim() >= 1, lambda: "expected matmul operands of rank >= 1")
     a = qa.unsqueeze(0) if qa.dim() == 1 else qa
     b = qb.unsqueeze(-1) if qb.dim() == 1 else qb
     a_shape, b_shape = tuple(qa.shape), tuple(qb.shape)
-    torch._check(
+    check(
         a.shape[-1] == b.shape[-2],
         lambda: f"matmul: inner dimensions differ, {a_shape} @ {b_shape}",
     )
@@ -200,10 +201,10 @@ def lut_einsum(
     (see :func:`einsum_as_bmm`): operands are permuted to ``[batch, rows, inner]`` /
     ``[batch, inner, cols]`` and computed by :func:`lut_matmul`."""
     parsed = einsum_as_bmm(equation)
-    torch._check(parsed is not None, lambda: f"einsum {equation!r} is not a batched matmul")
+    check(parsed is not None, lambda: f"einsum {equation!r} is not a batched matmul")
     lhs, rhs, out, batch, rows, inner, cols = parsed  # type: ignore[misc]
     ranks = (qa.dim(), qb.dim())
-    torch._check(
+    check(
         ranks == (len(lhs), len(rhs)),
         lambda: f"einsum {equation!r}: operand ranks {ranks[0]}, {ranks[1]}",
     )
@@ -247,10 +248,10 @@ def lut_conv_transpose(
         qx, qw = qx.unsqueeze(2), qw.unsqueeze(2)
         stride, dilation = (1, stride[0]), (1, dilation[0])
         padding, output_padding = (0, padding[0]), (0, output_padding[0])
-    torch._check(zw.dim() == 0, lambda: "transposed convolution: per-tensor weights only")
+    check(zw.dim() == 0, lambda: "transposed convolution: per-tensor weights only")
     nb, c, h, w = qx.shape
     cin, og, kh, kw = qw.shape
-    torch._check(
+    check(
         c == cin and c % groups == 0,
         lambda: f"expected {cin} input channels divisible by groups={groups}, got {c}",
     )

@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.resources
+import logging
 import os
 import platform
 import sys
@@ -44,7 +45,7 @@ CPU_SOURCES = (
 )
 CPU_HEADERS = ("lut_gemm_cpu.h", "lut_gemm_cpu_kernels.h")
 CUDA_SOURCES = ("lut_gemm_cuda_binding.cpp", "lut_gemm_cuda.cu")
-CUDA_HEADERS = ("lut_gemm_cuda.h", "lut_gemm_cuda_kernels.cuh")
+CUDA_HEADERS = ("lut_gemm_cuda.h", "lut_gemm_cuda_kernels.cuh", "cuda_launch.h")
 CUDA_ARCH_FLAGS = (
     "-gencode=arch=compute_80,code=sm_80",
     "-gencode=arch=compute_90,code=sm_90",
@@ -82,12 +83,30 @@ def _module_name(prefix: str, files: tuple[str, ...], extra: str) -> str:
     return f"{prefix}_{digest.hexdigest()[:16]}"
 
 
+def _no_cuda_runtime_notice(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("No CUDA runtime is found")
+
+
+def cpp_extension_module(cuda: bool) -> ModuleType:
+    """``torch.utils.cpp_extension``; for a CPU build (``cuda=False``) imported without the
+    ``No CUDA runtime is found, using CUDA_HOME=...`` notice it logs on machines without a GPU
+    (it looks for a CUDA toolkit on import, which a CPU build never uses)."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    if not cuda:
+        logger.addFilter(_no_cuda_runtime_notice)
+    try:
+        from torch.utils import cpp_extension
+    finally:
+        logger.removeFilter(_no_cuda_runtime_notice)
+    return cpp_extension
+
+
 def compile_extension(
     kind: str, prefix: str, sources: tuple[str, ...], headers: tuple[str, ...], **kwargs
 ) -> ModuleType:
     """Build (or load from :func:`cache_dir`) the extension of ``sources`` (the only builder
     of the int and FP kernels); ``kwargs`` go to ``torch.utils.cpp_extension.load``."""
-    from torch.utils import cpp_extension
+    cpp_extension = cpp_extension_module(cuda=any(s.endswith(".cu") for s in sources))
 
     name = _module_name(prefix, sources + headers, repr(sorted(kwargs.items())))
     build = cache_dir() / name

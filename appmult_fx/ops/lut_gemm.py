@@ -33,6 +33,7 @@ from torch import Tensor
 
 from ..luts.indexing import codes_to_indices
 from . import kernels, reference
+from .grad_layout import like_input
 
 
 def _use_reference() -> bool:
@@ -257,7 +258,7 @@ def _approx_bmm_backward(ctx, g: Tensor):  # noqa: ANN001, ANN202
             da = lut_bmm_grad_a(g, ia, ib, grad_a)
         if need_b:
             db = lut_bmm_grad_w(g, ia, ib, grad_b)
-    return da, db, None, None, None
+    return like_input(da, qa), like_input(db, qb), None, None, None
 
 
 approx_bmm.register_autograd(_approx_bmm_backward, setup_context=_approx_bmm_setup)

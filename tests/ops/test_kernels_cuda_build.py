@@ -1,4 +1,5 @@
-"""CI compile check of the CUDA kernels: nvcc -c for sm_80 and sm_90 (no GPU needed)."""
+"""CI compile check of the CUDA kernels: nvcc -c for sm_80 and sm_90 (no GPU needed); the FP
+kernels through a small translation unit that instantiates their torch-free launchers."""
 
 from __future__ import annotations
 
@@ -20,13 +21,27 @@ def find_nvcc() -> str | None:
     return shutil.which("nvcc")
 
 
-def test_cuda_kernels_compile(tmp_path) -> None:
+def nvcc_compile(src: Path, out: Path, *flags: str) -> None:
+    """``nvcc -c src`` for the CI architectures with warnings as errors (skip without nvcc)."""
     nvcc = find_nvcc()
     if nvcc is None:
         pytest.skip("nvcc not found (set CUDA_HOME)")
-    src = kernels.source_dir() / "lut_gemm_cuda.cu"
-    cmd = [nvcc, "-std=c++17", "-O3", "-Werror", "all-warnings", *kernels.CUDA_ARCH_FLAGS,
-           "-I", str(kernels.source_dir()), "-c", str(src), "-o", str(tmp_path / "k.o")]
+    cmd = [nvcc, *flags, "-O3", "-Werror", "all-warnings", *kernels.CUDA_ARCH_FLAGS,
+           "-I", str(kernels.source_dir()), "-c", str(src), "-o", str(out)]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "k.o").stat().st_size > 0
+    assert out.stat().st_size > 0
+
+
+def test_cuda_kernels_compile(tmp_path) -> None:
+    nvcc_compile(kernels.source_dir() / "lut_gemm_cuda.cu", tmp_path / "k.o", "-std=c++17")
+
+
+def test_fp_cuda_kernels_compile(tmp_path) -> None:
+    src = tmp_path / "fp.cu"
+    src.write_text(
+        '#include "fp_lut_gemm_cuda_kernels.cuh"\n'
+        "void* launchers[] = {reinterpret_cast<void*>(&appmult_fp::launch_fp_cast),\n"
+        "                     reinterpret_cast<void*>(&appmult_fp::launch_fp_bmm)};\n"
+    )
+    nvcc_compile(src, tmp_path / "fp.o", "-std=c++20", "--fmad=false")

@@ -34,11 +34,40 @@ def qparams(lo: Tensor, hi: Tensor, bits: int, signed: bool) -> tuple[Tensor, Te
     return scale, torch.round(lo / scale)
 
 
+class _Quantize(torch.autograd.Function):
+    """``round(clamp(x / scale - zero_point, qmin, qmax))`` with the straight-through gradient
+    ``g / scale`` inside the range and 0 where clamped (the composite
+    ``q + (round(q) - q).detach()`` gives the same values and gradients but makes six passes and
+    five temporaries, and its backward three more passes: a visible share of a training step)."""
+
+    @staticmethod
+    def forward(  # noqa: ANN205
+        ctx, x: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax: int  # noqa: ANN001
+    ):
+        v = x / scale
+        v.sub_(zero_point)
+        q = v.clamp(qmin, qmax)
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(q == v, scale)
+        return q.round_()
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # noqa: ANN205
+        inside, scale = ctx.saved_tensors
+        return torch.where(inside, g / scale, 0.0), None, None, None, None
+
+
 def quantize(x: Tensor, scale: Tensor, zero_point: Tensor, bits: int, signed: bool) -> Tensor:
-    """Integer codes of ``x`` (float tensor), with straight-through rounding and clamp masks."""
+    """Integer codes of ``x`` (float tensor), with straight-through rounding and clamp masks
+    (the gradient reaches ``x`` only, ``1 / scale`` inside the range)."""
     qmin, qmax = operand_range(bits, signed)
-    q = torch.clamp(x / scale - zero_point, qmin, qmax)
-    return q + (torch.round(q) - q).detach()
+    return _Quantize.apply(x, scale.detach(), zero_point.detach(), qmin, qmax)
+
+
+def eager_on_cpu(x: Tensor) -> bool:
+    """Whether a data-dependent Python branch on ``x``'s quantizer state is free here (eager
+    mode on the CPU: no graph to keep guard-free, no device to synchronise)."""
+    return x.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 def _channel_view(t: Tensor, ndim: int) -> Tensor:
@@ -87,10 +116,14 @@ class ActivationQuantizer(nn.Module):
                 stacklevel=2,
             )
             self._warned = True
-        # branch-free on tensor data, so torch.export / torch.compile trace it without guards
-        xd = x.detach()
-        lo = torch.where(self.initialized, self.min_val, xd.min().float())
-        hi = torch.where(self.initialized, self.max_val, xd.max().float())
+        if self.training or eager_on_cpu(x) and bool(self.initialized):
+            # the running range is current: no pass over x for its own range
+            lo, hi = self.min_val, self.max_val
+        else:
+            # branch-free on tensor data, so torch.export / torch.compile trace it without guards
+            xd = x.detach()
+            lo = torch.where(self.initialized, self.min_val, xd.min().float())
+            hi = torch.where(self.initialized, self.max_val, xd.max().float())
         scale, zp = qparams(lo, hi, self.bits, self.signed)
         return quantize(x, scale, zp, self.bits, self.signed), scale, zp
 

@@ -67,12 +67,16 @@ def profile_mode(mode: str, args: argparse.Namespace) -> None:
             fn()
     events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
     total = sum(e.self_cpu_time_total for e in events)
-    print(f"\n## {mode}: {total / 1e3 / args.steps:.1f} ms per call "
-          f"({torch.get_num_threads()} threads, batch {args.batch})")
+    print(
+        f"\n## {mode}: {total / 1e3 / args.steps:.1f} ms per call "
+        f"({torch.get_num_threads()} threads, batch {args.batch})"
+    )
     print("| op | self ms / call | share | calls / call |\n|---|---|---|---|")
     for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[: args.rows]:
-        print(f"| `{e.key}` | {e.self_cpu_time_total / 1e3 / args.steps:.1f} | "
-              f"{e.self_cpu_time_total / total:.1%} | {e.count // args.steps} |")
+        print(
+            f"| `{e.key}` | {e.self_cpu_time_total / 1e3 / args.steps:.1f} | "
+            f"{e.self_cpu_time_total / total:.1%} | {e.count // args.steps} |"
+        )
 
 
 def main() -> None:
@@ -80,8 +84,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--mult", default="mul8s_trunc8")
-    p.add_argument("--modes", nargs="+", default=["lut", "ste", "eval", "float"],
-                   choices=("lut", "ste", "eval", "float"))
+    p.add_argument(
+        "--modes",
+        nargs="+",
+        default=["lut", "ste", "eval", "float"],
+        choices=("lut", "ste", "eval", "float"),
+    )
     p.add_argument("--rows", type=int, default=14)
     p.add_argument("--steps", type=int, default=2)
     args = p.parse_args()

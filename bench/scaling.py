@@ -72,8 +72,10 @@ def measure(model_name: str, bits: int, batch: int, repeats: int) -> dict[str, f
     mult = amx.with_gradients(amx.multiplier(f"mul{bits}s_exact"))
     converted = amx.convert(model, amx.Spec().set_global(mult), gradient="lut").train()
     amx.calibrate(converted, [x[: max(2, batch)]], progress=False)
-    out = {"float": best_seconds(step(model, x, y), repeats),
-           "lut": best_seconds(step(converted, x, y), repeats)}
+    out = {
+        "float": best_seconds(step(model, x, y), repeats),
+        "lut": best_seconds(step(converted, x, y), repeats),
+    }
     converted.eval()
     out["lut_eval"] = best_seconds(forward(converted, x), repeats)
     return out
@@ -105,8 +107,11 @@ def plot(results: list[dict], path: str) -> None:
         for mode, style in (("float", ":"), ("lut", "-"), ("lut_eval", "--")):
             bits_list = [top] if mode != "float" else [top]
             for bits in bits_list:
-                pts = sorted((r["batch"], r[mode]) for r in results
-                             if r["threads"] == t and r["bits"] == bits)
+                pts = sorted(
+                    (r["batch"], r[mode])
+                    for r in results
+                    if r["threads"] == t and r["bits"] == bits
+                )
                 label = f"{mode} ({bits}-bit, {t} thr)" if mode != "float" else f"float ({t} thr)"
                 ax1.plot(*zip(*pts), style, marker="o", label=label)
         per = sorted({r["bits"] for r in results if r["threads"] == t})
@@ -117,10 +122,18 @@ def plot(results: list[dict], path: str) -> None:
                 big = max(sel, key=lambda r: r["batch"])
                 ratios.append(big[mode] / big["float"])
             ax2.plot(per, ratios, style, marker="o", label=f"{mode} / float step ({t} thr)")
-    ax1.set(xscale="log", yscale="log", xlabel="batch size", ylabel="seconds",
-            title="time per step / forward against batch size")
-    ax2.set(xlabel="bits", ylabel="x float training step",
-            title="cost against bit width (largest batch measured)")
+    ax1.set(
+        xscale="log",
+        yscale="log",
+        xlabel="batch size",
+        ylabel="seconds",
+        title="time per step / forward against batch size",
+    )
+    ax2.set(
+        xlabel="bits",
+        ylabel="x float training step",
+        title="cost against bit width (largest batch measured)",
+    )
     ax1.legend(fontsize=7)
     ax2.legend(fontsize=7)
     fig.tight_layout()
@@ -156,13 +169,25 @@ def main() -> None:
     for t in args.threads:
         for bits in args.bits:
             for mode in MODES:
-                pts = [(r["batch"], r[mode]) for r in results
-                       if r["threads"] == t and r["bits"] == bits]
+                pts = [
+                    (r["batch"], r[mode])
+                    for r in results
+                    if r["threads"] == t and r["bits"] == bits
+                ]
                 fixed, per_image = fit(pts)
-                fits.append({"threads": t, "bits": bits, "mode": mode,
-                             "fixed_s": round(fixed, 4), "per_image_ms": round(1e3 * per_image, 3)})
-                print(f"{args.model} {t} thr {bits}-bit {mode:8}: "
-                      f"{fixed:7.3f} s + {1e3 * per_image:7.2f} ms * batch")
+                fits.append(
+                    {
+                        "threads": t,
+                        "bits": bits,
+                        "mode": mode,
+                        "fixed_s": round(fixed, 4),
+                        "per_image_ms": round(1e3 * per_image, 3),
+                    }
+                )
+                print(
+                    f"{args.model} {t} thr {bits}-bit {mode:8}: "
+                    f"{fixed:7.3f} s + {1e3 * per_image:7.2f} ms * batch"
+                )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"model": args.model, "results": results, "fits": fits}, fh, indent=1)

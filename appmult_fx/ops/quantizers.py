@@ -42,26 +42,33 @@ class _Quantize(torch.autograd.Function):
 
     @staticmethod
     def forward(  # noqa: ANN205
-        ctx, x: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax: int  # noqa: ANN001
+        ctx,
+        x: Tensor,
+        scale: Tensor,
+        zero_point: Tensor,
+        qmin: int,
+        qmax: int,
+        needs_grad: bool,  # noqa: ANN001, E501
     ):
         v = x / scale
         v.sub_(zero_point)
         q = v.clamp(qmin, qmax)
-        if ctx.needs_input_grad[0]:
+        if needs_grad:
             ctx.save_for_backward(q == v, scale)
         return q.round_()
 
     @staticmethod
     def backward(ctx, g: Tensor):  # noqa: ANN205
         inside, scale = ctx.saved_tensors
-        return torch.where(inside, g / scale, 0.0), None, None, None, None
+        return torch.where(inside, g / scale, 0.0), None, None, None, None, None
 
 
 def quantize(x: Tensor, scale: Tensor, zero_point: Tensor, bits: int, signed: bool) -> Tensor:
     """Integer codes of ``x`` (float tensor), with straight-through rounding and clamp masks
     (the gradient reaches ``x`` only, ``1 / scale`` inside the range)."""
     qmin, qmax = operand_range(bits, signed)
-    return _Quantize.apply(x, scale.detach(), zero_point.detach(), qmin, qmax)
+    needs_grad = x.requires_grad and torch.is_grad_enabled()
+    return _Quantize.apply(x, scale.detach(), zero_point.detach(), qmin, qmax, needs_grad)
 
 
 def eager_on_cpu(x: Tensor) -> bool:

@@ -102,18 +102,19 @@ def plot(results: list[dict], path: str) -> None:
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.6))
     threads = sorted({r["threads"] for r in results})
-    top = max(r["bits"] for r in results)
+    shown = sorted({min(r["bits"] for r in results), max(r["bits"] for r in results)})
     for t in threads:
-        for mode, style in (("float", ":"), ("lut", "-"), ("lut_eval", "--")):
-            bits_list = [top] if mode != "float" else [top]
-            for bits in bits_list:
-                pts = sorted(
-                    (r["batch"], r[mode])
-                    for r in results
-                    if r["threads"] == t and r["bits"] == bits
-                )
-                label = f"{mode} ({bits}-bit, {t} thr)" if mode != "float" else f"float ({t} thr)"
-                ax1.plot(*zip(*pts), style, marker="o", label=label)
+        lines = [("float", shown[-1], ":", f"float step ({t} thr)")]
+        for bits in shown:
+            lines += [
+                ("lut", bits, "-", f"LUT-gradient step, {bits}-bit ({t} thr)"),
+                ("lut_eval", bits, "--", f"LUT inference, {bits}-bit ({t} thr)"),
+            ]
+        for mode, bits, style, label in lines:
+            pts = sorted(
+                (r["batch"], r[mode]) for r in results if r["threads"] == t and r["bits"] == bits
+            )
+            ax1.plot(*zip(*pts), style, marker="o", label=label)
         per = sorted({r["bits"] for r in results if r["threads"] == t})
         for mode, style in (("lut", "-"), ("lut_eval", "--")):
             ratios = []

@@ -1,11 +1,12 @@
 """How a converted model's step time grows with batch size, threads and bit width.
 
     python bench/scaling.py [--model resnet20] [--batches 1 16 64 256] [--bits 2 4 6 7 8]
-                            [--threads 1 2] [--json scaling.json] [--plot docs/scaling.png]
+                            [--threads 1 2] [--clock wall|cpu] [--json scaling.json]
+                            [--plot docs/scaling.png]
 
 For every (threads, bits, batch) it times one training step (forward + backward + SGD) of the
 float model and of its conversion with ``mul{bits}s_exact`` and LUT gradients, plus the
-converted inference forward (eval, no grad), wall clock, best of ``--repeats`` after a warm-up.
+converted inference forward (eval, no grad), best of ``--repeats`` after a warm-up (``--clock``).
 It then fits ``seconds = fixed + per_image * batch`` per (threads, bits, mode) by least squares,
 prints the fits (so a run's time is ``steps * (fixed + per_image * batch)``) and draws the
 figure. Batch sizes above ``--max-batch-high-bits`` are skipped at 7 and 8 bits to keep the
@@ -29,14 +30,18 @@ import appmult_fx as amx
 MODES = ("float", "lut", "lut_eval")
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = CLOCKS["wall"]
+
+
 def best_seconds(fn: Callable[[], None], repeats: int) -> float:
-    """Best wall time of ``fn()`` over ``repeats`` calls, after one warm-up call."""
+    """Best time (``--clock``) of ``fn()`` over ``repeats`` calls, after one warm-up call."""
     fn()
     best = float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         fn()
-        best = min(best, time.perf_counter() - start)
+        best = min(best, clock() - start)
     return best
 
 
@@ -152,10 +157,18 @@ def main() -> None:
     p.add_argument("--bits", type=int, nargs="+", default=[2, 4, 6, 7, 8])
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument(
+        "--clock",
+        choices=tuple(CLOCKS),
+        default="wall",
+        help="cpu: process CPU time (robust on a shared machine with one thread)",
+    )
     p.add_argument("--max-batch-high-bits", type=int, default=256)
     p.add_argument("--json", help="write the points and fits here")
     p.add_argument("--plot", help="write the figure (PNG) here")
     args = p.parse_args()
+    global clock
+    clock = CLOCKS[args.clock]
     results = []
     for t in args.threads:
         torch.set_num_threads(t)

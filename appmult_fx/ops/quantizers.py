@@ -41,15 +41,16 @@ class _Quantize(torch.autograd.Function):
     five temporaries, and its backward three more passes: a visible share of a training step)."""
 
     @staticmethod
-    def forward(  # noqa: ANN205
-        ctx,
+    def forward(
+        ctx,  # noqa: ANN001
         x: Tensor,
         scale: Tensor,
         zero_point: Tensor,
         qmin: int,
         qmax: int,
-        needs_grad: bool,  # noqa: ANN001, E501
-    ):
+        needs_grad: bool,
+    ) -> Tensor:
+        """The codes; keeps the in-range mask when ``needs_grad``."""
         v = x / scale
         v.sub_(zero_point)
         q = v.clamp(qmin, qmax)
@@ -58,7 +59,8 @@ class _Quantize(torch.autograd.Function):
         return q.round_()
 
     @staticmethod
-    def backward(ctx, g: Tensor):  # noqa: ANN205
+    def backward(ctx, g: Tensor):  # noqa: ANN001, ANN205
+        """Straight-through gradient for ``x``; none for the other inputs."""
         inside, scale = ctx.saved_tensors
         return torch.where(inside, g / scale, 0.0), None, None, None, None, None
 

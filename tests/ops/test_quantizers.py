@@ -79,7 +79,7 @@ def test_quantize_matches_the_composite_straight_through_formula(bits, signed, p
     """Codes and gradients equal those of ``q + (round(q) - q).detach()`` with
     ``q = clamp(x / s - zp)``, written here independently, including clamped entries."""
     gen = torch.Generator().manual_seed(3)
-    x = (torch.randn(6, 5, 3, generator=gen) * 2.0 ** bits / 8).requires_grad_()
+    x = (torch.randn(6, 5, 3, generator=gen) * 2.0**bits / 8).requires_grad_()
     shape = (6, 1, 1) if per_channel else ()
     scale = torch.rand(shape, generator=gen) * 0.2 + 0.05
     zp = torch.zeros(shape) if signed else -torch.randint(0, 4, shape, generator=gen).float()

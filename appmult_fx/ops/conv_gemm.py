@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..luts.indexing import codes_to_indices
@@ -108,6 +107,30 @@ def weight_indices(iw: Tensor, groups: int) -> Tensor:
     )
 
 
+def col2im_rows(
+    cols: Tensor,
+    size: Sequence[int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+) -> Tensor:
+    """``F.fold`` of im2col rows ``cols [groups, N*Ho*Wo, kh*kw*C/g]`` (the layout of
+    :func:`im2col_indices`) onto ``[N, C, H, W]``: one strided channels-last add per kernel
+    position, in ``F.fold``'s order, with no transposed copy of ``cols``."""
+    n, c, h, w = size
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    groups = cols.shape[0]
+    ho, wo = _out_hw((h, w), kernel, stride, dilation)
+    src = cols.reshape(groups, n, ho, wo, kh, kw, c // groups).permute(1, 2, 3, 4, 5, 0, 6)
+    out = cols.new_zeros(n, h, w, groups, c // groups)
+    for i in range(kh):
+        for j in range(kw):
+            rows = slice(i * dh, i * dh + sh * (ho - 1) + 1, sh)
+            columns = slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
+            out[:, rows, columns].add_(src[:, :, :, i, j])
+    return out.reshape(n, h, w, c).permute(0, 3, 1, 2).contiguous()
+
+
 def _rows_to_nchw(y: Tensor, n: int, ho: int, wo: int) -> Tensor:
     """``[groups, N*Ho*Wo, O/g]`` -> ``[N, O, Ho, Wo]``."""
     groups, _, og = y.shape
@@ -193,15 +216,12 @@ def _backward(ctx, g: Tensor):  # noqa: ANN001, ANN202
         return like_input(dx, qx), like_input(dw, qw), None, None, None, None, None, None
     n, c, h, w = qx.shape
     o, cg, kh, kw = qw.shape
-    ho, wo = g.shape[2], g.shape[3]
     rows = _nchw_to_rows(g.contiguous(), groups)
     ia = im2col_indices(codes_to_indices(qx, ctx.bits), (kh, kw), stride, dilation, groups)
     ib = weight_indices(codes_to_indices(qw, ctx.bits), groups)
     if need_a:
         cols = lut_bmm_grad_a(rows, ia, ib, grad_a)  # [groups, N*Ho*Wo, kh*kw*C/g]
-        cols = cols.reshape(groups, n, ho, wo, kh, kw, cg).permute(1, 0, 6, 4, 5, 2, 3)
-        cols = cols.reshape(n, c * kh * kw, ho * wo)
-        dx = F.fold(cols, (h, w), (kh, kw), dilation=dilation, stride=stride)
+        dx = col2im_rows(cols, (n, c, h, w), (kh, kw), stride, dilation)
     if need_b:
         dwk = lut_bmm_grad_w(rows, ia, ib, grad_b)  # [groups, kh*kw*C/g, O/g]
         dw = (

@@ -57,11 +57,49 @@ def qparams(lo: Tensor, hi: Tensor, bits: int, signed: bool) -> tuple[Tensor, Te
     return scale, torch.round(lo / scale)
 
 
+class _Quantize(torch.autograd.Function):
+    """``round(clamp(x / scale - zero_point, qmin, qmax))`` with the straight-through gradient
+    ``g / scale`` inside the range and 0 where clamped (the composite
+    ``q + (round(q) - q).detach()`` gives the same values and gradients but makes six passes and
+    five temporaries, and its backward three more passes: a visible share of a training step)."""
+
+    @staticmethod
+    def forward(
+        ctx,  # noqa: ANN001
+        x: Tensor,
+        scale: Tensor,
+        zero_point: Tensor,
+        qmin: int,
+        qmax: int,
+        needs_grad: bool,
+    ) -> Tensor:
+        """The codes; keeps the in-range mask when ``needs_grad``."""
+        v = x / scale
+        v.sub_(zero_point)
+        q = v.clamp(qmin, qmax)
+        if needs_grad:
+            ctx.save_for_backward(q == v, scale)
+        return q.round_()
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # noqa: ANN001, ANN205
+        """Straight-through gradient for ``x``; none for the other inputs."""
+        inside, scale = ctx.saved_tensors
+        return torch.where(inside, g / scale, 0.0), None, None, None, None, None
+
+
 def quantize(x: Tensor, scale: Tensor, zero_point: Tensor, bits: int, signed: bool) -> Tensor:
-    """Integer codes of ``x`` (float tensor), with straight-through rounding and clamp masks."""
+    """Integer codes of ``x`` (float tensor), with straight-through rounding and clamp masks
+    (the gradient reaches ``x`` only, ``1 / scale`` inside the range)."""
     qmin, qmax = operand_range(bits, signed)
-    q = torch.clamp(x / scale - zero_point, qmin, qmax)
-    return q + (torch.round(q) - q).detach()
+    needs_grad = x.requires_grad and torch.is_grad_enabled()
+    return _Quantize.apply(x, scale.detach(), zero_point.detach(), qmin, qmax, needs_grad)
+
+
+def eager_on_cpu(x: Tensor) -> bool:
+    """Whether a data-dependent Python branch on ``x``'s quantizer state is free here (eager
+    mode on the CPU: no graph to keep guard-free, no device to synchronise)."""
+    return x.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 def _channel_view(t: Tensor, ndim: int) -> Tensor:
@@ -114,15 +152,25 @@ class ActivationQuantizer(nn.Module):
                 stacklevel=2,
             )
             self._warned = True
-        # branch-free on tensor data, so torch.export / torch.compile trace it without guards
-        xd = x.detach()
-        if xd.numel() == 0:
-            lo = hi = torch.zeros((), device=x.device)
+        if self.training:
+            # observe() has just checked x and folded it in: no second pass over x
+            lo, hi = self.min_val, self.max_val
+        elif eager_on_cpu(x) and bool(self.initialized):
+            # the calibrated range is used; one fused pass still refuses NaN/inf in x
+            if x.numel():
+                x_lo, x_hi = torch.aminmax(x.detach())
+                check_finite(x_lo, x_hi, "an activation")
+            lo, hi = self.min_val, self.max_val
         else:
-            lo, hi = xd.min().float(), xd.max().float()
-            check_finite(lo, hi, "an activation")
-        lo = torch.where(self.initialized, self.min_val, lo)
-        hi = torch.where(self.initialized, self.max_val, hi)
+            # branch-free on tensor data, so torch.export / torch.compile trace it without guards
+            xd = x.detach()
+            if xd.numel() == 0:
+                lo = hi = torch.zeros((), device=x.device)
+            else:
+                lo, hi = xd.min().float(), xd.max().float()
+                check_finite(lo, hi, "an activation")
+            lo = torch.where(self.initialized, self.min_val, lo)
+            hi = torch.where(self.initialized, self.max_val, hi)
         scale, zp = qparams(lo, hi, self.bits, self.signed)
         return quantize(x, scale, zp, self.bits, self.signed), scale, zp
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import appmult_fx as amx
-from appmult_fx.ops.conv_gemm import approx_conv2d
+from appmult_fx.ops.conv_gemm import approx_conv2d, col2im_rows
 from appmult_fx.ops.lut_gemm import approx_bmm
 
 # (in channels, out channels, kernel, stride, dilation, groups, input size)
@@ -106,3 +106,30 @@ def test_input_errors_are_clear() -> None:
         approx_conv2d(qx.double(), qw, table, None, None, [1, 1], [1, 1], 1)
     with pytest.raises(RuntimeError, match="together"):
         approx_conv2d(qx, qw, table, torch.zeros(16, 16), None, [1, 1], [1, 1], 1)
+
+
+@pytest.mark.parametrize(
+    ("groups", "kernel", "stride", "dilation", "hw"),
+    [
+        (1, (3, 3), (1, 1), (1, 1), (7, 6)),
+        (2, (3, 2), (2, 1), (1, 2), (9, 8)),
+        (3, (1, 1), (2, 2), (1, 1), (5, 5)),
+    ],
+)
+def test_col2im_rows_equals_fold(groups, kernel, stride, dilation, hw) -> None:
+    """The channels-last col2im of the LUT backward against ``F.fold`` on the same columns."""
+    n, cg = 2, 2
+    c, (h, w) = groups * cg, hw
+    ho, wo = ((x - d * (k - 1) - 1) // st + 1 for x, k, st, d in zip(hw, kernel, stride, dilation))
+    cols = torch.randn(groups, n * ho * wo, kernel[0] * kernel[1] * cg, dtype=torch.float64)
+    fold_in = cols.reshape(groups, n, ho, wo, *kernel, cg).permute(1, 0, 6, 4, 5, 2, 3)
+    expected = F.fold(
+        fold_in.reshape(n, c * kernel[0] * kernel[1], ho * wo),
+        (h, w),
+        kernel,
+        dilation=dilation,
+        stride=stride,
+    )
+    torch.testing.assert_close(
+        col2im_rows(cols, (n, c, h, w), kernel, stride, dilation), expected, rtol=1e-12, atol=1e-12
+    )

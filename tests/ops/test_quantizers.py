@@ -72,3 +72,26 @@ def test_weight_quantizer_per_channel() -> None:
 def test_bad_momentum() -> None:
     with pytest.raises(ValueError, match="momentum"):
         ActivationQuantizer(8, False, momentum=0.0)
+
+
+@pytest.mark.parametrize(("bits", "signed", "per_channel"), [(4, False, False), (8, True, True)])
+def test_quantize_matches_the_composite_straight_through_formula(bits, signed, per_channel) -> None:
+    """Codes and gradients equal those of ``q + (round(q) - q).detach()`` with
+    ``q = clamp(x / s - zp)``, written here independently, including clamped entries."""
+    gen = torch.Generator().manual_seed(3)
+    x = (torch.randn(6, 5, 3, generator=gen) * 2.0**bits / 8).requires_grad_()
+    shape = (6, 1, 1) if per_channel else ()
+    scale = torch.rand(shape, generator=gen) * 0.2 + 0.05
+    zp = torch.zeros(shape) if signed else -torch.randint(0, 4, shape, generator=gen).float()
+    qmin, qmax = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    weight = torch.randn(6, 5, 3, generator=gen)
+    q = quantize(x, scale, zp, bits, signed)
+    (q * weight).sum().backward()
+    got_grad, x.grad = x.grad, None
+    ref = torch.clamp(x / scale - zp, qmin, qmax)
+    ref = ref + (torch.round(ref) - ref).detach()
+    (ref * weight).sum().backward()
+    assert torch.equal(q, ref) and torch.equal(got_grad, x.grad)
+    assert (q == qmin).any() or (q == qmax).any()  # the clamp mask is exercised
+    with torch.no_grad():
+        assert torch.equal(quantize(x, scale, zp, bits, signed), ref)

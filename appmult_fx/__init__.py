@@ -24,6 +24,7 @@ from .models import build_model
 from .passes.records import LayerRecord
 from .passes.spec import Rule, Spec
 from .passes.trace import TraceFailure
+from .search import SearchPoint, SearchResult, search
 from .train import TrainConfig, evaluate, fit
 from .workflow import compare, retrain, train_float
 
@@ -35,6 +36,8 @@ __all__ = [
     "LayerRecord",
     "Multiplier",
     "Rule",
+    "SearchPoint",
+    "SearchResult",
     "Spec",
     "TraceFailure",
     "TrainConfig",
@@ -62,6 +65,7 @@ __all__ = [
     "multiplier",
     "quantizers",
     "retrain",
+    "search",
     "train_float",
     "with_gradients",
 ]

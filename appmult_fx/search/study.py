@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import multiprocessing
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -85,12 +86,16 @@ class ReseededSampler(BaseSampler):
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """An RDB storage for ``url`` with heartbeats: trials of a killed worker are failed after
     a grace period and retried with the same parameters."""
-    return optuna.storages.RDBStorage(
-        url,
-        heartbeat_interval=30,
-        grace_period=120,
-        failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=2),
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=30,
+            grace_period=120,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=2
+            ),
+        )
 
 
 @dataclass

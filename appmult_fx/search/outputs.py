@@ -28,6 +28,7 @@ def multiplier_refs(result: SearchResult, out: Path) -> dict[str, str]:
     """Candidate name -> how spec files name it: a built-in name, or a ``.lut`` file written
     to ``out/luts/`` (path relative to ``out/specs/``)."""
     refs = {}
+    (out / "luts").mkdir(parents=True, exist_ok=True)
     for name, mult in result.candidates.items():
         if _is_builtin(mult):
             refs[name] = name

@@ -181,6 +181,7 @@ class StudyConfig:
 def load_study(cfg: StudyConfig, worker: int = 0, backend: Any = None) -> optuna.Study:
     """Create or load the study named ``cfg.name`` (objectives: energy, accuracy) in
     ``backend`` (an open storage) or else in ``cfg.storage``."""
+    optuna.logging.set_verbosity(logging.WARNING)
     return optuna.create_study(
         storage=backend if backend is not None else open_storage(cfg.storage),
         study_name=cfg.name,
@@ -202,7 +203,6 @@ def run_worker(
     trials this worker ran. ``barrier`` (spawned workers) makes every worker start together."""
     if threads is not None:
         torch.set_num_threads(threads)
-    optuna.logging.set_verbosity(logging.WARNING)
     engine = problem.engine()
     study = load_study(cfg, worker, backend)
     if barrier is not None:

@@ -38,7 +38,7 @@ def test_reported_accuracy_equals_fresh_convert(result, lenet, digits):
     calib = [torch.stack([train[i][0] for i in rest[k * bs : (k + 1) * bs]]) for k in range(nb)]
     front = result.pareto
     mixed = [p for p in front if len(set(p.assignment.values())) > 1]
-    for p in ([front[0], front[-1]] + mixed[:1]):
+    for p in [front[0], front[-1]] + mixed[:1]:
         gm = _fresh(lenet, result.spec(p), calib)
         assert amx.evaluate(gm, Subset(train, val))["acc"] == p.accuracy
         assert amx.evaluate(gm, test)["acc"] == p.test_accuracy
@@ -64,5 +64,7 @@ def test_sensitivity_table_and_kl(result, lenet, candidates, digits):
     assert all(sens.loss(layer, "mul8u_exact") == 0.0 for layer in sens.layers)
     assert sens.markdown().count("\n") == 2 + len(sens.layers)
     kl = amx.search(lenet, candidates, digits[0], trials=1, metric="kl", **SEARCH_KW).sensitivity
-    assert all(v == pytest.approx(0.0, abs=1e-12) for v in (kl.loss(n, "mul8u_exact") for n in kl.layers))
+    assert all(
+        v == pytest.approx(0.0, abs=1e-12) for v in (kl.loss(n, "mul8u_exact") for n in kl.layers)
+    )
     assert max(kl.loss(n, "mul8u_drum3") for n in kl.layers) > 0.0

@@ -24,7 +24,10 @@ def test_front_has_no_dominated_point(result):
     for p in front:
         assert not any(_dominates(q, p) for q in result.points)
     for q in result.points:  # and every trial is on or behind the front
-        assert any(p == q or _dominates(p, q) or (p.energy, p.accuracy) == (q.energy, q.accuracy) for p in front)
+        assert any(
+            p == q or _dominates(p, q) or (p.energy, p.accuracy) == (q.energy, q.accuracy)
+            for p in front
+        )
     labels = {p.label for p in result.points}
     assert {f"uniform:{n}" for n in result.candidates} <= labels
     assert any(label.startswith("greedy:") for label in labels)
@@ -34,9 +37,7 @@ def test_front_has_no_dominated_point(result):
 def test_pareto_front_brute_force(pairs):
     points = [SearchPoint({}, float(e), a / 6) for e, a in pairs]
     front = pareto_front(points)
-    expected = {
-        (p.energy, p.accuracy) for p in points if not any(_dominates(q, p) for q in points)
-    }
+    expected = {(p.energy, p.accuracy) for p in points if not any(_dominates(q, p) for q in points)}
     assert {(p.energy, p.accuracy) for p in front} == expected
     assert len(front) == len(expected)
 

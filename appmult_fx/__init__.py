@@ -24,7 +24,7 @@ from .models import build_model
 from .passes.records import LayerRecord
 from .passes.spec import Rule, Spec
 from .passes.trace import TraceFailure
-from .search import SearchPoint, SearchResult, search
+from .assignment import SearchPoint, SearchResult, search
 from .train import TrainConfig, evaluate, fit
 from .workflow import compare, retrain, train_float
 

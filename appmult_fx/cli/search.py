@@ -97,7 +97,7 @@ def _candidates(args: argparse.Namespace) -> list[Any]:
 def _cmd_search(args: argparse.Namespace) -> int:
     import appmult_fx as amx
 
-    from ..search.outputs import write_outputs
+    from ..assignment.outputs import write_outputs
     from ..workflow import datasets, load_float_model
 
     start = time.perf_counter()
@@ -153,9 +153,9 @@ def _with_gradients(cands: list[Any]) -> list[Any]:
 
 
 def _retrain(args: argparse.Namespace, result: Any, out: Path) -> None:
-    from ..search.outputs import LOSSES, multiplier_refs, write_specs, write_text
-    from ..search.result import save_json
-    from ..search.retrain import retrain_specs, retrain_summary
+    from ..assignment.outputs import LOSSES, multiplier_refs, write_specs, write_text
+    from ..assignment.result import save_json
+    from ..assignment.retrain import retrain_specs, retrain_summary
     from ..train import TrainConfig
 
     front = result.pareto
@@ -191,7 +191,7 @@ def _retrain(args: argparse.Namespace, result: Any, out: Path) -> None:
 
 
 def _append_retrain(out: Path) -> None:
-    from ..search.outputs import write_text
+    from ..assignment.outputs import write_text
 
     md = out / "results.md"
     write_text(md, md.read_text() + (out / "retrain.md").read_text())

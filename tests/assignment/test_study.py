@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import optuna
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import appmult_fx as amx
-from appmult_fx.search import SearchPoint, pareto_front
+from appmult_fx.assignment import SearchPoint, pareto_front
 
 from .conftest import SEARCH_KW
 
@@ -71,3 +72,32 @@ def test_two_workers_share_one_sqlite_study(tmp_path, lenet, candidates, digits)
     assert workers == {0, 1}
     assert 24 <= len(done) <= 25  # both stop at the shared budget (one may overshoot by one)
     assert len(res.points) == len(done)
+
+
+def test_ctrl_c_mid_trial_then_resume_gives_the_same_trials(
+    tmp_path, monkeypatch, lenet, candidates, digits
+):
+    import appmult_fx.assignment.study as study_mod
+
+    kw = dict(SEARCH_KW, population_size=4)
+    whole = f"sqlite:///{tmp_path / 'whole.db'}"
+    amx.search(lenet, candidates, digits[0], trials=13, storage=whole, **kw)
+    real, calls = study_mod.evaluate_assignment, []
+
+    def interrupting(*args):
+        calls.append(1)
+        if len(calls) == 11:  # a sampled trial (the 9 seeds come first)
+            raise KeyboardInterrupt
+        return real(*args)
+
+    url = f"sqlite:///{tmp_path / 'cut.db'}"
+    monkeypatch.setattr(study_mod, "evaluate_assignment", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        amx.search(lenet, candidates, digits[0], trials=13, storage=url, **kw)
+    monkeypatch.setattr(study_mod, "evaluate_assignment", real)
+    amx.search(lenet, candidates, digits[0], trials=13, storage=url, **kw)
+    failed = optuna.load_study(study_name="appmult-search", storage=url).get_trials(
+        states=(optuna.trial.TrialState.FAIL,)
+    )
+    assert len(failed) == 1
+    assert [t[1:] for t in _trials(url)] == [t[1:] for t in _trials(whole)]

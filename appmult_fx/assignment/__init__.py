@@ -1,4 +1,4 @@
-"""Hardware-aware per-layer multiplier assignment search (energy vs accuracy).
+"""Hardware-aware per-layer multiplier assignment search (energy vs accuracy): ``amx.search``.
 
 ``search(model, candidates, data, ...) -> SearchResult``: an energy model from layer MACs and
 multiplier power (:mod:`.energy`), per-layer sensitivity (:mod:`.sensitivity`), a

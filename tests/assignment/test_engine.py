@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import Subset
 
 import appmult_fx as amx
-from appmult_fx.search.engine import Engine
+from appmult_fx.assignment.engine import Engine
 
 from .conftest import SEARCH_KW
 

@@ -49,16 +49,26 @@ def _trials(url: str) -> list[tuple]:
     return [(t.number, t.params, t.values) for t in done]
 
 
-def test_interrupted_and_resumed_search_gives_the_same_study(tmp_path, lenet, candidates, digits):
-    kw = dict(SEARCH_KW, population_size=4)
-    whole = f"sqlite:///{tmp_path / 'whole.db'}"
-    amx.search(lenet, candidates, digits[0], trials=14, storage=whole, **kw)
+RESUME_KW = dict(SEARCH_KW, population_size=4)
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory, lenet, candidates, digits) -> str:
+    """An uninterrupted 13-trial study."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('whole') / 'whole.db'}"
+    amx.search(lenet, candidates, digits[0], trials=13, storage=url, **RESUME_KW)
+    return url
+
+
+def test_interrupted_and_resumed_search_gives_the_same_study(
+    tmp_path, whole, lenet, candidates, digits
+):
     parts = f"sqlite:///{tmp_path / 'parts.db'}"
-    amx.search(lenet, candidates, digits[0], trials=9, storage=parts, **kw)
+    amx.search(lenet, candidates, digits[0], trials=9, storage=parts, **RESUME_KW)
     assert len(_trials(parts)) == 9
-    resumed = amx.search(lenet, candidates, digits[0], trials=14, storage=parts, **kw)
+    resumed = amx.search(lenet, candidates, digits[0], trials=13, storage=parts, **RESUME_KW)
     assert _trials(parts) == _trials(whole)
-    assert len(resumed.points) == 14
+    assert len(resumed.points) == 13
     # the NSGA-II generations after the 9 seeds are sampled, not enqueued
     assert any(not p.label for p in resumed.points)
 
@@ -75,13 +85,11 @@ def test_two_workers_share_one_sqlite_study(tmp_path, lenet, candidates, digits)
 
 
 def test_ctrl_c_mid_trial_then_resume_gives_the_same_trials(
-    tmp_path, monkeypatch, lenet, candidates, digits
+    tmp_path, monkeypatch, whole, lenet, candidates, digits
 ):
     import appmult_fx.assignment.study as study_mod
 
-    kw = dict(SEARCH_KW, population_size=4)
-    whole = f"sqlite:///{tmp_path / 'whole.db'}"
-    amx.search(lenet, candidates, digits[0], trials=13, storage=whole, **kw)
+    kw = RESUME_KW
     real, calls = study_mod.evaluate_assignment, []
 
     def interrupting(*args):

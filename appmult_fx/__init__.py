@@ -13,9 +13,11 @@ __version__ = "0.1.0"
 from .convert import calibrate, convert, layers, quantizers
 from .data import DatasetInfo, dataset_info, load_dataset
 from .export import ExportedModel, ExportFormatError, export, load_exported
+from .luts.catalogue import load_catalogue
 from .luts.formats import load_multiplier
 from .luts.fp import FPMultiplier, from_fp_c_source, from_fp_function, load_fp
 from .luts.gradients import with_gradients
+from .luts.library import ImportReport, import_library
 from .luts.metrics import metrics
 from .luts.multiplier import Multiplier
 from .luts.registry import builtin_names, multiplier
@@ -33,6 +35,7 @@ __all__ = [
     "ExportFormatError",
     "ExportedModel",
     "FPMultiplier",
+    "ImportReport",
     "LayerRecord",
     "Multiplier",
     "Rule",
@@ -56,7 +59,9 @@ __all__ = [
     "from_fp_function",
     "from_function",
     "from_netlist",
+    "import_library",
     "layers",
+    "load_catalogue",
     "load_dataset",
     "load_exported",
     "load_fp",

@@ -13,18 +13,20 @@ from collections.abc import Callable
 import numpy as np
 
 from . import generators as gen
-from .gradients import default_window, table_gradients
+from .gradients import default_window_for, table_gradients
 from .indexing import MAX_BITS, MIN_BITS
 from .multiplier import Multiplier
 from .registry import register_family
 
 _WIDTHS = range(MIN_BITS, MAX_BITS + 1)
-_PREFIX = r"mul([2-8])([us])_"
+# groups 1-3: widths and sign; the family's parameters follow from group 4
+_PREFIX = r"mul([2-8])()([us])_"  # square: mul8u_ (group 2 stays empty)
+_RECT_PREFIX = r"mul([2-8])(?:x([2-8]))?([us])_"  # also rectangular: mul8x4u_ (A x B bits)
 
 
 def _build(m: re.Match[str], family: str, table: np.ndarray, params: dict[str, int]) -> Multiplier:
-    bits, signed = int(m.group(1)), m.group(2) == "s"
-    window = default_window(bits)
+    bits, signed = _args(m)
+    window = default_window_for(bits)
     grad_a, grad_b = table_gradients(table, bits, signed, window, "column", "difference")
     provenance = {
         "source": "builtin",
@@ -49,24 +51,26 @@ def _names(family: str) -> Callable[[], list[str]]:
     return names
 
 
-def _args(m: re.Match[str]) -> tuple[int, bool]:
-    return int(m.group(1)), m.group(2) == "s"
+def _args(m: re.Match[str]) -> tuple[int | tuple[int, int], bool]:
+    """Widths and signedness of a name: ``mul8u_`` -> (8, False), ``mul8x4s_`` -> ((8, 4), True)."""
+    a, b, sign = m.group(1), m.group(2), m.group(3)
+    return (int(a) if not b or a == b else (int(a), int(b))), sign == "s"
 
 
 register_family(
-    _PREFIX + r"trunc(\d+)",
+    _RECT_PREFIX + r"trunc(\d+)",
     lambda m: _build(
-        m, "trunc", gen.truncated_table(*_args(m), int(m.group(3))), {"k": int(m.group(3))}
+        m, "trunc", gen.truncated_table(*_args(m), int(m.group(4))), {"k": int(m.group(4))}
     ),
     _names("trunc"),
 )
 register_family(
-    _PREFIX + r"bam(\d+)_(\d+)",
+    _RECT_PREFIX + r"bam(\d+)_(\d+)",
     lambda m: _build(
         m,
         "bam",
-        gen.broken_array_table(*_args(m), int(m.group(3)), int(m.group(4))),
-        {"h": int(m.group(3)), "v": int(m.group(4))},
+        gen.broken_array_table(*_args(m), int(m.group(4)), int(m.group(5))),
+        {"h": int(m.group(4)), "v": int(m.group(5))},
     ),
     _names("bam"),
 )
@@ -75,8 +79,8 @@ register_family(
     lambda m: _build(
         m,
         "optrunc",
-        gen.operand_truncation_table(*_args(m), int(m.group(3))),
-        {"t": int(m.group(3))},
+        gen.operand_truncation_table(*_args(m), int(m.group(4))),
+        {"t": int(m.group(4))},
     ),
     _names("optrunc"),
 )
@@ -87,6 +91,6 @@ register_family(
 )
 register_family(
     _PREFIX + r"drum(\d+)",
-    lambda m: _build(m, "drum", gen.drum_table(*_args(m), int(m.group(3))), {"k": int(m.group(3))}),
+    lambda m: _build(m, "drum", gen.drum_table(*_args(m), int(m.group(4))), {"k": int(m.group(4))}),
     _names("drum"),
 )

@@ -13,3 +13,18 @@ class LutFormatError(ValueError):
         super().__init__(f"{where}: {message}")
         self.path = str(path)
         self.line = line
+
+
+MAX_QUOTE = 80  # characters of a file's content quoted in an error message
+
+
+def clip(value: object, limit: int = MAX_QUOTE) -> str:
+    """``repr(value)`` cut to ``limit`` characters (saying how long it was), for messages.
+
+    A malformed file may hold one 100 MB line: quoting it whole would make the message as big.
+    """
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = len(value) if isinstance(value, (str, bytes)) else len(text)
+    return f"{text[:limit]}... ({size} characters)"

@@ -4,10 +4,12 @@ Own format (``.lut`` by convention, any suffix works): a NumPy ``.npz`` archive 
 ``numpy.load``) holding
 
 * ``header``: UTF-8 JSON as a ``uint8`` array - ``format`` (``"appmult-fx-lut"``),
-  ``version``, ``kind``, ``name``, ``bits``, ``signed``, ``has_gradients``, ``window``,
-  ``provenance``, ``sha256`` (:attr:`Multiplier.sha256`, verified on load) and, optional,
-  ``hardware`` (:attr:`Multiplier.hardware`: power, area, delay figures);
-* ``table``: ``int32 [2**bits, 2**bits]``, indexed per :mod:`.indexing`;
+  ``version``, ``kind``, ``name``, ``bits`` (operand A's width, kept for older readers),
+  ``bits_a``, ``bits_b`` (optional, default ``bits``: rectangular multipliers), ``signed``,
+  ``has_gradients``, ``window``, ``provenance``, ``sha256`` (:attr:`Multiplier.sha256`,
+  verified on load) and, optional, ``hardware`` (:attr:`Multiplier.hardware`: power, area,
+  delay figures);
+* ``table``: ``int32 [2**bits_a, 2**bits_b]``, indexed per :mod:`.indexing`;
 * ``grad_a``, ``grad_b``: ``float32`` tables, present only with gradients.
 
 Other formats read: the seed tools' text files (:mod:`.formats_seed`) and TFApprox raw tables
@@ -17,13 +19,15 @@ Other formats read: the seed tools' text files (:mod:`.formats_seed`) and TFAppr
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .format_errors import LutFormatError
+from .format_errors import LutFormatError, clip
 from .formats_raw import RAW_SIZE, read_tfapprox, write_tfapprox
 from .formats_seed import read_seed_text, write_seed_text
 from .multiplier import Multiplier
@@ -112,7 +116,9 @@ def _write_own(mult: Multiplier, path: Path) -> Path:
         "version": OWN_VERSION,
         "kind": mult.kind,
         "name": mult.name,
-        "bits": mult.bits,
+        "bits": mult.bits_a,
+        "bits_a": mult.bits_a,
+        "bits_b": mult.bits_b,
         "signed": mult.signed,
         "has_gradients": mult.has_gradients,
         "window": mult.provenance.get("window"),
@@ -129,8 +135,14 @@ def _write_own(mult: Multiplier, path: Path) -> Path:
     if mult.grad_a is not None and mult.grad_b is not None:
         arrays["grad_a"] = mult.grad_a.numpy().astype("<f4")
         arrays["grad_b"] = mult.grad_b.numpy().astype("<f4")
-    with open(path, "wb") as f:  # a file object: numpy would otherwise append ".npz"
-        np.savez_compressed(f, **arrays)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:  # a file object: numpy would otherwise append ".npz"
+            np.savez_compressed(f, **arrays)
+        os.replace(tmp, path)  # atomic: readers never see a half-written file
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -161,16 +173,26 @@ def _parse_header(path: Path, raw: np.ndarray) -> dict[str, Any]:
             or (kind is int and isinstance(value, bool))
         ):
             raise LutFormatError(
-                path, f"header field {key!r} missing or of the wrong type: {value!r}"
+                path, f"header field {key!r} missing or of the wrong type: {clip(value)}"
             )
     if header["format"] != OWN_FORMAT or header["version"] != OWN_VERSION:
         raise LutFormatError(
             path,
             f"expected format {OWN_FORMAT!r} version {OWN_VERSION}, "
-            f"got {header['format']!r} version {header['version']}",
+            f"got {clip(header['format'])} version {header['version']}",
         )
     if header["kind"] != "int":
-        raise LutFormatError(path, f"expected kind 'int', got {header['kind']!r}")
+        raise LutFormatError(path, f"expected kind 'int', got {clip(header['kind'])}")
+    for key in ("bits_a", "bits_b"):
+        value = header.setdefault(key, header["bits"])
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise LutFormatError(
+                path, f"header field {key!r} must be an integer, got {clip(value)}"
+            )
+    if header["bits"] != header["bits_a"]:
+        raise LutFormatError(
+            path, f"header says bits={header['bits']} but bits_a={header['bits_a']}"
+        )
     return header
 
 
@@ -202,7 +224,7 @@ def _read_own(path: Path) -> Any:
     try:
         mult = Multiplier(
             header["name"],
-            header["bits"],
+            (header["bits_a"], header["bits_b"]),
             header["signed"],
             _array(path, members, "table", "<i4"),
             grads["grad_a"],

@@ -35,8 +35,9 @@ def write_tfapprox(mult: Multiplier, path: str | Path) -> Path:
     """Write an 8-bit unsigned multiplier as a TFApprox raw table."""
     if mult.bits != RAW_BITS or mult.signed:
         raise ValueError(
-            f"the TFApprox raw format holds 8-bit unsigned multipliers, got {mult.name} "
-            f"({mult.bits}-bit {'signed' if mult.signed else 'unsigned'})"
+            f"the TFApprox raw format holds 8x8-bit unsigned multipliers only, got {mult.name} "
+            f"({mult.bits_a}x{mult.bits_b}-bit {'signed' if mult.signed else 'unsigned'}); "
+            "save it in the appmult-fx format (.lut) or as seed text instead"
         )
     table = mult.table.numpy()
     if table.min() < 0 or table.max() > 0xFFFF:

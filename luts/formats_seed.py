@@ -1,7 +1,7 @@
 """The seed tools' text LUT formats (``*_lutfp.txt`` and ``*_lutfp+bp_avg_<w>_<w>.txt``).
 
 Layout: optional preamble lines (``Warning:``, ``INFO:`` and other tool messages), then one
-or three blocks, each a header line followed by ``2**(2*bits)`` lines ``A B value``:
+or three blocks, each a header line followed by ``2**(bits_a + bits_b)`` lines ``A B value``:
 
 * ``LUT for approximate multiplier:`` - the forward table;
 * ``LUT for the gradient of the approximate multiplier w.r.t. the first operand:`` and
@@ -10,6 +10,10 @@ or three blocks, each a header line followed by ``2**(2*bits)`` lines ``A B valu
 ``A`` and ``B`` are operand *values*: ``[0, 2**bits - 1]`` for unsigned multipliers (all seed
 files), ``[-2**(bits-1), 2**(bits-1) - 1]`` for signed ones; rows map to table indices through
 :mod:`.indexing`. Each pair must occur exactly once (any order; writers use A outer, B inner).
+
+Rectangular multipliers (``bits_a != bits_b``, an appmult-fx extension) carry the preamble line
+``INFO: operand widths: bits_a=8, bits_b=4``; without it the widths of a table whose size is
+not ``4**bits`` are inferred from the number of distinct A and B values.
 """
 
 from __future__ import annotations
@@ -20,8 +24,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .format_errors import LutFormatError
-from .indexing import MAX_BITS, MIN_BITS, operand_values, value_to_index
+from .format_errors import LutFormatError, clip
+from .indexing import (
+    MAX_BITS,
+    MIN_BITS,
+    operand_range,
+    operand_values,
+    output_range,
+    value_to_index,
+)
 from .metrics import metrics
 from .multiplier import Multiplier
 
@@ -38,6 +49,7 @@ _LOOKS_LIKE_DATA = re.compile(r"[ \t]*-?[0-9]", re.ASCII)
 _SUFFIX = re.compile(r"_lutfp(\+bp_avg_(\d+)_(\d+))?$")
 _INFO_WINDOW = re.compile(r"half_ws_a=(\d+)", re.ASCII)
 _INFO_BITS = re.compile(r"QUANTIZATION_BIT=(\d+)", re.ASCII)
+_INFO_WIDTHS = re.compile(r"INFO: operand widths: bits_a=(\d+), bits_b=(\d+)$", re.ASCII)
 
 
 class _Block:
@@ -79,7 +91,7 @@ def _split(path: Path, text: str) -> tuple[list[tuple[int, str]], list[_Block]]:
         elif not blocks:
             if _LOOKS_LIKE_DATA.match(line):
                 raise LutFormatError(
-                    path, f"data line {stripped!r} before the line {FORWARD_HEADER!r}", number
+                    path, f"data line {clip(stripped)} before the line {FORWARD_HEADER!r}", number
                 )
             preamble.append((number, stripped))
         elif _ROW.fullmatch(line):
@@ -88,7 +100,8 @@ def _split(path: Path, text: str) -> tuple[list[tuple[int, str]], list[_Block]]:
         else:
             raise LutFormatError(
                 path,
-                f"expected a row 'A B value' (three integers) or a block header, got {stripped!r}",
+                "expected a row 'A B value' (three integers) or a block header, "
+                f"got {clip(stripped)}",
                 number,
             )
     if not blocks:
@@ -110,18 +123,48 @@ def _split(path: Path, text: str) -> tuple[list[tuple[int, str]], list[_Block]]:
     return preamble, blocks
 
 
-def _bits_for_count(path: Path, block: _Block) -> int:
+def _widths(
+    path: Path, block: _Block, rows: np.ndarray, declared: tuple[int, int] | None
+) -> tuple[int, int]:
+    """``(bits_a, bits_b)`` of the forward block: declared, square by count, or inferred."""
     count = len(block.rows)
+    if declared is not None:
+        if count != 1 << sum(declared):
+            raise LutFormatError(
+                path,
+                f"{block.kind} block has {count} entries; bits_a={declared[0]}, "
+                f"bits_b={declared[1]} need {1 << sum(declared)} (missing or extra rows?)",
+                block.header_line,
+            )
+        return declared
+    na, nb = (len(np.unique(rows[:, k])) for k in (0, 1))
+    widths = {1 << b: b for b in range(MIN_BITS, MAX_BITS + 1)}
+    if na in widths and nb in widths and na * nb == count:
+        return widths[na], widths[nb]
     sizes = {4**b: b for b in range(MIN_BITS, MAX_BITS + 1)}
-    if count in sizes:
-        return sizes[count]
+    if count in sizes:  # square by count; the table check names the bad row
+        return sizes[count], sizes[count]
     expected = ", ".join(f"{4**b} ({b} bits)" for b in range(MIN_BITS, MAX_BITS + 1))
     raise LutFormatError(
         path,
-        f"{block.kind} block has {count} entries; a complete table has 4**bits: {expected} "
-        "(missing or extra rows?)",
+        f"{block.kind} block has {count} entries ({na} distinct A, {nb} distinct B); a complete "
+        f"table has 2**bits_a * 2**bits_b, square: {expected} (missing or extra rows?)",
         block.header_line,
     )
+
+
+def _declared_widths(path: Path, preamble: list[tuple[int, str]]) -> tuple[int, int] | None:
+    for number, line in preamble:
+        if m := _INFO_WIDTHS.match(line):
+            a, b = int(m.group(1)), int(m.group(2))
+            if not (MIN_BITS <= a <= MAX_BITS and MIN_BITS <= b <= MAX_BITS):
+                raise LutFormatError(
+                    path,
+                    f"operand widths must be in [{MIN_BITS}, {MAX_BITS}], got {a}, {b}",
+                    number,
+                )
+            return a, b
+    return None
 
 
 def _parse_rows(block: _Block) -> np.ndarray:
@@ -144,18 +187,18 @@ def _to_table(
     path: Path,
     block: _Block,
     rows: np.ndarray,
-    bits: int,
+    widths: tuple[int, int],
     signed: bool,
     value_range: tuple[int, int],
 ) -> np.ndarray:
     """Check a block's rows and scatter them into a table indexed per :mod:`.indexing`."""
-    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
-    _check_range(path, block, rows[:, 0], lo, hi, "operand A")
-    _check_range(path, block, rows[:, 1], lo, hi, "operand B")
+    bits_a, bits_b = widths
+    _check_range(path, block, rows[:, 0], *operand_range(bits_a, signed), "operand A")
+    _check_range(path, block, rows[:, 1], *operand_range(bits_b, signed), "operand B")
     _check_range(path, block, rows[:, 2], *value_range, f"{block.kind} value")
-    n = 1 << bits
-    ia = value_to_index(torch.from_numpy(rows[:, 0]), bits).numpy()
-    ib = value_to_index(torch.from_numpy(rows[:, 1]), bits).numpy()
+    n = 1 << bits_b
+    ia = value_to_index(torch.from_numpy(rows[:, 0]), bits_a).numpy()
+    ib = value_to_index(torch.from_numpy(rows[:, 1]), bits_b).numpy()
     flat = ia * n + ib
     _, first = np.unique(flat, return_index=True)
     if first.size != flat.size:
@@ -169,9 +212,9 @@ def _to_table(
             f"(first given at line {block.line_numbers[earlier]})",
             block.line_numbers[dup],
         )
-    table = np.empty(n * n, dtype=np.int64)
+    table = np.empty(n << bits_a, dtype=np.int64)
     table[flat] = rows[:, 2]
-    return table.reshape(n, n)
+    return table.reshape(1 << bits_a, n)
 
 
 def _info(preamble: list[tuple[int, str]]) -> dict[str, str]:
@@ -183,7 +226,7 @@ def _info(preamble: list[tuple[int, str]]) -> dict[str, str]:
     return info
 
 
-def _window(path: Path, preamble: list[tuple[int, str]], bits: int) -> int | None:
+def _window(path: Path, preamble: list[tuple[int, str]], widths: tuple[int, int]) -> int | None:
     """Half window from the INFO line ``half_ws_a=``, else from the file name; checks bits."""
     window = None
     for number, line in preamble:
@@ -191,22 +234,16 @@ def _window(path: Path, preamble: list[tuple[int, str]], bits: int) -> int | Non
             continue
         if m := _INFO_WINDOW.search(line):
             window = int(m.group(1))
-        if (m := _INFO_BITS.search(line)) and int(m.group(1)) != bits:
+        if (m := _INFO_BITS.search(line)) and (int(m.group(1)),) * 2 != widths:
             raise LutFormatError(
                 path,
-                f"header says QUANTIZATION_BIT={m.group(1)} but the table has {bits} bits",
+                f"header says QUANTIZATION_BIT={m.group(1)} but the table has "
+                f"{widths[0]}x{widths[1]} bits",
                 number,
             )
     if window is None and (m := _SUFFIX.search(path.stem)) and m.group(2):
         window = int(m.group(2))
     return window
-
-
-def output_range(bits: int, signed: bool) -> tuple[int, int]:
-    """The values a ``bits``-bit multiplier's ``2*bits`` output wires can hold."""
-    if signed:
-        return -(1 << (2 * bits - 1)), (1 << (2 * bits - 1)) - 1
-    return 0, (1 << (2 * bits)) - 1
 
 
 def read_seed_text(path: str | Path, data: bytes | None = None) -> Multiplier:
@@ -215,27 +252,29 @@ def read_seed_text(path: str | Path, data: bytes | None = None) -> Multiplier:
     text = _decode(path, path.read_bytes() if data is None else data)
     preamble, blocks = _split(path, text)
     forward = blocks[0]
-    bits = _bits_for_count(path, forward)
     rows = {b.kind: _parse_rows(b) for b in blocks}
+    widths = _widths(path, forward, rows["forward"], _declared_widths(path, preamble))
+    bits = widths[0] if widths[0] == widths[1] else widths
     signed = bool(rows["forward"][:, :2].min() < 0)
-    out_lo, out_hi = output_range(bits, signed)
+    out_lo, out_hi = output_range(*widths, signed)
     tables = {}
     for block in blocks:
-        if _bits_for_count(path, block) != bits:
+        if len(block.rows) != len(forward.rows):
             raise LutFormatError(
                 path,
-                f"{block.kind} block has {len(block.rows)} entries, forward block {4**bits}",
+                f"{block.kind} block has {len(block.rows)} entries, forward block "
+                f"{len(forward.rows)}",
                 block.header_line,
             )
         value_range = (out_lo, out_hi) if block.kind == "forward" else (-(2**15), 2**15 - 1)
-        tables[block.kind] = _to_table(path, block, rows[block.kind], bits, signed, value_range)
+        tables[block.kind] = _to_table(path, block, rows[block.kind], widths, signed, value_range)
     provenance: dict = {"source": "file", "path": str(path), "format": "seed-text"}
     info = _info(preamble)
     if info:
         provenance["seed_info"] = info
     grads: dict[str, torch.Tensor | None] = {"grad_a": None, "grad_b": None}
     if len(blocks) == 3:
-        window = _window(path, preamble, bits)
+        window = _window(path, preamble, widths)
         grads = {k: torch.from_numpy(tables[k]).float() / GRAD_SCALE for k in grads}
         provenance.update(
             {
@@ -251,11 +290,10 @@ def read_seed_text(path: str | Path, data: bytes | None = None) -> Multiplier:
     )
 
 
-def _block_lines(header: str, table: np.ndarray, values: np.ndarray) -> list[str]:
-    n = len(values)
-    order = np.argsort(values, kind="stable")  # ascending operand values, A outer
-    t = table[np.ix_(order, order)].reshape(-1)
-    a, b = np.repeat(values[order], n), np.tile(values[order], n)
+def _block_lines(header: str, table: np.ndarray, va: np.ndarray, vb: np.ndarray) -> list[str]:
+    oa, ob = np.argsort(va, kind="stable"), np.argsort(vb, kind="stable")  # ascending, A outer
+    t = table[np.ix_(oa, ob)].reshape(-1)
+    a, b = np.repeat(va[oa], len(vb)), np.tile(vb[ob], len(va))
     return [
         header,
         *(f"{x} {y} {v}" for x, y, v in zip(a.tolist(), b.tolist(), t.tolist(), strict=True)),
@@ -282,14 +320,9 @@ def format_seed_text(mult: Multiplier, gradients: bool | None = None) -> str:
         gradients = mult.has_gradients
     if gradients and not mult.has_gradients:
         raise ValueError(f"{mult.name} has no gradient LUTs to write")
-    values = operand_values(mult.bits, mult.signed).numpy()
-    table = mult.table.numpy().astype(np.int64)
-    lo, hi = output_range(mult.bits, mult.signed)
-    if table.min() < lo or table.max() > hi:
-        raise ValueError(
-            f"{mult.name}: table values [{table.min()}, {table.max()}] do not fit {2 * mult.bits} "
-            f"bits [{lo}, {hi}], the seed text format's product range"
-        )
+    va = operand_values(mult.bits_a, mult.signed).numpy()
+    vb = operand_values(mult.bits_b, mult.signed).numpy()
+    table = mult.table.numpy().astype(np.int64)  # fits the output range: Multiplier checks it
     m = metrics(mult)
     lines = [
         f"INFO: Error rate: {m['er']:.6g}",
@@ -300,14 +333,14 @@ def format_seed_text(mult: Multiplier, gradients: bool | None = None) -> str:
     if gradients:
         window = mult.provenance.get("window")
         windows = f"half_ws_a={window}, half_ws_b={window}, " if window is not None else ""
-        lines = [
-            f"INFO: file_name={mult.name}_lutfp.txt, {windows}QUANTIZATION_BIT={mult.bits}",
-            *lines,
-        ]
-    lines += _block_lines(FORWARD_HEADER, table, values)
+        quant = f"QUANTIZATION_BIT={mult.bits}" if mult.is_square else ""
+        lines = [f"INFO: file_name={mult.name}_lutfp.txt, {windows}{quant}".rstrip(", "), *lines]
+    if not mult.is_square:
+        lines = [f"INFO: operand widths: bits_a={mult.bits_a}, bits_b={mult.bits_b}", *lines]
+    lines += _block_lines(FORWARD_HEADER, table, va, vb)
     if gradients:
-        lines += _block_lines(GRAD_A_HEADER, _quantize_gradient(mult, "grad_a"), values)
-        lines += _block_lines(GRAD_B_HEADER, _quantize_gradient(mult, "grad_b"), values)
+        lines += _block_lines(GRAD_A_HEADER, _quantize_gradient(mult, "grad_a"), va, vb)
+        lines += _block_lines(GRAD_B_HEADER, _quantize_gradient(mult, "grad_b"), va, vb)
     return "\n".join(lines) + "\n"
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from .format_errors import clip
 from .fp_format import check_mantissa_bits
 
 if TYPE_CHECKING:
@@ -105,7 +106,8 @@ def read_npz(path: Path) -> dict[str, Any]:
         meta = json.loads(str(z["meta"]))
         table = torch.from_numpy(z["mantissa_table"].copy())
     if meta.get("format") != NPZ_FORMAT:
-        raise ValueError(f"{path}: expected format {NPZ_FORMAT!r}, got {meta.get('format')!r}")
+        got = clip(meta.get("format"))
+        raise ValueError(f"{path}: expected format {NPZ_FORMAT!r}, got {got}")
     return {
         "name": meta["name"],
         "mantissa_bits": check_mantissa_bits(meta["mantissa_bits"]),

@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .indexing import check_bits, operand_values
+from .indexing import check_bits, check_widths, operand_values
 
 
 def _values(bits: int, signed: bool) -> np.ndarray:
@@ -48,22 +48,26 @@ def _weighted_bits(bits: int, signed: bool) -> np.ndarray:
     return bit * weight[None, :]
 
 
-def partial_product_table(bits: int, signed: bool, keep: np.ndarray) -> np.ndarray:
-    """Sum of the partial products ``a_i b_j w_i w_j`` with ``keep[i, j]`` true."""
-    wb = _weighted_bits(bits, signed)
-    return wb @ keep.astype(np.int64) @ wb.T
+def partial_product_table(
+    bits: int | tuple[int, int], signed: bool, keep: np.ndarray
+) -> np.ndarray:
+    """Sum of the partial products ``a_i b_j w_i w_j`` with ``keep[i, j]`` true (``bits``: an
+    int, or ``(bits_a, bits_b)`` for a rectangular ``[2**bits_a, 2**bits_b]`` table)."""
+    bits_a, bits_b = check_widths(bits)
+    return _weighted_bits(bits_a, signed) @ keep.astype(np.int64) @ _weighted_bits(bits_b, signed).T
 
 
-def truncated_table(bits: int, signed: bool, k: int) -> np.ndarray:
+def truncated_table(bits: int | tuple[int, int], signed: bool, k: int) -> np.ndarray:
     """Truncated multiplier: drop the ``k`` least-significant partial-product columns."""
-    return broken_array_table(bits, signed, 0, _check("k", k, 1, 2 * bits - 1))
+    return broken_array_table(bits, signed, 0, _check("k", k, 1, sum(check_widths(bits)) - 1))
 
 
-def broken_array_table(bits: int, signed: bool, h: int, v: int) -> np.ndarray:
-    """Broken-array multiplier: keep rows ``j >= h`` and columns ``i + j >= v``."""
-    _check("h", h, 0, bits - 1)
-    _check("v", v, 0, 2 * bits - 1)
-    i, j = np.meshgrid(np.arange(bits), np.arange(bits), indexing="ij")
+def broken_array_table(bits: int | tuple[int, int], signed: bool, h: int, v: int) -> np.ndarray:
+    """Broken-array multiplier: keep rows ``j >= h`` (bits of B) and columns ``i + j >= v``."""
+    bits_a, bits_b = check_widths(bits)
+    _check("h", h, 0, bits_b - 1)
+    _check("v", v, 0, bits_a + bits_b - 1)
+    i, j = np.meshgrid(np.arange(bits_a), np.arange(bits_b), indexing="ij")
     return partial_product_table(bits, signed, (j >= h) & (i + j >= v))
 
 

@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .indexing import operand_values
+from .indexing import check_widths, operand_values
 from .multiplier import Multiplier
 
 Method = Literal["difference", "ste", "regression"]
@@ -82,10 +82,12 @@ def _difference_b(table: np.ndarray, w: int) -> np.ndarray:
     return grad
 
 
-def _regression(table: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    x = values - values.mean()
-    slope_a = (x[:, None] * table).sum(axis=0) / (x * x).sum()  # per column b
-    slope_b = (table * x[None, :]).sum(axis=1) / (x * x).sum()  # per row a
+def _regression(
+    table: np.ndarray, values_a: np.ndarray, values_b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    xa, xb = values_a - values_a.mean(), values_b - values_b.mean()
+    slope_a = (xa[:, None] * table).sum(axis=0) / (xa * xa).sum()  # per column b
+    slope_b = (table * xb[None, :]).sum(axis=1) / (xb * xb).sum()  # per row a
     shape = table.shape
     return np.broadcast_to(slope_a[None, :], shape), np.broadcast_to(slope_b[:, None], shape)
 
@@ -100,35 +102,50 @@ def gradient_tables(
     return table_gradients(mult.table.numpy(), mult.bits, mult.signed, window, edge, method)
 
 
+def default_window_for(bits: int | tuple[int, int]) -> int:
+    """:func:`default_window` of a square width, or of the narrower operand of a pair."""
+    bits_a, bits_b = check_widths(bits)
+    return default_window(min(bits_a, bits_b))
+
+
 def table_gradients(
     table: np.ndarray,
-    bits: int,
+    bits: int | tuple[int, int],
     signed: bool,
     window: int | None = None,
     edge: Edge = "column",
     method: Method = "difference",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`gradient_tables` of a bare ``[2**bits, 2**bits]`` table in index order."""
+    """:func:`gradient_tables` of a bare ``[2**bits_a, 2**bits_b]`` table in index order."""
     if method not in METHODS:
         raise ValueError(f"gradient method must be one of {METHODS}, got {method!r}")
     if edge not in EDGES:
         raise ValueError(f"edge must be one of {EDGES}, got {edge!r}")
-    values = operand_values(bits, signed).numpy()
-    n = len(values)
+    bits_a, bits_b = check_widths(bits)
+    values_a = operand_values(bits_a, signed).numpy()
+    values_b = operand_values(bits_b, signed).numpy()
+    shape = (len(values_a), len(values_b))
     if method == "ste":
-        v = torch.from_numpy(values).float()
-        return v[None, :].expand(n, n).contiguous(), v[:, None].expand(n, n).contiguous()
-    order = np.argsort(values, kind="stable")  # index order -> value order
-    ordered = np.asarray(table, dtype=np.float64)[np.ix_(order, order)]
+        va, vb = torch.from_numpy(values_a).float(), torch.from_numpy(values_b).float()
+        return vb[None, :].expand(shape).contiguous(), va[:, None].expand(shape).contiguous()
+    if edge == "row" and bits_a != bits_b:
+        raise ValueError(
+            f"edge='row' (the seed's square-table rule) needs a square table, got "
+            f"{bits_a}x{bits_b} bits; use edge='column'"
+        )
+    order_a = np.argsort(values_a, kind="stable")  # index order -> value order
+    order_b = np.argsort(values_b, kind="stable")
+    ordered = np.asarray(table, dtype=np.float64)[np.ix_(order_a, order_b)]
     if method == "regression":
-        ga, gb = _regression(ordered, values[order].astype(np.float64))
+        ga, gb = _regression(
+            ordered, values_a[order_a].astype(np.float64), values_b[order_b].astype(np.float64)
+        )
     else:
-        w = default_window(bits) if window is None else window
+        w = default_window_for(bits) if window is None else window
         if isinstance(w, bool) or not isinstance(w, int) or w < 0:
             raise ValueError(f"window must be a non-negative integer, got {window!r}")
         ga, gb = _difference_a(ordered, w, edge), _difference_b(ordered, w)
-    inverse = np.argsort(order)  # value order -> index order
-    back = np.ix_(inverse, inverse)
+    back = np.ix_(np.argsort(order_a), np.argsort(order_b))  # value order -> index order
     return (
         torch.from_numpy(np.ascontiguousarray(ga[back], dtype=np.float32)),
         torch.from_numpy(np.ascontiguousarray(gb[back], dtype=np.float32)),
@@ -154,7 +171,7 @@ def with_gradients(
         grad_a, grad_b = torch.round(grad_a / step) * step, torch.round(grad_b / step) * step
     info: dict[str, object] = {"gradient_method": method}
     if method == "difference":
-        info.update(edge=edge, window=default_window(mult.bits) if window is None else window)
+        info.update(edge=edge, window=default_window_for(mult.bits) if window is None else window)
     if step is not None:
         info["gradient_step"] = step
     return mult.with_gradient_tables(grad_a, grad_b, **info)

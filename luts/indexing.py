@@ -1,8 +1,9 @@
 """The one definition of how operand values index a multiplier table.
 
-A ``bits``-bit multiplier table has ``2**bits`` rows (first operand, the activation) and
-``2**bits`` columns (second operand, the weight). Row/column *index* ``i`` holds the operand
-whose two's-complement bit pattern is ``i``:
+A ``bits_a x bits_b`` multiplier table has ``2**bits_a`` rows (operand A, the activation) and
+``2**bits_b`` columns (operand B, the weight): ``table[a][b] = f(A=a, B=b)``. Square
+multipliers have ``bits_a == bits_b``. Every helper here takes the width of ONE operand.
+Row/column *index* ``i`` holds the operand whose two's-complement bit pattern is ``i``:
 
 * unsigned operands: value ``v`` in ``[0, 2**bits - 1]`` has index ``v``;
 * signed operands: value ``v`` in ``[-2**(bits-1), 2**(bits-1) - 1]`` has index
@@ -25,6 +26,24 @@ def check_bits(bits: int) -> int:
     if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
         raise ValueError(f"bits must be an integer in [{MIN_BITS}, {MAX_BITS}], got {bits!r}")
     return bits
+
+
+def check_widths(bits: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """``(bits_a, bits_b)`` of a width given as an int (square) or a pair; else ValueError."""
+    if isinstance(bits, (tuple, list)):
+        if len(bits) != 2:
+            raise ValueError(f"bits must be an int or a pair (bits_a, bits_b), got {bits!r}")
+        return check_bits(bits[0]), check_bits(bits[1])
+    b = check_bits(bits)  # type: ignore[arg-type]
+    return b, b
+
+
+def output_range(bits_a: int, bits_b: int, signed: bool) -> tuple[int, int]:
+    """The values the ``bits_a + bits_b`` output wires of a multiplier can hold."""
+    width = check_bits(bits_a) + check_bits(bits_b)
+    if signed:
+        return -(1 << (width - 1)), (1 << (width - 1)) - 1
+    return 0, (1 << width) - 1
 
 
 def operand_range(bits: int, signed: bool) -> tuple[int, int]:

@@ -10,8 +10,7 @@ from typing import Any
 
 import torch
 
-from .indexing import check_bits, operand_range, operand_values, value_to_index
-
+from .indexing import check_widths, operand_range, operand_values, output_range, value_to_index
 
 HARDWARE_KEYS: dict[str, type | tuple[type, ...]] = {
     "power_mw": (int, float),
@@ -43,11 +42,14 @@ def check_hardware(figures: Any, name: str) -> dict[str, Any]:
     return out
 
 
-def _as_table(t: Any, bits: int, what: str, dtype: torch.dtype) -> torch.Tensor:
+def _as_table(t: Any, shape: tuple[int, int], what: str, dtype: torch.dtype) -> torch.Tensor:
     t = torch.as_tensor(t)
-    n = 1 << bits
-    if tuple(t.shape) != (n, n):
-        raise ValueError(f"{what} must have shape ({n}, {n}) for {bits} bits, got {tuple(t.shape)}")
+    if tuple(t.shape) != shape:
+        a, b = (n.bit_length() - 1 for n in shape)
+        raise ValueError(
+            f"{what} must have shape {shape} for {a}x{b} bits (2**bits_a rows of operand A, "
+            f"2**bits_b columns of operand B), got {tuple(t.shape)}"
+        )
     if dtype == torch.int32:
         if t.is_floating_point() or t.is_complex():
             raise ValueError(f"{what} must hold integers, got dtype {t.dtype}")
@@ -57,19 +59,43 @@ def _as_table(t: Any, bits: int, what: str, dtype: torch.dtype) -> torch.Tensor:
     return t.detach().to(dtype).contiguous().clone()
 
 
+def _check_output_width(
+    name: str, table: torch.Tensor, bits_a: int, bits_b: int, signed: bool
+) -> None:
+    """Refuse products that the ``bits_a + bits_b`` output wires cannot hold."""
+    lo, hi = output_range(bits_a, bits_b, signed)
+    bad = torch.nonzero((table < lo) | (table > hi))
+    if bad.numel():
+        i, j = (int(x) for x in bad[0])
+        va, vb = (int(operand_values(w, signed)[k]) for w, k in ((bits_a, i), (bits_b, j)))
+        raise ValueError(
+            f"{name}: table[{i}][{j}] (A={va}, B={vb}) = {int(table[i, j])} does not fit the "
+            f"{bits_a + bits_b}-bit {'signed' if signed else 'unsigned'} output [{lo}, {hi}] "
+            f"({bad.shape[0]} such entries)"
+            + (
+                "; a signed multiplier's table holds the two's-complement value of its output "
+                "bits, not the raw code"
+                if signed
+                else ""
+            )
+        )
+
+
 @dataclass(frozen=True, eq=False)
 class Multiplier:
     """An integer approximate multiplier given by its lookup table.
 
-    ``table[i, j]`` is the product of the operands with table indices ``i`` (first operand,
-    the activation) and ``j`` (second operand, the weight); see :mod:`.indexing` for how
-    signed values map to indices. ``grad_a`` / ``grad_b`` are the optional gradient LUTs
-    (d product / d first operand, d product / d second operand) used by LUT-gradient
+    ``bits`` is an int (square) or a pair ``(bits_a, bits_b)`` (rectangular; a pair of equal
+    widths becomes the int). ``table[i, j] = f(A=a, B=b)``: rows ``i`` index operand A (the
+    activation, ``2**bits_a`` rows), columns ``j`` operand B (the weight, ``2**bits_b``
+    columns); see :mod:`.indexing` for how signed values map to indices. Every entry must fit
+    the ``bits_a + bits_b``-bit output (two's complement when signed). ``grad_a`` / ``grad_b``
+    are the optional gradient LUTs (d product / d A, d product / d B) used by LUT-gradient
     retraining. ``provenance`` records where the table came from (free-form key/values).
     """
 
     name: str
-    bits: int
+    bits: int | tuple[int, int]
     signed: bool
     table: torch.Tensor
     grad_a: torch.Tensor | None = None
@@ -78,16 +104,19 @@ class Multiplier:
     hardware: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        check_bits(self.bits)
+        bits_a, bits_b = check_widths(self.bits)
+        object.__setattr__(self, "bits", bits_a if bits_a == bits_b else (bits_a, bits_b))
         if not isinstance(self.name, str) or not self.name:
             raise ValueError("a multiplier needs a non-empty name")
         object.__setattr__(self, "signed", bool(self.signed))
-        object.__setattr__(self, "table", _as_table(self.table, self.bits, "table", torch.int32))
+        shape = (1 << bits_a, 1 << bits_b)
+        object.__setattr__(self, "table", _as_table(self.table, shape, "table", torch.int32))
+        _check_output_width(self.name, self.table, bits_a, bits_b, self.signed)
         if (self.grad_a is None) != (self.grad_b is None):
             raise ValueError("grad_a and grad_b must be given together (or neither)")
         for g in ("grad_a", "grad_b"):
             if getattr(self, g) is not None:
-                t = _as_table(getattr(self, g), self.bits, g, torch.float32)
+                t = _as_table(getattr(self, g), shape, g, torch.float32)
                 if not torch.isfinite(t).all():
                     raise ValueError(f"{g} must be finite")
                 object.__setattr__(self, g, t)
@@ -106,15 +135,53 @@ class Multiplier:
         return self.grad_a is not None
 
     @property
+    def is_square(self) -> bool:
+        """Whether both operands have the same width (``bits`` is then an int)."""
+        return isinstance(self.bits, int)
+
+    @property
+    def bits_a(self) -> int:
+        """Width of operand A, the row operand (the activation side)."""
+        return self.bits if isinstance(self.bits, int) else self.bits[0]
+
+    @property
+    def bits_b(self) -> int:
+        """Width of operand B, the column operand (the weight side)."""
+        return self.bits if isinstance(self.bits, int) else self.bits[1]
+
+    @property
+    def operand_range_a(self) -> tuple[int, int]:
+        """Smallest and largest value of operand A (rows)."""
+        return operand_range(self.bits_a, self.signed)
+
+    @property
+    def operand_range_b(self) -> tuple[int, int]:
+        """Smallest and largest value of operand B (columns)."""
+        return operand_range(self.bits_b, self.signed)
+
+    @property
     def operand_range(self) -> tuple[int, int]:
-        """Smallest and largest operand value."""
-        return operand_range(self.bits, self.signed)
+        """Smallest and largest operand value of a square multiplier (both operands)."""
+        if not self.is_square:
+            raise ValueError(
+                f"{self.name} is a rectangular {self.bits_a}x{self.bits_b} multiplier: its "
+                "operands have different ranges; use operand_range_a / operand_range_b"
+            )
+        return self.operand_range_a
+
+    @property
+    def output_range(self) -> tuple[int, int]:
+        """The values the ``bits_a + bits_b`` output bits can hold (every table entry does)."""
+        return output_range(self.bits_a, self.bits_b, self.signed)
 
     @property
     def sha256(self) -> str:
-        """Content hash over bits, signedness, the table and the gradient tables."""
+        """Content hash over the widths, signedness, the table and the gradient tables.
+
+        Square multipliers hash ``bits=<n>`` (unchanged since version 1 of the LUT files),
+        rectangular ones ``bits=<a>x<b>``."""
         h = hashlib.sha256()
-        h.update(f"appmult-int bits={self.bits} signed={int(self.signed)}\n".encode())
+        h.update(f"appmult-int bits={self.widths} signed={int(self.signed)}\n".encode())
         h.update(self.table.numpy().astype("<i4").tobytes())
         if self.grad_a is not None and self.grad_b is not None:
             h.update(self.grad_a.numpy().astype("<f4").tobytes())
@@ -123,26 +190,26 @@ class Multiplier:
 
     def exact_table(self) -> torch.Tensor:
         """The exact product table of the same operand format (int64)."""
-        v = operand_values(self.bits, self.signed)
-        return v[:, None] * v[None, :]
+        va = operand_values(self.bits_a, self.signed)
+        vb = operand_values(self.bits_b, self.signed)
+        return va[:, None] * vb[None, :]
 
     def product(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Elementwise approximate product of integer operand values (broadcasting)."""
         a = torch.as_tensor(a)
         b = torch.as_tensor(b)
-        lo, hi = self.operand_range
-        for name, t in (("a", a), ("b", b)):
+        for name, t, bits in (("a", a, self.bits_a), ("b", b, self.bits_b)):
+            lo, hi = operand_range(bits, self.signed)
             if t.is_floating_point():
                 raise TypeError(f"operand {name} must be an integer tensor, got {t.dtype}")
             if t.numel() and (t.min() < lo or t.max() > hi):
                 raise ValueError(
                     f"operand {name} out of range [{lo}, {hi}] for {self.name} "
-                    f"({'signed' if self.signed else 'unsigned'} {self.bits}-bit)"
+                    f"({'signed' if self.signed else 'unsigned'} {bits}-bit operand {name})"
                 )
-        n = 1 << self.bits
         flat = self.table.reshape(-1).to(torch.int64)
-        ia, ib = value_to_index(a, self.bits), value_to_index(b, self.bits)
-        return flat.to(a.device)[ia * n + ib]
+        ia, ib = value_to_index(a, self.bits_a), value_to_index(b, self.bits_b)
+        return flat.to(a.device)[ia * (1 << self.bits_b) + ib]
 
     def renamed(self, name: str) -> Multiplier:
         """A copy under another name."""
@@ -155,16 +222,6 @@ class Multiplier:
         return replace(
             self, grad_a=grad_a, grad_b=grad_b, provenance={**self.provenance, **provenance}
         )
-
-    @property
-    def bits_a(self) -> int:
-        """Width of the row operand (the activation side)."""
-        return self.bits
-
-    @property
-    def bits_b(self) -> int:
-        """Width of the column operand (the weight side)."""
-        return self.bits
 
     def with_hardware(self, **figures: Any) -> Multiplier:
         """A copy whose :attr:`hardware` figures are updated with ``figures``.
@@ -183,4 +240,9 @@ class Multiplier:
     def __repr__(self) -> str:
         sign = "s" if self.signed else "u"
         grads = "+grad" if self.has_gradients else ""
-        return f"Multiplier({self.name!r}, {self.bits}{sign}{grads}, sha256={self.sha256[:12]})"
+        return f"Multiplier({self.name!r}, {self.widths}{sign}{grads}, sha256={self.sha256[:12]})"
+
+    @property
+    def widths(self) -> str:
+        """``"8"`` for a square 8-bit multiplier, ``"8x4"`` for a rectangular one."""
+        return f"{self.bits_a}" if self.is_square else f"{self.bits_a}x{self.bits_b}"

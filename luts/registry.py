@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable
 from functools import lru_cache
 
-from .indexing import operand_values
+from .indexing import check_widths, operand_values
 from .multiplier import Multiplier
 
 Factory = Callable[[re.Match[str]], Multiplier]
@@ -40,13 +40,17 @@ def multiplier(name: str) -> Multiplier:
     )
 
 
-def exact_multiplier(bits: int, signed: bool) -> Multiplier:
-    """The exact ``bits``-bit multiplier, with the exact product's gradients attached."""
-    v = operand_values(bits, signed)
-    table = v[:, None] * v[None, :]
-    grad_a = v[None, :].expand(len(v), len(v)).float()  # d(a*b)/da = b
-    grad_b = v[:, None].expand(len(v), len(v)).float()  # d(a*b)/db = a
-    name = f"mul{bits}{'s' if signed else 'u'}_exact"
+def exact_multiplier(bits: int | tuple[int, int], signed: bool) -> Multiplier:
+    """The exact multiplier of ``bits`` (an int, or ``(bits_a, bits_b)``), with the exact
+    product's gradients attached (named ``mul8u_exact``, ``mul8x4u_exact``)."""
+    bits_a, bits_b = check_widths(bits)
+    va, vb = operand_values(bits_a, signed), operand_values(bits_b, signed)
+    table = va[:, None] * vb[None, :]
+    grad_a = vb[None, :].expand(len(va), len(vb)).float()  # d(a*b)/da = b
+    grad_b = va[:, None].expand(len(va), len(vb)).float()  # d(a*b)/db = a
+    widths = f"{bits_a}" if bits_a == bits_b else f"{bits_a}x{bits_b}"
+    name = f"mul{widths}{'s' if signed else 'u'}_exact"
+    bits = bits_a if bits_a == bits_b else (bits_a, bits_b)
     return Multiplier(
         name, bits, signed, table, grad_a, grad_b, {"source": "builtin", "family": "exact"}
     )
@@ -56,4 +60,9 @@ register_family(
     r"mul([2-8])([us])_exact",
     lambda m: exact_multiplier(int(m.group(1)), m.group(2) == "s"),
     lambda: [f"mul{b}{s}_exact" for b in range(2, 9) for s in "us"],
+)
+register_family(  # rectangular exact multipliers, not listed: mul8x4u_exact, mul6x3s_exact...
+    r"mul([2-8])x([2-8])([us])_exact",
+    lambda m: exact_multiplier((int(m.group(1)), int(m.group(2))), m.group(3) == "s"),
+    lambda: [],
 )

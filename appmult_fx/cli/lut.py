@@ -1,4 +1,5 @@
-"""``appmult-fx lut build|grad|info|list|plot``: build LUTs, add gradients, show error figures."""
+"""``appmult-fx lut build|grad|info|list|plot|import``: build LUTs, add gradients, show error
+figures, import whole libraries into catalogues (:mod:`.lut_catalogue`)."""
 
 from __future__ import annotations
 
@@ -6,18 +7,39 @@ import argparse
 from pathlib import Path
 
 from ..luts.formats import FORMATS, load_multiplier, save_multiplier
-from ..luts.gradients import EDGES, METHODS, default_window, with_gradients
+from ..luts.gradients import EDGES, METHODS, default_window_for, with_gradients
 from ..luts.metrics import METRIC_NAMES, metrics
 from ..luts.multiplier import Multiplier
 from ..luts.registry import builtin_names, multiplier
 from ..luts.user_defined import from_c_source, from_netlist
+from .lut_catalogue import (
+    SORT_KEYS,
+    format_hardware,
+    list_catalogue,
+    plot_catalogue,
+    register_import,
+)
 
 _NETLIST_SUFFIXES = {".blif", ".v", ".sv"}
 _C_SUFFIXES = {".c", ".cc", ".cpp", ".cxx"}
 
 
+def parse_widths(text: str) -> int | tuple[int, int]:
+    """``--bits`` values: ``8`` (square) or ``8x4`` (operand A x operand B)."""
+    a, sep, b = text.lower().partition("x")
+    try:
+        return (int(a), int(b)) if sep else int(a)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"expected N or AxB (e.g. 8 or 8x4), got {text!r}"
+        ) from exc
+
+
 def resolve(
-    source: str, bits: int | None = None, signed: bool = False, symbol: str | None = None
+    source: str,
+    bits: int | tuple[int, int] | None = None,
+    signed: bool = False,
+    symbol: str | None = None,
 ) -> Multiplier:
     """A multiplier from a netlist, C/C++ source, LUT file or built-in name."""
     path = Path(source)
@@ -27,7 +49,7 @@ def resolve(
         if path.suffix in _C_SUFFIXES:
             if bits is None:
                 raise ValueError(f"{source}: a C/C++ multiplier needs --bits")
-            return from_c_source(path, bits, signed, symbol=symbol or "approx_mul")
+            return from_c_source(path, bits, signed, symbol=symbol)
         return load_multiplier(path)
     if path.suffix or "/" in source:
         raise FileNotFoundError(f"{source}: no such file")
@@ -38,7 +60,7 @@ def resolve(
 
 
 def _add_gradients(mult: Multiplier, args: argparse.Namespace) -> Multiplier:
-    window = args.window if args.window is not None else default_window(mult.bits)
+    window = args.window if args.window is not None else default_window_for(mult.bits)
     return with_gradients(mult, window, edge=args.edge, method=args.method)
 
 
@@ -73,7 +95,8 @@ def _info(args: argparse.Namespace) -> int:
     mult = resolve(args.source, signed=args.signed)
     sign = "signed" if mult.signed else "unsigned"
     print(f"name      {mult.name}")
-    print(f"format    {mult.bits}-bit {sign}, {mult.kind}")
+    widths = mult.widths if mult.kind == "int" else mult.bits
+    print(f"format    {widths}-bit {sign}, {mult.kind}")
     print(f"sha256    {mult.sha256}")
     grads = "none"
     if mult.has_gradients:
@@ -81,8 +104,10 @@ def _info(args: argparse.Namespace) -> int:
         grads = ", ".join(f"{k}={p[k]}" for k in ("gradient_method", "edge", "window") if k in p)
         grads = grads or "present"
     print(f"gradients {grads}")
+    if mult.kind == "int":
+        print(f"hardware  {format_hardware(mult.hardware)}")
     for key, value in mult.provenance.items():
-        if key not in ("seed_info", "gradient_method", "edge", "window"):
+        if key not in ("seed_info", "gradient_method", "edge", "window", "header_rounding"):
             print(f"  {key}: {value}")
     if mult.kind != "int":
         return 0
@@ -95,6 +120,7 @@ def _info(args: argparse.Namespace) -> int:
         ("mred", "mean relative error"),
         ("mse", "mean squared error"),
         ("wce", "worst-case error"),
+        ("wcre", "worst-case relative error"),
         ("bias", "mean error (a*b - LUT)"),
     ):
         print(f"{key:<5} {m[key]:>16.8g}   {label}")
@@ -102,6 +128,8 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    if args.catalogue:
+        return list_catalogue(args)
     names = builtin_names()
     ints = [n for n in names if n.startswith("mul")]
     header = f"{'name':<18}" + "".join(f"{k:>12}" for k in METRIC_NAMES)
@@ -120,6 +148,10 @@ def _list(args: argparse.Namespace) -> int:
 def _plot(args: argparse.Namespace) -> int:
     from ..luts.plot import plot_multiplier
 
+    if args.catalogue:
+        return plot_catalogue(args)
+    if not args.source:
+        raise ValueError("lut plot needs a SOURCE or --catalogue")
     mult = resolve(args.source, signed=args.signed)
     out = plot_multiplier(mult, args.output)
     panels = "error, grad_a, grad_b" if mult.has_gradients else "error (no gradient LUTs)"
@@ -162,9 +194,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     b = cmds.add_parser("build", help="simulate/compile/convert a multiplier into a LUT file")
     b.add_argument("source", help="BLIF/Verilog netlist, C/C++ source, LUT file or built-in name")
     b.add_argument("-o", "--output", required=True, help="output file (.lut; .txt = seed text)")
-    b.add_argument("--bits", type=int, help="operand bits (C/C++ sources)")
+    b.add_argument(
+        "--bits", type=parse_widths, help="operand bits of C/C++ sources: 8, or 8x4 (A x B)"
+    )
     b.add_argument("--signed", action="store_true", help="two's-complement operands")
-    b.add_argument("--symbol", help="C/C++ function name (default approx_mul)")
+    b.add_argument(
+        "--symbol", help="C/C++ function name (default: the file stem if defined, approx_mul)"
+    )
     b.add_argument("--name", help="multiplier name (default: from the source)")
     b.add_argument("--no-grad", action="store_true", help="do not attach gradient LUTs")
     _gradient_options(b)
@@ -182,10 +218,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.set_defaults(func=_info)
 
     li = cmds.add_parser("list", help="list the built-in multipliers with their error metrics")
+    li.add_argument("--catalogue", help="list this catalogue (folder or catalogue.json) instead")
+    li.add_argument("--sort", choices=sorted(SORT_KEYS), default="name", help="catalogue order")
     li.set_defaults(func=_list)
 
     p = cmds.add_parser("plot", help="heatmaps of the error a*b - LUT and the gradient LUTs")
-    p.add_argument("source", help="LUT file, netlist or built-in name")
+    p.add_argument("source", nargs="?", help="LUT file, netlist or built-in name")
     p.add_argument("-o", "--output", required=True, help="PNG file to write")
     p.add_argument("--signed", action="store_true", help="netlists: two's-complement operands")
+    p.add_argument("--catalogue", help="plot a catalogue's power against error instead")
+    p.add_argument("--error", choices=METRIC_NAMES, default="mred", help="catalogue plot y axis")
+    p.add_argument(
+        "--cost", choices=("power_mw", "area_um2", "delay_ns"), default="power_mw",
+        help="catalogue plot x axis",
+    )  # fmt: skip
     p.set_defaults(func=_plot)
+    register_import(cmds)

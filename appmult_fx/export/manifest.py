@@ -112,6 +112,7 @@ def write_luts(multipliers: list[Multiplier], out_dir: Path) -> list[dict[str, A
                 "has_gradients": mult.has_gradients,
                 "metrics": metrics(mult),
                 "provenance": _plain(mult.provenance),
+                "hardware": getattr(mult, "hardware", None),
             }
         )
     return entries

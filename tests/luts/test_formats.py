@@ -246,8 +246,11 @@ def test_signed_text_files(tmp_path: Path) -> None:
     text = format_seed_text(signed, gradients=False)
     assert "\n-4 -4 16\n" in text
     assert torch.equal(_load_text(tmp_path, text).table, signed.table)
-    with pytest.raises(ValueError, match="do not fit 6 bits"):
-        format_seed_text(Multiplier("big", 3, True, signed.table * 4))
+    # the Multiplier itself refuses entries its 6 output bits cannot hold, naming the first
+    with pytest.raises(
+        ValueError, match=r"table\[3\]\[3\] \(A=3, B=3\) = 36 does not fit the 6-bit"
+    ):
+        Multiplier("big", 3, True, signed.table * 4)
     with pytest.raises(LutFormatError, match="operand A 4 out of range"):
         _load_text(tmp_path, text.replace("\n3 3 9\n", "\n4 3 9\n"))
 
@@ -259,3 +262,18 @@ def test_binary_garbage_is_rejected(tmp_path: Path) -> None:
         load_multiplier(path)
     with pytest.raises(ValueError, match="unknown LUT format"):
         load_multiplier(path, format="csv")
+
+
+def test_a_huge_bad_line_is_quoted_briefly(tmp_path: Path) -> None:
+    """A 100 MB one-line file must not put the line into the error message."""
+    path = tmp_path / "huge_lutfp.txt"
+    with open(path, "wb") as f:
+        f.write(FORWARD_HEADER.encode() + b"\n")
+        f.write(b"1 2 x" * (20 * 1024 * 1024) + b"\n")
+    with pytest.raises(LutFormatError, match=r"104857600 characters") as info:
+        load_multiplier(path)
+    assert len(str(info.value)) < 400
+    path.write_bytes(b"7" * (100 * 1024 * 1024) + b"\n")  # data before any header
+    with pytest.raises(LutFormatError, match="before the line") as info:
+        load_multiplier(path)
+    assert len(str(info.value)) < 400

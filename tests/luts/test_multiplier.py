@@ -66,7 +66,8 @@ def test_sha256_depends_on_content_only() -> None:
     b = Multiplier("b", 2, False, t.clone())
     c = Multiplier("c", 2, False, t + (torch.arange(16).reshape(4, 4) == 5).long())
     assert a.sha256 == b.sha256 != c.sha256
-    assert Multiplier("s", 2, True, t).sha256 != a.sha256
+    small = torch.arange(16).reshape(4, 4) % 8  # fits both the signed and unsigned output
+    assert Multiplier("s", 2, True, small).sha256 != Multiplier("u", 2, False, small).sha256
     assert a.renamed("z").sha256 == a.sha256 and a.renamed("z").name == "z"
 
 

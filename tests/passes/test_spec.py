@@ -153,3 +153,12 @@ def test_fp_multiplier_files_by_path(tmp_path, shared) -> None:
     assert amx.load_multiplier(archive).sha256 == amx.multiplier("fp_mit5").sha256
     gm = amx.convert(Net(), amx.Spec().set_global(str(bin_path)))
     assert {r.multiplier.kind for r in amx.layers(gm)} == {"fp"}
+
+
+def test_rectangular_multiplier_is_refused_by_convert_for_now() -> None:
+    rect = amx.multiplier("mul8x4u_exact")
+    assert (rect.bits_a, rect.bits_b) == (8, 4)
+    with pytest.raises(ValueError, match="rectangular 8x4-bit.*square multipliers only"):
+        amx.Spec().set_global(rect)
+    with pytest.raises(ValueError, match="rectangular 8x4-bit"):
+        amx.Spec().set_module_name("fc", "mul8x4u_exact")

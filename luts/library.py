@@ -1,0 +1,231 @@
+"""Import a whole multiplier library (EvoApproxLib and the like) into a catalogue.
+
+Every file under the root with a known suffix is a source: C/C++ models (``.c .cc .cpp
+.cxx``), Verilog (``.v .sv``, gate-level ``*_pdk45.v`` included), BLIF (``.blif``) and LUT
+files (``.lut .npz .txt .bin``). Sources of one circuit share a name (file stem without
+``_pdk45``/``_sop``/``_lutfp...``) in one folder. Widths and signedness come from
+EvoApproxLib's naming (``mul8u_``, ``mul8s_``, ``mul8x4u_``: A x B bits, ``u``/``s``), else
+from the netlist's ports (unsigned unless ``signed=True``), else from ``bits=``.
+
+Each circuit is built from every source (in parallel, one process per circuit); a source
+that fails is reported and skipped, the others still count. All tables of a circuit must be
+equal (C against Verilog against gate netlist), and the computed metrics must equal the
+figures of an EvoApproxLib header within its rounding; otherwise the circuit is refused and
+reported. Imported circuits are written as ``<name>.lut`` beside ``catalogue.json``
+(:mod:`.catalogue`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from .catalogue import CATALOGUE_FILE, catalogue_entry, write_catalogue
+from .evoapprox_header import header_tolerance, with_header
+from .formats import load_multiplier, save_multiplier
+from .metrics import evoapprox_metrics, metrics
+from .multiplier import Multiplier
+from .user_defined import from_c_source, from_netlist
+
+C_SOURCES = {".c", ".cc", ".cpp", ".cxx"}
+NETLISTS = {".v", ".sv", ".blif"}
+LUT_FILES = {".lut", ".npz", ".txt", ".bin"}
+_VARIANT = re.compile(r"(_pdk45|_sop|_lutfp(\+bp_avg_\d+_\d+)?)$")
+_EVO_NAME = re.compile(r"^mul(\d)(?:x(\d))?([us])_")
+
+
+@dataclass
+class Circuit:
+    """The sources of one circuit and how to read them."""
+
+    name: str
+    sources: list[Path]
+    root: Path
+    out: Path
+    bits: int | tuple[int, int] | None = None
+    signed: bool | None = None
+
+
+@dataclass
+class CircuitResult:
+    """What importing one circuit gave: a catalogue entry, and/or problems per source."""
+
+    name: str
+    entry: dict[str, Any] | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ImportReport:
+    """The outcome of :func:`import_library`."""
+
+    catalogue: Path
+    entries: list[dict[str, Any]]
+    problems: list[str]
+    refused: list[str]
+
+
+def evoapprox_widths(name: str) -> tuple[tuple[int, int], bool] | None:
+    """``((bits_a, bits_b), signed)`` from an EvoApproxLib circuit name, e.g. ``mul8x4u_2AN``."""
+    m = _EVO_NAME.match(name)
+    if m is None:
+        return None
+    return (int(m[1]), int(m[2] or m[1])), m[3] == "s"
+
+
+def find_circuits(
+    root: Path, out: Path, bits: int | tuple[int, int] | None, signed: bool
+) -> list[Circuit]:
+    """Group the sources under ``root`` (skipping ``out``) by folder and circuit name."""
+    groups: dict[tuple[Path, str], list[Path]] = {}
+    known = C_SOURCES | NETLISTS | LUT_FILES
+    for path in sorted(root.rglob("*")):
+        if not path.is_file() or path.suffix not in known or out in path.parents:
+            continue
+        name = _VARIANT.sub("", path.stem) or path.stem
+        groups.setdefault((path.parent, name), []).append(path)
+    circuits = []
+    for (_, name), sources in groups.items():
+        evo = evoapprox_widths(name)
+        circuit = Circuit(name, sources, root, out, bits, signed)
+        if evo is not None:
+            circuit.bits, circuit.signed = evo
+        circuits.append(circuit)
+    return circuits
+
+
+def _read(path: Path, circuit: Circuit) -> Multiplier:
+    if path.suffix in C_SOURCES:
+        if circuit.bits is None:
+            raise ValueError(
+                "operand widths unknown: name the circuit like EvoApproxLib (mul8u_..., "
+                "mul8x4u_...), put its Verilog beside it, or pass bits="
+            )
+        return from_c_source(path, circuit.bits, bool(circuit.signed), name=circuit.name)
+    if path.suffix in NETLISTS:
+        mult = from_netlist(path, signed=bool(circuit.signed), name=circuit.name)
+        return with_header(mult, path.read_text(errors="replace")[:20000])
+    return load_multiplier(path)
+
+
+def _first_difference(a: Multiplier, b: Multiplier) -> str:
+    if a.table.shape != b.table.shape or a.signed != b.signed:
+        return f"{a.widths}{'s' if a.signed else 'u'} vs {b.widths}{'s' if b.signed else 'u'}"
+    i, j = (int(x) for x in np.argwhere((a.table != b.table).numpy())[0])
+    return f"table[{i}][{j}] = {int(a.table[i, j])} vs {int(b.table[i, j])}"
+
+
+def _header_mismatches(mult: Multiplier, computed: dict[str, float]) -> list[str]:
+    printed = mult.provenance.get("header_metrics") or {}
+    rounding = mult.provenance.get("header_rounding") or {}
+    ours = evoapprox_metrics(mult, computed)
+    return [
+        f"{key}: computed {ours[key]:.6g}, header {value:g}"
+        for key, value in printed.items()
+        if key in ours and abs(ours[key] - value) > header_tolerance(value, rounding.get(key, 0))
+    ]
+
+
+def import_circuit(circuit: Circuit) -> CircuitResult:
+    """Build, cross-check and save one circuit (runs in a worker process)."""
+    result = CircuitResult(circuit.name)
+    built: list[tuple[Path, Multiplier]] = []
+    if circuit.bits is None and any(p.suffix in C_SOURCES for p in circuit.sources):
+        netlists = [p for p in circuit.sources if p.suffix in NETLISTS]
+        circuit.sources = netlists + [p for p in circuit.sources if p not in netlists]
+    for path in circuit.sources:
+        rel = path.relative_to(circuit.root).as_posix()
+        try:
+            mult = _read(path, circuit)
+        except Exception as exc:  # every failure of one source is reported, none aborts
+            result.problems.append(f"{rel}: {type(exc).__name__}: {str(exc)[:300]}")
+            continue
+        if circuit.bits is None:  # widths learnt from a netlist's ports
+            circuit.bits = mult.bits
+        built.append((path, mult))
+    if not built:
+        result.problems.append(f"{circuit.name}: refused (no source could be read)")
+        return result
+    first_path, first = built[0]
+    for path, other in built[1:]:
+        if other.signed != first.signed or not np.array_equal(other.table, first.table):
+            result.problems.append(
+                f"{circuit.name}: refused: {path.name} and {first_path.name} disagree "
+                f"({_first_difference(other, first)})"
+            )
+            return result
+    hardware: dict[str, Any] = {}
+    for _, m in built:
+        hardware.update(m.hardware or {})
+    mult = first if not hardware else first.with_hardware(**hardware)
+    computed = metrics(mult)
+    for _, m in built:
+        bad = _header_mismatches(m, computed)
+        if bad:
+            result.problems.append(
+                f"{circuit.name}: refused: metrics differ from the header ({'; '.join(bad)})"
+            )
+            return result
+    file = f"{circuit.name}.lut"
+    save_multiplier(mult, circuit.out / file)
+    sources = [p.relative_to(circuit.root).as_posix() for p, _ in built]
+    result.entry = catalogue_entry(mult, file, computed, sources)
+    return result
+
+
+def import_library(
+    root: str | Path,
+    out: str | Path,
+    workers: int | None = None,
+    bits: int | tuple[int, int] | None = None,
+    signed: bool = False,
+    progress: bool = True,
+) -> ImportReport:
+    """Import every multiplier under ``root`` into the catalogue folder ``out``.
+
+    ``workers``: processes (default: the CPU count; ``1`` runs in this process). ``bits`` /
+    ``signed``: for circuits whose widths neither their name nor a netlist tells. Returns
+    the catalogue path, its entries and the problems met (also the refused circuits).
+    """
+    root, out = Path(root).resolve(), Path(out).resolve()
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root}: not a folder to import")
+    out.mkdir(parents=True, exist_ok=True)
+    circuits = find_circuits(root, out, bits, signed)
+    names = [c.name for c in circuits]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(
+            f"circuit names occur in several folders under {root}: {duplicates[:10]}; "
+            "import those folders into separate catalogues"
+        )
+    workers = workers or os.cpu_count() or 1
+    bar = tqdm(total=len(circuits), desc="importing", unit="circuit", disable=not progress)
+    results: list[CircuitResult] = []
+    if workers == 1:
+        for circuit in circuits:
+            results.append(import_circuit(circuit))
+            bar.update()
+    else:
+        with ProcessPoolExecutor(max_workers=min(workers, max(1, len(circuits)))) as pool:
+            futures = [pool.submit(import_circuit, c) for c in circuits]
+            for future in as_completed(futures):
+                results.append(future.result())
+                bar.update()
+    bar.close()
+    results.sort(key=lambda r: r.name)
+    entries = sorted((r.entry for r in results if r.entry is not None), key=lambda e: e["name"])
+    path = write_catalogue(entries, out / CATALOGUE_FILE)
+    return ImportReport(
+        path,
+        entries,
+        [p for r in results for p in r.problems],
+        [r.name for r in results if r.entry is None],
+    )

@@ -61,3 +61,19 @@ def test_search_without_power_figures_is_refused(tmp_path, float_checkpoint, cap
     args += ["mul8u_drum3", "--trials", "2", "--out", str(tmp_path / "x")]
     assert main(args) == 2
     assert "no 'power_mw' figure" in capsys.readouterr().err
+
+
+def test_search_over_an_evoapprox_catalogue(tmp_path, float_checkpoint, shared):
+    """The EvoApproxLib sample (exact mul8u_1JFF and mul8u_2AC, power from their headers)
+    imported as a catalogue and searched with --catalogue."""
+    report = amx.import_library(
+        shared / "evoapprox" / "8x8_unsigned", tmp_path / "cat", workers=1, progress=False
+    )
+    powers = {m.name: m.hardware["power_mw"] for m in amx.load_catalogue(report.catalogue)}
+    assert powers == {"mul8u_1JFF": 0.391, "mul8u_2AC": 0.311}  # the C headers' PDK45_PWR
+    out = tmp_path / "search"
+    args = ["search", "--checkpoint", str(float_checkpoint), "--catalogue", str(report.catalogue)]
+    assert main(args + ["--trials", "3", "--calib-batches", "1", "--out", str(out), "--quiet"]) == 0
+    data = json.loads((out / "pareto.json").read_text())
+    uniform = {p["label"]: p["energy"] for p in data["baselines"]}
+    assert uniform == pytest.approx({"uniform:mul8u_1JFF": 1.0, "uniform:mul8u_2AC": 0.311 / 0.391})

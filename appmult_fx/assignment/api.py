@@ -175,7 +175,15 @@ def search(
         for n, a in zip(cands, uniform)
     ]
     result = SearchResult(
-        points, baselines, problem.layers, cands, problem.energy.macs, cost_of, ref, sens
+        points,
+        baselines,
+        problem.layers,
+        cands,
+        problem.energy.macs,
+        cost_of,
+        ref,
+        sens,
+        exact=engine.exact,
     )
     if test is not None:
         _score_test(

@@ -45,6 +45,8 @@ def write_specs(result: SearchResult, out: Path) -> list[Path]:
     paths = []
     for i, p in enumerate(result.pareto):
         data = {"module_name": {layer: refs[n] for layer, n in p.assignment.items()}}
+        if result.exact is not None:  # layers outside the search stay exact, as evaluated
+            data = {"global": result.exact.name, **data}
         paths.append(save_json(out / "specs" / f"pareto_{i:02d}.json", data))
     return paths
 

@@ -64,6 +64,7 @@ class SearchResult:
     costs: dict[str, float]
     reference_cost: float
     sensitivity: Sensitivity | None = None
+    exact: Any = None  # the exact multiplier every layer outside the search keeps
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -77,8 +78,9 @@ class SearchResult:
         return min(self.baselines, key=lambda p: (-p.accuracy, p.energy))
 
     def spec(self, point: SearchPoint) -> Spec:
-        """A spec assigning each layer its candidate of ``point``."""
-        spec = Spec()
+        """A spec assigning each layer its candidate of ``point`` (layers outside the search
+        keep the exact multiplier, as they were evaluated)."""
+        spec = Spec() if self.exact is None else Spec().set_global(self.exact)
         for layer, name in point.assignment.items():
             spec.set_module_name(layer, self.candidates[name])
         return spec

@@ -64,6 +64,13 @@ def register(sub: Any) -> None:
         help="chosen: the cheapest points within 0.5 / 1 point and the best uniform; all: "
         "every Pareto point",
     )
+    p.add_argument(
+        "--retrain-max-loss",
+        type=float,
+        default=2.0,
+        help="with --retrain-points all: only Pareto points within this many points of the "
+        "best uniform validation accuracy (default 2)",
+    )
     p.add_argument("--gradients", choices=("lut", "ste"), default="lut")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -165,7 +172,11 @@ def _retrain(args: argparse.Namespace, result: Any, out: Path) -> None:
     name = ref.label.removeprefix("uniform:")
     save_json(uniform_file, {"global": multiplier_refs(result, out)[name]})
     chosen = {"best_uniform": (uniform_file, ref.energy)}
-    picks = front if args.retrain_points == "all" else [result.cheapest_within(x) for x in LOSSES]
+    if args.retrain_points == "all":
+        floor = ref.accuracy - args.retrain_max_loss / 100
+        picks = [p for p in front if p.accuracy >= floor - 1e-12]
+    else:
+        picks = [result.cheapest_within(x) for x in LOSSES]
     for p in picks:
         if p is not None:
             i = front.index(p)

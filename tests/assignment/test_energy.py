@@ -84,3 +84,18 @@ def test_mixed_widths_are_refused(lenet, digits):
     mixed = [amx.multiplier(n).with_hardware(power_mw=1.0) for n in ("mul8u_exact", "mul7u_exact")]
     with pytest.raises(ValueError, match="mix widths"):
         amx.search(lenet, mixed, digits[0], trials=1, **SEARCH_KW)
+
+
+def test_layers_outside_the_search_stay_exact(lenet, candidates, digits):
+    searched = ["features.3", "classifier.0"]
+    res = amx.search(lenet, candidates, digits[0], trials=3, layers=searched, **SEARCH_KW)
+    macs = _hand_macs(lenet)
+    total = sum(macs.values())
+    for p in res.points:
+        assert set(p.assignment) == set(searched)
+        hand = sum(macs[n] * POWERS[p.assignment.get(n, "mul8u_exact")] for n in macs)
+        assert p.energy == pytest.approx(hand / (POWERS["mul8u_exact"] * total), rel=1e-12)
+    gm = amx.convert(lenet, res.spec(res.pareto[0]), gradient="ste")
+    used = {r.name: r.multiplier_name for r in amx.layers(gm)}
+    assert {n: used[n] for n in searched} == res.pareto[0].assignment
+    assert all(used[n] == "mul8u_exact" for n in used if n not in searched)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .assignment import SearchPoint, SearchResult, search
 from .convert import calibrate, convert, layers, quantizers
 from .data import DatasetInfo, dataset_info, load_dataset
 from .export import ExportedModel, ExportFormatError, export, load_exported
@@ -26,7 +27,6 @@ from .models import build_model
 from .passes.records import LayerRecord
 from .passes.spec import Rule, Spec
 from .passes.trace import TraceFailure
-from .assignment import SearchPoint, SearchResult, search
 from .train import TrainConfig, evaluate, fit
 from .workflow import compare, retrain, train_float
 

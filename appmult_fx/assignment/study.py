@@ -198,9 +198,11 @@ def run_worker(
     threads: int | None = None,
     barrier: Any = None,
     backend: Any = None,
+    limit: int | None = None,
 ) -> int:
     """Run trials of the study until it holds ``cfg.trials`` complete ones; returns how many
-    trials this worker ran. ``barrier`` (spawned workers) makes every worker start together."""
+    trials this worker ran (at most ``limit``). ``barrier`` (spawned workers) makes every
+    worker start together."""
     if threads is not None:
         torch.set_num_threads(threads)
     engine = problem.engine()
@@ -213,7 +215,7 @@ def run_worker(
     before = len(study.get_trials(deepcopy=False))
     study.optimize(
         make_objective(problem, engine, worker),
-        n_trials=cfg.trials - done,
+        n_trials=cfg.trials - done if limit is None else min(limit, cfg.trials - done),
         callbacks=[optuna.study.MaxTrialsCallback(cfg.trials, states=(TrialState.COMPLETE,))],
     )
     return len(study.get_trials(deepcopy=False)) - before
@@ -226,6 +228,11 @@ def run_workers(problem: Problem, cfg: StudyConfig, workers: int, backend: Any =
         return
     if cfg.storage is None:
         raise ValueError("several workers need a shared storage URL (e.g. sqlite:///study.db)")
+    # Enqueued (seed) trials first, here: Optuna's queue of waiting trials is not safe to pop
+    # from several processes at once (two workers may run the same trial).
+    waiting = load_study(cfg).get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    if waiting:
+        run_worker(problem, cfg, 0, limit=len(waiting))
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(workers)
     threads = max(1, torch.get_num_threads() // workers)

@@ -28,6 +28,7 @@ from appmult_fx.passes.records import LayerRecord
 from appmult_fx.passes.spec import Rule, Spec
 from appmult_fx.passes.trace import TraceFailure
 
+from .assignment import SearchPoint, SearchResult, search
 from .convert import calibrate, convert, layers, quantizers
 from .version import __version__
 
@@ -93,6 +94,8 @@ __all__ = [
     "Multiplier",
     "NetlistError",
     "Rule",
+    "SearchPoint",
+    "SearchResult",
     "Spec",
     "TraceFailure",
     "TrainConfig",
@@ -122,6 +125,7 @@ __all__ = [
     "multiplier",
     "quantizers",
     "retrain",
+    "search",
     "train_float",
     "with_gradients",
 ]

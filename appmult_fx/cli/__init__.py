@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 # Each module named here defines ``register(subparsers)``, which adds its sub-command(s) and
 # sets ``func`` (a callable taking the parsed args and returning an exit code).
-_COMMAND_MODULES = ["layers", "train", "lut", "export", "fp"]
+_COMMAND_MODULES = ["layers", "train", "lut", "export", "fp", "search"]
 
 # exit codes: 0 success, 2 bad input or arguments, 3 a checkpoint that cannot be used
 # (corrupted, truncated, another model's, or resumed with other arguments), 130 Ctrl-C

@@ -1,0 +1,208 @@
+"""``appmult-fx search``: which multiplier for which layer (energy vs accuracy)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    """Add the ``search`` sub-command to the ``appmult-fx`` parser."""
+    p = sub.add_parser(
+        "search",
+        help="hardware-aware per-layer multiplier assignment search",
+        description="Search per-layer multiplier assignments of a float checkpoint for low "
+        "energy and high accuracy (Optuna, NSGA-II or TPE), scored on a validation split held "
+        "back from the training data; writes pareto.json, specs/, results.md, pareto.png and "
+        "sensitivity.png into --out. Rerun the same command to resume.",
+    )
+    p.add_argument("--checkpoint", required=True, help="float checkpoint from `appmult-fx train`")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--catalogue", help="catalogue.json of multipliers (amx.load_catalogue)")
+    g.add_argument(
+        "--candidates", nargs="+", metavar="NAME_OR_LUT", help="built-in names or LUT files"
+    )
+    p.add_argument(
+        "--power",
+        nargs="*",
+        default=[],
+        metavar="NAME=VALUE",
+        help="cost of a candidate (overrides its hardware figure)",
+    )
+    p.add_argument(
+        "--cost",
+        default="power_mw",
+        help="hardware figure used as cost (power_mw, area_um2, ...; default power_mw)",
+    )
+    p.add_argument(
+        "--reference-power",
+        type=float,
+        default=None,
+        help="cost of the exact multiplier (default: that of an exact candidate)",
+    )
+    p.add_argument("--trials", type=int, default=100, help="complete trials in the study")
+    p.add_argument("--workers", type=int, default=1, help="worker processes sharing the study")
+    p.add_argument("--sampler", choices=("nsga2", "tpe"), default="nsga2")
+    p.add_argument("--population", type=int, default=None, help="NSGA-II population size")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite in --out)")
+    p.add_argument("--study-name", default="appmult-search")
+    p.add_argument("--metric", choices=("accuracy", "kl"), default="accuracy")
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--calib-batches", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--retrain-epochs", type=int, default=0, help="retrain chosen points (0: no)")
+    p.add_argument("--retrain-steps", type=int, default=None, help="cap steps per epoch")
+    p.add_argument("--retrain-lr", type=float, default=1e-3)
+    p.add_argument(
+        "--retrain-points",
+        choices=("chosen", "all"),
+        default="chosen",
+        help="chosen: the cheapest points within 0.5 / 1 point and the best uniform; all: "
+        "every Pareto point",
+    )
+    p.add_argument(
+        "--retrain-max-loss",
+        type=float,
+        default=2.0,
+        help="with --retrain-points all: only Pareto points within this many points of the "
+        "best uniform validation accuracy (default 2)",
+    )
+    p.add_argument("--gradients", choices=("lut", "ste"), default="lut")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_search)
+
+
+def _costs(pairs: list[str]) -> dict[str, float]:
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.rpartition("=")
+        if not sep or not name:
+            raise ValueError(f"--power expects NAME=VALUE, got {pair!r}")
+        out[name] = float(value)
+    return out
+
+
+def _candidates(args: argparse.Namespace) -> list[Any]:
+    import appmult_fx as amx
+
+    if args.catalogue is None:
+        return list(args.candidates)
+    load = getattr(amx, "load_catalogue", None)
+    if load is None:
+        raise ValueError(
+            "--catalogue needs amx.load_catalogue (EvoApproxLib catalogues), which this build "
+            "lacks; pass the LUT files with --candidates instead"
+        )
+    return list(load(args.catalogue))
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    import appmult_fx as amx
+
+    from ..assignment.outputs import write_outputs
+    from ..workflow import datasets, load_float_model
+
+    start = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model, ck = load_float_model(args.checkpoint)
+    _, train_plain, test = datasets(ck["data"])
+    cands = _candidates(args)
+    if args.retrain_epochs > 0 and args.gradients == "lut":
+        cands = _with_gradients(cands)
+    storage = args.storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    result = amx.search(
+        model.eval(),
+        cands,
+        train_plain,
+        test=test,
+        trials=args.trials,
+        workers=args.workers,
+        sampler=args.sampler,
+        population_size=args.population,
+        seed=args.seed,
+        storage=storage,
+        study_name=args.study_name,
+        metric=args.metric,
+        cost=args.cost,
+        costs=_costs(args.power),
+        reference_cost_value=args.reference_power,
+        val_fraction=args.val_fraction,
+        calib_batches=args.calib_batches,
+        progress=not args.quiet and sys.stderr.isatty(),
+    )
+    command = "appmult-fx " + shlex.join(sys.argv[1:])
+    paths = write_outputs(result, out, command, time.perf_counter() - start)
+    if args.retrain_epochs > 0:
+        _retrain(args, result, out)
+        write_outputs(result, out, command, time.perf_counter() - start)
+        _append_retrain(out)
+    print(paths["results.md"].read_text())
+    return 0
+
+
+def _with_gradients(cands: list[Any]) -> list[Any]:
+    """Candidates with gradient LUTs (attached with the default window where missing)."""
+    import appmult_fx as amx
+
+    from ..passes.spec import resolve_multiplier
+
+    out = []
+    for ref in cands:
+        m = resolve_multiplier(ref)
+        out.append(m if m.has_gradients else amx.with_gradients(m))
+    return out
+
+
+def _retrain(args: argparse.Namespace, result: Any, out: Path) -> None:
+    from ..assignment.outputs import LOSSES, multiplier_refs, write_specs, write_text
+    from ..assignment.result import save_json
+    from ..assignment.retrain import retrain_specs, retrain_summary
+    from ..train import TrainConfig
+
+    front = result.pareto
+    spec_files = write_specs(result, out)
+    ref = result.best_uniform
+    uniform_file = out / "specs" / "best_uniform.json"
+    name = ref.label.removeprefix("uniform:")
+    save_json(uniform_file, {"global": multiplier_refs(result, out)[name]})
+    chosen = {"best_uniform": (uniform_file, ref.energy)}
+    if args.retrain_points == "all":
+        floor = ref.accuracy - args.retrain_max_loss / 100
+        picks = [p for p in front if p.accuracy >= floor - 1e-12]
+    else:
+        picks = [result.cheapest_within(x) for x in LOSSES]
+    for p in picks:
+        if p is not None:
+            i = front.index(p)
+            chosen[f"pareto_{i:02d}"] = (spec_files[i], p.energy)
+    cfg = TrainConfig(
+        epochs=args.retrain_epochs,
+        max_steps_per_epoch=args.retrain_steps,
+        lr=args.retrain_lr,
+        seed=args.seed,
+        quiet=args.quiet,
+    )
+    reports = retrain_specs(
+        args.checkpoint,
+        {k: v[0] for k, v in chosen.items()},
+        cfg,
+        out,
+        gradient=args.gradients,
+        calib_batches=args.calib_batches,
+    )
+    text, summary = retrain_summary(reports, {k: v[1] for k, v in chosen.items()}, "best_uniform")
+    write_text(out / "retrain.md", text)
+    save_json(out / "retrain.json", {"summary": summary, "reports": reports})
+
+
+def _append_retrain(out: Path) -> None:
+    from ..assignment.outputs import write_text
+
+    md = out / "results.md"
+    write_text(md, md.read_text() + (out / "retrain.md").read_text())

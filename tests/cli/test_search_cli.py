@@ -1,0 +1,79 @@
+"""``appmult-fx search`` end to end on the digits data (tiny budgets)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import appmult_fx as amx
+from appmult_fx.cli import main
+
+
+@pytest.fixture(scope="module")
+def float_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("float") / "float.pt"
+    rc = main(["train", "--model", "lenet5", "--epochs", "1", "--out", str(out), "--quiet"])
+    assert rc == 0
+    return out
+
+
+def test_search_writes_front_specs_report_and_retrains(tmp_path, float_checkpoint, capsys):
+    out = tmp_path / "search"
+    lut = tmp_path / "drum3.lut"  # a LUT-file candidate carrying its own power figure
+    amx.multiplier("mul8u_drum3").with_hardware(power_mw=0.1).save(lut)
+    args = ["search", "--checkpoint", str(float_checkpoint), "--candidates", "mul8u_exact"]
+    args += [str(lut), "mul8u_trunc8", "--power", "mul8u_exact=0.4", "mul8u_trunc8=0.2"]
+    args += ["--trials", "6", "--calib-batches", "1", "--out", str(out), "--quiet"]
+    args += ["--retrain-epochs", "1", "--retrain-steps", "1", "--gradients", "lut"]
+    assert main(args) == 0
+    data = json.loads((out / "pareto.json").read_text())
+    assert data["candidates"]["mul8u_drum3"]["cost"] == 0.1
+    assert data["reference_cost"] == 0.4
+    for entry in data["pareto"]:
+        spec = amx.Spec.from_file(out / entry["spec"])
+        gm = amx.convert(_model(float_checkpoint), spec)
+        used = {r.name: r.multiplier_name for r in amx.layers(gm)}
+        assert used == entry["assignment"]
+    for name in ("results.md", "pareto.png", "sensitivity.png", "retrain.json"):
+        assert (out / name).is_file()
+    retrained = json.loads((out / "retrain.json").read_text())["reports"]
+    assert "best_uniform" in retrained and len(retrained) >= 2
+    assert all(0.0 <= r["initial_acc"] <= 1.0 and r["final_acc"] >= 0.0 for r in retrained.values())
+    report = (out / "results.md").read_text()
+    assert "## Pareto front" in report and "## After retraining" in report
+    assert "## Pareto front" in capsys.readouterr().out
+    # rerunning the command resumes the study: no new trials, same front
+    assert main(args[:-6]) == 0
+    assert json.loads((out / "pareto.json").read_text())["pareto"] == data["pareto"]
+
+
+def _model(checkpoint: Path) -> torch.nn.Module:
+    from appmult_fx.workflow import load_float_model
+
+    return load_float_model(checkpoint)[0]
+
+
+def test_search_without_power_figures_is_refused(tmp_path, float_checkpoint, capsys):
+    args = ["search", "--checkpoint", str(float_checkpoint), "--candidates", "mul8u_exact"]
+    args += ["mul8u_drum3", "--trials", "2", "--out", str(tmp_path / "x")]
+    assert main(args) == 2
+    assert "no 'power_mw' figure" in capsys.readouterr().err
+
+
+def test_search_over_an_evoapprox_catalogue(tmp_path, float_checkpoint, shared):
+    """The EvoApproxLib sample (exact mul8u_1JFF and mul8u_2AC, power from their headers)
+    imported as a catalogue and searched with --catalogue."""
+    report = amx.import_library(
+        shared / "evoapprox" / "8x8_unsigned", tmp_path / "cat", workers=1, progress=False
+    )
+    powers = {m.name: m.hardware["power_mw"] for m in amx.load_catalogue(report.catalogue)}
+    assert powers == {"mul8u_1JFF": 0.391, "mul8u_2AC": 0.311}  # the C headers' PDK45_PWR
+    out = tmp_path / "search"
+    args = ["search", "--checkpoint", str(float_checkpoint), "--catalogue", str(report.catalogue)]
+    assert main(args + ["--trials", "3", "--calib-batches", "1", "--out", str(out), "--quiet"]) == 0
+    data = json.loads((out / "pareto.json").read_text())
+    uniform = {p["label"]: p["energy"] for p in data["baselines"]}
+    assert uniform == pytest.approx({"uniform:mul8u_1JFF": 1.0, "uniform:mul8u_2AC": 0.311 / 0.391})

@@ -28,7 +28,6 @@ from appmult_fx.passes.records import LayerRecord
 from appmult_fx.passes.spec import Rule, Spec
 from appmult_fx.passes.trace import TraceFailure
 
-from .assignment import SearchPoint, SearchResult, search
 from .convert import calibrate, convert, layers, quantizers
 from .version import __version__
 
@@ -50,6 +49,9 @@ _LAZY = {
     "compare": "appmult_fx.app.workflow",
     "retrain": "appmult_fx.app.workflow",
     "train_float": "appmult_fx.app.workflow",
+    "SearchPoint": "appmult_fx.assignment",
+    "SearchResult": "appmult_fx.assignment",
+    "search": "appmult_fx.assignment",
 }
 
 

@@ -100,6 +100,9 @@ def unresolved_imports() -> list[str]:
             if not isinstance(node, ast.ImportFrom):
                 continue
             base = _resolve(module, is_init, node)
+            if base.split(".")[0] == PACKAGE and base not in modules:
+                bad.append(f"{module}: from {base} import ... (no such module)")
+                continue
             if base not in modules or not modules[base][1]:
                 continue  # an outside module, or a plain module (its names are checked by ruff)
             bound = _bound_names(ast.parse(modules[base][0].read_text()))

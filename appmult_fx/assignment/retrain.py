@@ -6,8 +6,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..train import TrainConfig
-from ..workflow import retrain
+from ..app.train import TrainConfig
+from ..app.workflow import retrain
 from .outputs import LOSSES
 
 

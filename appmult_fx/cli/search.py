@@ -104,8 +104,8 @@ def _candidates(args: argparse.Namespace) -> list[Any]:
 def _cmd_search(args: argparse.Namespace) -> int:
     import appmult_fx as amx
 
+    from ..app.workflow import datasets, load_float_model
     from ..assignment.outputs import write_outputs
-    from ..workflow import datasets, load_float_model
 
     start = time.perf_counter()
     out = Path(args.out)
@@ -160,10 +160,10 @@ def _with_gradients(cands: list[Any]) -> list[Any]:
 
 
 def _retrain(args: argparse.Namespace, result: Any, out: Path) -> None:
+    from ..app.train import TrainConfig
     from ..assignment.outputs import LOSSES, multiplier_refs, write_specs, write_text
     from ..assignment.result import save_json
     from ..assignment.retrain import retrain_specs, retrain_summary
-    from ..train import TrainConfig
 
     front = result.pareto
     spec_files = write_specs(result, out)

@@ -51,7 +51,7 @@ def test_search_writes_front_specs_report_and_retrains(tmp_path, float_checkpoin
 
 
 def _model(checkpoint: Path) -> torch.nn.Module:
-    from appmult_fx.workflow import load_float_model
+    from appmult_fx.app.workflow import load_float_model
 
     return load_float_model(checkpoint)[0]
 

@@ -50,9 +50,11 @@ def best_seconds(fn: Callable[[], None], device: torch.device, repeats: int) -> 
     return min(timed() for _ in range(repeats))
 
 
-def step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int) -> float:
-    """Best time of forward + backward + SGD step (after one warm-up step)."""
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+def training_step(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float = 1e-3
+) -> Callable[[], None]:
+    """One SGD training step of ``model`` on ``(x, y)`` (forward, backward, update)."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
 
     def step() -> None:
@@ -60,7 +62,12 @@ def step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: in
         loss_fn(model(x), y).backward()
         opt.step()
 
-    return best_seconds(step, x.device, repeats)
+    return step
+
+
+def step_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int) -> float:
+    """Best time of forward + backward + SGD step (after one warm-up step)."""
+    return best_seconds(training_step(model, x, y), x.device, repeats)
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from e2e_resnet18 import cifar_resnet18
+from e2e_resnet18 import cifar_resnet18, training_step
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
@@ -45,15 +45,7 @@ def step_fn(mode: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
                 model(x)
 
         return forward
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-    loss_fn = nn.CrossEntropyLoss()
-
-    def step() -> None:
-        opt.zero_grad()
-        loss_fn(model(x), y).backward()
-        opt.step()
-
-    return step
+    return training_step(model, x, y)
 
 
 def profile_mode(mode: str, args: argparse.Namespace) -> None:

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from e2e_resnet18 import training_step
 from torch import nn
 
 import appmult_fx as amx
@@ -45,19 +46,6 @@ def best_seconds(fn: Callable[[], None], repeats: int) -> float:
     return best
 
 
-def step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
-    """One SGD training step of ``model`` on ``(x, y)``."""
-    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
-    loss_fn = nn.CrossEntropyLoss()
-
-    def run() -> None:
-        opt.zero_grad()
-        loss_fn(model(x), y).backward()
-        opt.step()
-
-    return run
-
-
 def forward(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     """One inference forward of ``model`` (eval mode, no grad)."""
 
@@ -78,8 +66,8 @@ def measure(model_name: str, bits: int, batch: int, repeats: int) -> dict[str, f
     converted = amx.convert(model, amx.Spec().set_global(mult), gradient="lut").train()
     amx.calibrate(converted, [x[: max(2, batch)]], progress=False)
     out = {
-        "float": best_seconds(step(model, x, y), repeats),
-        "lut": best_seconds(step(converted, x, y), repeats),
+        "float": best_seconds(training_step(model, x, y, lr=1e-4), repeats),
+        "lut": best_seconds(training_step(converted, x, y, lr=1e-4), repeats),
     }
     converted.eval()
     out["lut_eval"] = best_seconds(forward(converted, x), repeats)

@@ -215,7 +215,8 @@ def test_import_loads_nothing_heavy_and_lazy_names_resolve() -> None:
     names still resolve (``export`` to the function, not the subpackage)."""
     code = (
         "import sys, appmult_fx as amx\n"
-        "heavy = ('onnx', 'onnxscript', 'onnxruntime', 'jsonschema', 'matplotlib', 'sklearn')\n"
+        "heavy = ('onnx', 'onnxscript', 'onnxruntime', 'jsonschema', 'matplotlib', 'sklearn',"
+        " 'optuna')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
         "import appmult_fx.export\n"
         "print(callable(amx.export) and amx.export.__module__, amx.fit.__module__)\n"

@@ -36,6 +36,8 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
+from ..luts.indexing import MAX_BITS, MIN_BITS
+
 CPU_SOURCES = (
     "lut_gemm_cpu.cpp",
     "lut_gemm_cpu_avx2.cpp",
@@ -43,14 +45,16 @@ CPU_SOURCES = (
     "lut_gemm_cpu_avx512_grad.cpp",
     "lut_gemm_cpu_portable.cpp",
 )
-CPU_HEADERS = ("lut_gemm_cpu.h", "lut_gemm_cpu_kernels.h")
+CPU_HEADERS = ("lut_gemm_cpu.h", "lut_gemm_cpu_kernels.h", "bit_limits.h")
 CUDA_SOURCES = ("lut_gemm_cuda_binding.cpp", "lut_gemm_cuda.cu")
-CUDA_HEADERS = ("lut_gemm_cuda.h", "lut_gemm_cuda_kernels.cuh", "cuda_launch.h")
+CUDA_HEADERS = ("lut_gemm_cuda.h", "lut_gemm_cuda_kernels.cuh", "cuda_launch.h", "bit_limits.h")
 CUDA_ARCH_FLAGS = (
     "-gencode=arch=compute_80,code=sm_80",
     "-gencode=arch=compute_90,code=sm_90",
 )
 ISAS = ("auto", "avx512", "avx2", "portable")
+# The operand-width rule of luts.indexing, compiled into every extension (cuda/bit_limits.h).
+BIT_DEFINES = (f"-DAPPMULT_MIN_BITS={MIN_BITS}", f"-DAPPMULT_MAX_BITS={MAX_BITS}")
 
 
 def source_dir() -> Path:
@@ -105,8 +109,16 @@ def compile_extension(
     kind: str, prefix: str, sources: tuple[str, ...], headers: tuple[str, ...], **kwargs
 ) -> ModuleType:
     """Build (or load from :func:`cache_dir`) the extension of ``sources`` (the only builder
-    of the int and FP kernels); ``kwargs`` go to ``torch.utils.cpp_extension.load``."""
-    cpp_extension = cpp_extension_module(cuda=any(s.endswith(".cu") for s in sources))
+    of the int and FP kernels); ``kwargs`` go to ``torch.utils.cpp_extension.load``.
+
+    Every build gets :data:`BIT_DEFINES`, the bit-width rule of :mod:`appmult_fx.luts.indexing`
+    that the bindings' table checks use (``cuda/bit_limits.h``).
+    """
+    cuda = any(s.endswith(".cu") for s in sources)
+    cpp_extension = cpp_extension_module(cuda=cuda)
+    kwargs["extra_cflags"] = [*kwargs.get("extra_cflags", ()), *BIT_DEFINES]
+    if cuda:
+        kwargs["extra_cuda_cflags"] = [*kwargs.get("extra_cuda_cflags", ()), *BIT_DEFINES]
 
     name = _module_name(prefix, sources + headers, repr(sorted(kwargs.items())))
     build = cache_dir() / name

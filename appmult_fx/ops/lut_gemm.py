@@ -31,7 +31,7 @@ import sys
 import torch
 from torch import Tensor
 
-from ..luts.indexing import codes_to_indices
+from ..luts.indexing import MAX_BITS, MIN_BITS, codes_to_indices
 from . import kernels, reference
 from .grad_layout import like_input
 
@@ -86,12 +86,14 @@ def table_bits(table: Tensor) -> int:
 
 
 def check_table(table: Tensor, dtype: torch.dtype, what: str) -> None:
-    """Raise a clear error unless ``table`` is a square 2**bits table (bits 2..8) of ``dtype``."""
+    """Raise a clear error unless ``table`` is a square ``2**bits`` table of ``dtype``, with
+    ``bits`` in ``[MIN_BITS, MAX_BITS]`` (:mod:`appmult_fx.luts.indexing`)."""
     n = table.shape[0] if table.dim() == 2 else -1
+    sizes = tuple(1 << b for b in range(MIN_BITS, MAX_BITS + 1))  # a SymInt is not hashable
     torch._check(
-        table.dim() == 2 and table.shape[0] == table.shape[1] and n in (4, 8, 16, 32, 64, 128, 256),
+        table.dim() == 2 and table.shape[0] == table.shape[1] and n in sizes,
         lambda: (
-            f"expected {what} of shape (2**bits, 2**bits) with bits in 2..8, "
+            f"expected {what} of shape (2**bits, 2**bits) with bits in [{MIN_BITS}, {MAX_BITS}], "
             f"got {tuple(table.shape)}"
         ),
     )

@@ -2,7 +2,8 @@
 
 ``backend_for(device)`` returns an object with ``lut_bmm``, ``lut_bmm_grad_a`` and
 ``lut_bmm_grad_w`` (same signatures and results as :mod:`.reference`), or ``None`` when no
-compiled kernel serves that device, in which case the op layer uses the reference.
+compiled kernel serves that device; the op layer registers these kernels per device with
+torch.library (:mod:`.dispatch`), the reference serving every other device.
 
 The C++/CUDA sources ship as package data (``appmult_fx.csrc``) and are compiled on first use
 by :func:`compile_extension` (the one builder, also used by :mod:`.fp_kernels`) with
@@ -13,7 +14,8 @@ module in well under a second.
 
 Environment variables:
 
-* ``APPMULT_FX_REFERENCE=1``: the op layer never asks for a backend (pure-PyTorch reference).
+* ``APPMULT_FX_REFERENCE=1``: the ops keep their pure-PyTorch reference on every device (read
+  once at import, see :mod:`.dispatch`).
 * ``APPMULT_FX_CPU_ISA=auto|avx512|avx2|portable``: CPU instruction-set path (default ``auto``:
   the best this CPU has; ``avx512`` = AVX-512 VBMI/VNNI byte-permute forward and AVX-512
   table-rows gradients, ``avx2`` = AVX2+FMA table rows, ``portable`` = the compiler's baseline

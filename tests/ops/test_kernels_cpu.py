@@ -11,6 +11,7 @@ from appmult_fx.luts.indexing import MAX_BITS, MIN_BITS, check_bits, operand_val
 
 from appmult_fx.ops import kernels, reference
 from appmult_fx.ops import lut_gemm as _ops  # noqa: F401  (registers torch.ops.appmult)
+from appmult_fx.ops.dispatch import use_reference
 
 # (B, M, K, N): K = 27 (3x3x3 conv), primes, ones, and sizes just past a 32-column tile.
 SHAPES = [
@@ -224,8 +225,7 @@ def test_bad_isa_is_rejected() -> None:
         kernels.cpu_extension().lut_bmm(a, a, torch.zeros(4, 4, dtype=torch.int32), "sse9")
 
 
-def test_opcheck_with_kernels_active(monkeypatch) -> None:
-    monkeypatch.delenv("APPMULT_FX_REFERENCE", raising=False)
+def test_opcheck_with_kernels_active(kernels_active) -> None:
     gen = torch.Generator().manual_seed(4)
     table = make_table(5, True, gen)
     ga, gw = torch.randn(32, 32, generator=gen), torch.randn(32, 32, generator=gen)
@@ -246,3 +246,31 @@ def test_compile_failure_names_the_reference_switch(tmp_path, monkeypatch) -> No
     monkeypatch.setenv("APPMULT_FX_CACHE_DIR", str(tmp_path / "cache"))
     with pytest.raises(RuntimeError, match="APPMULT_FX_REFERENCE=1"):
         kernels.cpu_extension.__wrapped__()
+
+
+def test_ops_dispatch_to_the_registered_cpu_kernel(monkeypatch) -> None:
+    """With kernels active the CPU kernel serves the op (via torch.library, no Python choice);
+    ``use_reference(True)`` puts the reference back; both give the same result."""
+    calls = []
+    real = kernels.backend_for
+
+    def spy(device):
+        calls.append(device.type)
+        return real(device)
+
+    monkeypatch.setattr(kernels, "backend_for", spy)
+    gen = torch.Generator().manual_seed(8)
+    table = make_table(4, False, gen)
+    a, w, g = make_operands((1, 3, 5, 2), 4, gen)
+    previous = use_reference(False)
+    try:
+        kernel = torch.ops.appmult.lut_bmm(a, w, table)
+        dw = torch.ops.appmult.lut_bmm_grad_w(g, a, w, table.float())
+        assert calls == ["cpu", "cpu"]
+        use_reference(True)
+        assert torch.equal(torch.ops.appmult.lut_bmm(a, w, table), kernel)
+        assert torch.allclose(torch.ops.appmult.lut_bmm_grad_w(g, a, w, table.float()), dw)
+        assert calls == ["cpu", "cpu"]
+    finally:
+        use_reference(previous)
+    assert torch.equal(kernel, reference.lut_bmm(a, w, table))

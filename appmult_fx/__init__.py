@@ -46,7 +46,7 @@ _LAZY = {
     "TrainConfig": "appmult_fx.app.train",
     "evaluate": "appmult_fx.app.train",
     "fit": "appmult_fx.app.train",
-    "compare": "appmult_fx.app.workflow",
+    "compare": "appmult_fx.app.compare",
     "retrain": "appmult_fx.app.workflow",
     "train_float": "appmult_fx.app.workflow",
     "SearchPoint": "appmult_fx.assignment",

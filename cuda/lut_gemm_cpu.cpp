@@ -3,6 +3,7 @@
 
 #include <string>
 
+#include "bit_limits.h"
 #include "lut_gemm_cpu.h"
 
 namespace {
@@ -44,11 +45,7 @@ std::string resolve_isa(const std::string& isa) {
 }
 
 int64_t table_size(const torch::Tensor& table) {
-  TORCH_CHECK(table.dim() == 2 && table.size(0) == table.size(1) && table.size(0) >= 4 &&
-                  table.size(0) <= 256 && (table.size(0) & (table.size(0) - 1)) == 0,
-              "appmult-fx: expected a (2**bits, 2**bits) table with bits in 2..8, got ",
-              table.sizes());
-  return table.size(0);
+  return int64_t{1} << appmult::table_bits(table);
 }
 
 void check_indices(const torch::Tensor& a, const torch::Tensor& w) {
@@ -369,6 +366,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "appmult-fx CPU LUT-GEMM kernels";
   m.def("best_isa", &best_isa, "instruction set 'auto' selects on this CPU");
   m.def("resolve_isa", &resolve_isa, "instruction set a request for `isa` runs on this CPU");
+  m.def("bit_limits", &appmult::bit_limits, "(MIN_BITS, MAX_BITS) the table checks use");
   m.def("lut_bmm", &lut_bmm, "Y = SUM_k T[a, w] (int32, mod 2**32)");
   m.def("lut_bmm_grad_a", &lut_bmm_grad_a, "dA = SUM_n G * GA[a, w]");
   m.def("lut_bmm_grad_w", &lut_bmm_grad_w, "dW = SUM_m G * GW[a, w]");

@@ -5,19 +5,10 @@
 
 #include <limits>
 
+#include "bit_limits.h"
 #include "lut_gemm_cuda.h"
 
 namespace {
-
-int bits_of(const torch::Tensor& table) {
-  const int64_t n = table.dim() == 2 ? table.size(0) : -1;
-  TORCH_CHECK(table.dim() == 2 && table.size(1) == n && n >= 4 && n <= 256 && (n & (n - 1)) == 0,
-              "appmult-fx: expected a (2**bits, 2**bits) table with bits in 2..8, got ",
-              table.sizes());
-  int bits = 0;
-  while ((int64_t{1} << bits) < n) ++bits;
-  return bits;
-}
 
 int as_int(int64_t v, const char* what) {
   TORCH_CHECK(v <= std::numeric_limits<int>::max(), "appmult-fx: CUDA kernel supports ", what,
@@ -61,7 +52,7 @@ torch::Tensor lut_bmm(torch::Tensor a, torch::Tensor w, torch::Tensor table) {
   TORCH_CHECK(table.scalar_type() == torch::kInt32 && table.device() == a.device(),
               "appmult-fx: expected an int32 table on ", a.device(), ", got ",
               table.scalar_type(), " on ", table.device());
-  const int bits = bits_of(table);
+  const int bits = appmult::table_bits(table);
   const c10::cuda::CUDAGuard guard(a.device());
   a = a.contiguous();
   w = w.contiguous();
@@ -84,7 +75,7 @@ torch::Tensor lut_bmm(torch::Tensor a, torch::Tensor w, torch::Tensor table) {
 torch::Tensor lut_bmm_grad_a(torch::Tensor g, torch::Tensor a, torch::Tensor w, torch::Tensor ga) {
   check_indices(a, w);
   check_grad(g, a, w, ga);
-  const int bits = bits_of(ga);
+  const int bits = appmult::table_bits(ga);
   const c10::cuda::CUDAGuard guard(a.device());
   g = g.contiguous();
   a = a.contiguous();
@@ -103,7 +94,7 @@ torch::Tensor lut_bmm_grad_a(torch::Tensor g, torch::Tensor a, torch::Tensor w, 
 torch::Tensor lut_bmm_grad_w(torch::Tensor g, torch::Tensor a, torch::Tensor w, torch::Tensor gw) {
   check_indices(a, w);
   check_grad(g, a, w, gw);
-  const int bits = bits_of(gw);
+  const int bits = appmult::table_bits(gw);
   const c10::cuda::CUDAGuard guard(a.device());
   g = g.contiguous();
   a = a.contiguous();
@@ -121,6 +112,7 @@ torch::Tensor lut_bmm_grad_w(torch::Tensor g, torch::Tensor a, torch::Tensor w, 
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "appmult-fx CUDA LUT-GEMM kernels";
+  m.def("bit_limits", &appmult::bit_limits, "(MIN_BITS, MAX_BITS) the table checks use");
   m.def("lut_bmm", &lut_bmm, "Y = SUM_k T[a, w] (int32, mod 2**32)");
   m.def("lut_bmm_grad_a", &lut_bmm_grad_a, "dA = SUM_n G * GA[a, w]");
   m.def("lut_bmm_grad_w", &lut_bmm_grad_w, "dW = SUM_m G * GW[a, w]");

@@ -12,15 +12,15 @@ Own format (``.lut`` by convention, any suffix works): a NumPy ``.npz`` archive 
 * ``table``: ``int32 [2**bits_a, 2**bits_b]``, indexed per :mod:`.indexing`;
 * ``grad_a``, ``grad_b``: ``float32`` tables, present only with gradients.
 
-Other formats read: the seed tools' text files (:mod:`.text_lut_format`) and TFApprox raw tables
-(:mod:`.tfapprox_format`). Malformed files raise :class:`LutFormatError`.
+The own-format writer lives in :mod:`.lut_file_writer` (re-exported here), so that
+``Multiplier.save`` needs no import of the readers. Other formats read: the seed tools' text
+files (:mod:`.text_lut_format`) and TFApprox raw tables (:mod:`.tfapprox_format`).
+Malformed files raise :class:`LutFormatError`.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +28,21 @@ import numpy as np
 import torch
 
 from .format_errors import LutFormatError, clip
+from .lut_file_writer import OWN_FORMAT, OWN_VERSION, write_lut_file
 from .multiplier import Multiplier
 from .text_lut_format import read_seed_text, write_seed_text
 from .tfapprox_format import RAW_SIZE, read_tfapprox, write_tfapprox
 
-__all__ = ["FORMATS", "LutFormatError", "load_multiplier", "save_multiplier"]
+__all__ = [
+    "FORMATS",
+    "OWN_FORMAT",
+    "OWN_VERSION",
+    "LutFormatError",
+    "load_multiplier",
+    "save_multiplier",
+    "write_lut_file",
+]
 
-OWN_FORMAT = "appmult-fx-lut"
-OWN_VERSION = 1
 FORMATS = ("appmult-fx", "seed-text", "tfapprox")
 _ZIP_MAGIC = b"PK\x03\x04"
 _HEADER_TYPES: dict[str, type | tuple[type, ...]] = {
@@ -102,48 +109,12 @@ def save_multiplier(mult: Multiplier, path: str | Path, format: str | None = Non
     if mult.kind != "int":
         raise ValueError(f"{mult.name} is a {mult.kind} multiplier; these formats hold int LUTs")
     if fmt == "appmult-fx":
-        return _write_own(mult, path)
+        return write_lut_file(mult, path)
     if fmt == "seed-text":
         return write_seed_text(mult, path)
     if fmt == "tfapprox":
         return write_tfapprox(mult, path)
     raise ValueError(f"unknown LUT format {fmt!r}; expected one of {FORMATS}")
-
-
-def _write_own(mult: Multiplier, path: Path) -> Path:
-    header = {
-        "format": OWN_FORMAT,
-        "version": OWN_VERSION,
-        "kind": mult.kind,
-        "name": mult.name,
-        "bits": mult.bits_a,
-        "bits_a": mult.bits_a,
-        "bits_b": mult.bits_b,
-        "signed": mult.signed,
-        "has_gradients": mult.has_gradients,
-        "window": mult.provenance.get("window"),
-        "provenance": mult.provenance,
-        "sha256": mult.sha256,
-        "hardware": mult.hardware,
-    }
-    # provenance values JSON cannot hold (paths, tuples of objects) are stored as strings
-    encoded = json.dumps(header, sort_keys=True, default=str).encode()
-    arrays: dict[str, Any] = {
-        "header": np.frombuffer(encoded, dtype=np.uint8),
-        "table": mult.table.numpy().astype("<i4"),
-    }
-    if mult.grad_a is not None and mult.grad_b is not None:
-        arrays["grad_a"] = mult.grad_a.numpy().astype("<f4")
-        arrays["grad_b"] = mult.grad_b.numpy().astype("<f4")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:  # a file object: numpy would otherwise append ".npz"
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)  # atomic: readers never see a half-written file
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _read_members(path: Path) -> dict[str, np.ndarray]:

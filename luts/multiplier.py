@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from .indexing import check_widths, operand_range, operand_values, output_range, value_to_index
+from .lut_file_writer import write_lut_file
 
 HARDWARE_KEYS: dict[str, type | tuple[type, ...]] = {
     "power_mw": (int, float),
@@ -233,9 +234,7 @@ class Multiplier:
 
     def save(self, path: str | Path) -> Path:
         """Write the multiplier in the project's own LUT format (see :mod:`.formats`)."""
-        from .formats import save_multiplier
-
-        return save_multiplier(self, path)
+        return write_lut_file(self, path)
 
     def __repr__(self) -> str:
         sign = "s" if self.signed else "u"

@@ -3,7 +3,6 @@ and retraining that recovers accuracy after an aggressive multiplier."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -148,7 +147,9 @@ def test_retraining_recovers_from_an_aggressive_multiplier() -> None:
 def _ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
     import torch.distributed as dist
 
-    os.environ["APPMULT_FX_REFERENCE"] = "1"  # no kernel build race between the two processes
+    from appmult_fx.ops.dispatch import use_reference
+
+    use_reference(True)  # no kernel build race between the two processes
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:

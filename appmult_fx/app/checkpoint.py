@@ -9,11 +9,13 @@ arguments than the checkpoint's unless told to (``--resume-override``).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import math
 import os
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -164,3 +166,43 @@ def plain(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return value
+
+
+def restore_training_state(
+    model: nn.Module, opt: Any, sched: Any, resume: dict[str, Any], source: str | None
+) -> tuple[list[dict[str, Any]], int, int]:
+    """Load a checkpoint's model, optimizer, scheduler and RNG state; its history and position
+    (completed epochs, completed steps of the current epoch)."""
+    load_model_state(model, resume["model"], source or "checkpoint")
+    opt.load_state_dict(resume["optimizer"])
+    sched.load_state_dict(resume["scheduler"])
+    set_rng_state(resume["rng"])
+    return list(resume["history"]), int(resume["epoch"]), int(resume["step"])
+
+
+def training_state(
+    model: nn.Module,
+    opt: Any,
+    sched: Any,
+    cfg: TrainConfig,
+    epoch: int,
+    step: int,
+    history: list[dict[str, Any]],
+    sums: torch.Tensor,
+) -> dict[str, Any]:
+    """A deep copy of the whole training state at a step boundary (a checkpoint's content)."""
+    state = copy.deepcopy(
+        {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "epoch": epoch,
+            "step": step,
+            "history": history,
+            "epoch_sums": sums,
+            "rng": rng_state(),
+        }
+    )
+    state["config"] = plain({k: v for k, v in asdict(cfg).items() if k != "meta"})
+    state.update(cfg.meta)
+    return state

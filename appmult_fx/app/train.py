@@ -25,13 +25,11 @@ observers identical on all ranks (:func:`sync_observers`).
 
 from __future__ import annotations
 
-import copy
 import itertools
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -45,11 +43,9 @@ from .checkpoint import (
     ResumeMismatchError,
     check_resume,
     load_checkpoint,
-    load_model_state,
-    plain,
-    rng_state,
+    restore_training_state,
     save_checkpoint,
-    set_rng_state,
+    training_state,
 )
 from .train_config import TrainConfig
 
@@ -242,6 +238,41 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> tuple[torch.optim.Opti
 StepHook = Callable[[int, int], None]
 
 
+def _epoch_batches(
+    train_set: Dataset, cfg: TrainConfig, epoch: int, step: int
+) -> tuple[Iterator[Any], int]:
+    """The batches of ``epoch`` from batch ``step`` on (at most ``cfg.max_steps_per_epoch``
+    steps in the epoch) and their number."""
+    loader = make_loader(
+        train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch, start_batch=step
+    )
+    total = (
+        len(loader)
+        if cfg.max_steps_per_epoch is None
+        else max(0, min(len(loader), cfg.max_steps_per_epoch - step))
+    )
+    return itertools.islice(loader, total), total
+
+
+def _epoch_row(
+    epoch: int, sums: Tensor, test: dict[str, float], lr: float, start: float, world: int
+) -> dict[str, Any]:
+    """The history row of a finished epoch; training loss/accuracy over every rank's batches."""
+    seen = sums.clone()
+    if world > 1:
+        dist.all_reduce(seen)
+    n = max(seen[2].item(), 1.0)
+    return {
+        "epoch": epoch + 1,
+        "train_loss": seen[0].item() / n,
+        "train_acc": seen[1].item() / n,
+        "test_loss": test["loss"],
+        "test_acc": test["acc"],
+        "lr": lr,
+        "seconds": time.perf_counter() - start,
+    }
+
+
 def fit(
     model: nn.Module,
     train_set: Dataset,
@@ -267,11 +298,7 @@ def fit(
     epoch, step = 0, 0
     if resume is not None:
         check_resume(cfg, resume, resume_override)
-        load_model_state(model, resume["model"], cfg.checkpoint or "checkpoint")
-        opt.load_state_dict(resume["optimizer"])
-        sched.load_state_dict(resume["scheduler"])
-        history, epoch, step = list(resume["history"]), int(resume["epoch"]), int(resume["step"])
-        set_rng_state(resume["rng"])
+        history, epoch, step = restore_training_state(model, opt, sched, resume, cfg.checkpoint)
     rank, world = rank_and_world()
     net: nn.Module = model
     if world > 1:
@@ -286,47 +313,18 @@ def fit(
         if not cfg.checkpoint:
             return
         committed.clear()
-        committed.update(
-            copy.deepcopy(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "epoch": ep,
-                    "step": st,
-                    "history": history,
-                    "epoch_sums": sums,
-                    "rng": rng_state(),
-                }
-            )
-        )
-        committed["config"] = plain({k: v for k, v in asdict(cfg).items() if k != "meta"})
-        committed.update(cfg.meta)
+        committed.update(training_state(model, opt, sched, cfg, ep, st, history, sums))
 
     try:
         while epoch < cfg.epochs:
             start = time.perf_counter()
-            loader = make_loader(
-                train_set,
-                cfg.batch_size,
-                shuffle=True,
-                seed=cfg.seed,
-                epoch=epoch,
-                start_batch=step,
-            )
-            total = (
-                len(loader)
-                if cfg.max_steps_per_epoch is None
-                else max(0, min(len(loader), cfg.max_steps_per_epoch - step))
-            )
+            batches, total = _epoch_batches(train_set, cfg, epoch, step)
             net.train()
             sums = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
             if resume is not None and step > 0 and epoch == int(resume["epoch"]):
                 sums = resume["epoch_sums"].clone()
             commit(epoch, step)  # before the first batch is drawn
-            bar = _progress(
-                itertools.islice(loader, total), total, f"epoch {epoch + 1}/{cfg.epochs}", cfg.quiet
-            )
+            bar = _progress(batches, total, f"epoch {epoch + 1}/{cfg.epochs}", cfg.quiet)
             for x, y in bar:
                 x, y = x.to(device), y.to(device)
                 opt.zero_grad(set_to_none=True)
@@ -350,20 +348,7 @@ def fit(
             test = evaluate(
                 model, test_set, batch_size=cfg.eval_batch_size, device=device, quiet=cfg.quiet
             )
-            seen = sums.clone()
-            if world > 1:  # training loss/accuracy over every rank's batches
-                dist.all_reduce(seen)
-            n = max(seen[2].item(), 1.0)
-            row = {
-                "epoch": epoch + 1,
-                "train_loss": seen[0].item() / n,
-                "train_acc": seen[1].item() / n,
-                "test_loss": test["loss"],
-                "test_acc": test["acc"],
-                "lr": lr,
-                "seconds": time.perf_counter() - start,
-            }
-            history.append(row)
+            history.append(_epoch_row(epoch, sums, test, lr, start, world))
             epoch, step = epoch + 1, 0
             commit(epoch, 0)
             if cfg.checkpoint:

@@ -5,13 +5,12 @@
 - :func:`retrain` loads such a checkpoint, converts it with a spec (``amx.convert``),
   calibrates the activation observers on training batches, evaluates the "initial" accuracy,
   retrains with LUT or STE gradients and writes a checkpoint and a JSON report.
-- :func:`compare` runs :func:`retrain` over multipliers x seeds x {STE, LUT} plus the exact
-  multiplier of each bit width, and writes a Markdown table and a PNG plot.
+
+The comparison over multipliers x seeds x gradient modes is :func:`.compare.compare`.
 """
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from dataclasses import replace
@@ -27,7 +26,7 @@ from appmult_fx import __version__
 from .checkpoint import load_model_state
 from .data import dataset_info, load_dataset
 from .models import build_model
-from .report import markdown_table, plot_curves, summarize, write_json
+from .report import write_json
 from .train import (
     TrainConfig,
     evaluate,
@@ -90,7 +89,7 @@ def train_float(
         "history": history,
         "wall_time_s": time.perf_counter() - start,
         "checkpoint": cfg.checkpoint,
-        **_environment(cfg),
+        **run_environment(cfg),
     }
 
 
@@ -215,7 +214,7 @@ def retrain_model(
         "wall_time_s": time.perf_counter() - start,
         "float_checkpoint": _abs(float_checkpoint),
         "checkpoint": cfg.checkpoint,
-        **_environment(cfg),
+        **run_environment(cfg),
     }
     if report_path is not None and rank_and_world()[0] == 0:
         write_json(report_path, report)
@@ -286,108 +285,6 @@ def evaluate_checkpoint(
     }
 
 
-def compare(
-    float_checkpoint: str | Path,
-    multipliers: list[str],
-    seeds: list[int],
-    cfg: TrainConfig,
-    out_dir: str | Path,
-    *,
-    gradients: tuple[str, ...] = ("ste", "lut"),
-    exact: bool = True,
-    calib_batches: int | None = None,
-    command: str = "",
-) -> dict[str, Any]:
-    """Retrain with every multiplier x seed x gradient mode (reports already in ``out_dir``
-    are reused, so an interrupted comparison continues); writes ``results.md``,
-    ``accuracy.png`` and ``summary.json``. Returns the summary."""
-    from appmult_fx import Spec
-
-    out = Path(out_dir)
-    start = time.perf_counter()
-    runs: list[dict[str, Any]] = []
-    exact_runs: dict[int, list[dict[str, Any]]] = {}
-    widths: list[tuple[int, bool]] = []
-    for ref in multipliers:
-        mult = Spec().set_global(ref).global_rule.multiplier
-        if (mult.bits, mult.signed) not in widths:
-            widths.append((mult.bits, mult.signed))
-        for seed in seeds:
-            for grad in gradients:
-                runs.append(
-                    _run_once(float_checkpoint, ref, mult.name, grad, seed, cfg, out, calib_batches)
-                )
-    if exact:
-        for bits, signed in widths:
-            name = f"mul{bits}{'s' if signed else 'u'}_exact"
-            exact_runs[bits] = [
-                _run_once(float_checkpoint, name, name, "ste", s, cfg, out, calib_batches)
-                for s in seeds
-            ]
-    rows = summarize(runs, exact_runs)
-    wall = time.perf_counter() - start
-    ck = load_checkpoint(float_checkpoint)
-    header = (
-        f"Model `{ck['model_args']['name']}` on `{ck['data']['name']}`, {cfg.epochs} retraining "
-        f"epochs, seeds {seeds}; accuracies in % (means over seeds); exact-quantized = the same "
-        f"retraining with the exact multiplier of the same width.\n\n"
-    )
-    every = runs + [r for rs in exact_runs.values() for r in rs]
-    run_time = sum(r["wall_time_s"] for r in every)
-    footer = (
-        f"\nCommand: `{command}`\n\nWall time: {run_time:.0f} s summed over the {len(every)} "
-        f"retraining runs ({_environment(cfg)['device']}); this call took {wall:.0f} s "
-        "(finished runs found in the output folder are reused).\n"
-    )
-    (out / "results.md").write_text(header + markdown_table(rows) + footer)
-    plot_curves(
-        every,
-        out / "accuracy.png",
-        title=f"{ck['model_args']['name']} on {ck['data']['name']}",
-    )
-    summary = {
-        "rows": rows,
-        "wall_time_s": wall,
-        "run_time_s": run_time,
-        "command": command,
-        "seeds": seeds,
-        "epochs": cfg.epochs,
-    }
-    write_json(out / "summary.json", summary)
-    return summary
-
-
-def _run_once(
-    float_checkpoint: str | Path,
-    ref: str,
-    label: str,
-    grad: str,
-    seed: int,
-    cfg: TrainConfig,
-    out: Path,
-    calib_batches: int | None,
-) -> dict[str, Any]:
-    import json
-
-    slug = re.sub(r"[^A-Za-z0-9_.+-]", "_", label)
-    report_path = out / "runs" / f"{slug}-{grad}-seed{seed}.json"
-    if report_path.is_file():
-        return json.loads(report_path.read_text())
-    run_cfg = replace(
-        cfg, seed=seed, checkpoint=str(out / "checkpoints" / f"{slug}-{grad}-seed{seed}.pt")
-    )
-    return retrain(
-        float_checkpoint,
-        {"multiplier": ref},
-        run_cfg,
-        gradient=grad,
-        calib_batches=calib_batches,
-        resume=True,
-        report_path=report_path,
-        label=label,
-    )
-
-
 def _resume_state(cfg: TrainConfig, resume: bool) -> dict[str, Any] | None:
     if resume and cfg.checkpoint and Path(cfg.checkpoint).is_file():
         return load_checkpoint(cfg.checkpoint)
@@ -403,7 +300,8 @@ def _abs(path: Any) -> str | None:
     return None if path is None else str(Path(path).expanduser().resolve())
 
 
-def _environment(cfg: TrainConfig) -> dict[str, Any]:
+def run_environment(cfg: TrainConfig) -> dict[str, Any]:
+    """Where a run happens (device, world size, torch and appmult-fx versions), for reports."""
     dev = str(resolve_device(cfg.device))
     name = (
         torch.cuda.get_device_name()

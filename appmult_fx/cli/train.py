@@ -275,7 +275,7 @@ def _compare_command(args: argparse.Namespace) -> str:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from ..app.workflow import compare
+    from ..app.compare import compare
 
     summary = compare(
         args.checkpoint,

@@ -9,32 +9,25 @@
   same FP LUT product (``dA = G @~ B^T``, ``dB = A^T @~ G``, ApproxTrain's behaviour);
   ``backward="exact"`` uses ``torch.bmm`` on the float32 operands (straight-through the cast).
 
-Each op runs the compiled FP kernel for the tensors' device when one is available and the
-pure-PyTorch reference otherwise (or always, with ``APPMULT_FX_REFERENCE=1``). Layer-level
+``fp_bmm``'s body is the pure-PyTorch reference; the compiled CPU and CUDA FP kernels are
+registered per device with torch.library (:mod:`.dispatch`; ``APPMULT_FX_REFERENCE=1`` or
+:func:`.dispatch.use_reference` keeps the reference everywhere). Layer-level
 functions (``fp_linear``, ``fp_conv1d``, ``fp_conv2d``, ``fp_matmul``) live in
 :mod:`.fp_layers`.
 """
 
 from __future__ import annotations
 
-import os
+from functools import partial
 
 import torch
 from torch import Tensor
 
 from ..luts.fp_format import MAX_MANTISSA_BITS, ROUNDINGS
 from . import fp_kernels, fp_reference
+from .dispatch import register_device_kernels
 
 BACKWARDS = ("approximate", "exact")
-
-
-def _use_reference() -> bool:
-    return os.environ.get("APPMULT_FX_REFERENCE", "") not in ("", "0")
-
-
-def _impl(device: torch.device):  # noqa: ANN202
-    backend = None if _use_reference() else fp_kernels.backend_for(device)
-    return backend if backend is not None else fp_reference
 
 
 def mantissa_bits_of(table: Tensor) -> int:
@@ -76,13 +69,26 @@ def _check_operands(a: Tensor, b: Tensor, table: Tensor, rounding: str) -> None:
     _check_table(table)
 
 
-@torch.library.custom_op("appmult::fp_bmm", mutates_args=())
-def fp_bmm(a: Tensor, b: Tensor, mantissa_table: Tensor, rounding: str) -> Tensor:
-    """Batched FP LUT-GEMM ``Y = SUM_k AM(a[:, :, k], b[:, k, :])`` (float32, sequential k)."""
+def _fp_bmm(impl, a: Tensor, b: Tensor, mantissa_table: Tensor, rounding: str) -> Tensor:  # noqa: ANN001
     _check_operands(a, b, mantissa_table, rounding)
     m = mantissa_bits_of(mantissa_table)
     table = mantissa_table.to(a.device).contiguous()
-    return _impl(a.device).fp_bmm(a.contiguous(), b.contiguous(), table, m, rounding)
+    return impl.fp_bmm(a.contiguous(), b.contiguous(), table, m, rounding)
+
+
+@torch.library.custom_op("appmult::fp_bmm", mutates_args=())
+def fp_bmm(a: Tensor, b: Tensor, mantissa_table: Tensor, rounding: str) -> Tensor:
+    """Batched FP LUT-GEMM ``Y = SUM_k AM(a[:, :, k], b[:, k, :])`` (float32, sequential k)."""
+    return _fp_bmm(fp_reference, a, b, mantissa_table, rounding)
+
+
+def _compiled_fp_bmm(a: Tensor, b: Tensor, mantissa_table: Tensor, rounding: str) -> Tensor:
+    return _fp_bmm(fp_kernels.backend_for(a.device), a, b, mantissa_table, rounding)
+
+
+register_device_kernels(
+    fp_bmm, partial(_fp_bmm, fp_reference), cpu=_compiled_fp_bmm, cuda=_compiled_fp_bmm
+)
 
 
 @fp_bmm.register_fake

@@ -2,7 +2,8 @@
 
 ``backend_for(device)`` returns an object with ``lut_bmm``, ``lut_bmm_grad_a`` and
 ``lut_bmm_grad_w`` (same signatures and results as :mod:`.reference`), or ``None`` when no
-compiled kernel serves that device, in which case the op layer uses the reference.
+compiled kernel serves that device; the op layer registers these kernels per device with
+torch.library (:mod:`.dispatch`), the reference serving every other device.
 
 The C++/CUDA sources ship as package data (``appmult_fx.csrc``) and are compiled on first use
 by :func:`compile_extension` (the one builder, also used by :mod:`.fp_kernels`) with
@@ -13,7 +14,8 @@ module in well under a second.
 
 Environment variables:
 
-* ``APPMULT_FX_REFERENCE=1``: the op layer never asks for a backend (pure-PyTorch reference).
+* ``APPMULT_FX_REFERENCE=1``: the ops keep their pure-PyTorch reference on every device (read
+  once at import, see :mod:`.dispatch`).
 * ``APPMULT_FX_CPU_ISA=auto|avx512|avx2|portable``: CPU instruction-set path (default ``auto``:
   the best this CPU has; ``avx512`` = AVX-512 VBMI/VNNI byte-permute forward and AVX-512
   table-rows gradients, ``avx2`` = AVX2+FMA table rows, ``portable`` = the compiler's baseline
@@ -36,6 +38,8 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
+from ..luts.indexing import MAX_BITS, MIN_BITS
+
 CPU_SOURCES = (
     "lut_gemm_cpu.cpp",
     "lut_gemm_cpu_avx2.cpp",
@@ -43,14 +47,16 @@ CPU_SOURCES = (
     "lut_gemm_cpu_avx512_grad.cpp",
     "lut_gemm_cpu_portable.cpp",
 )
-CPU_HEADERS = ("lut_gemm_cpu.h", "lut_gemm_cpu_kernels.h")
+CPU_HEADERS = ("lut_gemm_cpu.h", "lut_gemm_cpu_kernels.h", "bit_limits.h")
 CUDA_SOURCES = ("lut_gemm_cuda_binding.cpp", "lut_gemm_cuda.cu")
-CUDA_HEADERS = ("lut_gemm_cuda.h", "lut_gemm_cuda_kernels.cuh", "cuda_launch.h")
+CUDA_HEADERS = ("lut_gemm_cuda.h", "lut_gemm_cuda_kernels.cuh", "cuda_launch.h", "bit_limits.h")
 CUDA_ARCH_FLAGS = (
     "-gencode=arch=compute_80,code=sm_80",
     "-gencode=arch=compute_90,code=sm_90",
 )
 ISAS = ("auto", "avx512", "avx2", "portable")
+# The operand-width rule of luts.indexing, compiled into every extension (cuda/bit_limits.h).
+BIT_DEFINES = (f"-DAPPMULT_MIN_BITS={MIN_BITS}", f"-DAPPMULT_MAX_BITS={MAX_BITS}")
 
 
 def source_dir() -> Path:
@@ -105,8 +111,16 @@ def compile_extension(
     kind: str, prefix: str, sources: tuple[str, ...], headers: tuple[str, ...], **kwargs
 ) -> ModuleType:
     """Build (or load from :func:`cache_dir`) the extension of ``sources`` (the only builder
-    of the int and FP kernels); ``kwargs`` go to ``torch.utils.cpp_extension.load``."""
-    cpp_extension = cpp_extension_module(cuda=any(s.endswith(".cu") for s in sources))
+    of the int and FP kernels); ``kwargs`` go to ``torch.utils.cpp_extension.load``.
+
+    Every build gets :data:`BIT_DEFINES`, the bit-width rule of :mod:`appmult_fx.luts.indexing`
+    that the bindings' table checks use (``cuda/bit_limits.h``).
+    """
+    cuda = any(s.endswith(".cu") for s in sources)
+    cpp_extension = cpp_extension_module(cuda=cuda)
+    kwargs["extra_cflags"] = [*kwargs.get("extra_cflags", ()), *BIT_DEFINES]
+    if cuda:
+        kwargs["extra_cuda_cflags"] = [*kwargs.get("extra_cuda_cflags", ()), *BIT_DEFINES]
 
     name = _module_name(prefix, sources + headers, repr(sorted(kwargs.items())))
     build = cache_dir() / name

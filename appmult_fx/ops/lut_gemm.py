@@ -19,31 +19,23 @@ per call and runs the int32 kernel on the whole ``K`` when the bound fits int32,
 ``approx_bmm`` and ``approx_conv2d`` then convert the exact sum to float32 once (correctly
 rounded: exact up to ``2**24``, relative error at most ``2**-24`` beyond).
 
-Each op runs the compiled kernel for the tensors' device when one is available and the
-pure-PyTorch reference otherwise (or always, with ``APPMULT_FX_REFERENCE=1``).
+Each kernel-level op's body is the pure-PyTorch reference; the compiled CPU and CUDA kernels
+are registered per device with torch.library (:mod:`.dispatch`; ``APPMULT_FX_REFERENCE=1`` or
+:func:`.dispatch.use_reference` keeps the reference everywhere).
 """
 
 from __future__ import annotations
 
-import os
 import sys
+from functools import partial
 
 import torch
 from torch import Tensor
 
-from ..luts.indexing import codes_to_indices
+from ..luts.indexing import MAX_BITS, MIN_BITS, codes_to_indices
 from . import kernels, reference
+from .dispatch import register_device_kernels
 from .grad_layout import like_input
-
-
-def _use_reference() -> bool:
-    return os.environ.get("APPMULT_FX_REFERENCE", "") not in ("", "0")
-
-
-def _impl(device: torch.device):
-    backend = None if _use_reference() else kernels.backend_for(device)
-    return backend if backend is not None else reference
-
 
 INT32_MAX = 2**31 - 1
 
@@ -54,11 +46,6 @@ def int32_safe_k(table: Tensor) -> int:
     table."""
     peak = int(table.detach().to(torch.int64).abs().max()) if table.numel() else 0
     return max(1, INT32_MAX // peak) if peak else sys.maxsize
-
-
-def _kernel_bmm(a: Tensor, w: Tensor, table: Tensor) -> Tensor:
-    """The int32 kernel (or reference) for ``a``'s device; exact only within the int32 bound."""
-    return _impl(a.device).lut_bmm(a.contiguous(), w.contiguous(), table.to(a.device).contiguous())
 
 
 def lut_sum(a: Tensor, w: Tensor, table: Tensor) -> Tensor:
@@ -72,10 +59,10 @@ def lut_sum(a: Tensor, w: Tensor, table: Tensor) -> Tensor:
     check_table(table, torch.int32, "table")
     k, step = a.shape[2], int32_safe_k(table)
     if k <= step:
-        return _kernel_bmm(a, w, table)
+        return lut_bmm(a, w, table)
     out = torch.zeros(a.shape[0], a.shape[1], w.shape[2], dtype=torch.int64, device=a.device)
     for k0 in range(0, k, step):
-        out += _kernel_bmm(a[:, :, k0 : k0 + step], w[:, k0 : k0 + step], table)
+        out += lut_bmm(a[:, :, k0 : k0 + step], w[:, k0 : k0 + step], table)
     return out
 
 
@@ -86,12 +73,14 @@ def table_bits(table: Tensor) -> int:
 
 
 def check_table(table: Tensor, dtype: torch.dtype, what: str) -> None:
-    """Raise a clear error unless ``table`` is a square 2**bits table (bits 2..8) of ``dtype``."""
+    """Raise a clear error unless ``table`` is a square ``2**bits`` table of ``dtype``, with
+    ``bits`` in ``[MIN_BITS, MAX_BITS]`` (:mod:`appmult_fx.luts.indexing`)."""
     n = table.shape[0] if table.dim() == 2 else -1
+    sizes = tuple(1 << b for b in range(MIN_BITS, MAX_BITS + 1))  # a SymInt is not hashable
     torch._check(
-        table.dim() == 2 and table.shape[0] == table.shape[1] and n in (4, 8, 16, 32, 64, 128, 256),
+        table.dim() == 2 and table.shape[0] == table.shape[1] and n in sizes,
         lambda: (
-            f"expected {what} of shape (2**bits, 2**bits) with bits in 2..8, "
+            f"expected {what} of shape (2**bits, 2**bits) with bits in [{MIN_BITS}, {MAX_BITS}], "
             f"got {tuple(table.shape)}"
         ),
     )
@@ -139,10 +128,7 @@ def _check_grad(g: Tensor, a: Tensor, w: Tensor) -> None:
     torch._check(g.dtype == torch.float32, lambda: f"expected float32 grad, got {g.dtype}")
 
 
-@torch.library.custom_op("appmult::lut_bmm", mutates_args=())
-def lut_bmm(a: Tensor, w: Tensor, table: Tensor) -> Tensor:
-    """Batched LUT-GEMM ``Y[b,m,n] = SUM_k table[a[b,m,k], w[b,k,n]]`` (exact, int32); refuses
-    a ``K`` for which ``max|T| x K`` may not fit int32 (use :func:`lut_sum` there)."""
+def _lut_bmm(impl, a: Tensor, w: Tensor, table: Tensor) -> Tensor:  # noqa: ANN001
     _check_indices(a, w)
     check_table(table, torch.int32, "table")
     k, safe = a.shape[2], int32_safe_k(table)
@@ -153,7 +139,14 @@ def lut_bmm(a: Tensor, w: Tensor, table: Tensor) -> Tensor:
             f"int32), got K={k}; use appmult_fx.ops.lut_gemm.lut_sum (exact int64 split-K)"
         ),
     )
-    return _kernel_bmm(a, w, table)
+    return impl.lut_bmm(a.contiguous(), w.contiguous(), table.to(a.device).contiguous())
+
+
+@torch.library.custom_op("appmult::lut_bmm", mutates_args=())
+def lut_bmm(a: Tensor, w: Tensor, table: Tensor) -> Tensor:
+    """Batched LUT-GEMM ``Y[b,m,n] = SUM_k table[a[b,m,k], w[b,k,n]]`` (exact, int32); refuses
+    a ``K`` for which ``max|T| x K`` may not fit int32 (use :func:`lut_sum` there)."""
+    return _lut_bmm(reference, a, w, table)
 
 
 @lut_bmm.register_fake
@@ -163,15 +156,18 @@ def _lut_bmm_fake(a: Tensor, w: Tensor, table: Tensor) -> Tensor:
     return a.new_empty((a.shape[0], a.shape[1], w.shape[2]), dtype=torch.int32)
 
 
+def _lut_bmm_grad(impl, product: str, g: Tensor, a: Tensor, w: Tensor, gt: Tensor) -> Tensor:  # noqa: ANN001
+    _check_indices(a, w)
+    _check_grad(g, a, w)
+    check_table(gt, torch.float32, "ga" if product == "lut_bmm_grad_a" else "gw")
+    run = getattr(impl, product)
+    return run(g.contiguous(), a.contiguous(), w.contiguous(), gt.to(a.device).contiguous())
+
+
 @torch.library.custom_op("appmult::lut_bmm_grad_a", mutates_args=())
 def lut_bmm_grad_a(g: Tensor, a: Tensor, w: Tensor, ga: Tensor) -> Tensor:
     """Activation-gradient product ``dA[b,m,k] = SUM_n g[b,m,n] * ga[a[b,m,k], w[b,k,n]]``."""
-    _check_indices(a, w)
-    _check_grad(g, a, w)
-    check_table(ga, torch.float32, "ga")
-    return _impl(a.device).lut_bmm_grad_a(
-        g.contiguous(), a.contiguous(), w.contiguous(), ga.to(a.device).contiguous()
-    )
+    return _lut_bmm_grad(reference, "lut_bmm_grad_a", g, a, w, ga)
 
 
 @lut_bmm_grad_a.register_fake
@@ -184,12 +180,7 @@ def _lut_bmm_grad_a_fake(g: Tensor, a: Tensor, w: Tensor, ga: Tensor) -> Tensor:
 @torch.library.custom_op("appmult::lut_bmm_grad_w", mutates_args=())
 def lut_bmm_grad_w(g: Tensor, a: Tensor, w: Tensor, gw: Tensor) -> Tensor:
     """Weight-gradient product ``dW[b,k,n] = SUM_m g[b,m,n] * gw[a[b,m,k], w[b,k,n]]``."""
-    _check_indices(a, w)
-    _check_grad(g, a, w)
-    check_table(gw, torch.float32, "gw")
-    return _impl(a.device).lut_bmm_grad_w(
-        g.contiguous(), a.contiguous(), w.contiguous(), gw.to(a.device).contiguous()
-    )
+    return _lut_bmm_grad(reference, "lut_bmm_grad_w", g, a, w, gw)
 
 
 @lut_bmm_grad_w.register_fake
@@ -197,6 +188,35 @@ def _lut_bmm_grad_w_fake(g: Tensor, a: Tensor, w: Tensor, gw: Tensor) -> Tensor:
     _check_indices(a, w)
     _check_grad(g, a, w)
     return g.new_empty(w.shape, dtype=torch.float32)
+
+
+def _compiled_lut_bmm(a: Tensor, w: Tensor, table: Tensor) -> Tensor:
+    return _lut_bmm(kernels.backend_for(a.device), a, w, table)
+
+
+def _compiled_grad_a(g: Tensor, a: Tensor, w: Tensor, ga: Tensor) -> Tensor:
+    return _lut_bmm_grad(kernels.backend_for(a.device), "lut_bmm_grad_a", g, a, w, ga)
+
+
+def _compiled_grad_w(g: Tensor, a: Tensor, w: Tensor, gw: Tensor) -> Tensor:
+    return _lut_bmm_grad(kernels.backend_for(a.device), "lut_bmm_grad_w", g, a, w, gw)
+
+
+register_device_kernels(
+    lut_bmm, partial(_lut_bmm, reference), cpu=_compiled_lut_bmm, cuda=_compiled_lut_bmm
+)
+register_device_kernels(
+    lut_bmm_grad_a,
+    partial(_lut_bmm_grad, reference, "lut_bmm_grad_a"),
+    cpu=_compiled_grad_a,
+    cuda=_compiled_grad_a,
+)
+register_device_kernels(
+    lut_bmm_grad_w,
+    partial(_lut_bmm_grad, reference, "lut_bmm_grad_w"),
+    cpu=_compiled_grad_w,
+    cuda=_compiled_grad_w,
+)
 
 
 def _check_codes(

@@ -8,6 +8,7 @@ import torch
 
 import appmult_fx as amx
 from appmult_fx.ops import fp_kernels, fp_reference
+from appmult_fx.ops.dispatch import use_reference
 from appmult_fx.ops.fp_gemm import fp_approx_bmm, fp_bmm
 from tests.luts.fp_oracle import f2u, product, u2f
 
@@ -54,8 +55,7 @@ def _same_bits(x: torch.Tensor, y: torch.Tensor) -> bool:
 
 
 @pytest.mark.parametrize("name", ["fp_mbm7", "fp_mit3", "fp_trunc7"])
-def test_reference_op_equals_scalar_oracle(name: str, monkeypatch) -> None:
-    monkeypatch.setenv("APPMULT_FX_REFERENCE", "1")
+def test_reference_op_equals_scalar_oracle(name: str, reference_only) -> None:
     mult = amx.multiplier(name)
     a, b = _operands((2, 3, 9), (2, 9, 4))
     got = fp_bmm(a, b, mult.mantissa_table, "truncate")
@@ -68,8 +68,7 @@ def _bf16_truncate(x: torch.Tensor) -> torch.Tensor:
     return (x.view(torch.int32) & -(1 << 16)).view(torch.float32)
 
 
-def test_truncated_bfloat16_table_equals_torch_in_the_same_order(monkeypatch) -> None:
-    monkeypatch.setenv("APPMULT_FX_REFERENCE", "1")
+def test_truncated_bfloat16_table_equals_torch_in_the_same_order(reference_only) -> None:
     a, b = _operands((3, 17, 40), (3, 40, 11), specials=False)
     got = fp_bmm(a, b, amx.multiplier("fp_trunc7").mantissa_table, "truncate")
     prods = _bf16_truncate(_bf16_truncate(a)[:, :, :, None] * _bf16_truncate(b)[:, None, :, :])
@@ -113,9 +112,27 @@ def test_cpu_kernel_is_bit_identical_to_reference(name: str, rounding: str) -> N
 def test_cuda_kernel_is_bit_identical_to_reference() -> None:
     mult = amx.multiplier("fp_mbm7")
     a, b = _operands((2, 70, 130), (2, 130, 45), density=500)
-    want = fp_bmm(a, b, mult.mantissa_table, "truncate")
+    want = fp_reference.fp_bmm(a, b, mult.mantissa_table, mult.mantissa_bits, "truncate")
     got = fp_bmm(a.cuda(), b.cuda(), mult.mantissa_table.cuda(), "truncate")
     assert _same_bits(got.cpu(), want)
+
+
+def test_fp_bmm_dispatches_to_the_registered_cpu_kernel(monkeypatch) -> None:
+    """Kernels active: the CPU FP kernel serves ``fp_bmm`` (registered with torch.library);
+    ``use_reference(True)``: the reference body does, with the same bits."""
+    calls = []
+    real = fp_kernels.backend_for
+    monkeypatch.setattr(fp_kernels, "backend_for", lambda d: calls.append(d.type) or real(d))
+    table = amx.multiplier("fp_mbm5").mantissa_table
+    a, b = _operands((2, 4, 9), (2, 9, 3))
+    previous = use_reference(False)
+    try:
+        kernel = fp_bmm(a, b, table, "nearest")
+        assert calls == ["cpu"]
+        use_reference(True)
+        assert _same_bits(fp_bmm(a, b, table, "nearest"), kernel) and calls == ["cpu"]
+    finally:
+        use_reference(previous)
 
 
 def test_opcheck() -> None:

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import shutil
+from functools import partial
 
 import pytest
 import torch
-from appmult_fx.luts.indexing import operand_values
+from appmult_fx.luts.indexing import MAX_BITS, MIN_BITS, check_bits, operand_values
 
 from appmult_fx.ops import kernels, reference
 from appmult_fx.ops import lut_gemm as _ops  # noqa: F401  (registers torch.ops.appmult)
+from appmult_fx.ops.dispatch import use_reference
 
 # (B, M, K, N): K = 27 (3x3x3 conv), primes, ones, and sizes just past a 32-column tile.
-SHAPES = [(1, 1, 1, 1), (1, 5, 27, 7), (2, 13, 31, 33), (1, 64, 1, 65), (3, 7, 17, 2),
-          (1, 41, 9, 97), (1, 97, 3, 5)]
+SHAPES = [
+    (1, 1, 1, 1),
+    (1, 5, 27, 7),
+    (2, 13, 31, 33),
+    (1, 64, 1, 65),
+    (3, 7, 17, 2),
+    (1, 41, 9, 97),
+    (1, 97, 3, 5),
+]
 RELATIVE_TOLERANCE = 1e-5
 
 
@@ -83,8 +92,11 @@ def check_wraparound(backend, device: str) -> None:
 def cpu_isas() -> list[str]:
     """The instruction-set paths this CPU can run."""
     best = kernels.cpu_extension().best_isa()
-    return {"portable": ["portable"], "avx2": ["portable", "avx2"],
-            "avx512": ["portable", "avx2", "avx512"]}[best]
+    return {
+        "portable": ["portable"],
+        "avx2": ["portable", "avx2"],
+        "avx512": ["portable", "avx2", "avx512"],
+    }[best]
 
 
 @pytest.fixture(scope="module", params=["portable", "avx2", "avx512"])
@@ -128,8 +140,13 @@ def test_cpu_gradient_blocks(cpu_backend) -> None:
     for bits in (7, 8):
         ga = torch.randn(1 << bits, 1 << bits, generator=gen)
         gw = torch.randn(1 << bits, 1 << bits, generator=gen)
-        for shape in [(1, 2100, 40, 20), (1, 600, 31, 150), (2, 1100, 20, 24), (1, 8200, 3, 17),
-                      (2, 20, 33, 200)]:
+        for shape in [
+            (1, 2100, 40, 20),
+            (1, 600, 31, 150),
+            (2, 1100, 20, 24),
+            (1, 8200, 3, 17),
+            (2, 20, 33, 200),
+        ]:
             a, w, g = make_operands(shape, bits, gen)
             da = cpu_backend.lut_bmm_grad_a(g, a, w, ga)
             assert_float_product_close(da, reference.lut_bmm_grad_a, g, a, w, ga)
@@ -143,8 +160,14 @@ def test_cpu_forward_row_blocks(cpu_backend) -> None:
     gen = torch.Generator().manual_seed(5)
     for bits in (7, 8):
         table = make_table(bits, False, gen) + 40000  # narrowed with a non-zero offset
-        for shape in [(1, 1030, 9, 3), (1, 3, 9, 1030), (2, 128, 5, 700), (1, 256, 7, 256),
-                      (1, 777, 130, 128), (1, 64, 300, 10)]:
+        for shape in [
+            (1, 1030, 9, 3),
+            (1, 3, 9, 1030),
+            (2, 128, 5, 700),
+            (1, 256, 7, 256),
+            (1, 777, 130, 128),
+            (1, 64, 300, 10),
+        ]:
             a, w, _ = make_operands(shape, bits, gen)
             assert torch.equal(cpu_backend.lut_bmm(a, w, table), reference.lut_bmm(a, w, table))
 
@@ -156,6 +179,36 @@ def test_cpu_empty_shapes(cpu_backend) -> None:
     assert torch.equal(cpu_backend.lut_bmm(a, w, table), torch.zeros(1, 3, 2, dtype=torch.int32))
     g = torch.ones(1, 3, 2)
     assert cpu_backend.lut_bmm_grad_w(g, a, w, table.float()).shape == (1, 0, 2)
+
+
+def check_bit_limits(ext, calls, device: str) -> None:
+    """``ext`` was compiled with luts.indexing's rule and its table check refuses a width
+    exactly when ``check_bits`` does (one width below and above the range included)."""
+    assert tuple(ext.bit_limits()) == (MIN_BITS, MAX_BITS)
+    a = torch.zeros(1, 2, 3, dtype=torch.uint8, device=device)
+    w = torch.zeros(1, 3, 2, dtype=torch.uint8, device=device)
+    g = torch.ones(1, 2, 2, device=device)
+    for bits in range(MIN_BITS - 1, MAX_BITS + 2):
+        n = 1 << bits
+        table = torch.zeros(n, n, dtype=torch.int32, device=device)
+        grad = torch.ones(n, n, device=device)
+        runs = [
+            partial(calls.lut_bmm, a, w, table),
+            partial(calls.lut_bmm_grad_a, g, a, w, grad),
+            partial(calls.lut_bmm_grad_w, g, a, w, grad),
+        ]
+        try:
+            check_bits(bits)
+        except ValueError:
+            for run in runs:
+                with pytest.raises(RuntimeError, match=rf"bits in \[{MIN_BITS}, {MAX_BITS}\]"):
+                    run()
+        else:
+            assert [tuple(run().shape) for run in runs] == [(1, 2, 2), (1, 2, 3), (1, 3, 2)]
+
+
+def test_cpu_kernel_checks_the_one_bit_width_rule(cpu_backend) -> None:
+    check_bit_limits(kernels.cpu_extension(), cpu_backend, "cpu")
 
 
 def test_backend_for_cpu_is_the_kernel(monkeypatch) -> None:
@@ -172,8 +225,7 @@ def test_bad_isa_is_rejected() -> None:
         kernels.cpu_extension().lut_bmm(a, a, torch.zeros(4, 4, dtype=torch.int32), "sse9")
 
 
-def test_opcheck_with_kernels_active(monkeypatch) -> None:
-    monkeypatch.delenv("APPMULT_FX_REFERENCE", raising=False)
+def test_opcheck_with_kernels_active(kernels_active) -> None:
     gen = torch.Generator().manual_seed(4)
     table = make_table(5, True, gen)
     ga, gw = torch.randn(32, 32, generator=gen), torch.randn(32, 32, generator=gen)
@@ -194,3 +246,31 @@ def test_compile_failure_names_the_reference_switch(tmp_path, monkeypatch) -> No
     monkeypatch.setenv("APPMULT_FX_CACHE_DIR", str(tmp_path / "cache"))
     with pytest.raises(RuntimeError, match="APPMULT_FX_REFERENCE=1"):
         kernels.cpu_extension.__wrapped__()
+
+
+def test_ops_dispatch_to_the_registered_cpu_kernel(monkeypatch) -> None:
+    """With kernels active the CPU kernel serves the op (via torch.library, no Python choice);
+    ``use_reference(True)`` puts the reference back; both give the same result."""
+    calls = []
+    real = kernels.backend_for
+
+    def spy(device):
+        calls.append(device.type)
+        return real(device)
+
+    monkeypatch.setattr(kernels, "backend_for", spy)
+    gen = torch.Generator().manual_seed(8)
+    table = make_table(4, False, gen)
+    a, w, g = make_operands((1, 3, 5, 2), 4, gen)
+    previous = use_reference(False)
+    try:
+        kernel = torch.ops.appmult.lut_bmm(a, w, table)
+        dw = torch.ops.appmult.lut_bmm_grad_w(g, a, w, table.float())
+        assert calls == ["cpu", "cpu"]
+        use_reference(True)
+        assert torch.equal(torch.ops.appmult.lut_bmm(a, w, table), kernel)
+        assert torch.allclose(torch.ops.appmult.lut_bmm_grad_w(g, a, w, table.float()), dw)
+        assert calls == ["cpu", "cpu"]
+    finally:
+        use_reference(previous)
+    assert torch.equal(kernel, reference.lut_bmm(a, w, table))

@@ -7,7 +7,13 @@ import torch
 
 from appmult_fx.ops import kernels
 
-from .test_kernels_cpu import check_backend, check_wraparound, make_operands, make_table
+from .test_kernels_cpu import (
+    check_backend,
+    check_bit_limits,
+    check_wraparound,
+    make_operands,
+    make_table,
+)
 
 pytestmark = [
     pytest.mark.cuda,
@@ -45,6 +51,10 @@ def test_cuda_split_reductions(cuda_backend) -> None:
         assert torch.equal(y, reference.lut_bmm(a, w, table))
         dw = cuda_backend.lut_bmm_grad_w(g.cuda(), a.cuda(), w.cuda(), gw.cuda()).cpu()
         assert_float_product_close(dw, reference.lut_bmm_grad_w, g, a, w, gw)
+
+
+def test_cuda_kernel_checks_the_one_bit_width_rule(cuda_backend) -> None:
+    check_bit_limits(kernels.cuda_extension(), cuda_backend, "cuda")
 
 
 def test_cuda_opcheck() -> None:

@@ -2,7 +2,7 @@
 
 Ground truth is plain Python integers (unbounded), built independently of the code under test;
 every case runs on the compiled CPU kernel and on the pure-PyTorch reference
-(``APPMULT_FX_REFERENCE=1``).
+(``use_reference(True)``, what ``APPMULT_FX_REFERENCE=1`` sets at import).
 """
 
 import pytest
@@ -11,15 +11,17 @@ from torch import nn
 
 import appmult_fx as amx
 from appmult_fx.ops.conv_gemm import approx_conv2d
+from appmult_fx.ops.dispatch import use_reference
 from appmult_fx.ops.lut_gemm import approx_bmm, int32_safe_k, lut_bmm, lut_sum
 
 INT32_MAX = 2**31 - 1
 
 
 @pytest.fixture(params=["kernel", "reference"])
-def path(request, monkeypatch):
-    monkeypatch.setenv("APPMULT_FX_REFERENCE", "1" if request.param == "reference" else "0")
-    return request.param
+def path(request):
+    previous = use_reference(request.param == "reference")
+    yield request.param
+    use_reference(previous)
 
 
 def _python_sums(a, w, table):

@@ -74,12 +74,15 @@ class _Quantize(torch.autograd.Function):
         needs_grad: bool,
     ) -> Tensor:
         """The codes; keeps the in-range mask when ``needs_grad``."""
+        # in place in eager mode (fewer temporaries); out of place while compiling: torch 2.11's
+        # compiled autograd.Function otherwise loses the mask (all-zero gradients)
+        in_place = not torch.compiler.is_compiling()
         v = x / scale
-        v.sub_(zero_point)
+        v = v.sub_(zero_point) if in_place else v - zero_point
         q = v.clamp(qmin, qmax)
         if needs_grad:
             ctx.save_for_backward(q == v, scale)
-        return q.round_()
+        return q.round_() if in_place else torch.round(q)
 
     @staticmethod
     def backward(ctx, g: Tensor):  # noqa: ANN001, ANN205

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..luts.indexing import codes_to_indices
 from .grad_layout import like_input
-from .lut_gemm import check_tables, lut_bmm_grad_a, lut_bmm_grad_w, lut_sum, table_bits
+from .lut_gemm import check_tables, lut_bmm_grad_a, lut_bmm_grad_w, lut_sum, table_widths
 
 
 def _out_hw(
@@ -160,11 +160,11 @@ def approx_conv2d(
 ) -> Tensor:
     """``SUM AM(qx, qw)`` over every window of the (already padded) codes ``qx``, as float32."""
     _check_conv(qx, qw, table, grad_a, grad_b, stride, dilation, groups)
-    bits = table_bits(table)
+    bits_a, bits_b = table_widths(table)
     n, _, h, w = qx.shape
     kernel = tuple(qw.shape[2:])
-    ia = im2col_indices(codes_to_indices(qx, bits), kernel, stride, dilation, groups)
-    ib = weight_indices(codes_to_indices(qw, bits), groups)
+    ia = im2col_indices(codes_to_indices(qx, bits_a), kernel, stride, dilation, groups)
+    ib = weight_indices(codes_to_indices(qw, bits_b), groups)
     acc = lut_sum(ia, ib, table)  # exact (int64 split-K beyond the int32 bound)
     ho, wo = _out_hw((h, w), kernel, stride, dilation)
     return _rows_to_nchw(acc, n, ho, wo).to(torch.float32, memory_format=torch.contiguous_format)
@@ -189,7 +189,7 @@ def _approx_conv2d_fake(
 
 def _setup(ctx, inputs, output) -> None:  # noqa: ANN001
     qx, qw, table, grad_a, grad_b, stride, dilation, groups = inputs
-    ctx.bits = table_bits(table)
+    ctx.widths = table_widths(table)
     ctx.conv = (list(stride), list(dilation), groups)
     ctx.save_for_backward(qx, qw, grad_a, grad_b)
 
@@ -217,8 +217,9 @@ def _backward(ctx, g: Tensor):  # noqa: ANN001, ANN202
     n, c, h, w = qx.shape
     o, cg, kh, kw = qw.shape
     rows = _nchw_to_rows(g.contiguous(), groups)
-    ia = im2col_indices(codes_to_indices(qx, ctx.bits), (kh, kw), stride, dilation, groups)
-    ib = weight_indices(codes_to_indices(qw, ctx.bits), groups)
+    bits_a, bits_b = ctx.widths
+    ia = im2col_indices(codes_to_indices(qx, bits_a), (kh, kw), stride, dilation, groups)
+    ib = weight_indices(codes_to_indices(qw, bits_b), groups)
     if need_a:
         cols = lut_bmm_grad_a(rows, ia, ib, grad_a)  # [groups, N*Ho*Wo, kh*kw*C/g]
         dx = col2im_rows(cols, (n, c, h, w), (kh, kw), stride, dilation)

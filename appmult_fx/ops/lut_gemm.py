@@ -2,10 +2,13 @@
 
 Kernel-level ops (table indices in, no autograd):
 
-* ``appmult::lut_bmm(a u8[B,M,K], w u8[B,K,N], table i32[n,n]) -> i32[B,M,N]``: refused
+Tables are ``(2**bits_a, 2**bits_b)``: rows are indexed by the activation (row) operand ``a``,
+columns by the weight (column) operand ``w`` (square multipliers have ``bits_a == bits_b``).
+
+* ``appmult::lut_bmm(a u8[B,M,K], w u8[B,K,N], table i32[na,nb]) -> i32[B,M,N]``: refused
   (clear error) when ``max|T| x K`` does not fit int32; :func:`lut_sum` is the exact int64 sum
-* ``appmult::lut_bmm_grad_a(g f32[B,M,N], a, w, ga f32[n,n]) -> f32[B,M,K]``
-* ``appmult::lut_bmm_grad_w(g f32[B,M,N], a, w, gw f32[n,n]) -> f32[B,K,N]``
+* ``appmult::lut_bmm_grad_a(g f32[B,M,N], a, w, ga f32[na,nb]) -> f32[B,M,K]``
+* ``appmult::lut_bmm_grad_w(g f32[B,M,N], a, w, gw f32[na,nb]) -> f32[B,K,N]``
 
 Differentiable op (integer-valued float codes in, used by the converted graphs):
 
@@ -66,22 +69,21 @@ def lut_sum(a: Tensor, w: Tensor, table: Tensor) -> Tensor:
     return out
 
 
-def table_bits(table: Tensor) -> int:
-    """Operand width of a ``(2**bits, 2**bits)`` table."""
-    n = table.shape[0]
-    return n.bit_length() - 1
+def table_widths(table: Tensor) -> tuple[int, int]:
+    """Operand widths ``(bits_a, bits_b)`` of a ``(2**bits_a, 2**bits_b)`` table."""
+    return int(table.shape[0]).bit_length() - 1, int(table.shape[1]).bit_length() - 1
 
 
 def check_table(table: Tensor, dtype: torch.dtype, what: str) -> None:
-    """Raise a clear error unless ``table`` is a square ``2**bits`` table of ``dtype``, with
-    ``bits`` in ``[MIN_BITS, MAX_BITS]`` (:mod:`appmult_fx.luts.indexing`)."""
-    n = table.shape[0] if table.dim() == 2 else -1
+    """Raise a clear error unless ``table`` is a ``(2**bits_a, 2**bits_b)`` table of ``dtype``,
+    both widths in ``[MIN_BITS, MAX_BITS]`` (:mod:`appmult_fx.luts.indexing`)."""
+    rows, cols = (table.shape[0], table.shape[1]) if table.dim() == 2 else (-1, -1)
     sizes = tuple(1 << b for b in range(MIN_BITS, MAX_BITS + 1))  # a SymInt is not hashable
     torch._check(
-        table.dim() == 2 and table.shape[0] == table.shape[1] and n in sizes,
+        table.dim() == 2 and rows in sizes and cols in sizes,
         lambda: (
-            f"expected {what} of shape (2**bits, 2**bits) with bits in [{MIN_BITS}, {MAX_BITS}], "
-            f"got {tuple(table.shape)}"
+            f"expected {what} of shape (2**bits_a, 2**bits_b) with both widths in "
+            f"[{MIN_BITS}, {MAX_BITS}], got {tuple(table.shape)}"
         ),
     )
     torch._check(table.dtype == dtype, lambda: f"expected {what} dtype {dtype}, got {table.dtype}")
@@ -190,16 +192,23 @@ def _lut_bmm_grad_w_fake(g: Tensor, a: Tensor, w: Tensor, gw: Tensor) -> Tensor:
     return g.new_empty(w.shape, dtype=torch.float32)
 
 
+def _backend(device: torch.device, table: Tensor):  # noqa: ANN202
+    # TEMPORARY until the compiled kernels take rectangular tables: those run the reference.
+    if table.shape[0] != table.shape[1]:
+        return reference
+    return kernels.backend_for(device)
+
+
 def _compiled_lut_bmm(a: Tensor, w: Tensor, table: Tensor) -> Tensor:
-    return _lut_bmm(kernels.backend_for(a.device), a, w, table)
+    return _lut_bmm(_backend(a.device, table), a, w, table)
 
 
 def _compiled_grad_a(g: Tensor, a: Tensor, w: Tensor, ga: Tensor) -> Tensor:
-    return _lut_bmm_grad(kernels.backend_for(a.device), "lut_bmm_grad_a", g, a, w, ga)
+    return _lut_bmm_grad(_backend(a.device, ga), "lut_bmm_grad_a", g, a, w, ga)
 
 
 def _compiled_grad_w(g: Tensor, a: Tensor, w: Tensor, gw: Tensor) -> Tensor:
-    return _lut_bmm_grad(kernels.backend_for(a.device), "lut_bmm_grad_w", g, a, w, gw)
+    return _lut_bmm_grad(_backend(a.device, gw), "lut_bmm_grad_w", g, a, w, gw)
 
 
 register_device_kernels(
@@ -243,8 +252,8 @@ def approx_bmm(
 ) -> Tensor:
     """``SUM_k AM(qa[b,m,k], qb[b,k,n])`` for integer-valued float codes, as float32."""
     _check_codes(qa, qb, table, grad_a, grad_b)
-    bits = table_bits(table)
-    acc = lut_sum(codes_to_indices(qa, bits), codes_to_indices(qb, bits), table)
+    bits_a, bits_b = table_widths(table)
+    acc = lut_sum(codes_to_indices(qa, bits_a), codes_to_indices(qb, bits_b), table)
     return acc.to(torch.float32)
 
 
@@ -258,7 +267,7 @@ def _approx_bmm_fake(
 
 def _approx_bmm_setup(ctx, inputs, output) -> None:  # noqa: ANN001
     qa, qb, table, grad_a, grad_b = inputs
-    ctx.bits = table_bits(table)
+    ctx.widths = table_widths(table)
     ctx.save_for_backward(qa, qb, grad_a, grad_b)
 
 
@@ -273,7 +282,8 @@ def _approx_bmm_backward(ctx, g: Tensor):  # noqa: ANN001, ANN202
         if need_b:
             db = torch.bmm(qa.transpose(1, 2), g)
     else:
-        ia, ib = codes_to_indices(qa, ctx.bits), codes_to_indices(qb, ctx.bits)
+        bits_a, bits_b = ctx.widths
+        ia, ib = codes_to_indices(qa, bits_a), codes_to_indices(qb, bits_b)
         if need_a:
             da = lut_bmm_grad_a(g, ia, ib, grad_a)
         if need_b:

@@ -1,7 +1,7 @@
 """Pure-PyTorch reference LUT-GEMM products: the oracle every kernel is tested against.
 
 Shapes (batched, ``B`` independent GEMMs; indices are ``uint8`` table indices):
-``a [B, M, K]``, ``w [B, K, N]``, ``table/ga/gw [n, n]`` with ``n = 2**bits``.
+``a [B, M, K]``, ``w [B, K, N]``, ``table/ga/gw [2**bits_a, 2**bits_b]`` (rows: ``a``, columns: ``w``).
 
 * forward ``Y[b,m,n]  = SUM_k T [a[b,m,k], w[b,k,n]]``   (int64 accumulation, returned as int32
   like the kernels: exact when ``max|T| x K`` fits int32, which the op layer's ``lut_sum``
@@ -28,8 +28,8 @@ def _gather(
     table: torch.Tensor, a: torch.Tensor, w: torch.Tensor, k0: int, k1: int
 ) -> torch.Tensor:
     """``table[a[:, :, k0:k1, None], w[:, None, k0:k1, :]]`` as a [B, M, kc, N] tensor."""
-    n = table.shape[0]
-    idx = a[:, :, k0:k1, None].to(torch.int64) * n + w[:, None, k0:k1, :].to(torch.int64)
+    cols = table.shape[1]
+    idx = a[:, :, k0:k1, None].to(torch.int64) * cols + w[:, None, k0:k1, :].to(torch.int64)
     return table.reshape(-1)[idx]
 
 

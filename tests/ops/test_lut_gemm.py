@@ -149,6 +149,8 @@ def test_op_input_errors_are_clear() -> None:
     with pytest.raises(RuntimeError, match="inner dimensions"):
         lut_bmm(a, w[:, :3], table)
     with pytest.raises(RuntimeError, match="2\\*\\*bits"):
-        lut_bmm(a, w, torch.zeros(16, 8, dtype=torch.int32))
+        lut_bmm(a, w, torch.zeros(16, 12, dtype=torch.int32))  # 12 columns: not 2**bits
+    with pytest.raises(RuntimeError, match="2\\*\\*bits"):
+        lut_bmm(a, w, torch.zeros(16, 16, 1, dtype=torch.int32))
     with pytest.raises(RuntimeError, match="together"):
         approx_bmm(a.float(), w.float(), table, torch.zeros(16, 16), None)

@@ -48,6 +48,8 @@ class LayerRecord:
 
     ``multiplier`` is the multiplier object (``None`` = float layer); ``macs`` the number of
     multiplies for the example inputs given to ``convert`` (``None`` if none were given).
+    ``bits`` is the multiplier's width: an int (square, or an FP multiplier's total width) or
+    ``(bits_a, bits_b)`` (rectangular; :attr:`widths` gives both for any integer layer).
     ``gradient`` is the integer multipliers' gradient mode (``"lut"``/``"ste"``), ``backward``
     the FP multipliers' backward mode (``"approximate"``/``"exact"``). ``nodes`` lists the
     graph nodes the layer became; ``parts`` (rewritten layers only) where they are.
@@ -57,7 +59,7 @@ class LayerRecord:
     op: str
     _: KW_ONLY
     multiplier: Any = None
-    bits: int | None = None
+    bits: int | tuple[int, int] | None = None
     signed: bool | None = None
     gradient: str | None = None
     backward: str | None = None
@@ -72,13 +74,29 @@ class LayerRecord:
         return None if self.multiplier is None else self.multiplier.name
 
     @property
+    def widths(self) -> tuple[int, int] | None:
+        """Operand widths ``(bits_a, bits_b)`` of an integer layer: activation (row operand)
+        and weight (column operand; the right operand of a matmul); ``None`` otherwise."""
+        if self.bits is None or (self.multiplier is not None and self.multiplier.kind != "int"):
+            return None
+        return tuple(self.bits) if isinstance(self.bits, tuple) else (self.bits, self.bits)
+
+    @property
+    def width_text(self) -> str:
+        """``"8"`` (square or FP), ``"8x4"`` (rectangular: activation x weight bits), ``"-"``."""
+        widths = self.widths
+        if widths is None:
+            return "-" if self.bits is None else str(self.bits)
+        return str(widths[0]) if widths[0] == widths[1] else f"{widths[0]}x{widths[1]}"
+
+    @property
     def approximate(self) -> bool:
         """Whether the layer's multiplies go through an approximate multiplier table."""
         return self.multiplier is not None
 
     def __str__(self) -> str:
         mult = self.multiplier_name or "float"
-        bits = "-" if self.bits is None else f"{self.bits}{'s' if self.signed else 'u'}"
+        bits = "-" if self.bits is None else f"{self.width_text}{'s' if self.signed else 'u'}"
         macs = "?" if self.macs is None else f"{self.macs:,}"
         grad = self.gradient or self.backward or "-"
         return f"{self.name:<32} {self.op:<10} {mult:<40} {bits:>4} {grad:<5} {macs:>14}"

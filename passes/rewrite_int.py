@@ -37,18 +37,20 @@ def padded_input(ctx: RewriteContext, site: LayerSite, a: dict[str, Any]) -> Any
 def quantized_operands(
     ctx: RewriteContext, site: LayerSite, rule: Rule, x: Any, weight: Any, per_channel: bool
 ) -> tuple[Quantized, Quantized]:
-    """The activation ``x`` and the weight (path or node), each behind its quantizer."""
+    """The activation ``x`` and the weight (path or node), each behind its quantizer: the
+    activation at the multiplier's row width ``bits_a``, the weight at its column width
+    ``bits_b`` (the same for square multipliers)."""
     mult, name = rule.multiplier, site.name
     qx = ctx.quantize(
         f"{name}_input_quant",
-        ActivationQuantizer(mult.bits, mult.signed, rule.momentum),
+        ActivationQuantizer(mult.bits_a, mult.signed, rule.momentum),
         x,
         f"{name}_x",
     )
     w = ctx.operand(weight, f"{name}_weight")
     qw = ctx.quantize(
         f"{name}_weight_quant",
-        WeightQuantizer(mult.bits, mult.signed, per_channel),
+        WeightQuantizer(mult.bits_b, mult.signed, per_channel),
         w,
         f"{name}_w",
     )

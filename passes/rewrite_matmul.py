@@ -43,8 +43,11 @@ def baddbmm_output(ctx: RewriteContext, site: LayerSite, product: fx.Node) -> fx
 
 
 def _activation(ctx: RewriteContext, site: LayerSite, rule: Rule, x: Any, tag: str) -> Quantized:
+    """Operand ``tag`` (``"a"``: the left one, table rows; ``"b"``: the right one, columns)
+    behind an activation quantizer of that side's width."""
     mult = rule.multiplier
-    quantizer = ActivationQuantizer(mult.bits, mult.signed, rule.momentum)
+    bits = mult.bits_a if tag == "a" else mult.bits_b
+    quantizer = ActivationQuantizer(bits, mult.signed, rule.momentum)
     return ctx.quantize(f"{site.name}_{tag}_quant", quantizer, x, f"{site.name}_{tag}")
 
 

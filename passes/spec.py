@@ -49,12 +49,6 @@ class Rule:
             raise ValueError(f"backward must be one of {BACKWARD_MODES}, got {self.backward!r}")
         if not 0.0 < float(self.momentum) <= 1.0:
             raise ValueError(f"momentum must be in (0, 1], got {self.momentum!r}")
-        m = self.multiplier
-        if getattr(m, "kind", None) == "int" and m.bits_a != m.bits_b:
-            raise ValueError(
-                f"{m.name} is a rectangular {m.bits_a}x{m.bits_b}-bit multiplier; convert() "
-                "supports square multipliers only for now (bits_a == bits_b)"
-            )
 
 
 _OPTION_KEYS = {f.name for f in fields(Rule)} - {"multiplier"}

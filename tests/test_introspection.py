@@ -111,3 +111,14 @@ def test_layers_cli_prints_table_with_totals(capsys) -> None:  # noqa: ANN001
     assert "features.0.0" in out and "classifier.3" in out
     assert "54 of 54 multiply layers approximate" in out
     assert "100.0% through approximate multipliers" in out
+
+
+def test_layers_cli_shows_both_widths_of_a_rectangular_multiplier(capsys, tmp_path) -> None:  # noqa: ANN001
+    spec = tmp_path / "spec.toml"
+    spec.write_text('global = "mul8x4s_trunc2"\n[module_name]\nfc = "mul8x2u_exact"\n')
+    args = ["layers", "resnet18", str(spec), "--image-size", "32", "--num-classes", "10"]
+    assert main(args) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[2:]}
+    assert rows["conv1"][2:4] == ["mul8x4s_trunc2", "8x4s"]
+    assert rows["layer4.1.conv2"][2:4] == ["mul8x4s_trunc2", "8x4s"]
+    assert rows["fc"][2:4] == ["mul8x2u_exact", "8x2u"]

@@ -37,12 +37,13 @@ def compare(
     out = Path(out_dir)
     start = time.perf_counter()
     runs: list[dict[str, Any]] = []
-    exact_runs: dict[int, list[dict[str, Any]]] = {}
-    widths: list[tuple[int, bool]] = []
+    exact_runs: dict[int | str, list[dict[str, Any]]] = {}  # by width: 8, or "8x4"
+    widths: list[tuple[int | str, bool]] = []
     for ref in multipliers:
         mult = Spec().set_global(ref).global_rule.multiplier
-        if (mult.bits, mult.signed) not in widths:
-            widths.append((mult.bits, mult.signed))
+        width = mult.bits if isinstance(mult.bits, int) else mult.widths
+        if (width, mult.signed) not in widths:
+            widths.append((width, mult.signed))
         for seed in seeds:
             for grad in gradients:
                 runs.append(

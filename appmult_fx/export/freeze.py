@@ -110,8 +110,11 @@ def _finite(layer: str, what: str, t: torch.Tensor) -> None:
 
 
 def _activation_qparams(
-    iq: nn.Module, layer: str, mult: Multiplier
+    iq: nn.Module, layer: str, bits: int, signed: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and zero point of a calibrated activation quantizer of ``bits`` (its side's
+    width: ``bits_a`` for a layer's input or a matmul's left operand, ``bits_b`` for the
+    right one)."""
     if not isinstance(iq, ActivationQuantizer):
         raise ValueError(
             f"layer {layer!r}: expected an ActivationQuantizer, got {type(iq).__name__}"
@@ -122,7 +125,12 @@ def _activation_qparams(
             "activation scale would be undefined; run amx.calibrate(gm, batches) (or train) first"
         )
     _finite(layer, "activation range", torch.stack([iq.min_val, iq.max_val]))
-    scale, zp = qparams(iq.min_val, iq.max_val, mult.bits, mult.signed)
+    if (iq.bits, iq.signed) != (bits, signed):
+        raise ValueError(
+            f"layer {layer!r}: its activation quantizer is {iq.bits}-bit signed={iq.signed}, "
+            f"but the multiplier's operand is {bits}-bit signed={signed}"
+        )
+    scale, zp = qparams(iq.min_val, iq.max_val, bits, signed)
     _finite(layer, "activation scale", scale)
     return scale.float(), zp.to(torch.int32)
 
@@ -190,11 +198,17 @@ def _constants(
 def _freeze_layer(layer: _Layer, op: str, store: _Constants) -> FrozenLayer:
     gm, record, parts = layer.gm, layer.record, layer.parts
     mult = record.multiplier
-    x_scale, x_zp = _activation_qparams(layer.quantizer(0), record.name, mult)
+    bits_a, bits_b = record.widths
+    x_scale, x_zp = _activation_qparams(layer.quantizer(0), record.name, bits_a, mult.signed)
     wq = layer.quantizer(1)
     if not isinstance(wq, WeightQuantizer):
         raise ValueError(
             f"layer {record.name!r}: expected a WeightQuantizer, got {type(wq).__name__}"
+        )
+    if (wq.bits, wq.signed) != (bits_b, mult.signed):
+        raise ValueError(
+            f"layer {record.name!r}: its weight quantizer is {wq.bits}-bit signed={wq.signed}, "
+            f"but the multiplier's weight operand is {bits_b}-bit signed={mult.signed}"
         )
     weight = _tensor_of(gm, layer.nodes[parts.weight], record.name, "weight")
     _finite(record.name, "weight", weight.detach())
@@ -217,7 +231,7 @@ def _freeze_layer(layer: _Layer, op: str, store: _Constants) -> FrozenLayer:
         _finite(record.name, "bias", consts["bias"])
     x = layer.inputs[0]
     frozen = FrozenLayer(record, op, mult, x_scale, x_zp, codes, w_scale, w_zp)
-    common = (record.bits, record.signed, mult.name, mult.sha256, record.name)
+    common = (bits_a, bits_b, record.signed, mult.name, mult.sha256, record.name)
     with gm.graph.inserting_before(layer.product):
         attrs = _constants(gm, store, prefix, consts)
         operands = [*attrs[:5], attrs[5] if len(attrs) > 5 else None, layer.table(store)]
@@ -251,8 +265,9 @@ def _freeze_layer(layer: _Layer, op: str, store: _Constants) -> FrozenLayer:
 def _freeze_matmul(layer: _Layer, store: _Constants) -> FrozenLayer:
     gm, record = layer.gm, layer.record
     mult = record.multiplier
-    sa, za = _activation_qparams(layer.quantizer(0), record.name, mult)
-    sb, zb = _activation_qparams(layer.quantizer(1), record.name, mult)
+    bits_a, bits_b = record.widths
+    sa, za = _activation_qparams(layer.quantizer(0), record.name, bits_a, mult.signed)
+    sb, zb = _activation_qparams(layer.quantizer(1), record.name, bits_b, mult.signed)
     prefix = safe_name(record.name)
     consts = {"a_scale": sa, "a_zero_point": za, "b_scale": sb, "b_zero_point": zb}
     with gm.graph.inserting_before(layer.product):
@@ -263,7 +278,8 @@ def _freeze_matmul(layer: _Layer, store: _Constants) -> FrozenLayer:
                 *layer.inputs,
                 *attrs,
                 layer.table(store),
-                record.bits,
+                bits_a,
+                bits_b,
                 record.signed,
                 mult.name,
                 mult.sha256,

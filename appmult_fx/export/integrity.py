@@ -2,9 +2,9 @@
 
 :func:`check_model_file` compares the file's sha256 with the manifest's; :func:`check_nodes`
 then requires every ``appmult`` node to be a manifest layer and to agree with it: multiplier
-(name and content hash, listed among the LUT files), ``bits``, ``signed``, conv geometry, the
-weight codes' shape and dtype and every quantization parameter initializer (scales and zero
-points, bit for bit). The file hash covers what the manifest does not describe (biases, the
+(name and content hash, listed among the LUT files), ``bits_a``, ``bits_b``, ``signed``, conv
+geometry, the weight codes' shape and dtype and every quantization parameter initializer (scales
+and zero points, bit for bit). The file hash covers what the manifest does not describe (biases, the
 float layers); the node checks make a manifest that was edited along with the file, or a hash
 recomputed after an edit, still fail where the two disagree.
 """
@@ -85,7 +85,7 @@ def _check_node(
         refuse(f"uses multiplier {name!r}, the manifest's layer uses {entry['multiplier']!r}")
     if node.op_type != entry["op"]:
         refuse(f"is a {node.op_type}, the manifest's layer a {entry['op']}")
-    for key in ("bits", "signed"):
+    for key in ("bits_a", "bits_b", "signed"):
         got, want = at.get(key), int(entry[key])
         if got != want or int(known[sha][key]) != want:
             refuse(f"has {key}={got}, the manifest says {want}")

@@ -1,17 +1,18 @@
 """Lower ``appmult.LutConv`` / ``LutGemm`` / ``LutMatMul`` nodes to standard ONNX ops, exactly.
 
-Each node becomes (``n = 2**bits``, ``K`` the reduction length)::
+Each node becomes (``na = 2**bits_a`` table rows, ``nb = 2**bits_b`` columns, ``K`` the
+reduction length)::
 
-    q    = Round(Clip(X / x_scale - x_zero_point, qmin, qmax))        float codes
+    q    = Round(Clip(X / x_scale - x_zero_point, qmin, qmax))        float codes (bits_a)
     [conv: q = Pad(X) first; im2col by a Conv with one-hot kernels, group = C]
-    a    = Cast<int64>(q) (mod n when signed)                          table rows
-    acc  = ReduceSum_K(Gather(lut_flat, a * n + w_index))              int64, exact
+    a    = Cast<int64>(q) (mod na when signed)                         table rows
+    acc  = ReduceSum_K(Gather(lut_flat, a * nb + w_index))             int64, exact
     y    = Cast<float>((Cast<double>(Cast<float>(acc)) + zw*SUM_K q + zx*SUM_K w + K*zx*zw)
                        * (x_scale * w_scale)) + B
 
 which is the converted model's arithmetic step for step (the same float32 / float64 casts),
 so the result matches PyTorch to the last bit up to float rounding in the other layers.
-``LutMatMul`` quantizes both operands the same way and gathers with ``a * n + b`` indices.
+``LutMatMul`` quantizes each operand at its side's width and gathers with ``a * nb + b``.
 ``w_index`` (weight-side table columns) and the constant cross terms are precomputed from the
 node's initializers. Memory: ``Gather`` materialises ``M x K x O`` int64 indices per layer
 (``M`` = batch x output positions), fine for small models at small batch. The table is an
@@ -58,6 +59,11 @@ class _Builder:
         return out
 
 
+def _widths(at: dict[str, Any]) -> tuple[int, int]:
+    """A node's operand widths ``(bits_a, bits_b)``: activation/left, weight/right."""
+    return int(at["bits_a"]), int(at["bits_b"])
+
+
 def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
     out = {}
     for a in node.attribute:
@@ -88,12 +94,20 @@ def _quantize(b: _Builder, x: str, scale: str, zero_point: str, bits: int, signe
     return b.op("Round", [t])
 
 
+def _table_index(b: _Builder, codes: str, size: int, signed: bool, tag: str) -> str:
+    """Table row/column indices (int64) of int64 ``codes``: two's-complement mod ``size``."""
+    if not signed:
+        return codes
+    n_c = b.const(f"n_{tag}", np.int64(size))
+    return b.op("Mod", [b.op("Add", [codes, n_c]), n_c])
+
+
 def _lut_reduce(
     b: _Builder,
     q: str,
     w_index: np.ndarray,
     lut: str,
-    n: int,
+    widths: tuple[int, int],
     signed: bool,
     zw: np.ndarray,
     cross: np.ndarray,
@@ -101,9 +115,9 @@ def _lut_reduce(
 ) -> str:
     """Float ``[..., O]`` output from codes ``q [..., K]`` and weight columns ``[..., K, O]``."""
     qi = b.op("Cast", [q], to=TensorProto.INT64)
-    n_c = b.const("n", np.int64(n))
-    a = b.op("Mod", [b.op("Add", [qi, n_c]), n_c]) if signed else qi
-    rows = b.op("Mul", [b.op("Unsqueeze", [a, b.const("last", np.array([-1], np.int64))]), n_c])
+    a = _table_index(b, qi, 1 << widths[0], signed, "a")
+    nb = b.const("nb", np.int64(1 << widths[1]))
+    rows = b.op("Mul", [b.op("Unsqueeze", [a, b.const("last", np.array([-1], np.int64))]), nb])
     idx = b.op("Add", [rows, b.const("w_index", w_index.astype(np.int64))])
     acc = b.op(
         "ReduceSum",
@@ -146,11 +160,11 @@ def _lower_gemm(
     b: _Builder, node: onnx.NodeProto, consts: list[np.ndarray], lut: str, at: dict
 ) -> None:
     w, xs, zx, ws, zw = consts
-    bits, signed, n = at["bits"], bool(at["signed"]), 1 << at["bits"]
+    widths, signed = _widths(at), bool(at["signed"])
     codes = w.astype(np.int64).T  # [K, O]
     zw_d, cross, scale = _weight_terms(codes, float(zx), zw, xs, ws)
-    q = _quantize(b, node.input[0], node.input[2], node.input[3], bits, signed)
-    y = _lut_reduce(b, q, codes % n, lut, n, signed, zw_d, cross, scale)
+    q = _quantize(b, node.input[0], node.input[2], node.input[3], widths[0], signed)
+    y = _lut_reduce(b, q, codes % (1 << widths[1]), lut, widths, signed, zw_d, cross, scale)
     _add_bias(b, y, node, [-1], node.output[0])
 
 
@@ -158,7 +172,7 @@ def _lower_conv(
     b: _Builder, node: onnx.NodeProto, consts: list[np.ndarray], lut: str, at: dict
 ) -> None:
     w, xs, zx, ws, zw = consts
-    bits, signed, n = at["bits"], bool(at["signed"]), 1 << at["bits"]
+    widths, signed = _widths(at), bool(at["signed"])
     o, cg, kernel, g = w.shape[0], w.shape[1], tuple(w.shape[2:]), at["group"]
     kk, og = int(np.prod(kernel)), o // g
     kg, c = cg * kk, cg * g
@@ -167,7 +181,7 @@ def _lower_conv(
         d = len(kernel)
         pads = [0, 0, *at["pads"][:d], 0, 0, *at["pads"][d:]]
         x = b.op("Pad", [x, b.const("pads", np.array(pads, np.int64))], mode="constant")
-    q = _quantize(b, x, node.input[2], node.input[3], bits, signed)
+    q = _quantize(b, x, node.input[2], node.input[3], widths[0], signed)
     one_hot = np.zeros((c * kk, 1, *kernel), np.float32)
     for j, pos in enumerate(np.ndindex(*kernel)):
         one_hot[(np.arange(c) * kk + j, 0, *pos)] = 1.0
@@ -183,7 +197,8 @@ def _lower_conv(
     t = b.op("Transpose", [t], perm=[0, 1, 3, 2])  # [N, G, L, Kg]
     codes = w.astype(np.int64).reshape(g, og, kg).transpose(0, 2, 1)[:, None]  # [G, 1, Kg, Og]
     zw_d, cross, scale = _weight_terms(codes, float(zx), zw, xs, ws)  # [G, 1, Og]
-    y = _lut_reduce(b, t, codes % n, lut, n, signed, zw_d, cross, scale)  # [N, G, L, Og]
+    w_index = codes % (1 << widths[1])
+    y = _lut_reduce(b, t, w_index, lut, widths, signed, zw_d, cross, scale)  # [N, G, L, Og]
     y = b.op("Transpose", [y], perm=[0, 1, 3, 2])
     head = b.op("Shape", [cols], start=0, end=1)
     tail = b.op("Shape", [cols], start=2)
@@ -196,17 +211,15 @@ def _lower_matmul(
     b: _Builder, node: onnx.NodeProto, consts: list[np.ndarray], lut: str, at: dict
 ) -> None:
     sa, za, sb, zb = (np.asarray(c) for c in consts)
-    bits, signed, n = at["bits"], bool(at["signed"]), 1 << at["bits"]
-    qa = b.op(
-        "Cast", [_quantize(b, node.input[0], *node.input[2:4], bits, signed)], to=TensorProto.INT64
-    )
-    qb = b.op(
-        "Cast", [_quantize(b, node.input[1], *node.input[4:6], bits, signed)], to=TensorProto.INT64
-    )
-    n_c = b.const("n", np.int64(n))
-    ia = b.op("Mod", [b.op("Add", [qa, n_c]), n_c]) if signed else qa
-    ib = b.op("Mod", [b.op("Add", [qb, n_c]), n_c]) if signed else qb
-    rows = b.op("Mul", [b.op("Unsqueeze", [ia, b.const("a_axis", np.array([-1], np.int64))]), n_c])
+    (bits_a, bits_b), signed = _widths(at), bool(at["signed"])
+    qa = _quantize(b, node.input[0], *node.input[2:4], bits_a, signed)
+    qb = _quantize(b, node.input[1], *node.input[4:6], bits_b, signed)
+    qa = b.op("Cast", [qa], to=TensorProto.INT64)
+    qb = b.op("Cast", [qb], to=TensorProto.INT64)
+    ia = _table_index(b, qa, 1 << bits_a, signed, "a")
+    ib = _table_index(b, qb, 1 << bits_b, signed, "b")
+    nb = b.const("nb", np.int64(1 << bits_b))
+    rows = b.op("Mul", [b.op("Unsqueeze", [ia, b.const("a_axis", np.array([-1], np.int64))]), nb])
     idx = b.op("Add", [rows, b.op("Unsqueeze", [ib, b.const("b_axis", np.array([-3], np.int64))])])
     k_axis = b.const("k_axis", np.array([-2], np.int64))
     acc = b.op("ReduceSum", [b.op("Gather", [lut, idx], axis=0), k_axis], keepdims=0)
@@ -231,7 +244,7 @@ def lower(model: onnx.ModelProto, tables: Mapping[str, np.ndarray]) -> onnx.Mode
     """A copy of ``model`` with every ``appmult`` node replaced by standard ONNX ops.
 
     ``tables`` maps a multiplier's content hash (the nodes' ``multiplier_sha256``) to its
-    ``int32 [n, n]`` table.
+    ``int32 [2**bits_a, 2**bits_b]`` table.
     """
     out = onnx.ModelProto()
     out.CopyFrom(model)

@@ -28,7 +28,9 @@ from ..version import __version__
 from .freeze import FrozenLayer
 
 FORMAT = "appmult-fx-export"
-SCHEMA_VERSION = 2  # 2: the model files' sha256 (version 1 exports are refused: re-export)
+# 2: the model files' sha256; 3: operand widths bits_a / bits_b (rectangular multipliers)
+# instead of one "bits" (older exports are refused: re-export)
+SCHEMA_VERSION = 3
 MANIFEST_FILE = "manifest.json"
 LUT_DIR = "luts"
 
@@ -74,7 +76,8 @@ def layer_entry(layer: FrozenLayer) -> dict[str, Any]:
         "source_op": rec.op,
         "multiplier": layer.multiplier.name,
         "multiplier_sha256": layer.multiplier.sha256,
-        "bits": layer.multiplier.bits,
+        "bits_a": layer.multiplier.bits_a,
+        "bits_b": layer.multiplier.bits_b,
         "signed": layer.multiplier.signed,
         "activation": {"scale": float(layer.x_scale), "zero_point": int(layer.x_zero_point)},
         "macs": rec.macs,
@@ -105,7 +108,8 @@ def write_luts(multipliers: list[Multiplier], out_dir: Path) -> list[dict[str, A
             {
                 "name": mult.name,
                 "kind": mult.kind,
-                "bits": mult.bits,
+                "bits_a": mult.bits_a,
+                "bits_b": mult.bits_b,
                 "signed": mult.signed,
                 "file": rel,
                 "sha256": file_sha256(out_dir / rel),
@@ -160,8 +164,9 @@ def validate(manifest: Any, where: Path | str) -> None:
     if isinstance(version, int) and not isinstance(version, bool) and version < SCHEMA_VERSION:
         raise ExportFormatError(
             where,
-            f"manifest schema_version {version} records no sha256 of the ONNX files, so the "
-            "model cannot be verified; re-export it with this appmult-fx",
+            f"manifest schema_version {version} predates this appmult-fx's (version "
+            f"{SCHEMA_VERSION}: ONNX files' sha256, operand widths bits_a/bits_b), so the model "
+            "cannot be verified; re-export it with this appmult-fx",
         )
     try:
         jsonschema.validate(manifest, schema())
@@ -220,14 +225,15 @@ def verify_luts(export_dir: Path, manifest: dict[str, Any]) -> dict[str, Multipl
             mult = load_multiplier(path)
         except LutFormatError as exc:
             raise ExportFormatError(path, f"unreadable LUT file ({exc})") from None
-        if (mult.sha256, mult.bits, mult.signed) != (
+        if (mult.sha256, mult.bits_a, mult.bits_b, mult.signed) != (
             entry["table_sha256"],
-            entry["bits"],
+            entry["bits_a"],
+            entry["bits_b"],
             entry["signed"],
         ):
             raise ExportFormatError(
                 path,
-                f"LUT content (sha256 {mult.sha256}, {mult.bits} bits, signed={mult.signed}) "
+                f"LUT content (sha256 {mult.sha256}, {mult.widths} bits, signed={mult.signed}) "
                 f"does not match the manifest entry of {entry['name']!r}",
             )
         out[mult.sha256] = mult

@@ -6,9 +6,10 @@
 ``x_scale`` (float scalar), ``x_zero_point`` (int32 scalar), ``w_scale`` (float, scalar or
 ``[O]``), ``w_zero_point`` (int32, scalar or ``[O]``), optional ``B`` (float ``[O]``).
 
-Attributes: ``bits``, ``signed`` (0/1), ``multiplier`` (name), ``multiplier_sha256`` (the
-content hash the manifest lists), ``layer`` (the PyTorch layer name); ``LutConv`` adds
-``strides``, ``pads`` (ONNX order), ``dilations``, ``group``. ``appmult.LutMatMul`` takes
+Attributes: ``bits_a`` (activation / left operand width, the table's rows), ``bits_b`` (weight
+/ right operand width, its columns; equal for square multipliers), ``signed`` (0/1),
+``multiplier`` (name), ``multiplier_sha256`` (the content hash the manifest lists), ``layer``
+(the PyTorch layer name); ``LutConv`` adds ``strides``, ``pads`` (ONNX order), ``dilations``, ``group``. ``appmult.LutMatMul`` takes
 ``A``, ``B`` (float), ``a_scale``, ``a_zero_point``, ``b_scale``, ``b_zero_point`` (scalars)
 and the common attributes. Semantics: see docs/export.md.
 """
@@ -52,7 +53,8 @@ def _inputs(matmul: bool) -> list[OpSchema.FormalParameter]:
 
 def _attributes(conv: bool) -> list[OpSchema.Attribute]:
     attrs = [
-        _A("bits", _T.INT, "operand width of the multiplier"),
+        _A("bits_a", _T.INT, "activation (left operand) width: the table's 2**bits_a rows"),
+        _A("bits_b", _T.INT, "weight (right operand) width: the table's 2**bits_b columns"),
         _A("signed", _T.INT, "1: two's-complement operands, 0: unsigned"),
         _A("multiplier", _T.STRING, "multiplier name"),
         _A("multiplier_sha256", _T.STRING, "multiplier content hash (manifest table_sha256)"),
@@ -101,9 +103,12 @@ def _operands(x, w, xs, xz, ws, wz, bias) -> list[Any]:  # noqa: ANN001
     return [x, w, xs, xz, ws, wz] + ([] if bias is None else [bias])
 
 
-def _common(bits: int, signed: bool, multiplier: str, sha256: str, layer: str) -> dict[str, Any]:
+def _common(
+    bits_a: int, bits_b: int, signed: bool, multiplier: str, sha256: str, layer: str
+) -> dict[str, Any]:
     return {
-        "bits": int(bits),
+        "bits_a": int(bits_a),
+        "bits_b": int(bits_b),
         "signed": int(bool(signed)),
         "multiplier": multiplier,
         "multiplier_sha256": sha256,
@@ -124,7 +129,8 @@ def _translate_conv(
     pads,
     dilations,
     group,
-    bits,
+    bits_a,
+    bits_b,
     signed,
     multiplier,
     multiplier_sha256,
@@ -136,24 +142,30 @@ def _translate_conv(
         pads=list(pads),
         dilations=list(dilations),
         group=int(group),
-        **_common(bits, signed, multiplier, multiplier_sha256, layer),
+        **_common(bits_a, bits_b, signed, multiplier, multiplier_sha256, layer),
     )
 
 
 def _translate_gemm(
-    x, w, xs, xz, ws, wz, bias, table, bits, signed, multiplier, multiplier_sha256, layer
+    x, w, xs, xz, ws, wz, bias, table, bits_a, bits_b, signed, multiplier, multiplier_sha256, layer
 ):  # noqa: ANN001, ANN202
     return _LUT_GEMM(
         *_operands(x, w, xs, xz, ws, wz, bias),
-        **_common(bits, signed, multiplier, multiplier_sha256, layer),
+        **_common(bits_a, bits_b, signed, multiplier, multiplier_sha256, layer),
     )
 
 
 def _translate_matmul(
-    a, b, sa, za, sb, zb, table, bits, signed, multiplier, multiplier_sha256, layer
+    a, b, sa, za, sb, zb, table, bits_a, bits_b, signed, multiplier, multiplier_sha256, layer
 ):  # noqa: ANN001, ANN202
     return _LUT_MATMUL(
-        a, b, sa, za, sb, zb, **_common(bits, signed, multiplier, multiplier_sha256, layer)
+        a,
+        b,
+        sa,
+        za,
+        sb,
+        zb,
+        **_common(bits_a, bits_b, signed, multiplier, multiplier_sha256, layer),
     )
 
 

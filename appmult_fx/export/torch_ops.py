@@ -1,18 +1,20 @@
 """Frozen inference ops that stand for one approximate layer each while a model is exported.
 
 * ``appmult_export::lut_conv(x, w, x_scale, x_zero_point, w_scale, w_zero_point, bias?,
-  table, strides, pads, dilations, group, bits, signed, multiplier, multiplier_sha256, layer)``
+  table, strides, pads, dilations, group, bits_a, bits_b, signed, multiplier,
+  multiplier_sha256, layer)``
 * ``appmult_export::lut_linear(x, w, x_scale, x_zero_point, w_scale, w_zero_point, bias?,
-  table, bits, signed, multiplier, multiplier_sha256, layer)``
+  table, bits_a, bits_b, signed, multiplier, multiplier_sha256, layer)``
 * ``appmult_export::lut_matmul(a, b, a_scale, a_zero_point, b_scale, b_zero_point, table,
-  bits, signed, multiplier, multiplier_sha256, layer)``: ``torch.matmul`` of two activations
-  (both at least 2-D, batch dimensions broadcast)
+  bits_a, bits_b, signed, multiplier, multiplier_sha256, layer)``: ``torch.matmul`` of two
+  activations (both at least 2-D, batch dimensions broadcast)
 
 ``w`` holds the integer weight codes (``uint8`` unsigned, ``int8`` signed), zero points are
 ``int32``, scales ``float32`` (``w_*`` per tensor or per output channel). ``pads`` follow the
 ONNX order ``[begin_1, ..., begin_d, end_1, ..., end_d]`` (zero padding of the float input).
-``table`` is the multiplier's ``int32 [n, n]`` table (a buffer of the frozen model); the
-ONNX node does not carry it (the node names its multiplier, whose LUT file the export
+``bits_a`` is the activation (left operand) width, ``bits_b`` the weight (right operand) width.
+``table`` is the multiplier's ``int32 [2**bits_a, 2**bits_b]`` table (a buffer of the frozen
+model); the ONNX node does not carry it (the node names its multiplier, whose LUT file the export
 writes), so the translation to ONNX drops it. The eager kernel computes exactly what the converted
 graph computes in eval mode; export maps each op to one ``appmult`` ONNX node
 (:mod:`.onnx_schema`).
@@ -73,7 +75,8 @@ def lut_conv(
     pads: list[int],
     dilations: list[int],
     group: int,
-    bits: int,
+    bits_a: int,
+    bits_b: int,
     signed: bool,
     multiplier: str,
     multiplier_sha256: str,
@@ -82,7 +85,7 @@ def lut_conv(
     """One frozen approximate convolution (1-D or 2-D) on a float input."""
     if any(pads):
         x = F.pad(x, _torch_pads(pads))
-    qx = _codes(x, x_scale, x_zero_point, bits, signed)
+    qx = _codes(x, x_scale, x_zero_point, bits_a, signed)
     acc = int_lut_conv(
         qx,
         x_zero_point.float(),
@@ -112,7 +115,8 @@ def _lut_conv_fake(
     pads,
     dilations,
     group,
-    bits,
+    bits_a,
+    bits_b,
     signed,
     multiplier,
     multiplier_sha256,
@@ -131,14 +135,15 @@ def lut_linear(
     w_zero_point: Tensor,
     bias: Tensor | None,
     table: Tensor,
-    bits: int,
+    bits_a: int,
+    bits_b: int,
     signed: bool,
     multiplier: str,
     multiplier_sha256: str,
     layer: str,
 ) -> Tensor:
     """One frozen approximate linear layer ``x [..., K] -> [..., N]`` (weight codes ``[N, K]``)."""
-    qx = _codes(x, x_scale, x_zero_point, bits, signed)
+    qx = _codes(x, x_scale, x_zero_point, bits_a, signed)
     acc = int_lut_linear(
         qx,
         x_zero_point.float(),
@@ -161,7 +166,8 @@ def _lut_linear_fake(
     w_zero_point,
     bias,
     table,
-    bits,
+    bits_a,
+    bits_b,
     signed,
     multiplier,
     multiplier_sha256,
@@ -189,7 +195,8 @@ def lut_matmul(
     b_scale: Tensor,
     b_zero_point: Tensor,
     table: Tensor,
-    bits: int,
+    bits_a: int,
+    bits_b: int,
     signed: bool,
     multiplier: str,
     multiplier_sha256: str,
@@ -197,8 +204,8 @@ def lut_matmul(
 ) -> Tensor:
     """One frozen approximate ``torch.matmul(a, b)`` of two float activations."""
     _check_matmul(a, b, layer)
-    qa = _codes(a, a_scale, a_zero_point, bits, signed)
-    qb = _codes(b, b_scale, b_zero_point, bits, signed)
+    qa = _codes(a, a_scale, a_zero_point, bits_a, signed)
+    qb = _codes(b, b_scale, b_zero_point, bits_b, signed)
     acc = int_lut_matmul(
         qa,
         a_zero_point.float(),
@@ -220,7 +227,8 @@ def _lut_matmul_fake(
     b_scale,
     b_zero_point,
     table,
-    bits,
+    bits_a,
+    bits_b,
     signed,
     multiplier,
     multiplier_sha256,

@@ -1,7 +1,8 @@
 """Pure-PyTorch reference LUT-GEMM products: the oracle every kernel is tested against.
 
 Shapes (batched, ``B`` independent GEMMs; indices are ``uint8`` table indices):
-``a [B, M, K]``, ``w [B, K, N]``, ``table/ga/gw [2**bits_a, 2**bits_b]`` (rows: ``a``, columns: ``w``).
+``a [B, M, K]``, ``w [B, K, N]``, ``table/ga/gw [2**bits_a, 2**bits_b]`` (rows: ``a``,
+columns: ``w``).
 
 * forward ``Y[b,m,n]  = SUM_k T [a[b,m,k], w[b,k,n]]``   (int64 accumulation, returned as int32
   like the kernels: exact when ``max|T| x K`` fits int32, which the op layer's ``lut_sum``

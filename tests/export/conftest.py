@@ -94,6 +94,37 @@ def attention_export(tmp_path_factory: pytest.TempPathFactory) -> Exported:
     return _export(tmp_path_factory, "attention", gm, shape)
 
 
+class ConvAttention(nn.Module):
+    """A conv, then self-attention over its rows: conv, linear and matmul layers in one model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.q = nn.Linear(32, 8)
+        self.k = nn.Linear(32, 8)
+        self.fc = nn.Linear(32, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = torch.relu(self.conv(x)).permute(0, 2, 1, 3).flatten(2)  # [N, 6 rows, 4 * 8]
+        scores = torch.matmul(self.q(t), self.k(t).transpose(1, 2)) / 8**0.5
+        return self.fc((scores.softmax(-1) @ t).mean(1))
+
+
+@pytest.fixture(scope="session")
+def rectangular_export(tmp_path_factory: pytest.TempPathFactory) -> Exported:
+    """ConvAttention on rectangular multipliers: 8x4 unsigned everywhere (matmuls: left operand
+    8-bit, right 4-bit), an 8x2 signed per-channel conv, a 4x8 classifier."""
+    shape = (3, 1, 6, 8)
+    spec = (
+        amx.Spec()
+        .set_global("mul8x4u_trunc3")
+        .set_module_name("conv", "mul8x2s_trunc2", per_channel=True)
+        .set_module_name("fc", "mul4x8u_trunc2", per_channel=True)
+    )
+    gm = converted(ConvAttention(), spec, shape, seed=3)
+    return _export(tmp_path_factory, "rectangular", gm, shape)
+
+
 @pytest.fixture
 def export_dir(lenet_export: Exported, tmp_path: Path) -> Path:
     """A private copy of the LeNet-5 export to damage."""

@@ -34,7 +34,11 @@ def _replace_initializer(model: onnx.ModelProto, name: str, value: np.ndarray) -
 
 
 def _edit_bits(model: onnx.ModelProto) -> None:
-    _set_int_attr(_custom_node(model), "bits", 7)  # the export uses 8-bit mul8u_trunc4
+    _set_int_attr(_custom_node(model), "bits_a", 7)  # the export uses 8-bit mul8u_trunc4
+
+
+def _edit_bits_b(model: onnx.ModelProto) -> None:
+    _set_int_attr(_custom_node(model), "bits_b", 4)
 
 
 def _edit_scale(model: onnx.ModelProto) -> None:
@@ -55,7 +59,7 @@ def _save_edited(export_dir: Path, edit) -> None:
     onnx.save(model, export_dir / "model.onnx")
 
 
-@pytest.mark.parametrize("edit", [_edit_bits, _edit_scale, _edit_bias])
+@pytest.mark.parametrize("edit", [_edit_bits, _edit_bits_b, _edit_scale, _edit_bias])
 def test_edited_onnx_model_is_refused(export_dir: Path, edit) -> None:
     _save_edited(export_dir, edit)
     with pytest.raises(amx.ExportFormatError, match=r"model.onnx: sha256 mismatch.*modified"):
@@ -64,7 +68,11 @@ def test_edited_onnx_model_is_refused(export_dir: Path, edit) -> None:
 
 @pytest.mark.parametrize(
     ("edit", "message"),
-    [(_edit_bits, "has bits=7, the manifest says 8"), (_edit_scale, "activation scale")],
+    [
+        (_edit_bits, "has bits_a=7, the manifest says 8"),
+        (_edit_bits_b, "has bits_b=4, the manifest says 8"),
+        (_edit_scale, "activation scale"),
+    ],
 )
 def test_edited_node_is_refused_even_with_a_rehashed_manifest(
     export_dir: Path, edit, message: str
@@ -86,11 +94,15 @@ def test_manifest_naming_an_unlisted_multiplier_is_refused(export_dir: Path) -> 
         amx.load_exported(export_dir)
 
 
-def test_version_1_export_without_model_hash_is_refused(export_dir: Path) -> None:
+@pytest.mark.parametrize("version", [1, 2])
+def test_older_exports_are_refused(export_dir: Path, version: int) -> None:
+    """Version 1 has no model hash, version 2 one ``bits`` per layer: both must be re-exported."""
     manifest = _manifest(export_dir)
-    manifest["schema_version"] = 1
+    manifest["schema_version"] = version
     _write_manifest(export_dir, manifest)
-    with pytest.raises(amx.ExportFormatError, match="no sha256 of the ONNX files.*re-export"):
+    with pytest.raises(
+        amx.ExportFormatError, match=f"schema_version {version} predates.*re-export"
+    ):
         amx.load_exported(export_dir)
 
 

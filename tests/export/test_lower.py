@@ -18,7 +18,7 @@ from appmult_fx.export.lower import lower
 
 
 def _params(mult, w_shape, per_channel: bool, gen: torch.Generator):
-    lo, hi = operand_range(mult.bits, mult.signed)
+    lo, hi = operand_range(mult.bits_b, mult.signed)  # weight codes: the column width
     codes = torch.randint(lo, hi + 1, w_shape, generator=gen).to(
         torch.int8 if mult.signed else torch.uint8
     )
@@ -75,6 +75,10 @@ CONV_CASES = [
     ("mul7s_trunc3", (2, 4, 10, 9), (6, 2, 3, 2), [2, 1], [0, 2, 1, 0], [2, 1], 2, True, False),
     ("mul4u_trunc2", (3, 2, 11), (5, 2, 3), [2], [1, 2], [1], 1, True, True),
     ("mul6s_trunc3", (1, 4, 6, 6), (4, 1, 3, 3), [1, 1], [1, 1, 1, 1], [1, 1], 4, False, True),
+    # rectangular: activations at bits_a, weight codes at bits_b
+    ("mul8x4u_trunc3", (2, 3, 9, 8), (4, 3, 3, 3), [1, 1], [1, 1, 1, 1], [1, 1], 1, True, True),
+    ("mul8x2s_trunc2", (2, 4, 7, 7), (6, 2, 3, 3), [2, 1], [1, 0, 1, 0], [1, 1], 2, False, True),
+    ("mul3x7s_trunc2", (3, 2, 11), (5, 2, 3), [1], [1, 1], [1], 1, True, False),
 ]
 
 
@@ -95,7 +99,8 @@ def test_lut_conv_lowering_matches_torch_op(case) -> None:
         pads,
         dilations,
         group,
-        mult.bits,
+        mult.bits_a,
+        mult.bits_b,
         mult.signed,
         mult.name,
         mult.sha256,
@@ -106,7 +111,8 @@ def test_lut_conv_lowering_matches_torch_op(case) -> None:
         pads=pads,
         dilations=dilations,
         group=group,
-        bits=mult.bits,
+        bits_a=mult.bits_a,
+        bits_b=mult.bits_b,
         signed=int(mult.signed),
         multiplier=mult.name,
         multiplier_sha256=mult.sha256,
@@ -123,6 +129,9 @@ def test_lut_conv_lowering_matches_torch_op(case) -> None:
         ("mul8u_trunc4", (3, 7), True, True),
         ("mul8s_trunc4", (2, 3, 7), False, False),
         ("mul5u_trunc2", (4, 7), False, True),
+        ("mul8x4u_trunc3", (3, 7), True, True),
+        ("mul8x4s_trunc2", (2, 3, 7), False, True),
+        ("mul4x8u_trunc2", (4, 7), True, False),
     ],
 )
 def test_lut_gemm_lowering_matches_torch_op(name, x_shape, per_channel, with_bias) -> None:
@@ -132,10 +141,20 @@ def test_lut_gemm_lowering_matches_torch_op(name, x_shape, per_channel, with_bia
     bias = torch.randn(5, generator=gen) if with_bias else None
     x = torch.randn(x_shape, generator=gen) * 2
     expected = torch.ops.appmult_export.lut_linear(
-        x, *consts, bias, mult.table, mult.bits, mult.signed, mult.name, mult.sha256, "fc"
+        x,
+        *consts,
+        bias,
+        mult.table,
+        mult.bits_a,
+        mult.bits_b,
+        mult.signed,
+        mult.name,
+        mult.sha256,
+        "fc",
     )
     attrs = dict(
-        bits=mult.bits,
+        bits_a=mult.bits_a,
+        bits_b=mult.bits_b,
         signed=int(mult.signed),
         multiplier=mult.name,
         multiplier_sha256=mult.sha256,
@@ -148,7 +167,9 @@ def test_lut_gemm_lowering_matches_torch_op(name, x_shape, per_channel, with_bia
 def test_lowering_an_unknown_multiplier_fails() -> None:
     mult = amx.multiplier("mul8u_exact")
     consts = _params(mult, (5, 7), False, torch.Generator().manual_seed(2))
-    attrs = dict(bits=8, signed=0, multiplier="nope", multiplier_sha256="f" * 64, layer="fc")
+    attrs = dict(
+        bits_a=8, bits_b=8, signed=0, multiplier="nope", multiplier_sha256="f" * 64, layer="fc"
+    )
     with pytest.raises(ValueError, match="uses multiplier 'nope'"):
         lower(_model("LutGemm", (2, 7), consts, None, attrs), {mult.sha256: mult.table.numpy()})
 
@@ -192,7 +213,9 @@ def test_freeze_keeps_outputs_bit_exact() -> None:
     assert not any("quant" in name for name, _ in frozen.named_modules())
 
 
-@pytest.mark.parametrize("name", ["mul8u_trunc4", "mul6s_trunc3"])
+@pytest.mark.parametrize(
+    "name", ["mul8u_trunc4", "mul6s_trunc3", "mul8x4u_trunc2", "mul6x3s_trunc2"]
+)
 def test_lut_matmul_lowering_matches_torch_op(name: str) -> None:
     """Two activations with broadcast batch dimensions: [2, 1, 3, 7] @ [4, 7, 5]."""
     mult = amx.multiplier(name)
@@ -206,11 +229,21 @@ def test_lut_matmul_lowering_matches_torch_op(name: str) -> None:
         torch.tensor(zero // 2, dtype=torch.int32),
     ]
     expected = torch.ops.appmult_export.lut_matmul(
-        a, b, *consts, mult.table, mult.bits, mult.signed, mult.name, mult.sha256, "mm"
+        a,
+        b,
+        *consts,
+        mult.table,
+        mult.bits_a,
+        mult.bits_b,
+        mult.signed,
+        mult.name,
+        mult.sha256,
+        "mm",
     )
     names = ["a_scale", "a_zero_point", "b_scale", "b_zero_point"]
     attrs = dict(
-        bits=mult.bits,
+        bits_a=mult.bits_a,
+        bits_b=mult.bits_b,
         signed=int(mult.signed),
         multiplier=mult.name,
         multiplier_sha256=mult.sha256,
@@ -244,7 +277,7 @@ def test_lut_matmul_lowering_matches_torch_op(name: str) -> None:
 def test_frozen_ops_pass_opcheck() -> None:
     mult = amx.multiplier("mul6s_trunc3")
     gen = torch.Generator().manual_seed(4)
-    common = (mult.bits, mult.signed, mult.name, mult.sha256, "layer")
+    common = (mult.bits_a, mult.bits_b, mult.signed, mult.name, mult.sha256, "layer")
     conv = _params(mult, (4, 2, 3, 3), True, gen)
     gemm = _params(mult, (5, 7), False, gen)
     q = [torch.tensor(0.05), torch.tensor(0, dtype=torch.int32)]

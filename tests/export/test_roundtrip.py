@@ -10,6 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from appmult_fx.luts.indexing import operand_range
 
 import appmult_fx as amx
 from appmult_fx.cli.export import compare_outputs
@@ -18,7 +19,7 @@ from appmult_fx.export.manifest import schema
 TOLERANCE = 1e-5  # of the logits' range
 
 
-@pytest.fixture(params=["lenet_export", "resnet_export", "attention_export"])
+@pytest.fixture(params=["lenet_export", "resnet_export", "attention_export", "rectangular_export"])
 def exported(request: pytest.FixtureRequest):
     return request.getfixturevalue(request.param)
 
@@ -55,7 +56,7 @@ def test_files_pass_checker_and_schema(exported) -> None:
     onnx.checker.check_model(onnx.load(exported.path / "model_portable.onnx"), full_check=True)
     manifest = json.loads((exported.path / "manifest.json").read_text())
     jsonschema.validate(manifest, schema())
-    assert manifest["schema_version"] == 2 and manifest["appmult_fx_version"] == amx.__version__
+    assert manifest["schema_version"] == 3 and manifest["appmult_fx_version"] == amx.__version__
     assert {o.domain: o.version for o in custom.opset_import}["appmult"] == 1
     assert manifest["model"]["opset"] >= 17
     assert manifest["model"]["inputs"][0]["shape"][0] == "batch"
@@ -80,7 +81,10 @@ def test_custom_nodes_carry_integer_weights_and_multiplier(exported) -> None:
         assert node.op_type == op
         assert attrs["multiplier"].decode() == record.multiplier.name
         assert attrs["multiplier_sha256"].decode() == record.multiplier.sha256
-        assert (attrs["bits"], bool(attrs["signed"])) == (record.bits, record.signed)
+        widths = (attrs["bits_a"], attrs["bits_b"])
+        assert (widths, bool(attrs["signed"])) == (record.widths, record.signed)
+        entry = next(e for e in manifest["layers"] if e["node"] == record.name)
+        assert (entry["bits_a"], entry["bits_b"]) == record.widths
         if op == "LutMatMul":  # two activations: only quantization parameters are constant
             assert (
                 node.input[1] not in inits
@@ -90,6 +94,9 @@ def test_custom_nodes_carry_integer_weights_and_multiplier(exported) -> None:
             weight = inits[node.input[1]]
             expected = onnx.TensorProto.INT8 if record.signed else onnx.TensorProto.UINT8
             assert weight.data_type == expected
+            lo, hi = operand_range(record.widths[1], record.signed)  # weights: bits_b codes
+            codes = onnx.numpy_helper.to_array(weight)
+            assert lo <= codes.min() and codes.max() <= hi
         entry = mults[record.multiplier.sha256]
         assert entry["name"] == record.multiplier.name
         assert (exported.path / entry["file"]).is_file()

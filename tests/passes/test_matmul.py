@@ -173,3 +173,23 @@ def test_matmul_spec_by_name_and_float_record() -> None:
     floats = [r for r in amx.layers(gm) if not r.approximate]
     assert [(r.name, r.macs) for r in floats] == [("bmm", 400), ("baddbmm", 400)]
     assert "bmm" in {n.name for n in gm.graph.nodes}  # left as torch.bmm
+
+
+@pytest.mark.parametrize("name", ["mul8x4u_exact", "mul8x2s_exact", "mul3x6u_exact"])
+def test_rectangular_exact_matmul_equals_fake_quantization(name: str) -> None:
+    """Each operand of a product of two activations follows its own side: the left one is
+    quantized at ``bits_a`` (table rows), the right one at ``bits_b`` (columns)."""
+    torch.manual_seed(3)
+    mult = amx.multiplier(name)
+    x, y = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+    gm = _convert(Products(), amx.Spec().set_global(mult), x, y, gradient="lut")
+    observers = {n: m for n, m in gm.named_modules() if isinstance(m, ActivationQuantizer)}
+    for site in ("matmul", "bmm", "baddbmm", "einsum", "matmul_1", "matmul_2"):
+        assert observers[f"{site}_a_quant"].bits == mult.bits_a
+        assert observers[f"{site}_b_quant"].bits == mult.bits_b
+    assert observers["proj_input_quant"].bits == mult.bits_a
+    assert {r.widths for r in amx.layers(gm)} == {(mult.bits_a, mult.bits_b)}
+    out, ref = gm(x, y), fake_quant_forward(gm, x, y)
+    assert torch.allclose(out.double(), ref.double(), rtol=1e-5, atol=1e-5 * ref.abs().max().item())
+    out.square().sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in gm.parameters())

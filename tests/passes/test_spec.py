@@ -155,10 +155,8 @@ def test_fp_multiplier_files_by_path(tmp_path, shared) -> None:
     assert {r.multiplier.kind for r in amx.layers(gm)} == {"fp"}
 
 
-def test_rectangular_multiplier_is_refused_by_convert_for_now() -> None:
-    rect = amx.multiplier("mul8x4u_exact")
-    assert (rect.bits_a, rect.bits_b) == (8, 4)
-    with pytest.raises(ValueError, match="rectangular 8x4-bit.*square multipliers only"):
-        amx.Spec().set_global(rect)
-    with pytest.raises(ValueError, match="rectangular 8x4-bit"):
-        amx.Spec().set_module_name("fc", "mul8x4u_exact")
+def test_rectangular_multiplier_is_accepted_by_spec_files() -> None:
+    spec = amx.Spec.from_dict({"global": "mul8x4u_exact", "module_name": {"fc": "mul8x2s_trunc2"}})
+    assert (spec.global_rule.multiplier.bits_a, spec.global_rule.multiplier.bits_b) == (8, 4)
+    fc = spec.rule_for("fc", None).multiplier
+    assert (fc.bits_a, fc.bits_b, fc.signed) == (8, 2, True)

@@ -9,8 +9,8 @@
 Attributes: ``bits_a`` (activation / left operand width, the table's rows), ``bits_b`` (weight
 / right operand width, its columns; equal for square multipliers), ``signed`` (0/1),
 ``multiplier`` (name), ``multiplier_sha256`` (the content hash the manifest lists), ``layer``
-(the PyTorch layer name); ``LutConv`` adds ``strides``, ``pads`` (ONNX order), ``dilations``, ``group``. ``appmult.LutMatMul`` takes
-``A``, ``B`` (float), ``a_scale``, ``a_zero_point``, ``b_scale``, ``b_zero_point`` (scalars)
+(the PyTorch layer name); ``LutConv`` adds ``strides``, ``pads`` (ONNX order), ``dilations``,
+``group``. ``appmult.LutMatMul`` takes ``A``, ``B`` (float), ``a_scale``, ``a_zero_point``, ``b_scale``, ``b_zero_point`` (scalars)
 and the common attributes. Semantics: see docs/export.md.
 """
 

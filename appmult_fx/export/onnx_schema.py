@@ -10,8 +10,8 @@ Attributes: ``bits_a`` (activation / left operand width, the table's rows), ``bi
 / right operand width, its columns; equal for square multipliers), ``signed`` (0/1),
 ``multiplier`` (name), ``multiplier_sha256`` (the content hash the manifest lists), ``layer``
 (the PyTorch layer name); ``LutConv`` adds ``strides``, ``pads`` (ONNX order), ``dilations``,
-``group``. ``appmult.LutMatMul`` takes ``A``, ``B`` (float), ``a_scale``, ``a_zero_point``, ``b_scale``, ``b_zero_point`` (scalars)
-and the common attributes. Semantics: see docs/export.md.
+``group``. ``appmult.LutMatMul`` takes ``A``, ``B`` (float), ``a_scale``, ``a_zero_point``,
+``b_scale``, ``b_zero_point`` (scalars) and the common attributes. Semantics: see docs/export.md.
 """
 
 from __future__ import annotations

@@ -135,11 +135,8 @@ def test_listed_names_build_with_gradients_and_fit_their_output_range() -> None:
     for name in names:
         m = multiplier(name)
         assert m.name == name and m.has_gradients
-        lo, hi = (
-            (-(2 ** (2 * m.bits - 1)), 2 ** (2 * m.bits - 1) - 1)
-            if m.signed
-            else (0, 4**m.bits - 1)
-        )
+        width = m.bits_a + m.bits_b
+        lo, hi = (-(2 ** (width - 1)), 2 ** (width - 1) - 1) if m.signed else (0, 2**width - 1)
         assert lo <= int(m.table.min()) and int(m.table.max()) <= hi, name
 
 

@@ -75,25 +75,28 @@ def name_widths(m: re.Match[str]) -> tuple[int | tuple[int, int], bool]:
     return (int(a) if not b else (int(a), int(b))), sign == "s"
 
 
-def builtin_names(bits: int | tuple[int, int] | None = None) -> list[str]:
+def builtin_names(
+    bits: int | tuple[int, int] | None = None, *, rectangular: bool = True
+) -> list[str]:
     """Every listed built-in multiplier name, or those of the operand widths ``bits``.
 
     Without ``bits``: the square integer names family by family, the other (FP) names, then
-    the rectangular ones grouped by widths (:data:`RECTANGULAR_WIDTHS` order). ``bits=8``
-    keeps the square 8-bit names, ``bits=(8, 4)`` the 8x4 ones (a pair of equal widths is the
-    square width)."""
+    (unless ``rectangular=False``) the rectangular ones grouped by widths
+    (:data:`RECTANGULAR_WIDTHS` order). ``bits=8`` keeps the square 8-bit names,
+    ``bits=(8, 4)`` the 8x4 ones (a pair of equal widths is the square width)."""
     if bits is not None:
         a, b = check_widths(bits)
         return [n for f in _FAMILIES if f.width_names for n in f.width_names(a, b)]
-    square = [n for f in _FAMILIES for n in f.names()]
-    rectangular = [
-        n
-        for a, b in RECTANGULAR_WIDTHS
-        for f in _FAMILIES
-        if f.width_names
-        for n in f.width_names(a, b)
-    ]
-    return square + rectangular
+    names = [n for f in _FAMILIES for n in f.names()]
+    if rectangular:
+        names += [
+            n
+            for a, b in RECTANGULAR_WIDTHS
+            for f in _FAMILIES
+            if f.width_names
+            for n in f.width_names(a, b)
+        ]
+    return names
 
 
 @lru_cache(maxsize=256)

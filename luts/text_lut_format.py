@@ -229,16 +229,15 @@ def _info(preamble: list[tuple[int, str]]) -> dict[str, str]:
 
 def _window(
     path: Path, preamble: list[tuple[int, str]], widths: tuple[int, int]
-) -> tuple[int, int] | int | None:
-    """Half window(s) from the INFO line ``half_ws_a=[, half_ws_b=]``, else from the file name
-    (a pair ``(w_a, w_b)`` when they differ); checks bits."""
-    window: tuple[int, int] | int | None = None
+) -> tuple[int, int] | None:
+    """Half windows ``(w_a, w_b)`` from the INFO line ``half_ws_a=[, half_ws_b=]``, else from
+    the file name; checks bits."""
+    window: tuple[int, int] | None = None
     for number, line in preamble:
         if not line.startswith("INFO:"):
             continue
         if m := _INFO_WINDOW.search(line):
-            w_a, w_b = int(m.group(1)), int(m.group(2) or m.group(1))
-            window = w_a if w_a == w_b else (w_a, w_b)
+            window = int(m.group(1)), int(m.group(2) or m.group(1))
         if (m := _INFO_BITS.search(line)) and (int(m.group(1)),) * 2 != widths:
             raise LutFormatError(
                 path,
@@ -247,8 +246,7 @@ def _window(
                 number,
             )
     if window is None and (m := _SUFFIX.search(path.stem)) and m.group(2):
-        w_a, w_b = int(m.group(2)), int(m.group(3))
-        window = w_a if w_a == w_b else (w_a, w_b)
+        window = int(m.group(2)), int(m.group(3))
     return window
 
 

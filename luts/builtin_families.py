@@ -25,8 +25,14 @@ from .registry import INT_PREFIX, name_prefix, name_widths, register_family
 _WIDTHS = range(MIN_BITS, MAX_BITS + 1)
 
 
-def _build(m: re.Match[str], family: str, table: np.ndarray, params: dict[str, int]) -> Multiplier:
-    bits, signed = name_widths(m)
+def _build(
+    name: str,
+    bits: int | tuple[int, int],
+    signed: bool,
+    family: str,
+    table: np.ndarray,
+    params: dict[str, int],
+) -> Multiplier:
     window = default_window_for(bits)
     grad_a, grad_b = table_gradients(table, bits, signed, window, "column", "difference")
     provenance = {
@@ -37,7 +43,7 @@ def _build(m: re.Match[str], family: str, table: np.ndarray, params: dict[str, i
         "edge": "column",
         **window_provenance(window, bits),
     }
-    return Multiplier(m.group(0), bits, signed, table, grad_a, grad_b, provenance)
+    return Multiplier(name, bits, signed, table, grad_a, grad_b, provenance)
 
 
 def _width_names(family: str) -> Callable[[int, int], list[str]]:
@@ -57,8 +63,11 @@ def _register(
     """Register ``mul<widths><u|s>_<family><params>``; ``keys`` name the regex groups 4..."""
 
     def factory(m: re.Match[str]) -> Multiplier:
+        bits, signed = name_widths(m)
         values = {k: int(m.group(4 + i)) for i, k in enumerate(keys)}
-        return _build(m, family, table(*name_widths(m), *values.values()), values)
+        return _build(
+            m.group(0), bits, signed, family, table(bits, signed, *values.values()), values
+        )
 
     width_names = _width_names(family)
     register_family(

@@ -13,6 +13,8 @@ import torch
 from appmult_fx.luts.formats import load_multiplier, save_multiplier
 from appmult_fx.luts.gradients import default_window, with_gradients
 from appmult_fx.luts.registry import RECTANGULAR_WIDTHS, builtin_names, multiplier
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from .test_generators import direct, drum, keep_columns, kept_partial_products, mitchell
 
@@ -51,6 +53,51 @@ def test_every_family_equals_its_definition(widths: tuple[int, int], signed: boo
         assert tuple(m.table.shape) == (1 << a, 1 << b)
         assert torch.equal(m.table.long(), expected), m.name
         assert m.has_gradients and m.grad_a.shape == m.grad_b.shape == m.table.shape
+
+
+# family -> (valid range of its parameter(s) for widths a x b and sign, the definition)
+_RANGES = {
+    "trunc": lambda a, b, s: [(1, a + b - 1)],
+    "bam": lambda a, b, s: [(0, b - 1), (0, a + b - 1)],
+    "optrunc": lambda a, b, s: [(1, min(a, b) - 1)],
+    "drum": lambda a, b, s: [(3 if s else 2, max(a, b) - 1)],
+}
+
+
+def _definition(family: str, a: int, b: int, signed: bool, params: list[int]):
+    if family == "trunc":
+        return kept_partial_products((a, b), signed, keep_columns(0, params[0]))
+    if family == "bam":
+        return kept_partial_products((a, b), signed, keep_columns(*params))
+    if family == "optrunc":
+        t = params[0]
+        return lambda x, y: (x >> t << t) * (y >> t << t)
+    return drum(params[0])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    widths=st.tuples(st.integers(2, 8), st.integers(2, 8)).filter(
+        lambda w: w[0] != w[1] and w[0] + w[1] <= 11
+    ),
+    signed=st.booleans(),
+    family=st.sampled_from(sorted(_RANGES)),
+    data=st.data(),
+)
+def test_any_parameter_in_range_builds_its_definition_and_outside_is_refused(
+    widths: tuple[int, int], signed: bool, family: str, data: st.DataObject
+) -> None:
+    """Random widths and parameters, a little beyond each end of the documented range too."""
+    a, b = widths
+    ranges = _RANGES[family](a, b, signed)
+    params = [data.draw(st.integers(max(0, lo - 2), hi + 2)) for lo, hi in ranges]
+    name = f"mul{a}x{b}{'s' if signed else 'u'}_{family}" + "_".join(map(str, params))
+    if all(lo <= p <= hi for p, (lo, hi) in zip(params, ranges, strict=True)):
+        expected = direct((a, b), signed, _definition(family, a, b, signed, params))
+        assert torch.equal(multiplier.__wrapped__(name).table.long(), expected), name
+    else:
+        with pytest.raises(ValueError, match=r"must be in \["):
+            multiplier.__wrapped__(name)
 
 
 def _values(bits: int, signed: bool) -> list[int]:

@@ -16,10 +16,21 @@
 
 Operands are ordered by *value* (signed tables are re-ordered from index order first), so
 windows and differences never wrap from +max to -min.
+
+Windows are per axis: ``grad_a`` smooths along A (``2**bits_a`` rows) with half window
+``w_a``, ``grad_b`` along B (``2**bits_b`` columns) with ``w_b``; ``window=w`` means
+``w_a = w_b = w`` and ``window=(w_a, w_b)`` sets both. The default
+(:func:`default_window_for`) gives each axis the window of its own width,
+``default_window(bits_a)`` and ``default_window(bits_b)``, so ``grad_a`` of an 8x4 table is
+smoothed exactly like ``grad_a`` of an 8x8 one (half window 16 over 256 rows) while ``grad_b``
+gets the 4-bit window (1 over 16 columns); a square table gets ``default_window(n)`` on both
+axes, as always. Provenance records ``window`` (``w_a``) and, only when it differs,
+``window_b``.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 import numpy as np
@@ -32,6 +43,8 @@ Method = Literal["difference", "ste", "regression"]
 Edge = Literal["column", "row"]
 METHODS = ("difference", "ste", "regression")
 EDGES = ("column", "row")
+Window = int | tuple[int, int]  # one half window for both axes, or (w_a, w_b)
+_GRADIENT_KEYS = ("edge", "window", "window_b", "gradient_step")  # what with_gradients records
 
 
 def default_window(bits: int) -> int:
@@ -94,7 +107,7 @@ def _regression(
 
 def gradient_tables(
     mult: Multiplier,
-    window: int | None = None,
+    window: Window | None = None,
     edge: Edge = "column",
     method: Method = "difference",
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,17 +115,37 @@ def gradient_tables(
     return table_gradients(mult.table.numpy(), mult.bits, mult.signed, window, edge, method)
 
 
-def default_window_for(bits: int | tuple[int, int]) -> int:
-    """:func:`default_window` of a square width, or of the narrower operand of a pair."""
+def default_window_for(bits: int | tuple[int, int]) -> Window:
+    """Default half window(s): :func:`default_window` of a square width (an int), or the
+    per-axis pair ``(default_window(bits_a), default_window(bits_b))`` of a rectangular one."""
     bits_a, bits_b = check_widths(bits)
-    return default_window(min(bits_a, bits_b))
+    if bits_a == bits_b:
+        return default_window(bits_a)
+    return default_window(bits_a), default_window(bits_b)
+
+
+def axis_windows(window: Window | None, bits: int | tuple[int, int]) -> tuple[int, int]:
+    """``(w_a, w_b)`` of a window argument: None (the default), one int, or a pair."""
+    w = default_window_for(bits) if window is None else window
+    pair = tuple(w) if isinstance(w, (tuple, list)) else (w, w)
+    if len(pair) != 2 or any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in pair):
+        raise ValueError(
+            f"window must be a non-negative integer or a pair (w_a, w_b) of them, got {window!r}"
+        )
+    return pair[0], pair[1]
+
+
+def window_provenance(window: Window | None, bits: int | tuple[int, int]) -> dict[str, int]:
+    """Provenance entries of a window: ``window`` (A axis) and ``window_b`` if different."""
+    w_a, w_b = axis_windows(window, bits)
+    return {"window": w_a} if w_a == w_b else {"window": w_a, "window_b": w_b}
 
 
 def table_gradients(
     table: np.ndarray,
     bits: int | tuple[int, int],
     signed: bool,
-    window: int | None = None,
+    window: Window | None = None,
     edge: Edge = "column",
     method: Method = "difference",
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,10 +174,8 @@ def table_gradients(
             ordered, values_a[order_a].astype(np.float64), values_b[order_b].astype(np.float64)
         )
     else:
-        w = default_window_for(bits) if window is None else window
-        if isinstance(w, bool) or not isinstance(w, int) or w < 0:
-            raise ValueError(f"window must be a non-negative integer, got {window!r}")
-        ga, gb = _difference_a(ordered, w, edge), _difference_b(ordered, w)
+        w_a, w_b = axis_windows(window, bits)
+        ga, gb = _difference_a(ordered, w_a, edge), _difference_b(ordered, w_b)
     back = np.ix_(np.argsort(order_a), np.argsort(order_b))  # value order -> index order
     return (
         torch.from_numpy(np.ascontiguousarray(ga[back], dtype=np.float32)),
@@ -154,15 +185,16 @@ def table_gradients(
 
 def with_gradients(
     mult: Multiplier,
-    window: int | None = None,
+    window: Window | None = None,
     edge: Edge = "column",
     method: Method = "difference",
     step: float | None = None,
 ) -> Multiplier:
     """A copy of ``mult`` with gradient LUTs; ``step`` rounds them (seed files: ``1/16``).
 
-    ``window`` is the half window of the difference method (default
-    :func:`default_window`); it is ignored by ``"ste"`` and ``"regression"``.
+    ``window`` is the half window of the difference method, one int for both axes or a pair
+    ``(w_a, w_b)`` (default :func:`default_window_for`: each axis its own width's window); it
+    is ignored by ``"ste"`` and ``"regression"``.
     """
     grad_a, grad_b = gradient_tables(mult, window, edge, method)
     if step is not None:
@@ -171,7 +203,8 @@ def with_gradients(
         grad_a, grad_b = torch.round(grad_a / step) * step, torch.round(grad_b / step) * step
     info: dict[str, object] = {"gradient_method": method}
     if method == "difference":
-        info.update(edge=edge, window=default_window_for(mult.bits) if window is None else window)
+        info.update(edge=edge, **window_provenance(window, mult.bits))
     if step is not None:
         info["gradient_step"] = step
-    return mult.with_gradient_tables(grad_a, grad_b, **info)
+    kept = {k: v for k, v in mult.provenance.items() if k not in _GRADIENT_KEYS}  # none stale
+    return replace(mult, provenance=kept).with_gradient_tables(grad_a, grad_b, **info)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .format_errors import LutFormatError, clip
+from .gradients import window_provenance
 from .indexing import (
     MAX_BITS,
     MIN_BITS,
@@ -47,7 +48,7 @@ _ROW = re.compile(
 )
 _LOOKS_LIKE_DATA = re.compile(r"[ \t]*-?[0-9]", re.ASCII)
 _SUFFIX = re.compile(r"_lutfp(\+bp_avg_(\d+)_(\d+))?$")
-_INFO_WINDOW = re.compile(r"half_ws_a=(\d+)", re.ASCII)
+_INFO_WINDOW = re.compile(r"half_ws_a=(\d+)(?:, half_ws_b=(\d+))?", re.ASCII)
 _INFO_BITS = re.compile(r"QUANTIZATION_BIT=(\d+)", re.ASCII)
 _INFO_WIDTHS = re.compile(r"INFO: operand widths: bits_a=(\d+), bits_b=(\d+)$", re.ASCII)
 
@@ -226,14 +227,17 @@ def _info(preamble: list[tuple[int, str]]) -> dict[str, str]:
     return info
 
 
-def _window(path: Path, preamble: list[tuple[int, str]], widths: tuple[int, int]) -> int | None:
-    """Half window from the INFO line ``half_ws_a=``, else from the file name; checks bits."""
-    window = None
+def _window(
+    path: Path, preamble: list[tuple[int, str]], widths: tuple[int, int]
+) -> tuple[int, int] | None:
+    """Half windows ``(w_a, w_b)`` from the INFO line ``half_ws_a=[, half_ws_b=]``, else from
+    the file name; checks bits."""
+    window: tuple[int, int] | None = None
     for number, line in preamble:
         if not line.startswith("INFO:"):
             continue
         if m := _INFO_WINDOW.search(line):
-            window = int(m.group(1))
+            window = int(m.group(1)), int(m.group(2) or m.group(1))
         if (m := _INFO_BITS.search(line)) and (int(m.group(1)),) * 2 != widths:
             raise LutFormatError(
                 path,
@@ -242,7 +246,7 @@ def _window(path: Path, preamble: list[tuple[int, str]], widths: tuple[int, int]
                 number,
             )
     if window is None and (m := _SUFFIX.search(path.stem)) and m.group(2):
-        window = int(m.group(2))
+        window = int(m.group(2)), int(m.group(3))
     return window
 
 
@@ -280,7 +284,7 @@ def read_seed_text(path: str | Path, data: bytes | None = None) -> Multiplier:
             {
                 "gradient_method": "difference",
                 "edge": "row",
-                "window": window,
+                **(window_provenance(window, widths) if window is not None else {"window": None}),
                 "grad_scale": GRAD_SCALE,
             }
         )
@@ -331,8 +335,9 @@ def format_seed_text(mult: Multiplier, gradients: bool | None = None) -> str:
         f"INFO: Mean square error: {m['mse']:.6g}",
     ]
     if gradients:
-        window = mult.provenance.get("window")
-        windows = f"half_ws_a={window}, half_ws_b={window}, " if window is not None else ""
+        w_a = mult.provenance.get("window")
+        w_b = mult.provenance.get("window_b", w_a)
+        windows = f"half_ws_a={w_a}, half_ws_b={w_b}, " if w_a is not None else ""
         quant = f"QUANTIZATION_BIT={mult.bits}" if mult.is_square else ""
         lines = [f"INFO: file_name={mult.name}_lutfp.txt, {windows}{quant}".rstrip(", "), *lines]
     if not mult.is_square:

@@ -10,7 +10,7 @@ from ..luts.formats import FORMATS, load_multiplier, save_multiplier
 from ..luts.gradients import EDGES, METHODS, default_window_for, with_gradients
 from ..luts.metrics import METRIC_NAMES, metrics
 from ..luts.multiplier import Multiplier
-from ..luts.registry import builtin_names, multiplier
+from ..luts.registry import RECTANGULAR_WIDTHS, builtin_names, multiplier
 from ..luts.user_defined import from_c_source, from_netlist
 from .lut_catalogue import (
     SORT_KEYS,
@@ -22,6 +22,7 @@ from .lut_catalogue import (
 
 _NETLIST_SUFFIXES = {".blif", ".v", ".sv"}
 _C_SUFFIXES = {".c", ".cc", ".cpp", ".cxx"}
+_GRADIENT_KEYS = ("gradient_method", "edge", "window", "window_b")  # shown by `lut info`
 
 
 def parse_widths(text: str) -> int | tuple[int, int]:
@@ -101,13 +102,13 @@ def _info(args: argparse.Namespace) -> int:
     grads = "none"
     if mult.has_gradients:
         p = mult.provenance
-        grads = ", ".join(f"{k}={p[k]}" for k in ("gradient_method", "edge", "window") if k in p)
+        grads = ", ".join(f"{k}={p[k]}" for k in _GRADIENT_KEYS if k in p)
         grads = grads or "present"
     print(f"gradients {grads}")
     if mult.kind == "int":
         print(f"hardware  {format_hardware(mult.hardware)}")
     for key, value in mult.provenance.items():
-        if key not in ("seed_info", "gradient_method", "edge", "window", "header_rounding"):
+        if key not in (*_GRADIENT_KEYS, "seed_info", "header_rounding"):
             print(f"  {key}: {value}")
     if mult.kind != "int":
         return 0
@@ -116,7 +117,7 @@ def _info(args: argparse.Namespace) -> int:
     for key, label in (
         ("er", "error rate"),
         ("med", "mean error distance"),
-        ("nmed", "normalised MED (MED / 2^(2n))"),
+        ("nmed", f"normalised MED (MED / 2^{mult.bits_a + mult.bits_b})"),
         ("mred", "mean relative error"),
         ("mse", "mean squared error"),
         ("wce", "worst-case error"),
@@ -129,8 +130,10 @@ def _info(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     if args.catalogue:
+        if args.bits is not None:
+            raise ValueError("lut list: --bits filters the built-ins; drop it with --catalogue")
         return list_catalogue(args)
-    names = builtin_names()
+    names = builtin_names(rectangular=False) if args.bits is None else builtin_names(args.bits)
     ints = [n for n in names if n.startswith("mul")]
     header = f"{'name':<18}" + "".join(f"{k:>12}" for k in METRIC_NAMES)
     print(header)
@@ -138,10 +141,18 @@ def _list(args: argparse.Namespace) -> int:
     for name in ints:
         m = metrics(multiplier(name))
         print(f"{name:<18}" + "".join(f"{m[k]:>12.5g}" for k in METRIC_NAMES))
-    others = [n for n in names if n not in ints]
+    if args.bits is not None:
+        return 0
+    others = [n for n in names if not n.startswith("mul")]
     if others:
         print(f"\nother built-ins (floating point): {', '.join(others)}")
-    print("\nany valid parameter also works, e.g. mul8u_trunc5, mul6s_bam2_7, mul8u_drum5")
+    rectangular = len(builtin_names()) - len(names)
+    pairs = ", ".join(f"{a}x{b}" for a, b in RECTANGULAR_WIDTHS)
+    print(
+        f"\nrectangular built-ins ({rectangular} names, A x B bits): {pairs}; "
+        "list one pair with `appmult-fx lut list --bits 8x4`"
+    )
+    print("any valid parameter also works, e.g. mul8u_trunc5, mul6s_bam2_7, mul8x4u_drum5")
     return 0
 
 
@@ -219,6 +230,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     li = cmds.add_parser("list", help="list the built-in multipliers with their error metrics")
     li.add_argument("--catalogue", help="list this catalogue (folder or catalogue.json) instead")
+    li.add_argument(
+        "--bits",
+        type=parse_widths,
+        help="list the built-ins of these widths only: 8 (square) or 8x4 (A x B bits); by "
+        "default the square ones are listed and the rectangular ones summarised",
+    )
     li.add_argument("--sort", choices=sorted(SORT_KEYS), default="name", help="catalogue order")
     li.set_defaults(func=_list)
 

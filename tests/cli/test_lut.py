@@ -70,3 +70,38 @@ def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad.write_text("LUT for approximate multiplier:\n0 0 x\n")
     assert main(["lut", "info", str(bad)]) == 2
     assert f"{bad}:2:" in capsys.readouterr().err
+
+
+def test_list_groups_rectangular_builtins_by_widths(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lut", "list"]) == 0
+    listing = capsys.readouterr().out
+    rows = [line.split()[0] for line in listing.splitlines() if line.startswith("mul")]
+    assert "mul8u_trunc4" in rows and not [r for r in rows if "x" in r.split("_")[0]]
+    assert "rectangular built-ins (812 names, A x B bits): 8x7, 8x6" in listing
+    assert "lut list --bits 8x4" in listing
+    assert main(["lut", "list", "--bits", "8x4"]) == 0
+    listing = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1:] for line in listing.splitlines() if line[:3] == "mul"}
+    families = {"exact", "trunc", "bam", "optrunc", "mitchell", "drum"}
+    assert {r.split("_")[1].rstrip("0123456789_") for r in rows} == families
+    assert all(r.startswith(("mul8x4u_", "mul8x4s_")) for r in rows) and len(rows) == 22
+    assert rows["mul8x4u_exact"][0] == "0" and float(rows["mul8x4u_trunc3"][0]) > 0  # er
+    assert main(["lut", "list", "--bits", "8x8"]) == 0
+    rows = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line[:3] == "mul"]
+    assert rows and all(r.startswith(("mul8u_", "mul8s_")) for r in rows)
+    assert main(["lut", "list", "--bits", "9x4"]) == 2
+    assert "bits must be an integer in [2, 8], got 9" in capsys.readouterr().err
+    assert main(["lut", "list", "--bits", "8x4", "--catalogue", "cat"]) == 2
+    assert "drop it with --catalogue" in capsys.readouterr().err
+
+
+def test_info_of_a_rectangular_builtin(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["lut", "info", "mul8x4u_trunc2"]) == 0
+    text = capsys.readouterr().out
+    assert "format    8x4-bit unsigned, int" in text
+    assert "gradients gradient_method=difference, edge=column, window=16, window_b=1" in text
+    assert "MED / 2^12" in text and "window_b:" not in text
+    assert main(["lut", "info", "mul8x8u_trunc2"]) == 2
+    assert "use 'mul8u_trunc2'" in capsys.readouterr().err
+    assert main(["lut", "info", "mul8x4u_optrunc4"]) == 2
+    assert "t must be in [1, 3] for 8x4-bit operands" in capsys.readouterr().err

@@ -13,11 +13,14 @@ from appmult_fx.luts.formats import load_multiplier
 from appmult_fx.luts.indexing import operand_values
 from appmult_fx.luts.registry import builtin_names, multiplier
 
+Widths = int | tuple[int, int]
 
-def direct(bits: int, signed: bool, f: Callable[[int, int], int]) -> torch.Tensor:
-    """``f`` on every pair of operand values, in table-index order."""
-    values = operand_values(bits, signed).tolist()
-    return torch.tensor([[f(a, b) for b in values] for a in values], dtype=torch.int64)
+
+def direct(bits: Widths, signed: bool, f: Callable[[int, int], int]) -> torch.Tensor:
+    """``f`` on every pair of operand values, in table-index order (rows A, columns B)."""
+    bits_a, bits_b = (bits, bits) if isinstance(bits, int) else bits
+    va, vb = operand_values(bits_a, signed).tolist(), operand_values(bits_b, signed).tolist()
+    return torch.tensor([[f(a, b) for b in vb] for a in va], dtype=torch.int64)
 
 
 def bit(x: int, i: int) -> int:
@@ -28,12 +31,15 @@ def weight(i: int, bits: int, signed: bool) -> int:
     return -(1 << i) if signed and i == bits - 1 else 1 << i
 
 
-def kept_partial_products(bits: int, signed: bool, keep: Callable[[int, int], bool]):
+def kept_partial_products(bits: Widths, signed: bool, keep: Callable[[int, int], bool]):
+    """Sum of the partial products a_i b_j w_i w_j with ``keep(i, j)`` (i: bit of A, j: of B)."""
+    bits_a, bits_b = (bits, bits) if isinstance(bits, int) else bits
+
     def f(a: int, b: int) -> int:
         return sum(
-            bit(a, i) * bit(b, j) * weight(i, bits, signed) * weight(j, bits, signed)
-            for i in range(bits)
-            for j in range(bits)
+            bit(a, i) * bit(b, j) * weight(i, bits_a, signed) * weight(j, bits_b, signed)
+            for i in range(bits_a)
+            for j in range(bits_b)
             if keep(i, j)
         )
 
@@ -126,7 +132,7 @@ def test_small_widths_and_parameter_errors() -> None:
 
 
 def test_listed_names_build_with_gradients_and_fit_their_output_range() -> None:
-    names = [n for n in builtin_names() if n.startswith("mul")]
+    names = [n for n in builtin_names(rectangular=False) if n.startswith("mul")]
     families = {n.split("_", 1)[1].rstrip("0123456789_") for n in names}
     assert {"exact", "trunc", "bam", "optrunc", "mitchell", "drum"} <= families
     for bits in range(2, 9):
@@ -135,11 +141,8 @@ def test_listed_names_build_with_gradients_and_fit_their_output_range() -> None:
     for name in names:
         m = multiplier(name)
         assert m.name == name and m.has_gradients
-        lo, hi = (
-            (-(2 ** (2 * m.bits - 1)), 2 ** (2 * m.bits - 1) - 1)
-            if m.signed
-            else (0, 4**m.bits - 1)
-        )
+        width = m.bits_a + m.bits_b
+        lo, hi = (-(2 ** (width - 1)), 2 ** (width - 1) - 1) if m.signed else (0, 2**width - 1)
         assert lo <= int(m.table.min()) and int(m.table.max()) <= hi, name
 
 

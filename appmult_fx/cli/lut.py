@@ -84,11 +84,12 @@ def _build(args: argparse.Namespace) -> int:
 
 def _grad(args: argparse.Namespace) -> int:
     mult = _add_gradients(resolve(args.source), args)
-    window = mult.provenance.get("window")
+    window, window_b = mult.provenance.get("window"), mult.provenance.get("window_b")
+    windows = f"{window}" if window_b is None else f"{window}x{window_b}"  # per axis: A x B
     stem = Path(args.source).stem if Path(args.source).suffix else args.source
-    suffix = f"_{args.method}" + (f"_w{window}_{args.edge}" if args.method == "difference" else "")
+    suffix = f"_{args.method}" + (f"_w{windows}_{args.edge}" if args.method == "difference" else "")
     out = save_multiplier(mult, args.output or Path(f"{stem}{suffix}.lut"), format=args.format)
-    print(f"wrote {out}: {mult!r} (method={args.method}, edge={args.edge}, window={window})")
+    print(f"wrote {out}: {mult!r} (method={args.method}, edge={args.edge}, window={windows})")
     return 0
 
 

@@ -18,19 +18,17 @@ import torch
 from torch import Tensor, fx, nn
 
 from ..convert import calibrate, convert, layers
-from ..luts.registry import multiplier
+from ..luts.registry import exact_multiplier
+from ..passes.records import LayerRecord
 from ..passes.spec import Spec
 from .energy import WidthKey, width_key, width_label
 
 
 def exact_for(key: WidthKey) -> Any:
-    """The built-in exact multiplier of widths ``(bits_a, bits_b, signed)``."""
+    """The built-in exact multiplier of widths ``(bits_a, bits_b, signed)`` (``mul8u_exact``,
+    ``mul8x4u_exact``)."""
     bits_a, bits_b, signed = key
-    torch._check(
-        bits_a == bits_b,
-        lambda: f"expected square multipliers (bits_a == bits_b), got {width_label(key)}",
-    )
-    return multiplier(f"mul{bits_a}{'s' if signed else 'u'}_exact")
+    return exact_multiplier((bits_a, bits_b), signed)
 
 
 def common_width(candidates: Sequence[Any]) -> WidthKey:
@@ -65,13 +63,13 @@ class _SwapInterpreter(fx.Interpreter):
             return getattr(self, n.op)(n.target, tuple(args), kwargs)
 
 
-def _table_arg(gm: fx.GraphModule, node: fx.Node, bits: int) -> int:
-    """Index of the argument of LUT-GEMM ``node`` that fetches the int32 product table."""
+def _table_arg(node: fx.Node, record: LayerRecord) -> int:
+    """Index of the argument of LUT-GEMM ``node`` that fetches the layer's product table (the
+    buffer its record's parts name)."""
+    path = record.parts.tables["table"] if record.parts is not None else None
     for i, arg in enumerate(node.args):
-        if isinstance(arg, fx.Node) and arg.op == "get_attr":
-            value = gm.get_buffer(arg.target)
-            if value.dtype == torch.int32 and tuple(value.shape) == (2**bits, 2**bits):
-                return i
+        if isinstance(arg, fx.Node) and arg.op == "get_attr" and arg.target == path:
+            return i
     raise ValueError(f"node {node.name!r}: no product-table argument found")
 
 
@@ -108,7 +106,7 @@ class Engine:
             if r.name in wanted:
                 node = nodes[r.nodes[-1]]
                 self._gemm[r.name] = node
-                self._arg[r.name] = _table_arg(self.gm, node, width[0])
+                self._arg[r.name] = _table_arg(node, r)
 
     def macs(self) -> dict[str, int]:
         """MACs per sample of every multiply layer (float layers included)."""

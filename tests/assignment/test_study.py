@@ -109,3 +109,15 @@ def test_ctrl_c_mid_trial_then_resume_gives_the_same_trials(
     )
     assert len(failed) == 1
     assert [t[1:] for t in _trials(url)] == [t[1:] for t in _trials(whole)]
+
+
+def test_search_over_rectangular_candidates(lenet, digits) -> None:
+    """8x4 candidates: energies relative to the exact 8x4 multiplier, specs that convert."""
+    powers = {"mul8x4u_exact": 0.20, "mul8x4u_trunc4": 0.12, "mul8x4u_trunc6": 0.08}
+    cands = [amx.multiplier(n).with_hardware(power_mw=p) for n, p in powers.items()]
+    res = amx.search(lenet, cands, digits[0], trials=6, **SEARCH_KW)
+    uniform = {set(b.assignment.values()).pop(): b for b in res.baselines}
+    assert uniform["mul8x4u_exact"].energy == pytest.approx(1.0)
+    assert uniform["mul8x4u_trunc6"].energy == pytest.approx(0.08 / 0.20)
+    gm = amx.convert(lenet, res.spec(res.pareto[0]))
+    assert {r.widths for r in amx.layers(gm) if r.approximate} == {(8, 4)}

@@ -188,6 +188,29 @@ def test_compare_writes_table_plot_and_reuses_finished_runs(
     assert summary["rows"][0]["multiplier"] == "mul7u_trunc7_bias300"
 
 
+def test_compare_with_a_rectangular_multiplier_uses_its_exact_twin(
+    tmp_path: Path, float_checkpoint: Path
+) -> None:
+    """An 8x4 multiplier's baseline is the exact 8x4 one; the table says 8x4."""
+    out = tmp_path / "cmp"
+    args = ["compare", "--checkpoint", str(float_checkpoint), "--multipliers", "mul8x4u_trunc3"]
+    args += ["--seeds", "0", "--epochs", "1", "--max-steps", "2", "--calib-batches", "2"]
+    assert main([*args, "--out", str(out), "--quiet"]) == 0
+    row = next(
+        line for line in (out / "results.md").read_text().splitlines() if "mul8x4u_trunc3" in line
+    )
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "8x4" and cells[3] != "-"  # the exact-quantized column is filled
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    assert runs == [
+        "mul8x4u_exact-ste-seed0.json",
+        "mul8x4u_trunc3-lut-seed0.json",
+        "mul8x4u_trunc3-ste-seed0.json",
+    ]
+    report = json.loads((out / "runs" / "mul8x4u_trunc3-lut-seed0.json").read_text())
+    assert report["multipliers"][0]["bits"] == "8x4"
+
+
 def test_demo_shortened_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "demo.json"
     rc = main(

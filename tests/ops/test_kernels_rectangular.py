@@ -1,0 +1,184 @@
+"""Rectangular ``(2**bits_a, 2**bits_b)`` tables on every CPU kernel path: the products equal the
+reference (forward bit for bit, gradients within 1e-5), the reference equals a plain Python
+loop, the ops pass opcheck and refuse indices past the table."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from appmult_fx.luts.indexing import operand_values
+
+from appmult_fx.ops import kernels, reference
+from appmult_fx.ops import lut_gemm as ops
+from appmult_fx.ops.dispatch import use_reference
+
+from .test_kernels_cpu import assert_float_product_close, cpu_isas
+
+# (bits_a, bits_b): narrow weight sides (the register fast path), narrow activation sides (the
+# same path on the transposed product), both above 4 bits, and a square control.
+WIDTHS = [(8, 4), (8, 2), (4, 8), (7, 3), (2, 8), (3, 7), (5, 6), (8, 8)]
+# (B, M, K, N), ragged everywhere; odd and even K; shapes that make each orientation cheaper.
+SHAPES = [
+    (1, 1, 1, 1),
+    (2, 13, 31, 33),
+    (1, 97, 3, 5),
+    (1, 300, 70, 20),
+    (1, 20, 70, 300),
+    (1, 130, 46, 70),
+]
+
+
+def rect_table(bits_a: int, bits_b: int, signed: bool, wide: bool, gen: torch.Generator):
+    """An approximate product table (noise, ``T[0][0] != 0``), or, ``wide``, random entries
+    spanning more than 16 bits (the paths without 16-bit narrowing)."""
+    if wide:
+        return torch.randint(-(2**20), 2**20, (1 << bits_a, 1 << bits_b), generator=gen).int()
+    va, vb = operand_values(bits_a, signed), operand_values(bits_b, signed)
+    table = torch.outer(va, vb) + torch.randint(-3, 4, (len(va), len(vb)), generator=gen)
+    table[0, 0] = 5
+    return table.to(torch.int32)
+
+
+def rect_operands(shape, bits_a: int, bits_b: int, gen: torch.Generator):
+    """Random indices a [B,M,K] < 2**bits_a, w [B,K,N] < 2**bits_b and a gradient g [B,M,N]."""
+    b, m, k, n = shape
+    a = torch.randint(0, 1 << bits_a, (b, m, k), generator=gen, dtype=torch.uint8)
+    w = torch.randint(0, 1 << bits_b, (b, k, n), generator=gen, dtype=torch.uint8)
+    return a, w, torch.randn(b, m, n, generator=gen)
+
+
+@pytest.fixture(scope="module", params=["portable", "avx2", "avx512"])
+def backend(request) -> kernels.CPUBackend:
+    if request.param not in cpu_isas():
+        pytest.skip(f"this CPU lacks the {request.param} instruction set")
+    return kernels.CPUBackend(request.param)
+
+
+def rectangular_cases(widths=WIDTHS, shapes=SHAPES) -> list[tuple]:
+    """(label, a, w, g, table, ga, gw, want): operands and the reference's products (want: y,
+    dA, dW; no gradients for the wide tables, the gradient tables being float either way)."""
+    gen = torch.Generator().manual_seed(16)
+    cases = []
+    for bits_a, bits_b in widths:
+        ga = torch.randn(1 << bits_a, 1 << bits_b, generator=gen)
+        gw = torch.randn(1 << bits_a, 1 << bits_b, generator=gen)
+        for signed, wide in ((False, False), (True, False), (True, True)):
+            table = rect_table(bits_a, bits_b, signed, wide, gen)
+            for shape in shapes:
+                a, w, g = rect_operands(shape, bits_a, bits_b, gen)
+                want = [reference.lut_bmm(a, w, table)]
+                if not wide:
+                    want += [reference.lut_bmm_grad_a(g, a, w, ga)]
+                    want += [reference.lut_bmm_grad_w(g, a, w, gw)]
+                label = (bits_a, bits_b, signed, wide, shape)
+                cases.append((label, a, w, g, table, ga, gw, want))
+    return cases
+
+
+def check_rectangular(impl, cases, device: str = "cpu") -> None:
+    """Every product of ``impl`` against the reference's (``cases``)."""
+    for label, a, w, g, table, ga, gw, want in cases:
+        dev = [t.to(device) for t in (a, w, g, table, ga, gw)]
+        y = impl.lut_bmm(dev[0], dev[1], dev[3]).cpu()
+        assert y.dtype == torch.int32 and torch.equal(y, want[0]), label
+        if len(want) == 1:
+            continue
+        da = impl.lut_bmm_grad_a(dev[2], dev[0], dev[1], dev[4]).cpu()
+        assert_float_product_close(da, reference.lut_bmm_grad_a, g, a, w, ga)
+        dw = impl.lut_bmm_grad_w(dev[2], dev[0], dev[1], dev[5]).cpu()
+        assert_float_product_close(dw, reference.lut_bmm_grad_w, g, a, w, gw)
+
+
+@pytest.fixture(scope="module")
+def cases() -> list[tuple]:
+    return rectangular_cases()
+
+
+@pytest.fixture(scope="module")
+def block_cases() -> list[tuple]:
+    """Shapes past the fast path's blocks: more than 4 x 64 columns, 16-k dA groups plus a tail,
+    dW sweeps over several 128-row blocks, batches; weight and activation side narrow."""
+    shapes = [(2, 259, 37, 131), (1, 600, 18, 200), (1, 33, 257, 64)]
+    return rectangular_cases([(8, 4), (8, 2), (4, 8)], shapes)
+
+
+def test_every_cpu_path_matches_reference(backend, cases) -> None:
+    check_rectangular(backend, cases)
+
+
+def test_fast_path_blocks(backend, block_cases) -> None:
+    check_rectangular(backend, block_cases)
+
+
+def test_reference_matches_python_loop() -> None:
+    """The reference against sums written out term by term (8x2, 3x5 tables)."""
+    gen = torch.Generator().manual_seed(7)
+    for bits_a, bits_b in ((8, 2), (3, 5)):
+        table = rect_table(bits_a, bits_b, True, False, gen)
+        gtab = torch.randn(1 << bits_a, 1 << bits_b, generator=gen)
+        a, w, g = rect_operands((2, 3, 5, 4), bits_a, bits_b, gen)
+        y = reference.lut_bmm(a, w, table)
+        da = reference.lut_bmm_grad_a(g, a, w, gtab)
+        dw = reference.lut_bmm_grad_w(g, a, w, gtab)
+        for b in range(2):
+            for m in range(3):
+                for n in range(4):
+                    want = sum(int(table[int(a[b, m, k]), int(w[b, k, n])]) for k in range(5))
+                    assert int(y[b, m, n]) == want
+            for m in range(3):
+                for k in range(5):
+                    want = sum(
+                        float(g[b, m, n]) * float(gtab[int(a[b, m, k]), int(w[b, k, n])])
+                        for n in range(4)
+                    )
+                    assert float(da[b, m, k]) == pytest.approx(want, rel=1e-5, abs=1e-6)
+            for k in range(5):
+                for n in range(4):
+                    want = sum(
+                        float(g[b, m, n]) * float(gtab[int(a[b, m, k]), int(w[b, k, n])])
+                        for m in range(3)
+                    )
+                    assert float(dw[b, k, n]) == pytest.approx(want, rel=1e-5, abs=1e-6)
+
+
+def test_opcheck_rectangular(kernels_active) -> None:
+    gen = torch.Generator().manual_seed(4)
+    for bits_a, bits_b in ((8, 4), (3, 7)):
+        table = rect_table(bits_a, bits_b, True, False, gen)
+        ga = torch.randn(1 << bits_a, 1 << bits_b, generator=gen)
+        gw = torch.randn(1 << bits_a, 1 << bits_b, generator=gen)
+        a, w, g = rect_operands((1, 5, 27, 3), bits_a, bits_b, gen)
+        torch.library.opcheck(torch.ops.appmult.lut_bmm, (a, w, table))
+        torch.library.opcheck(torch.ops.appmult.lut_bmm_grad_a, (g, a, w, ga))
+        torch.library.opcheck(torch.ops.appmult.lut_bmm_grad_w, (g, a, w, gw))
+
+
+@pytest.mark.parametrize("reference_body", [False, True], ids=["kernels", "reference"])
+def test_ops_refuse_indices_past_the_table(reference_body: bool) -> None:
+    """An index of a at or past the row count, or of w past the column count, is refused by
+    all three ops (with the kernels and with the reference body); in-range indices pass."""
+    table = torch.zeros(256, 16, dtype=torch.int32)
+    gtab = torch.zeros(256, 16)
+    a = torch.full((1, 2, 3), 255, dtype=torch.uint8)
+    w = torch.full((1, 3, 2), 15, dtype=torch.uint8)
+    g = torch.ones(1, 2, 2)
+    previous = use_reference(reference_body)
+    try:
+        assert ops.lut_bmm(a, w, table).shape == (1, 2, 2)
+        bad_w = w.clone()
+        bad_w[0, 2, 1] = 16
+        bad_a = a.clone().fill_(3)
+        bad_a[0, 1, 0] = 16
+        narrow = torch.zeros(16, 256, dtype=torch.int32)
+        cases = [
+            (lambda: ops.lut_bmm(a, bad_w, table), "w below the table's 16 columns, got 16"),
+            (lambda: ops.lut_bmm_grad_a(g, a, bad_w, gtab), "w below the table's 16 columns"),
+            (lambda: ops.lut_bmm_grad_w(g, a, bad_w, gtab), "w below the table's 16 columns"),
+            (lambda: ops.lut_bmm(bad_a, w, narrow), "a below the table's 16 rows, got 16"),
+            (lambda: ops.lut_bmm_grad_w(g, bad_a, w, narrow.float()), "a below the table's 16"),
+        ]
+        for run, message in cases:
+            with pytest.raises(RuntimeError, match=message):
+                run()
+    finally:
+        use_reference(previous)

@@ -356,8 +356,6 @@ torch::Tensor lut_bmm_grad_a(torch::Tensor g, torch::Tensor a, torch::Tensor w, 
   if (B * M * K == 0 || N == 0) return torch::zeros({B, M, K}, g.options());
   if (gi == GradIsa::kAvx512 && appmult_narrow::serves(nb))
     return appmult_narrow::grad_a(g, a, w, ga);
-  if (gi == GradIsa::kAvx512 && appmult_narrow::serves(na))  // dA^T = dW of the transposed
-    return t3(appmult_narrow::grad_w(t3(g), t3(w), t3(a), ga.t())).contiguous();
   if (grad_transposed(M, N, na, nb, gi, true)) {
     if (gi == GradIsa::kAvx512)
       return grad_a_transposed512(g, a.contiguous(), w.contiguous(), ga.contiguous());
@@ -380,8 +378,6 @@ torch::Tensor lut_bmm_grad_w(torch::Tensor g, torch::Tensor a, torch::Tensor w, 
   if (B * K * N == 0 || M == 0) return torch::zeros({B, K, N}, g.options());
   if (gi == GradIsa::kAvx512 && appmult_narrow::serves(nb))
     return appmult_narrow::grad_w(g, a, w, gw);
-  if (gi == GradIsa::kAvx512 && appmult_narrow::serves(na))  // dW^T = dA of the transposed
-    return t3(appmult_narrow::grad_a(t3(g), t3(w), t3(a), gw.t())).contiguous();
   if (grad_transposed(M, N, na, nb, gi, false))
     return transposed(grad_a_direct(transposed(g), transposed(w), transposed(a),
                                     gw.t().contiguous(), gi));

@@ -66,20 +66,25 @@ inline __m512i row_pair(const uint8_t* rt, int64_t u0, int64_t u1) {
   return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
 }
 
-// Y[m .. m + R) x [n0, n0 + 16 C) = start + SUM_k T[a, w] (rows past M computed on row M - 1
-// and not stored).
+// Y[m .. m + R) x [n0, n0 + 16 C) (+)= SUM_{k0 <= k < k1} T[a, w], starting from `start` when
+// k0 == 0 (rows past M computed on row M - 1 and not stored).
 template <int R, int C>
 void fwd_rows(const uint8_t* a, const uint8_t* rt, const uint8_t* idx, int64_t cbs, int64_t M,
-              int64_t K, int64_t N, int64_t m, int64_t n0, int32_t start, int32_t* y) {
+              int64_t K, int64_t N, int64_t m, int64_t n0, int64_t k0, int64_t k1, int32_t start,
+              int32_t* y) {
   const uint8_t* ar[R];
   __m512i acc[R][C];
   for (int r = 0; r < R; ++r) {
     ar[r] = a + min64(m + r, M - 1) * K;
-    for (int c = 0; c < C; ++c) acc[r][c] = _mm512_set1_epi32(start);
+    for (int c = 0; c < C; ++c) {
+      const int32_t* yc = y + min64(m + r, M - 1) * N + n0 + kLanes * c;
+      acc[r][c] = k0 == 0 ? _mm512_set1_epi32(start)
+                          : _mm512_maskz_loadu_epi32(lanes_below(N - n0 - kLanes * c), yc);
+    }
   }
   const __m512i ones = _mm512_set1_epi32(0x00010001);
-  const uint8_t* ip = idx + (n0 / kLanes) * 64;
-  for (int64_t k = 0; k < K; k += 2, ip += cbs * 64) {
+  const uint8_t* ip = idx + (k0 / 2 * cbs + n0 / kLanes) * 64;
+  for (int64_t k = k0; k < k1; k += 2, ip += cbs * 64) {
     __m512i t[R];
     for (int r = 0; r < R; ++r) t[r] = row_pair(rt, ar[r][k], k + 1 < K ? ar[r][k + 1] : kZeroRow);
 #pragma GCC unroll 4
@@ -96,11 +101,15 @@ void fwd_rows(const uint8_t* a, const uint8_t* rt, const uint8_t* idx, int64_t c
                                lanes_below(N - n0 - kLanes * c), acc[r][c]);
 }
 
+constexpr int64_t kSliceK = 128;  // k per slice: its index vectors (16 KB) stay in L1
+
 template <int C>
 void fwd_chunk(const uint8_t* a, const uint8_t* rt, const uint8_t* idx, int64_t cbs, int64_t M,
                int64_t K, int64_t N, int64_t m0, int64_t m1, int64_t n0, int32_t start,
                int32_t* y) {
-  for (int64_t m = m0; m < m1; m += 4) fwd_rows<4, C>(a, rt, idx, cbs, m1, K, N, m, n0, start, y);
+  for (int64_t k0 = 0; k0 < K; k0 += kSliceK)
+    for (int64_t m = m0; m < m1; m += 4)
+      fwd_rows<4, C>(a, rt, idx, cbs, m1, K, N, m, n0, k0, min64(K, k0 + kSliceK), start, y);
 }
 
 using FwdChunk = void (*)(const uint8_t*, const uint8_t*, const uint8_t*, int64_t, int64_t,
@@ -154,12 +163,15 @@ int32_t* widen_codes(const uint8_t* w, int64_t B, int64_t K, int64_t N, int64_t 
   return wi;
 }
 
-// dA[m, k0 .. k0 + kc) = SUM_n G[m, n] * gr[a[m, k]][w[k, n]] for one row m.
-inline void grad_a_row(const float* gm, const uint8_t* am, const int32_t* wi, const float* gr,
-                       int64_t ld, int64_t N, int64_t k0, int64_t kc, float* out) {
-  const int64_t nv = ld / kLanes;
+// dA[m, k0 .. k0 + kc) = SUM_n G[m, n] * gr[a[m, k]][w[k, n]] for one row m; NV = the vectors
+// per row when known at compile time (unrolled), else 0.
+template <int NV>
+void grad_a_row(const float* gm, const uint8_t* am, const int32_t* wi, const float* gr,
+                int64_t ld, int64_t N, int64_t k0, int64_t kc, float* out) {
+  const int64_t nv = NV > 0 ? NV : ld / kLanes;
   const __mmask16 tail = lanes_below(N - (nv - 1) * kLanes);
   __m512 acc[16];
+#pragma GCC unroll 16
   for (int kk = 0; kk < 16; ++kk) {
     const int64_t k = k0 + (kk < kc ? kk : 0);
     const __m512 row = _mm512_loadu_ps(gr + static_cast<int64_t>(am[k]) * kLanes);
@@ -182,6 +194,12 @@ inline void grad_a_row(const float* gm, const uint8_t* am, const int32_t* wi, co
   }
   _mm512_mask_storeu_ps(out, lanes_below(kc), appmult_avx512::reduce16(acc));
 }
+
+using RowFn = void (*)(const float*, const uint8_t*, const int32_t*, const float*, int64_t,
+                       int64_t, int64_t, int64_t, float*);
+constexpr RowFn kRowFns[9] = {grad_a_row<0>, grad_a_row<1>, grad_a_row<2>,
+                              grad_a_row<3>, grad_a_row<4>, grad_a_row<5>,
+                              grad_a_row<6>, grad_a_row<7>, grad_a_row<8>};
 
 // dW[k .. k + 2) x 16 C columns (+)= SUM_{m < rows} G[m, cols] * gr[at[k][m]][w[k, cols]];
 // `two` false: only row k is real.
@@ -235,14 +253,17 @@ void lut_grad_a(const float* g, const uint8_t* a, const uint8_t* w, const float*
   const int64_t ld = kLanes * ceil_div(N, kLanes);
   int32_t* wi = widen_codes(w, B, K, N, ld, nthreads);
   const Tasks t(B, M, 1, 1, 64, nthreads);  // (batch, rows of 64)
+  const RowFn row = kRowFns[ld / kLanes <= 8 ? ld / kLanes : 0];
 #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
   for (int64_t task = 0; task < B * t.mchunks; ++task) {
     const int64_t b = task / t.mchunks, m0 = (task % t.mchunks) * t.mstep;
     const int64_t m1 = min64(M, m0 + t.mstep);
-    for (int64_t k0 = 0; k0 < K; k0 += 16)
-      for (int64_t m = m0; m < m1; ++m)
-        grad_a_row(g + (b * M + m) * N, a + (b * M + m) * K, wi + b * K * ld, gr, ld, N, k0,
-                   min64(16, K - k0), da + (b * M + m) * K + k0);
+    // Blocks of 64 rows: their G rows and codes stay in L1 while the k groups sweep them.
+    for (int64_t mb = m0; mb < m1; mb += 64)
+      for (int64_t k0 = 0; k0 < K; k0 += 16)
+        for (int64_t m = mb; m < min64(m1, mb + 64); ++m)
+          row(g + (b * M + m) * N, a + (b * M + m) * K, wi + b * K * ld, gr, ld, N, k0,
+              min64(16, K - k0), da + (b * M + m) * K + k0);
   }
   std::free(wi);
 }

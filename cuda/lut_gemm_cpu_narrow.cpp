@@ -8,8 +8,9 @@
 //            32 words: word 2t = T[u0][w[2p, n_t]], word 2t + 1 = T[u1][w[2p + 1, n_t]]. One
 //            `vpdpwssd` with (1, 1) words adds both into the int32 lane of column n_t
 //            (wrap-around = mod 2**32): 32 multiply-accumulates per permute + dot product.
-//   dA       gr[u] = GA[u][0..15] (float): dA[m, k] = SUM_n G[m, n] * vpermps(w[k, n], gr[a[m, k]]),
-//            16 columns per FMA, 16 k reduced at once by a shuffle tree.
+//   dA       gr[u] = GA[u][0..15] (float):
+//            dA[m, k] = SUM_n G[m, n] * vpermps(w[k, n], gr[a[m, k]]), 16 columns per FMA, 16 k
+//            reduced at once by a shuffle tree.
 //   dW       gr[u] = GW[u][0..15]: dW[k, n] += G[m, n] * vpermps(w[k, n], gr[a[m, k]]) over m,
 //            accumulators for 2 k x 64 columns in registers, G blocks of 128 rows kept in L1.
 // The binding (lut_gemm_cpu.cpp) prepares rt / gr with 256 rows (zero beyond the table) and the

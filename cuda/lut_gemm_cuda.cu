@@ -33,8 +33,8 @@ bool grid_fits(int B, int splits, int rows) {
 }  // namespace
 
 cudaError_t launch_lut_fwd(const uint8_t* a, const uint8_t* w, const int32_t* table, bool table16,
-                           uint32_t offset, int bits_a, int bits_b, int B, int M, int K, int N, int num_sms,
-                           int32_t* y, cudaStream_t stream) {
+                           uint32_t offset, int bits_a, int bits_b, int B, int M, int K, int N,
+                           int num_sms, int32_t* y, cudaStream_t stream) {
   if (B == 0 || M == 0 || N == 0 || K == 0) return cudaSuccess;
   const int tiles = ceil_div(M, kTile) * ceil_div(N, kTile) * B;
   int chunk = 0;
@@ -45,11 +45,11 @@ cudaError_t launch_lut_fwd(const uint8_t* a, const uint8_t* w, const int32_t* ta
     const size_t smem = sizeof(uint16_t) << (bits_a + bits_b);
     cudaError_t err = set_smem(lut_fwd_kernel<true>, smem);
     if (err != cudaSuccess) return err;
-    APPMULT_LAUNCH(lut_fwd_kernel<true>, grid, kThreads, smem, stream, a, w, table, bits_a, bits_b, M, K, N,
-        splits, chunk, offset, y);
+    APPMULT_LAUNCH(lut_fwd_kernel<true>, grid, kThreads, smem, stream, a, w, table, bits_a, bits_b,
+        M, K, N, splits, chunk, offset, y);
   } else {
-    APPMULT_LAUNCH(lut_fwd_kernel<false>, grid, kThreads, 0, stream, a, w, table, bits_a, bits_b, M, K, N,
-        splits, chunk, 0u, y);
+    APPMULT_LAUNCH(lut_fwd_kernel<false>, grid, kThreads, 0, stream, a, w, table, bits_a, bits_b,
+        M, K, N, splits, chunk, 0u, y);
   }
   return cudaGetLastError();
 }
@@ -68,11 +68,11 @@ cudaError_t launch_lut_grad_a(const float* g, const uint8_t* a, const uint8_t* w
     const size_t smem = sizeof(float) << (bits_a + bits_b);
     cudaError_t err = set_smem(lut_grad_a_kernel<true>, smem);
     if (err != cudaSuccess) return err;
-    APPMULT_LAUNCH(lut_grad_a_kernel<true>, grid, kThreads, smem, stream, g, a, w, ga, bits_a, bits_b, M, K,
-        N, splits, chunk, da);
+    APPMULT_LAUNCH(lut_grad_a_kernel<true>, grid, kThreads, smem, stream, g, a, w, ga, bits_a,
+        bits_b, M, K, N, splits, chunk, da);
   } else {
-    APPMULT_LAUNCH(lut_grad_a_kernel<false>, grid, kThreads, 0, stream, g, a, w, ga, bits_a, bits_b, M, K, N,
-        splits, chunk, da);
+    APPMULT_LAUNCH(lut_grad_a_kernel<false>, grid, kThreads, 0, stream, g, a, w, ga, bits_a, bits_b,
+        M, K, N, splits, chunk, da);
   }
   return cudaGetLastError();
 }
@@ -91,11 +91,11 @@ cudaError_t launch_lut_grad_w(const float* g, const uint8_t* a, const uint8_t* w
     const size_t smem = sizeof(float) << (bits_a + bits_b);
     cudaError_t err = set_smem(lut_grad_w_kernel<true>, smem);
     if (err != cudaSuccess) return err;
-    APPMULT_LAUNCH(lut_grad_w_kernel<true>, grid, kThreads, smem, stream, g, a, w, gw, bits_a, bits_b, M, K,
-        N, splits, chunk, dw);
+    APPMULT_LAUNCH(lut_grad_w_kernel<true>, grid, kThreads, smem, stream, g, a, w, gw, bits_a,
+        bits_b, M, K, N, splits, chunk, dw);
   } else {
-    APPMULT_LAUNCH(lut_grad_w_kernel<false>, grid, kThreads, 0, stream, g, a, w, gw, bits_a, bits_b, M, K, N,
-        splits, chunk, dw);
+    APPMULT_LAUNCH(lut_grad_w_kernel<false>, grid, kThreads, 0, stream, g, a, w, gw, bits_a, bits_b,
+        M, K, N, splits, chunk, dw);
   }
   return cudaGetLastError();
 }

@@ -28,7 +28,9 @@ constexpr int kPer = 4;        // outputs per thread along each tile edge
 __device__ __forceinline__ uint32_t byte_of(uint32_t word, int i) { return (word >> (8 * i)) & 0xffu; }
 
 // The largest code of a `bits`-bit operand (its mask).
-__device__ __forceinline__ uint8_t code_mask(int bits) { return static_cast<uint8_t>((1u << bits) - 1u); }
+__device__ __forceinline__ uint8_t code_mask(int bits) {
+  return static_cast<uint8_t>((1u << bits) - 1u);
+}
 
 // Y[b, m, n] = SUM_k T[a[b, m, k], w[b, k, n]] over the reduction range of split blockIdx.z % splits.
 template <bool kShared16>
@@ -61,11 +63,13 @@ __global__ void __launch_bounds__(kThreads) lut_fwd_kernel(
     __syncthreads();  // the previous tiles are consumed (and the table is written)
     for (int i = threadIdx.x; i < kTile * kStep; i += kThreads) {
       const int r = i / kStep, t = i % kStep, m = m0 + r;
-      As[t][r] = (m < M && t < kc) ? a[static_cast<int64_t>(m) * K + k0 + t] & code_mask(bits_a) : 0;
+      As[t][r] =
+          (m < M && t < kc) ? a[static_cast<int64_t>(m) * K + k0 + t] & code_mask(bits_a) : 0;
     }
     for (int i = threadIdx.x; i < kTile * kStep; i += kThreads) {
       const int t = i / kTile, c = i % kTile, n = n0 + c;
-      Ws[t][c] = (n < N && t < kc) ? w[static_cast<int64_t>(k0 + t) * N + n] & code_mask(bits_b) : 0;
+      Ws[t][c] =
+          (n < N && t < kc) ? w[static_cast<int64_t>(k0 + t) * N + n] & code_mask(bits_b) : 0;
     }
     __syncthreads();
     for (int t = 0; t < kc; ++t) {
@@ -124,7 +128,8 @@ __device__ __forceinline__ float read_table(const float* t, uint32_t idx) {
 template <bool kShared>
 __global__ void __launch_bounds__(kThreads) lut_grad_a_kernel(
     const float* __restrict__ g, const uint8_t* __restrict__ a, const uint8_t* __restrict__ w,
-    const float* __restrict__ ga, int bits_a, int bits_b, int M, int K, int N, int splits, int chunk,
+    const float* __restrict__ ga, int bits_a, int bits_b, int M, int K, int N, int splits,
+    int chunk,
     float* __restrict__ da) {
   APPMULT_DYNAMIC_SHARED(unsigned char, smem);
   __shared__ __align__(16) float Gs[kStep][kTile + 4];  // Gs[t][row]
@@ -136,7 +141,8 @@ __global__ void __launch_bounds__(kThreads) lut_grad_a_kernel(
   a += static_cast<int64_t>(b) * M * K;
   w += static_cast<int64_t>(b) * K * N;
   da += static_cast<int64_t>(b) * M * K;
-  const float* lut = stage_float_table<kShared>(ga, bits_a + bits_b, reinterpret_cast<float*>(smem));
+  const float* lut =
+      stage_float_table<kShared>(ga, bits_a + bits_b, reinterpret_cast<float*>(smem));
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
   uint32_t row[kPer][kPer];  // table row offset of the fixed activation code of each output
   float acc[kPer][kPer];
@@ -146,9 +152,9 @@ __global__ void __launch_bounds__(kThreads) lut_grad_a_kernel(
 #pragma unroll
     for (int j = 0; j < kPer; ++j) {
       const int k = k0 + tx * kPer + j;
-      row[i][j] = (m < M && k < K)
-                      ? static_cast<uint32_t>(a[static_cast<int64_t>(m) * K + k] & code_mask(bits_a)) << bits_b
-                      : 0u;
+      const uint32_t code =
+          (m < M && k < K) ? a[static_cast<int64_t>(m) * K + k] & code_mask(bits_a) : 0u;
+      row[i][j] = code << bits_b;
       acc[i][j] = 0.f;
     }
   }
@@ -161,7 +167,8 @@ __global__ void __launch_bounds__(kThreads) lut_grad_a_kernel(
     }
     for (int i = threadIdx.x; i < kTile * kStep; i += kThreads) {
       const int c = i / kStep, t = i % kStep, k = k0 + c;
-      Ws[t][c] = (k < K && t < nc) ? w[static_cast<int64_t>(k) * N + n0 + t] & code_mask(bits_b) : 0;
+      Ws[t][c] =
+          (k < K && t < nc) ? w[static_cast<int64_t>(k) * N + n0 + t] & code_mask(bits_b) : 0;
     }
     __syncthreads();
     for (int t = 0; t < nc; ++t) {
@@ -197,7 +204,8 @@ __global__ void __launch_bounds__(kThreads) lut_grad_a_kernel(
 template <bool kShared>
 __global__ void __launch_bounds__(kThreads) lut_grad_w_kernel(
     const float* __restrict__ g, const uint8_t* __restrict__ a, const uint8_t* __restrict__ w,
-    const float* __restrict__ gw, int bits_a, int bits_b, int M, int K, int N, int splits, int chunk,
+    const float* __restrict__ gw, int bits_a, int bits_b, int M, int K, int N, int splits,
+    int chunk,
     float* __restrict__ dw) {
   APPMULT_DYNAMIC_SHARED(unsigned char, smem);
   __shared__ __align__(16) float Gs[kStep][kTile];    // Gs[t][col] = g[t, col]
@@ -209,7 +217,8 @@ __global__ void __launch_bounds__(kThreads) lut_grad_w_kernel(
   a += static_cast<int64_t>(b) * M * K;
   w += static_cast<int64_t>(b) * K * N;
   dw += static_cast<int64_t>(b) * K * N;
-  const float* lut = stage_float_table<kShared>(gw, bits_a + bits_b, reinterpret_cast<float*>(smem));
+  const float* lut =
+      stage_float_table<kShared>(gw, bits_a + bits_b, reinterpret_cast<float*>(smem));
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
   uint32_t col[kPer][kPer];  // the fixed weight code of each output
   float acc[kPer][kPer];
@@ -219,7 +228,8 @@ __global__ void __launch_bounds__(kThreads) lut_grad_w_kernel(
 #pragma unroll
     for (int j = 0; j < kPer; ++j) {
       const int n = n0 + tx * kPer + j;
-      col[i][j] = (k < K && n < N) ? static_cast<uint32_t>(w[static_cast<int64_t>(k) * N + n] & code_mask(bits_b)) : 0u;
+      col[i][j] =
+          (k < K && n < N) ? w[static_cast<int64_t>(k) * N + n] & code_mask(bits_b) : 0u;
       acc[i][j] = 0.f;
     }
   }
@@ -229,7 +239,8 @@ __global__ void __launch_bounds__(kThreads) lut_grad_w_kernel(
     for (int i = threadIdx.x; i < kTile * kStep; i += kThreads) {
       const int t = i / kTile, c = i % kTile, n = n0 + c, k = k0 + c;
       Gs[t][c] = (t < mc && n < N) ? g[static_cast<int64_t>(mt + t) * N + n] : 0.f;
-      As[t][c] = (t < mc && k < K) ? a[static_cast<int64_t>(mt + t) * K + k] & code_mask(bits_a) : 0;
+      As[t][c] =
+          (t < mc && k < K) ? a[static_cast<int64_t>(mt + t) * K + k] & code_mask(bits_a) : 0;
     }
     __syncthreads();
     for (int t = 0; t < mc; ++t) {

@@ -15,8 +15,9 @@ from appmult_fx.ops.dispatch import use_reference
 from .test_kernels_cpu import assert_float_product_close, cpu_isas
 
 # (bits_a, bits_b): narrow weight sides (the register fast path), narrow activation sides (the
-# same path on the transposed product), both above 4 bits, and a square control.
-WIDTHS = [(8, 4), (8, 2), (4, 8), (7, 3), (2, 8), (3, 7), (5, 6), (8, 8)]
+# same path on the transposed product), both above 4 bits (byte-permute planes of 128 and 256
+# rows), and a square control.
+WIDTHS = [(8, 4), (8, 2), (4, 8), (7, 3), (2, 8), (3, 7), (8, 5), (6, 8), (8, 8)]
 # (B, M, K, N), ragged everywhere; odd and even K; shapes that make each orientation cheaper.
 SHAPES = [
     (1, 1, 1, 1),
@@ -182,3 +183,23 @@ def test_ops_refuse_indices_past_the_table(reference_body: bool) -> None:
                 run()
     finally:
         use_reference(previous)
+
+
+def test_bindings_refuse_widths_outside_the_rule() -> None:
+    """The C++ table check takes each side on its own: a side that is not 2**bits with bits in
+    [MIN_BITS, MAX_BITS] is refused, whatever the other side."""
+    ext = kernels.cpu_extension()
+    a = torch.zeros(1, 2, 3, dtype=torch.uint8)
+    w = torch.zeros(1, 3, 2, dtype=torch.uint8)
+    g = torch.ones(1, 2, 2)
+    for shape in ((256, 2), (2, 256), (256, 512), (256, 12), (3, 16)):
+        table = torch.zeros(shape, dtype=torch.int32)
+        for run in (
+            lambda t=table: ext.lut_bmm(a, w, t, "auto"),
+            lambda t=table: ext.lut_bmm_grad_a(g, a, w, t.float(), "auto"),
+            lambda t=table: ext.lut_bmm_grad_w(g, a, w, t.float(), "auto"),
+        ):
+            with pytest.raises(RuntimeError, match=r"\(2\*\*bits_a, 2\*\*bits_b\) table"):
+                run()
+    ok = torch.ones(256, 4, dtype=torch.int32)
+    assert torch.equal(ext.lut_bmm(a, w, ok, "auto"), torch.full((1, 2, 2), 3, dtype=torch.int32))

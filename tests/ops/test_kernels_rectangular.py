@@ -4,6 +4,8 @@ loop, the ops pass opcheck and refuse indices past the table."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from appmult_fx.luts.indexing import operand_values
@@ -118,28 +120,23 @@ def test_reference_matches_python_loop() -> None:
         table = rect_table(bits_a, bits_b, True, False, gen)
         gtab = torch.randn(1 << bits_a, 1 << bits_b, generator=gen)
         a, w, g = rect_operands((2, 3, 5, 4), bits_a, bits_b, gen)
-        y = reference.lut_bmm(a, w, table)
-        da = reference.lut_bmm_grad_a(g, a, w, gtab)
-        dw = reference.lut_bmm_grad_w(g, a, w, gtab)
-        for b in range(2):
-            for m in range(3):
-                for n in range(4):
-                    want = sum(int(table[int(a[b, m, k]), int(w[b, k, n])]) for k in range(5))
-                    assert int(y[b, m, n]) == want
-            for m in range(3):
-                for k in range(5):
-                    want = sum(
-                        float(g[b, m, n]) * float(gtab[int(a[b, m, k]), int(w[b, k, n])])
-                        for n in range(4)
-                    )
-                    assert float(da[b, m, k]) == pytest.approx(want, rel=1e-5, abs=1e-6)
-            for k in range(5):
-                for n in range(4):
-                    want = sum(
-                        float(g[b, m, n]) * float(gtab[int(a[b, m, k]), int(w[b, k, n])])
-                        for m in range(3)
-                    )
-                    assert float(dw[b, k, n]) == pytest.approx(want, rel=1e-5, abs=1e-6)
+        y, da, dw = {}, {}, {}
+        for b, m, k, n in itertools.product(range(2), range(3), range(5), range(4)):
+            u, v = int(a[b, m, k]), int(w[b, k, n])
+            y[b, m, n] = y.get((b, m, n), 0) + int(table[u, v])
+            term = float(g[b, m, n]) * float(gtab[u, v])
+            da[b, m, k] = da.get((b, m, k), 0.0) + term
+            dw[b, k, n] = dw.get((b, k, n), 0.0) + term
+        got = (
+            reference.lut_bmm(a, w, table),
+            reference.lut_bmm_grad_a(g, a, w, gtab),
+            reference.lut_bmm_grad_w(g, a, w, gtab),
+        )
+        for want, ref in zip((y, da, dw), got, strict=True):
+            assert len(want) == ref.numel()
+            for index, value in want.items():
+                assert float(ref[index]) == pytest.approx(value, rel=1e-5, abs=1e-6), index
+        assert all(int(got[0][i]) == v for i, v in y.items())  # the forward exactly
 
 
 def test_opcheck_rectangular(kernels_active) -> None:

@@ -8,8 +8,8 @@
 2. Exact resume: the per-step commit (a copy of model + optimizer state) against one training
    step of a converted ResNet-20 (batch 32, 32x32 inputs, STE gradients).
 3. Index range: the ops' scan that refuses indices past a table's rows / columns
-   (``check_index_range``, only for a side below 256 entries) against the whole op call, 8x4 and
-   4x8 tables on ResNet-18 CIFAR shapes (forward and both gradient products).
+   (``check_index_range``, only for a side below 256 entries) against the whole op call, 8x4,
+   4x8 and 7x7 tables on ResNet-18 CIFAR shapes (forward and the activation-gradient product).
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ INDEX_SHAPES = [("layer1", 16384, 576, 64), ("layer3", 1024, 2304, 256), ("layer
 
 
 def index_range(repeats: int) -> None:
-    for bits_a, bits_b in ((8, 4), (4, 8)):
+    for bits_a, bits_b in ((8, 4), (4, 8), (7, 7)):
         table = torch.randint(0, 100, (1 << bits_a, 1 << bits_b), dtype=torch.int32)
         gtab = torch.randn(1 << bits_a, 1 << bits_b)
         for name, m, k, n in INDEX_SHAPES:

@@ -10,6 +10,9 @@ columns by the weight (column) operand ``w`` (square multipliers have ``bits_a =
 * ``appmult::lut_bmm_grad_a(g f32[B,M,N], a, w, ga f32[na,nb]) -> f32[B,M,K]``
 * ``appmult::lut_bmm_grad_w(g f32[B,M,N], a, w, gw f32[na,nb]) -> f32[B,K,N]``
 
+All three refuse an index of ``a`` at or past ``na`` or of ``w`` past ``nb`` (a clear error,
+:func:`check_index_range`), so no kernel reads outside its table.
+
 Differentiable op (integer-valued float codes in, used by the converted graphs):
 
 * ``appmult::approx_bmm(qa f32[B,M,K], qb f32[B,K,N], table, grad_a?, grad_b?) -> f32[B,M,N]``

@@ -1,7 +1,8 @@
 """The CUDA kernel sources run on the CPU (host emulation, see cuda/cuda_host_shim.h) against the
 pure-torch references: every product, bits 2..8, signed and unsigned, square and rectangular
-tables, ragged shapes, the split (atomicAdd) and wide-table paths, the FP kernel; and faults injected into a copy of the sources
-(dropped barriers, a dropped ragged-edge guard, a shifted index) that the same checks catch."""
+tables, ragged shapes, the split (atomicAdd) and wide-table paths, the FP kernel; and faults
+injected into a copy of the sources (dropped barriers, a dropped ragged-edge guard, a shifted
+index) that the same checks catch."""
 
 from __future__ import annotations
 

@@ -9,6 +9,8 @@ import itertools
 import pytest
 import torch
 from appmult_fx.luts.indexing import operand_values
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from appmult_fx.ops import kernels, reference
 from appmult_fx.ops import lut_gemm as ops
@@ -111,6 +113,29 @@ def test_every_cpu_path_matches_reference(backend, cases) -> None:
 
 def test_fast_path_blocks(backend, block_cases) -> None:
     check_rectangular(backend, block_cases)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    bits=st.tuples(st.integers(2, 8), st.integers(2, 8)),
+    shape=st.tuples(st.integers(1, 2), st.integers(1, 70), st.integers(1, 40), st.integers(1, 70)),
+    signed=st.booleans(),
+    isa=st.sampled_from(["portable", "avx2", "avx512"]),
+)
+def test_any_width_pair_and_shape(bits, shape, signed: bool, isa: str) -> None:
+    """Property: any (bits_a, bits_b) in [2, 8]^2 and shape, on any ISA path this CPU has."""
+    if isa not in cpu_isas():
+        isa = "portable"
+    gen = torch.Generator().manual_seed(sum(bits) * 1000 + sum(shape))
+    backend = kernels.CPUBackend(isa)
+    table = rect_table(*bits, signed, False, gen)
+    ga = torch.randn(1 << bits[0], 1 << bits[1], generator=gen)
+    a, w, g = rect_operands(shape, *bits, gen)
+    assert torch.equal(backend.lut_bmm(a, w, table), reference.lut_bmm(a, w, table))
+    da = backend.lut_bmm_grad_a(g, a, w, ga)
+    assert_float_product_close(da, reference.lut_bmm_grad_a, g, a, w, ga)
+    dw = backend.lut_bmm_grad_w(g, a, w, ga)
+    assert_float_product_close(dw, reference.lut_bmm_grad_w, g, a, w, ga)
 
 
 def test_reference_matches_python_loop() -> None:

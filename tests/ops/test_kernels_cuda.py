@@ -78,12 +78,12 @@ def test_cuda_rectangular_tables(cuda_backend) -> None:
 
 
 def test_cuda_opcheck_rectangular() -> None:
-    from .test_kernels_rectangular import rect_operands, rect_table
+    from .test_kernels_rectangular import rect_table
 
     gen = torch.Generator().manual_seed(9)
     table = rect_table(8, 4, True, False, gen).cuda()
     ga, gw = torch.randn(256, 16, device="cuda"), torch.randn(256, 16, device="cuda")
-    a, w, g = (t.cuda() for t in rect_operands((2, 9, 27, 11), 8, 4, gen))
+    a, w, g = (t.cuda() for t in make_operands((2, 9, 27, 11), 8, gen, 4))
     ops = torch.ops.appmult
     torch.library.opcheck(ops.lut_bmm, (a, w, table))
     torch.library.opcheck(ops.lut_bmm_grad_a, (g, a, w, ga))

@@ -8,7 +8,6 @@ import itertools
 
 import pytest
 import torch
-from appmult_fx.luts.indexing import operand_values
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,7 +15,12 @@ from appmult_fx.ops import kernels, reference
 from appmult_fx.ops import lut_gemm as ops
 from appmult_fx.ops.dispatch import use_reference
 
-from .test_kernels_cpu import assert_float_product_close, cpu_isas
+from .test_kernels_cpu import (
+    assert_float_product_close,
+    cpu_isas,
+    make_operands,
+    make_table,
+)
 
 # (bits_a, bits_b): narrow weight sides (the register fast path), narrow activation sides (the
 # same path on the transposed product), both above 4 bits (byte-permute planes of 128 and 256
@@ -38,18 +42,7 @@ def rect_table(bits_a: int, bits_b: int, signed: bool, wide: bool, gen: torch.Ge
     spanning more than 16 bits (the paths without 16-bit narrowing)."""
     if wide:
         return torch.randint(-(2**20), 2**20, (1 << bits_a, 1 << bits_b), generator=gen).int()
-    va, vb = operand_values(bits_a, signed), operand_values(bits_b, signed)
-    table = torch.outer(va, vb) + torch.randint(-3, 4, (len(va), len(vb)), generator=gen)
-    table[0, 0] = 5
-    return table.to(torch.int32)
-
-
-def rect_operands(shape, bits_a: int, bits_b: int, gen: torch.Generator):
-    """Random indices a [B,M,K] < 2**bits_a, w [B,K,N] < 2**bits_b and a gradient g [B,M,N]."""
-    b, m, k, n = shape
-    a = torch.randint(0, 1 << bits_a, (b, m, k), generator=gen, dtype=torch.uint8)
-    w = torch.randint(0, 1 << bits_b, (b, k, n), generator=gen, dtype=torch.uint8)
-    return a, w, torch.randn(b, m, n, generator=gen)
+    return make_table(bits_a, signed, gen, bits_b)
 
 
 @pytest.fixture(scope="module", params=["portable", "avx2", "avx512"])
@@ -70,7 +63,7 @@ def rectangular_cases(widths=WIDTHS, shapes=SHAPES) -> list[tuple]:
         for signed, wide in ((False, False), (True, False), (True, True)):
             table = rect_table(bits_a, bits_b, signed, wide, gen)
             for shape in shapes:
-                a, w, g = rect_operands(shape, bits_a, bits_b, gen)
+                a, w, g = make_operands(shape, bits_a, gen, bits_b)
                 want = [reference.lut_bmm(a, w, table)]
                 if not wide:
                     want += [reference.lut_bmm_grad_a(g, a, w, ga)]
@@ -130,7 +123,7 @@ def test_any_width_pair_and_shape(bits, shape, signed: bool, isa: str) -> None:
     backend = kernels.CPUBackend(isa)
     table = rect_table(*bits, signed, False, gen)
     ga = torch.randn(1 << bits[0], 1 << bits[1], generator=gen)
-    a, w, g = rect_operands(shape, *bits, gen)
+    a, w, g = make_operands(shape, bits[0], gen, bits[1])
     assert torch.equal(backend.lut_bmm(a, w, table), reference.lut_bmm(a, w, table))
     da = backend.lut_bmm_grad_a(g, a, w, ga)
     assert_float_product_close(da, reference.lut_bmm_grad_a, g, a, w, ga)
@@ -144,7 +137,7 @@ def test_reference_matches_python_loop() -> None:
     for bits_a, bits_b in ((8, 2), (3, 5)):
         table = rect_table(bits_a, bits_b, True, False, gen)
         gtab = torch.randn(1 << bits_a, 1 << bits_b, generator=gen)
-        a, w, g = rect_operands((2, 3, 5, 4), bits_a, bits_b, gen)
+        a, w, g = make_operands((2, 3, 5, 4), bits_a, gen, bits_b)
         y, da, dw = {}, {}, {}
         for b, m, k, n in itertools.product(range(2), range(3), range(5), range(4)):
             u, v = int(a[b, m, k]), int(w[b, k, n])
@@ -170,7 +163,7 @@ def test_opcheck_rectangular(kernels_active) -> None:
         table = rect_table(bits_a, bits_b, True, False, gen)
         ga = torch.randn(1 << bits_a, 1 << bits_b, generator=gen)
         gw = torch.randn(1 << bits_a, 1 << bits_b, generator=gen)
-        a, w, g = rect_operands((1, 5, 27, 3), bits_a, bits_b, gen)
+        a, w, g = make_operands((1, 5, 27, 3), bits_a, gen, bits_b)
         torch.library.opcheck(torch.ops.appmult.lut_bmm, (a, w, table))
         torch.library.opcheck(torch.ops.appmult.lut_bmm_grad_a, (g, a, w, ga))
         torch.library.opcheck(torch.ops.appmult.lut_bmm_grad_w, (g, a, w, gw))

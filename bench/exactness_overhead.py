@@ -7,6 +7,9 @@
    layers, and the split-K path (K past the int32 bound) against one kernel call over the same K.
 2. Exact resume: the per-step commit (a copy of model + optimizer state) against one training
    step of a converted ResNet-20 (batch 32, 32x32 inputs, STE gradients).
+3. Index range: the ops' scan that refuses indices past a table's rows / columns
+   (``check_index_range``, only for a side below 256 entries) against the whole op call, 8x4,
+   4x8 and 7x7 tables on ResNet-18 CIFAR shapes (forward and the activation-gradient product).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from torch import nn
 import appmult_fx as amx
 from appmult_fx.app.models import resnet20
 from appmult_fx.ops import kernels
-from appmult_fx.ops.lut_gemm import lut_sum
+from appmult_fx.ops.lut_gemm import check_index_range, lut_bmm, lut_bmm_grad_a, lut_sum
 
 SHAPES = [("layer1", 32 * 32 * 32, 144, 16), ("layer3", 32 * 8 * 8, 576, 64)]
 
@@ -80,15 +83,38 @@ def resume_commit(repeats: int) -> None:
     )
 
 
+INDEX_SHAPES = [("layer1", 16384, 576, 64), ("layer3", 1024, 2304, 256), ("layer4", 256, 4608, 512)]
+
+
+def index_range(repeats: int) -> None:
+    for bits_a, bits_b in ((8, 4), (4, 8), (7, 7)):
+        table = torch.randint(0, 100, (1 << bits_a, 1 << bits_b), dtype=torch.int32)
+        gtab = torch.randn(1 << bits_a, 1 << bits_b)
+        for name, m, k, n in INDEX_SHAPES:
+            a = torch.randint(0, 1 << bits_a, (1, m, k), dtype=torch.uint8)
+            w = torch.randint(0, 1 << bits_b, (1, k, n), dtype=torch.uint8)
+            g = torch.randn(1, m, n)
+            scan = _median_s(lambda a=a, w=w, t=table: check_index_range(a, w, t), repeats)
+            fwd = _median_s(lambda a=a, w=w, t=table: lut_bmm(a, w, t), repeats)
+            da = _median_s(lambda a=a, w=w, g=g, t=gtab: lut_bmm_grad_a(g, a, w, t), repeats)
+            print(
+                f"{bits_a}x{bits_b} {name} M={m} K={k} N={n}: index scan / lut_bmm = "
+                f"{scan / fwd:.4f}, / lut_bmm_grad_a = {scan / da:.4f} ({1e3 * scan:.3f} ms)"
+            )
+
+
 def main() -> None:
     """Print the ratios."""
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--only", choices=("accumulation", "resume", "index"), help="one section")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    accumulation(args.repeats)
-    resume_commit(args.repeats)
+    sections = {"accumulation": accumulation, "resume": resume_commit, "index": index_range}
+    for name, run in sections.items():
+        if args.only in (None, name):
+            run(args.repeats)
 
 
 if __name__ == "__main__":

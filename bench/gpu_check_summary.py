@@ -38,7 +38,7 @@ def forward_tlutmacs(bench: dict | None, bits: int) -> float | None:
         for r in bench.get("results", [])
         if r["impl"] == "ours"
         and r["product"] == "fwd"
-        and r["bits"] == bits
+        and str(r["bits"]) == str(bits)  # "7" for a 7x7 table ("8x4" for a rectangular one)
         and not r["shape"].startswith("vit")
         and r["M"] * r["K"] * r["N"] >= LARGE_MACS
     ]

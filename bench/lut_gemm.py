@@ -1,10 +1,13 @@
 """LUT-GEMM throughput: our kernels vs the reference vs ``torch.mm`` on the same shapes.
 
-    python bench/lut_gemm.py [--device cpu|cuda] [--bits 7 8] [--json out.json] [--e2e]
+    python bench/lut_gemm.py [--device cpu|cuda] [--bits 7 8 8x4 8x2] [--json out.json] [--e2e]
 
-Prints, per shape (ResNet-18 CIFAR conv layers as GEMMs at batch 16, a ViT-B MLP linear), bit
-width and product (fwd, dA, dW), G-LUT-MAC/s of each implementation and its ratio to fp32
-``torch.mm`` measured in the same run, then the median ratio over the ResNet-18 shapes. The
+Prints, per shape (ResNet-18 CIFAR conv layers as GEMMs at batch 16, a ViT-B MLP linear), width
+(``8`` = an 8 x 8-bit table, ``8x4`` = 8-bit activations x 4-bit weights, a 256 x 16 table) and
+product (fwd, dA, dW), G-LUT-MAC/s of each implementation and its ratio to fp32 ``torch.mm``
+measured in the same run, then the median ratio over the ResNet-18 shapes. For a width with a
+side of at most 4 bits the same product is also timed through the generic kernels ("generic":
+the narrow side's table padded to 5 bits, which the register fast path does not take). The
 reference is timed on at most ``--reference-rows`` rows of the shape (its throughput does not
 depend on M) so that a full run stays short. ``--e2e`` adds one training step of a converted
 ResNet-18 (LUT gradients) against the float model.
@@ -21,6 +24,7 @@ from collections.abc import Callable
 
 import torch
 from appmult_fx.luts.indexing import operand_values
+from torch import Tensor
 
 from appmult_fx.ops import kernels, reference
 
@@ -81,14 +85,42 @@ def int_mm_fn(m: int, k: int, n: int, device: torch.device) -> Callable[[], obje
     return lambda: torch._int_mm(a8, b8)
 
 
-def bench_shape(shape, bits: int, device: torch.device, backend, args) -> list[dict]:
+def parse_width(text: str) -> tuple[int, int]:
+    """``"8"`` -> (8, 8), ``"8x4"`` -> (8, 4): (activation bits, weight bits)."""
+    parts = [int(p) for p in text.lower().split("x")]
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected a width like 8 or 8x4, got {text!r}")
+    return parts[0], parts[1]
+
+
+def width_label(bits_a: int, bits_b: int) -> str:
+    return str(bits_a) if bits_a == bits_b else f"{bits_a}x{bits_b}"
+
+
+def padded_to_generic(table: Tensor, gtab: Tensor) -> tuple[Tensor, Tensor]:
+    """The tables with a side of <= 16 entries zero-padded to 32: the same products for codes
+    below 16, through the generic kernels (the register fast path takes <= 16 only)."""
+    rows, cols = max(table.shape[0], 32), max(table.shape[1], 32)
+    out = []
+    for t in (table, gtab):
+        big = t.new_zeros(rows if t.shape[0] <= 16 else t.shape[0], cols if t.shape[1] <= 16
+                          else t.shape[1])
+        big[: t.shape[0], : t.shape[1]] = t
+        out.append(big)
+    return out[0], out[1]
+
+
+def bench_shape(shape, width: tuple[int, int], device: torch.device, backend, args) -> list[dict]:
     name, m, k, n = shape
+    bits_a, bits_b = width
     gen = torch.Generator().manual_seed(0)
-    v = operand_values(bits, signed=False)
-    table = torch.outer(v, v).to(torch.int32).to(device)
-    gtab = torch.randn(1 << bits, 1 << bits, generator=gen).to(device)
-    a = torch.randint(0, 1 << bits, (1, m, k), dtype=torch.uint8, generator=gen).to(device)
-    w = torch.randint(0, 1 << bits, (1, k, n), dtype=torch.uint8, generator=gen).to(device)
+    va, vb = operand_values(bits_a, signed=False), operand_values(bits_b, signed=False)
+    table = torch.outer(va, vb).to(torch.int32).to(device)
+    gtab = torch.randn(1 << bits_a, 1 << bits_b, generator=gen).to(device)
+    a = torch.randint(0, 1 << bits_a, (1, m, k), dtype=torch.uint8, generator=gen).to(device)
+    w = torch.randint(0, 1 << bits_b, (1, k, n), dtype=torch.uint8, generator=gen).to(device)
     g = torch.randn(1, m, n, generator=gen).to(device)
     af, wf = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
     macs = m * k * n / 1e9
@@ -96,6 +128,9 @@ def bench_shape(shape, bits: int, device: torch.device, backend, args) -> list[d
     rows = min(m, args.reference_rows)
     ref_fns = product_fns(reference, a[:, :rows], w, g[:, :rows], table, gtab)
     ours_fns = product_fns(backend, a, w, g, table, gtab)
+    generic_fns = None
+    if min(width) <= 4 and device.type == "cpu":
+        generic_fns = product_fns(backend, a, w, g, *padded_to_generic(table, gtab))
     int_mm = int_mm_fn(m, k, n, device)
     int_mm_gmacs = macs / seconds(int_mm, device, args.repeats) if int_mm else None
     results = []
@@ -107,8 +142,11 @@ def bench_shape(shape, bits: int, device: torch.device, backend, args) -> list[d
         }
         if int_mm_gmacs is not None:
             gmacs["torch._int_mm"] = int_mm_gmacs
+        if generic_fns is not None:
+            gmacs["generic"] = macs / seconds(generic_fns[product], device, args.repeats)
         for impl, value in gmacs.items():
-            results.append({"shape": name, "M": m, "K": k, "N": n, "bits": bits,
+            results.append({"shape": name, "M": m, "K": k, "N": n,
+                            "bits": width_label(bits_a, bits_b), "bits_a": bits_a, "bits_b": bits_b,
                             "product": product, "impl": impl, "gmacs": round(value, 4),
                             "ratio_vs_mm": round(value / mm, 5)})
     return results
@@ -120,20 +158,22 @@ def print_table(results: list[dict]) -> None:
         rows.setdefault((r["shape"], r["M"], r["K"], r["N"], r["bits"], r["product"]), {})[
             r["impl"]] = r
     print(f"{'shape':16} {'M':>6} {'K':>5} {'N':>5} {'bits':>4} {'prod':>4} "
-          f"{'ours':>8} {'ref':>7} {'mm':>8} {'int_mm':>8} {'ours/mm':>8} {'ours/ref':>8}")
+          f"{'ours':>8} {'generic':>8} {'ref':>7} {'mm':>8} {'int_mm':>8} {'ours/mm':>8} "
+          f"{'ours/ref':>8}")
+    nan = float("nan")
     for (name, m, k, n, bits, product), impls in rows.items():
         ours, ref = impls["ours"]["gmacs"], impls["reference"]["gmacs"]
         mm = impls["torch.mm"]["gmacs"]
-        im = impls.get("torch._int_mm", {}).get("gmacs")
-        print(f"{name:16} {m:6d} {k:5d} {n:5d} {bits:4d} {product:>4} {ours:8.2f} {ref:7.3f} "
-              f"{mm:8.2f} {im if im is not None else float('nan'):8.2f} {ours / mm:8.3f} "
-              f"{ours / ref:8.0f}")
+        im = impls.get("torch._int_mm", {}).get("gmacs", nan)
+        gen = impls.get("generic", {}).get("gmacs", nan)
+        print(f"{name:16} {m:6d} {k:5d} {n:5d} {bits:>4} {product:>4} {ours:8.2f} {gen:8.2f} "
+              f"{ref:7.3f} {mm:8.2f} {im:8.2f} {ours / mm:8.3f} {ours / ref:8.0f}")
 
 
 def print_medians(results: list[dict]) -> None:
     names = {s[0] for s in RESNET18_CIFAR}
     print("\nmedian over the ResNet-18 CIFAR shapes (ours / torch.mm fp32, ours / reference):")
-    for bits in sorted({r["bits"] for r in results}):
+    for bits in dict.fromkeys(r["bits"] for r in results):
         for product in PRODUCTS:
             sel = [r for r in results if r["bits"] == bits and r["product"] == product
                    and r["shape"] in names]
@@ -144,14 +184,20 @@ def print_medians(results: list[dict]) -> None:
             ratio = statistics.median(r["ratio_vs_mm"] for r in ours.values())
             speedup = statistics.median(ours[s]["gmacs"] / ref[s] for s in ours)
             gm = statistics.median(r["gmacs"] for r in ours.values())
-            print(f"  {bits}-bit {product:>3}: {gm:7.2f} G-LUT-MAC/s, {ratio:.3f} x torch.mm, "
-                  f"{speedup:.0f} x reference")
+            generic = {r["shape"]: r["gmacs"] for r in sel if r["impl"] == "generic"}
+            vs_generic = (
+                f", {statistics.median(ours[s]['gmacs'] / generic[s] for s in ours):.2f} x generic"
+                if generic else ""
+            )
+            print(f"  {bits:>4} {product:>3}: {gm:7.2f} G-LUT-MAC/s, {ratio:.3f} x torch.mm, "
+                  f"{speedup:.0f} x reference{vs_generic}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.add_argument("--bits", type=int, nargs="+", default=[7, 8])
+    p.add_argument("--bits", type=parse_width, nargs="+", default=[(7, 7), (8, 8)],
+                   help="widths: 8 (8x8 table) or AxB (A-bit activations, B-bit weights)")
     p.add_argument("--json", help="write the results to this JSON file")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--reference-rows", type=int, default=64)
@@ -173,10 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     backend = kernels.backend_for(device)
     shapes = RESNET18_CIFAR + ([] if args.no_vit else VIT_B)
     results = []
-    for bits in args.bits:
+    for width in args.bits:
         for shape in shapes:
-            results += bench_shape(shape, bits, device, backend, args)
-            print(f"  measured {shape[0]} at {bits} bits", file=sys.stderr, flush=True)
+            results += bench_shape(shape, width, device, backend, args)
+            label = width_label(*width)
+            print(f"  measured {shape[0]} at {label} bits", file=sys.stderr, flush=True)
     print(f"device: {device} ({torch.get_num_threads()} threads, {args.clock} clock)")
     print_table(results)
     print_medians(results)

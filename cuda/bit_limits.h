@@ -23,16 +23,23 @@ constexpr int kMaxBits = APPMULT_MAX_BITS;
 // (MIN_BITS, MAX_BITS) as compiled in, for the Python side to verify.
 inline std::pair<int64_t, int64_t> bit_limits() { return {kMinBits, kMaxBits}; }
 
-// The operand width of a square (2**bits, 2**bits) table; refuses any other shape or width.
-inline int table_bits(const torch::Tensor& table) {
-  const int64_t n = table.dim() == 2 ? table.size(0) : -1;
-  TORCH_CHECK(table.dim() == 2 && table.size(1) == n && n >= (int64_t{1} << kMinBits) &&
-                  n <= (int64_t{1} << kMaxBits) && (n & (n - 1)) == 0,
-              "appmult-fx: expected a (2**bits, 2**bits) table with bits in [", kMinBits, ", ",
-              kMaxBits, "], got ", table.sizes());
-  int bits = 0;
-  while ((int64_t{1} << bits) < n) ++bits;
-  return bits;
+// Whether a table dimension is 2**bits with bits in [kMinBits, kMaxBits]; *bits receives it.
+inline bool table_dim_bits(int64_t n, int* bits) {
+  *bits = 0;
+  while ((int64_t{1} << *bits) < n) ++*bits;
+  return (int64_t{1} << *bits) == n && *bits >= kMinBits && *bits <= kMaxBits;
+}
+
+// The operand widths (bits_a, bits_b) of a (2**bits_a, 2**bits_b) table: rows are indexed by
+// the activation (row) operand a, columns by the weight (column) operand w; refuses any other
+// shape or width.
+inline std::pair<int, int> table_bits(const torch::Tensor& table) {
+  int bits_a = 0, bits_b = 0;
+  const bool ok = table.dim() == 2 && table_dim_bits(table.size(0), &bits_a) &&
+                  table_dim_bits(table.size(1), &bits_b);
+  TORCH_CHECK(ok, "appmult-fx: expected a (2**bits_a, 2**bits_b) table with both bits in [",
+              kMinBits, ", ", kMaxBits, "], got ", table.sizes());
+  return {bits_a, bits_b};
 }
 
 }  // namespace appmult

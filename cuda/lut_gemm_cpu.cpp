@@ -5,6 +5,7 @@
 
 #include "bit_limits.h"
 #include "lut_gemm_cpu.h"
+#include "lut_gemm_cpu_narrow.h"
 
 namespace {
 
@@ -44,8 +45,10 @@ std::string resolve_isa(const std::string& isa) {
   return avx2 ? "avx2" : "portable";
 }
 
-int64_t table_size(const torch::Tensor& table) {
-  return int64_t{1} << appmult::table_bits(table);
+// The row and column counts (na, nb) of a (2**bits_a, 2**bits_b) table, checked.
+std::pair<int64_t, int64_t> table_dims(const torch::Tensor& table) {
+  const auto bits = appmult::table_bits(table);
+  return {int64_t{1} << bits.first, int64_t{1} << bits.second};
 }
 
 void check_indices(const torch::Tensor& a, const torch::Tensor& w) {
@@ -98,8 +101,8 @@ Narrowing narrowing(const torch::Tensor& wide) {
   return {fits, (!fits || (lo >= -32768 && hi <= 32767)) ? 0 : lo + 32768};
 }
 
-// Y [B, M, N] = SUM_k TBL[a, w] with the transposed table lt = TBL^T (int32 [n, n]), table-rows
-// kernels (16-bit entries when the table narrows).
+// Y [B, M, N] = SUM_k TBL[a, w] with the transposed table lt = TBL^T (int32 [cols, n], n = the
+// row count of TBL: codes of a), table-rows kernels (16-bit entries when the table narrows).
 torch::Tensor forward_oriented(const torch::Tensor& a, const torch::Tensor& w,
                                const torch::Tensor& lt, int64_t n, bool avx2) {
   const int64_t B = a.size(0), M = a.size(1), K = a.size(2), N = w.size(2);
@@ -141,19 +144,25 @@ int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 // bits after narrowing `nr`); the kernel writes Y in place through strides.
 torch::Tensor forward_vbmi(const torch::Tensor& a, const torch::Tensor& w,
                            const torch::Tensor& table, const Narrowing& nr) {
-  const int64_t B = a.size(0), M = a.size(1), K = a.size(2), N = w.size(2), n = table.size(0);
-  // planes[v] = low bytes of (T[:, v] - offset) as int16, then the high bytes (P each).
-  const int64_t P = n <= 128 ? 128 : 256;
+  const int64_t B = a.size(0), M = a.size(1), K = a.size(2), N = w.size(2);
   auto y = torch::empty({B, M, N}, a.options().dtype(torch::kInt32));
   // Rows over N unless that pads much more: the row operand is packed by a byte transpose, the
-  // column operand (a, already [B, M, K]) is read in place.
-  const bool over_n = round_up(N, 64) * M <= 4 * round_up(M, 64) * N / 3;
+  // column operand (a, already [B, M, K]) is read in place. A row side of more than 128 codes
+  // takes two permutes and a blend per plane (measured 1.7x the time of at most 128 codes), which
+  // weighs an orientation in for rectangular tables (8x5 .. 8x7: rows over the 7-bit side).
+  const auto permutes = [](int64_t codes) -> int64_t { return codes > 128 ? 5 : 3; };
+  const int64_t na = table.size(0), nb = table.size(1);
+  const bool over_n = round_up(N, 64) * M * permutes(nb) <=
+                      4 * round_up(M, 64) * N * permutes(na) / 3;
   const auto entries = (table.to(torch::kInt64) - nr.offset).to(torch::kInt16);
   // Rows over M: columns are codes of w, planes hold T[:, v]; over N: the roles swap (T^T).
   const auto columns = (over_n ? entries : entries.t()).contiguous();
-  const auto bytes = columns.view(torch::kUInt8).view({n, n, 2});  // little-endian: lo, hi
-  auto planes = torch::zeros({n, 2, P}, a.options());
-  planes.narrow(2, 0, n).copy_(bytes.permute({0, 2, 1}));
+  // planes[v] = low bytes of column v (entries over the row operand's codes), then the high
+  // bytes, P each (zero-padded: a row code past the table reads 0, never outside the planes).
+  const int64_t ncol = columns.size(0), nrow = columns.size(1), P = nrow <= 128 ? 128 : 256;
+  const auto bytes = columns.view(torch::kUInt8).view({ncol, nrow, 2});  // little-endian: lo, hi
+  auto planes = torch::zeros({ncol, 2, P}, a.options());
+  planes.narrow(2, 0, nrow).copy_(bytes.permute({0, 2, 1}));
   const int64_t a_str[3] = {M * K, K, 1}, w_str[3] = {K * N, 1, N};
   const int64_t y_str[3] = {M * N, N, 1}, yt_str[3] = {M * N, 1, N};
 #if defined(APPMULT_CPU_HAS_VBMI_PATH)
@@ -272,7 +281,8 @@ torch::Tensor grad_w_direct(const torch::Tensor& g, const torch::Tensor& a, cons
 // and result read and written in place.
 torch::Tensor grad_a_transposed512(const torch::Tensor& g, const torch::Tensor& a,
                                    const torch::Tensor& w, const torch::Tensor& ga) {
-  const int64_t n = ga.size(0), B = a.size(0), M = a.size(1), K = a.size(2), N = w.size(2);
+  // The kernel's table is GA itself, read as the transposed table of GA^T (rows: codes of w).
+  const int64_t n = ga.size(1), B = a.size(0), M = a.size(1), K = a.size(2), N = w.size(2);
   auto gt = transposed(g);
   auto da = torch::empty({B, M, K}, g.options());
 #if defined(APPMULT_CPU_HAS_VBMI_PATH)
@@ -284,17 +294,21 @@ torch::Tensor grad_a_transposed512(const torch::Tensor& g, const torch::Tensor& 
 }
 
 // Whether dA (grad_a) or dW is cheaper through the other product's kernel on the transposed
-// operands (rows over N) than through its own kernel (rows over M).
-bool grad_transposed(int64_t M, int64_t N, int64_t n, GradIsa isa, bool grad_a) {
+// operands (rows over N, tables of nb rows) than through its own kernel (rows over M, na rows).
+bool grad_transposed(int64_t M, int64_t N, int64_t na, int64_t nb, GradIsa isa, bool grad_a) {
   if (isa == GradIsa::kAvx512) {
     const Cost512& own = grad_a ? kGradA512 : kGradW512;
     const Cost512& other = grad_a ? kGradW512 : kGradA512;
-    return kCopies512 * cost512(N, M, n, other) < cost512(M, N, n, own);
+    return kCopies512 * cost512(N, M, nb, other) < cost512(M, N, na, own);
   }
   const double own = grad_a ? kGradAPerRow : kGradWPerRow;
   const double other = grad_a ? kGradWPerRow : kGradAPerRow;
-  return cost(N, M, n, other) < cost(M, N, n, own);
+  return cost(N, M, nb, other) < cost(M, N, na, own);
 }
+
+// The transpose of every operand of a product: the codes swap roles (a' = w^T, w' = a^T) and so
+// do the table's rows and columns.
+torch::Tensor t3(const torch::Tensor& t) { return t.transpose(1, 2); }
 
 }  // namespace
 
@@ -304,7 +318,8 @@ torch::Tensor lut_bmm(torch::Tensor a, torch::Tensor w, torch::Tensor table, std
   check_indices(a, w);
   TORCH_CHECK(table.scalar_type() == torch::kInt32, "appmult-fx: expected an int32 table, got ",
               table.scalar_type());
-  const int64_t n = table_size(table), M = a.size(1), N = w.size(2);
+  const auto [na, nb] = table_dims(table);
+  const int64_t M = a.size(1), N = w.size(2);
   const std::string resolved = resolve_isa(isa);
   const bool avx2 = resolved != "portable";
   a = a.contiguous();
@@ -313,15 +328,21 @@ torch::Tensor lut_bmm(torch::Tensor a, torch::Tensor w, torch::Tensor table, std
     return torch::zeros({a.size(0), M, N}, a.options().dtype(torch::kInt32));
   if (resolved == "avx512") {
     const Narrowing nr = narrowing(table.to(torch::kInt64));
+    // A narrow side (<= 16 codes) as the column operand: register-permute fast path.
+    const int32_t start = nr.start(a.size(2));
+    if (nr.fits && appmult_narrow::serves(nb))
+      return appmult_narrow::forward(a, w, table, nr.offset, start);
+    if (nr.fits && appmult_narrow::serves(na))
+      return t3(appmult_narrow::forward(t3(w), t3(a), table.t(), nr.offset, start)).contiguous();
     if (nr.fits) return forward_vbmi(a, w, table, nr);
   }
-  if (cost(N, M, n, kFwdPerRow) < cost(M, N, n, kFwdPerRow)) {
-    // Y^T = SUM_k TBL^T[w^T, a^T]: rows over N, vector columns over M.
+  if (cost(N, M, nb, kFwdPerRow) < cost(M, N, na, kFwdPerRow)) {
+    // Y^T = SUM_k TBL^T[w^T, a^T]: rows over N (codes of w: nb table rows), columns over M.
     auto yt = forward_oriented(w.transpose(1, 2).contiguous(), a.transpose(1, 2).contiguous(),
-                               table.contiguous(), n, avx2);
+                               table.contiguous(), nb, avx2);
     return yt.transpose(1, 2).contiguous();
   }
-  return forward_oriented(a, w, table.t().contiguous(), n, avx2);
+  return forward_oriented(a, w, table.t().contiguous(), na, avx2);
 }
 
 // The two gradient products are each other's transpose: with G' = G^T, a' = w^T, w' = a^T,
@@ -332,12 +353,15 @@ torch::Tensor lut_bmm_grad_a(torch::Tensor g, torch::Tensor a, torch::Tensor w, 
   check_indices(a, w);
   TORCH_CHECK(ga.scalar_type() == torch::kFloat32, "appmult-fx: expected a float32 ga, got ",
               ga.scalar_type());
-  const int64_t n = table_size(ga), B = a.size(0), M = a.size(1), K = a.size(2), N = w.size(2);
+  const auto [na, nb] = table_dims(ga);
+  const int64_t B = a.size(0), M = a.size(1), K = a.size(2), N = w.size(2);
   TORCH_CHECK(g.dim() == 3 && g.size(0) == B && g.size(1) == M && g.size(2) == N,
               "appmult-fx: expected g of shape [", B, ",", M, ",", N, "], got ", g.sizes());
   const GradIsa gi = grad_isa(isa);
   if (B * M * K == 0 || N == 0) return torch::zeros({B, M, K}, g.options());
-  if (grad_transposed(M, N, n, gi, true)) {
+  if (gi == GradIsa::kAvx512 && appmult_narrow::serves(nb))
+    return appmult_narrow::grad_a(g, a, w, ga);
+  if (grad_transposed(M, N, na, nb, gi, true)) {
     if (gi == GradIsa::kAvx512)
       return grad_a_transposed512(g, a.contiguous(), w.contiguous(), ga.contiguous());
     return transposed(grad_w_direct(transposed(g), transposed(w), transposed(a),
@@ -351,12 +375,15 @@ torch::Tensor lut_bmm_grad_w(torch::Tensor g, torch::Tensor a, torch::Tensor w, 
   check_indices(a, w);
   TORCH_CHECK(gw.scalar_type() == torch::kFloat32, "appmult-fx: expected a float32 gw, got ",
               gw.scalar_type());
-  const int64_t n = table_size(gw), B = a.size(0), M = a.size(1), K = a.size(2), N = w.size(2);
+  const auto [na, nb] = table_dims(gw);
+  const int64_t B = a.size(0), M = a.size(1), K = a.size(2), N = w.size(2);
   TORCH_CHECK(g.dim() == 3 && g.size(0) == B && g.size(1) == M && g.size(2) == N,
               "appmult-fx: expected g of shape [", B, ",", M, ",", N, "], got ", g.sizes());
   const GradIsa gi = grad_isa(isa);
   if (B * K * N == 0 || M == 0) return torch::zeros({B, K, N}, g.options());
-  if (grad_transposed(M, N, n, gi, false))
+  if (gi == GradIsa::kAvx512 && appmult_narrow::serves(nb))
+    return appmult_narrow::grad_w(g, a, w, gw);
+  if (grad_transposed(M, N, na, nb, gi, false))
     return transposed(grad_a_direct(transposed(g), transposed(w), transposed(a),
                                     gw.t().contiguous(), gi));
   return grad_w_direct(g.contiguous(), a.contiguous(), w.contiguous(), gw.contiguous(), gi);

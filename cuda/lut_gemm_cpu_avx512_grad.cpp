@@ -23,9 +23,13 @@
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx2,fma")
+#include "lut_gemm_cpu_avx512.h"
 
 namespace appmult_cpu_avx512 {
 namespace {
+
+using appmult_avx512::reduce16;
+using appmult_avx512::slot_of;
 
 constexpr int64_t kLanes = 16;
 
@@ -92,25 +96,6 @@ struct Scratch {
 };
 
 // ---------------------------------------------------------------- dA
-
-// Lane i of the result is the horizontal sum of acc[p(i)], where slot s of acc holds the dot
-// that lands in lane 4 (s % 4) + s / 4 (the order the last two in-lane stages produce).
-inline __m512 reduce16(const __m512* acc) {
-  __m512 h[8];
-  for (int i = 0; i < 8; ++i)  // 256-bit halves: acc[2i] in the low, acc[2i + 1] in the high
-    h[i] = _mm512_add_ps(_mm512_shuffle_f32x4(acc[2 * i], acc[2 * i + 1], 0x44),
-                         _mm512_shuffle_f32x4(acc[2 * i], acc[2 * i + 1], 0xEE));
-  __m512 q[4];
-  for (int i = 0; i < 4; ++i)  // quarters: acc[4i + 0..3] in quarters 0..3
-    q[i] = _mm512_add_ps(_mm512_shuffle_f32x4(h[2 * i], h[2 * i + 1], 0x88),
-                         _mm512_shuffle_f32x4(h[2 * i], h[2 * i + 1], 0xDD));
-  const __m512 e0 = _mm512_add_ps(_mm512_unpacklo_ps(q[0], q[1]), _mm512_unpackhi_ps(q[0], q[1]));
-  const __m512 e1 = _mm512_add_ps(_mm512_unpacklo_ps(q[2], q[3]), _mm512_unpackhi_ps(q[2], q[3]));
-  return _mm512_add_ps(_mm512_shuffle_ps(e0, e1, 0x44), _mm512_shuffle_ps(e0, e1, 0xEE));
-}
-
-// Slot of acc (see reduce16) whose sum lands in lane i.
-constexpr int slot_of(int i) { return 4 * (i % 4) + i / 4; }
 
 // Operands of one dA task: G rows, codes, and the tables of the k-group starting at k0.
 struct GradA {

@@ -33,8 +33,8 @@ bool grid_fits(int B, int splits, int rows) {
 }  // namespace
 
 cudaError_t launch_lut_fwd(const uint8_t* a, const uint8_t* w, const int32_t* table, bool table16,
-                           uint32_t offset, int bits, int B, int M, int K, int N, int num_sms,
-                           int32_t* y, cudaStream_t stream) {
+                           uint32_t offset, int bits_a, int bits_b, int B, int M, int K, int N,
+                           int num_sms, int32_t* y, cudaStream_t stream) {
   if (B == 0 || M == 0 || N == 0 || K == 0) return cudaSuccess;
   const int tiles = ceil_div(M, kTile) * ceil_div(N, kTile) * B;
   int chunk = 0;
@@ -42,20 +42,21 @@ cudaError_t launch_lut_fwd(const uint8_t* a, const uint8_t* w, const int32_t* ta
   if (!grid_fits(B, splits, M)) return cudaErrorInvalidConfiguration;
   const dim3 grid(ceil_div(N, kTile), ceil_div(M, kTile), B * splits);
   if (table16) {
-    const size_t smem = sizeof(uint16_t) << (2 * bits);
+    const size_t smem = sizeof(uint16_t) << (bits_a + bits_b);
     cudaError_t err = set_smem(lut_fwd_kernel<true>, smem);
     if (err != cudaSuccess) return err;
-    APPMULT_LAUNCH(lut_fwd_kernel<true>, grid, kThreads, smem, stream, a, w, table, bits, M, K, N,
-        splits, chunk, offset, y);
+    APPMULT_LAUNCH(lut_fwd_kernel<true>, grid, kThreads, smem, stream, a, w, table, bits_a, bits_b,
+        M, K, N, splits, chunk, offset, y);
   } else {
-    APPMULT_LAUNCH(lut_fwd_kernel<false>, grid, kThreads, 0, stream, a, w, table, bits, M, K, N,
-        splits, chunk, 0u, y);
+    APPMULT_LAUNCH(lut_fwd_kernel<false>, grid, kThreads, 0, stream, a, w, table, bits_a, bits_b,
+        M, K, N, splits, chunk, 0u, y);
   }
   return cudaGetLastError();
 }
 
 cudaError_t launch_lut_grad_a(const float* g, const uint8_t* a, const uint8_t* w, const float* ga,
-                              int bits, int B, int M, int K, int N, int num_sms, float* da,
+                              int bits_a, int bits_b, int B, int M, int K, int N,
+                              int num_sms, float* da,
                               cudaStream_t stream) {
   if (B == 0 || M == 0 || N == 0 || K == 0) return cudaSuccess;
   const int tiles = ceil_div(M, kTile) * ceil_div(K, kTile) * B;
@@ -63,21 +64,22 @@ cudaError_t launch_lut_grad_a(const float* g, const uint8_t* a, const uint8_t* w
   const int splits = reduction_splits(tiles, N, num_sms, &chunk);
   if (!grid_fits(B, splits, M)) return cudaErrorInvalidConfiguration;
   const dim3 grid(ceil_div(K, kTile), ceil_div(M, kTile), B * splits);
-  if (bits <= 7) {
-    const size_t smem = sizeof(float) << (2 * bits);
+  if (bits_a + bits_b <= 14) {
+    const size_t smem = sizeof(float) << (bits_a + bits_b);
     cudaError_t err = set_smem(lut_grad_a_kernel<true>, smem);
     if (err != cudaSuccess) return err;
-    APPMULT_LAUNCH(lut_grad_a_kernel<true>, grid, kThreads, smem, stream, g, a, w, ga, bits, M, K,
-        N, splits, chunk, da);
+    APPMULT_LAUNCH(lut_grad_a_kernel<true>, grid, kThreads, smem, stream, g, a, w, ga, bits_a,
+        bits_b, M, K, N, splits, chunk, da);
   } else {
-    APPMULT_LAUNCH(lut_grad_a_kernel<false>, grid, kThreads, 0, stream, g, a, w, ga, bits, M, K, N,
-        splits, chunk, da);
+    APPMULT_LAUNCH(lut_grad_a_kernel<false>, grid, kThreads, 0, stream, g, a, w, ga, bits_a, bits_b,
+        M, K, N, splits, chunk, da);
   }
   return cudaGetLastError();
 }
 
 cudaError_t launch_lut_grad_w(const float* g, const uint8_t* a, const uint8_t* w, const float* gw,
-                              int bits, int B, int M, int K, int N, int num_sms, float* dw,
+                              int bits_a, int bits_b, int B, int M, int K, int N,
+                              int num_sms, float* dw,
                               cudaStream_t stream) {
   if (B == 0 || M == 0 || N == 0 || K == 0) return cudaSuccess;
   const int tiles = ceil_div(K, kTile) * ceil_div(N, kTile) * B;
@@ -85,15 +87,15 @@ cudaError_t launch_lut_grad_w(const float* g, const uint8_t* a, const uint8_t* w
   const int splits = reduction_splits(tiles, M, num_sms, &chunk);
   if (!grid_fits(B, splits, K)) return cudaErrorInvalidConfiguration;
   const dim3 grid(ceil_div(N, kTile), ceil_div(K, kTile), B * splits);
-  if (bits <= 7) {
-    const size_t smem = sizeof(float) << (2 * bits);
+  if (bits_a + bits_b <= 14) {
+    const size_t smem = sizeof(float) << (bits_a + bits_b);
     cudaError_t err = set_smem(lut_grad_w_kernel<true>, smem);
     if (err != cudaSuccess) return err;
-    APPMULT_LAUNCH(lut_grad_w_kernel<true>, grid, kThreads, smem, stream, g, a, w, gw, bits, M, K,
-        N, splits, chunk, dw);
+    APPMULT_LAUNCH(lut_grad_w_kernel<true>, grid, kThreads, smem, stream, g, a, w, gw, bits_a,
+        bits_b, M, K, N, splits, chunk, dw);
   } else {
-    APPMULT_LAUNCH(lut_grad_w_kernel<false>, grid, kThreads, 0, stream, g, a, w, gw, bits, M, K, N,
-        splits, chunk, dw);
+    APPMULT_LAUNCH(lut_grad_w_kernel<false>, grid, kThreads, 0, stream, g, a, w, gw, bits_a, bits_b,
+        M, K, N, splits, chunk, dw);
   }
   return cudaGetLastError();
 }

@@ -52,7 +52,7 @@ torch::Tensor lut_bmm(torch::Tensor a, torch::Tensor w, torch::Tensor table) {
   TORCH_CHECK(table.scalar_type() == torch::kInt32 && table.device() == a.device(),
               "appmult-fx: expected an int32 table on ", a.device(), ", got ",
               table.scalar_type(), " on ", table.device());
-  const int bits = appmult::table_bits(table);
+  const auto [bits_a, bits_b] = appmult::table_bits(table);
   const c10::cuda::CUDAGuard guard(a.device());
   a = a.contiguous();
   w = w.contiguous();
@@ -65,7 +65,7 @@ torch::Tensor lut_bmm(torch::Tensor a, torch::Tensor w, torch::Tensor table) {
   auto y = torch::zeros({a.size(0), a.size(1), w.size(2)}, a.options().dtype(torch::kInt32));
   const cudaError_t err = appmult_cuda::launch_lut_fwd(
       a.data_ptr<uint8_t>(), w.data_ptr<uint8_t>(), staged.data_ptr<int32_t>(), table16,
-      static_cast<uint32_t>(lo), bits, as_int(a.size(0), "B"), as_int(a.size(1), "M"),
+      static_cast<uint32_t>(lo), bits_a, bits_b, as_int(a.size(0), "B"), as_int(a.size(1), "M"),
       as_int(a.size(2), "K"), as_int(w.size(2), "N"), num_sms(), y.data_ptr<int32_t>(),
       at::cuda::getCurrentCUDAStream());
   TORCH_CHECK(err == cudaSuccess, "appmult-fx: CUDA lut_bmm failed: ", cudaGetErrorString(err));
@@ -75,7 +75,7 @@ torch::Tensor lut_bmm(torch::Tensor a, torch::Tensor w, torch::Tensor table) {
 torch::Tensor lut_bmm_grad_a(torch::Tensor g, torch::Tensor a, torch::Tensor w, torch::Tensor ga) {
   check_indices(a, w);
   check_grad(g, a, w, ga);
-  const int bits = appmult::table_bits(ga);
+  const auto [bits_a, bits_b] = appmult::table_bits(ga);
   const c10::cuda::CUDAGuard guard(a.device());
   g = g.contiguous();
   a = a.contiguous();
@@ -84,7 +84,7 @@ torch::Tensor lut_bmm_grad_a(torch::Tensor g, torch::Tensor a, torch::Tensor w, 
   auto da = torch::zeros(a.sizes(), g.options());
   const cudaError_t err = appmult_cuda::launch_lut_grad_a(
       g.data_ptr<float>(), a.data_ptr<uint8_t>(), w.data_ptr<uint8_t>(), ga.data_ptr<float>(),
-      bits, as_int(a.size(0), "B"), as_int(a.size(1), "M"), as_int(a.size(2), "K"),
+      bits_a, bits_b, as_int(a.size(0), "B"), as_int(a.size(1), "M"), as_int(a.size(2), "K"),
       as_int(w.size(2), "N"), num_sms(), da.data_ptr<float>(), at::cuda::getCurrentCUDAStream());
   TORCH_CHECK(err == cudaSuccess, "appmult-fx: CUDA lut_bmm_grad_a failed: ",
               cudaGetErrorString(err));
@@ -94,7 +94,7 @@ torch::Tensor lut_bmm_grad_a(torch::Tensor g, torch::Tensor a, torch::Tensor w, 
 torch::Tensor lut_bmm_grad_w(torch::Tensor g, torch::Tensor a, torch::Tensor w, torch::Tensor gw) {
   check_indices(a, w);
   check_grad(g, a, w, gw);
-  const int bits = appmult::table_bits(gw);
+  const auto [bits_a, bits_b] = appmult::table_bits(gw);
   const c10::cuda::CUDAGuard guard(a.device());
   g = g.contiguous();
   a = a.contiguous();
@@ -103,7 +103,7 @@ torch::Tensor lut_bmm_grad_w(torch::Tensor g, torch::Tensor a, torch::Tensor w, 
   auto dw = torch::zeros(w.sizes(), g.options());
   const cudaError_t err = appmult_cuda::launch_lut_grad_w(
       g.data_ptr<float>(), a.data_ptr<uint8_t>(), w.data_ptr<uint8_t>(), gw.data_ptr<float>(),
-      bits, as_int(a.size(0), "B"), as_int(a.size(1), "M"), as_int(a.size(2), "K"),
+      bits_a, bits_b, as_int(a.size(0), "B"), as_int(a.size(1), "M"), as_int(a.size(2), "K"),
       as_int(w.size(2), "N"), num_sms(), dw.data_ptr<float>(), at::cuda::getCurrentCUDAStream());
   TORCH_CHECK(err == cudaSuccess, "appmult-fx: CUDA lut_bmm_grad_w failed: ",
               cudaGetErrorString(err));

@@ -2,12 +2,14 @@
 //
 // One tiling for the three products: a 64 x 64 output tile per block of 256 threads, 4 x 4
 // outputs per thread, the reduction walked in steps of 32 through shared-memory code/gradient
-// tiles. The multiplier table lives in shared memory:
+// tiles. Tables are (2**bits_a, 2**bits_b): entry (u, v) at u << bits_b | v, u a code of the row
+// operand a, v of the column operand w; codes enter the shared-memory tiles masked to their
+// width, so no index ever leaves the table. The multiplier table lives in shared memory:
 //   forward: 16-bit entries (T - offset, exact when max(T) - min(T) < 2**16; the offset is added
 //            back as K * offset at the end, modulo 2**32), else the int32 table read through the
 //            read-only cache (the exact slow path);
-//   dA, dW:  float32 entries in shared memory for bits <= 7 (64 KB), read through the read-only
-//            cache for 8 bits (256 KB does not fit).
+//   dA, dW:  float32 entries in shared memory for bits_a + bits_b <= 14 (64 KB), read through
+//            the read-only cache above (256 KB at 8 x 8 does not fit).
 // A product's reduction can be split over gridDim.z to fill the GPU when the output is small;
 // split partial sums are combined with atomicAdd (integer adds wrap, so the forward stays exact).
 #pragma once
@@ -25,11 +27,17 @@ constexpr int kPer = 4;        // outputs per thread along each tile edge
 
 __device__ __forceinline__ uint32_t byte_of(uint32_t word, int i) { return (word >> (8 * i)) & 0xffu; }
 
+// The largest code of a `bits`-bit operand (its mask).
+__device__ __forceinline__ uint8_t code_mask(int bits) {
+  return static_cast<uint8_t>((1u << bits) - 1u);
+}
+
 // Y[b, m, n] = SUM_k T[a[b, m, k], w[b, k, n]] over the reduction range of split blockIdx.z % splits.
 template <bool kShared16>
 __global__ void __launch_bounds__(kThreads) lut_fwd_kernel(
     const uint8_t* __restrict__ a, const uint8_t* __restrict__ w, const int32_t* __restrict__ table,
-    int bits, int M, int K, int N, int splits, int chunk, uint32_t offset, int32_t* __restrict__ y) {
+    int bits_a, int bits_b, int M, int K, int N, int splits, int chunk, uint32_t offset,
+    int32_t* __restrict__ y) {
   APPMULT_DYNAMIC_SHARED(unsigned char, smem);
   __shared__ __align__(16) uint8_t As[kStep][kTile];  // As[t][row]
   __shared__ __align__(16) uint8_t Ws[kStep][kTile];  // Ws[t][col]
@@ -41,7 +49,7 @@ __global__ void __launch_bounds__(kThreads) lut_fwd_kernel(
   w += static_cast<int64_t>(b) * K * N;
   y += static_cast<int64_t>(b) * M * N;
   if constexpr (kShared16) {
-    for (int i = threadIdx.x; i < (1 << (2 * bits)); i += kThreads)
+    for (int i = threadIdx.x; i < (1 << (bits_a + bits_b)); i += kThreads)
       lut[i] = static_cast<uint16_t>(table[i]);
   }
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
@@ -55,11 +63,13 @@ __global__ void __launch_bounds__(kThreads) lut_fwd_kernel(
     __syncthreads();  // the previous tiles are consumed (and the table is written)
     for (int i = threadIdx.x; i < kTile * kStep; i += kThreads) {
       const int r = i / kStep, t = i % kStep, m = m0 + r;
-      As[t][r] = (m < M && t < kc) ? a[static_cast<int64_t>(m) * K + k0 + t] : 0;
+      As[t][r] =
+          (m < M && t < kc) ? a[static_cast<int64_t>(m) * K + k0 + t] & code_mask(bits_a) : 0;
     }
     for (int i = threadIdx.x; i < kTile * kStep; i += kThreads) {
       const int t = i / kTile, c = i % kTile, n = n0 + c;
-      Ws[t][c] = (n < N && t < kc) ? w[static_cast<int64_t>(k0 + t) * N + n] : 0;
+      Ws[t][c] =
+          (n < N && t < kc) ? w[static_cast<int64_t>(k0 + t) * N + n] & code_mask(bits_b) : 0;
     }
     __syncthreads();
     for (int t = 0; t < kc; ++t) {
@@ -67,7 +77,7 @@ __global__ void __launch_bounds__(kThreads) lut_fwd_kernel(
       const uint32_t w4 = *reinterpret_cast<const uint32_t*>(&Ws[t][tx * kPer]);
 #pragma unroll
       for (int i = 0; i < kPer; ++i) {
-        const uint32_t row = byte_of(a4, i) << bits;
+        const uint32_t row = byte_of(a4, i) << bits_b;
 #pragma unroll
         for (int j = 0; j < kPer; ++j) {
           const uint32_t idx = row | byte_of(w4, j);
@@ -99,9 +109,10 @@ __global__ void __launch_bounds__(kThreads) lut_fwd_kernel(
 
 // Copies the float table to shared memory (kShared) and returns where to read it from.
 template <bool kShared>
-__device__ __forceinline__ const float* stage_float_table(const float* table, int bits, float* smem) {
+__device__ __forceinline__ const float* stage_float_table(const float* table, int entries_log2,
+                                                         float* smem) {
   if constexpr (kShared) {
-    for (int i = threadIdx.x; i < (1 << (2 * bits)); i += kThreads) smem[i] = table[i];
+    for (int i = threadIdx.x; i < (1 << entries_log2); i += kThreads) smem[i] = table[i];
     return smem;
   } else {
     return table;
@@ -117,7 +128,8 @@ __device__ __forceinline__ float read_table(const float* t, uint32_t idx) {
 template <bool kShared>
 __global__ void __launch_bounds__(kThreads) lut_grad_a_kernel(
     const float* __restrict__ g, const uint8_t* __restrict__ a, const uint8_t* __restrict__ w,
-    const float* __restrict__ ga, int bits, int M, int K, int N, int splits, int chunk,
+    const float* __restrict__ ga, int bits_a, int bits_b, int M, int K, int N, int splits,
+    int chunk,
     float* __restrict__ da) {
   APPMULT_DYNAMIC_SHARED(unsigned char, smem);
   __shared__ __align__(16) float Gs[kStep][kTile + 4];  // Gs[t][row]
@@ -129,7 +141,8 @@ __global__ void __launch_bounds__(kThreads) lut_grad_a_kernel(
   a += static_cast<int64_t>(b) * M * K;
   w += static_cast<int64_t>(b) * K * N;
   da += static_cast<int64_t>(b) * M * K;
-  const float* lut = stage_float_table<kShared>(ga, bits, reinterpret_cast<float*>(smem));
+  const float* lut =
+      stage_float_table<kShared>(ga, bits_a + bits_b, reinterpret_cast<float*>(smem));
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
   uint32_t row[kPer][kPer];  // table row offset of the fixed activation code of each output
   float acc[kPer][kPer];
@@ -139,7 +152,9 @@ __global__ void __launch_bounds__(kThreads) lut_grad_a_kernel(
 #pragma unroll
     for (int j = 0; j < kPer; ++j) {
       const int k = k0 + tx * kPer + j;
-      row[i][j] = (m < M && k < K) ? static_cast<uint32_t>(a[static_cast<int64_t>(m) * K + k]) << bits : 0u;
+      const uint32_t code =
+          (m < M && k < K) ? a[static_cast<int64_t>(m) * K + k] & code_mask(bits_a) : 0u;
+      row[i][j] = code << bits_b;
       acc[i][j] = 0.f;
     }
   }
@@ -152,7 +167,8 @@ __global__ void __launch_bounds__(kThreads) lut_grad_a_kernel(
     }
     for (int i = threadIdx.x; i < kTile * kStep; i += kThreads) {
       const int c = i / kStep, t = i % kStep, k = k0 + c;
-      Ws[t][c] = (k < K && t < nc) ? w[static_cast<int64_t>(k) * N + n0 + t] : 0;
+      Ws[t][c] =
+          (k < K && t < nc) ? w[static_cast<int64_t>(k) * N + n0 + t] & code_mask(bits_b) : 0;
     }
     __syncthreads();
     for (int t = 0; t < nc; ++t) {
@@ -188,7 +204,8 @@ __global__ void __launch_bounds__(kThreads) lut_grad_a_kernel(
 template <bool kShared>
 __global__ void __launch_bounds__(kThreads) lut_grad_w_kernel(
     const float* __restrict__ g, const uint8_t* __restrict__ a, const uint8_t* __restrict__ w,
-    const float* __restrict__ gw, int bits, int M, int K, int N, int splits, int chunk,
+    const float* __restrict__ gw, int bits_a, int bits_b, int M, int K, int N, int splits,
+    int chunk,
     float* __restrict__ dw) {
   APPMULT_DYNAMIC_SHARED(unsigned char, smem);
   __shared__ __align__(16) float Gs[kStep][kTile];    // Gs[t][col] = g[t, col]
@@ -200,7 +217,8 @@ __global__ void __launch_bounds__(kThreads) lut_grad_w_kernel(
   a += static_cast<int64_t>(b) * M * K;
   w += static_cast<int64_t>(b) * K * N;
   dw += static_cast<int64_t>(b) * K * N;
-  const float* lut = stage_float_table<kShared>(gw, bits, reinterpret_cast<float*>(smem));
+  const float* lut =
+      stage_float_table<kShared>(gw, bits_a + bits_b, reinterpret_cast<float*>(smem));
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
   uint32_t col[kPer][kPer];  // the fixed weight code of each output
   float acc[kPer][kPer];
@@ -210,7 +228,8 @@ __global__ void __launch_bounds__(kThreads) lut_grad_w_kernel(
 #pragma unroll
     for (int j = 0; j < kPer; ++j) {
       const int n = n0 + tx * kPer + j;
-      col[i][j] = (k < K && n < N) ? static_cast<uint32_t>(w[static_cast<int64_t>(k) * N + n]) : 0u;
+      col[i][j] =
+          (k < K && n < N) ? w[static_cast<int64_t>(k) * N + n] & code_mask(bits_b) : 0u;
       acc[i][j] = 0.f;
     }
   }
@@ -220,7 +239,8 @@ __global__ void __launch_bounds__(kThreads) lut_grad_w_kernel(
     for (int i = threadIdx.x; i < kTile * kStep; i += kThreads) {
       const int t = i / kTile, c = i % kTile, n = n0 + c, k = k0 + c;
       Gs[t][c] = (t < mc && n < N) ? g[static_cast<int64_t>(mt + t) * N + n] : 0.f;
-      As[t][c] = (t < mc && k < K) ? a[static_cast<int64_t>(mt + t) * K + k] : 0;
+      As[t][c] =
+          (t < mc && k < K) ? a[static_cast<int64_t>(mt + t) * K + k] & code_mask(bits_a) : 0;
     }
     __syncthreads();
     for (int t = 0; t < mc; ++t) {
@@ -229,7 +249,7 @@ __global__ void __launch_bounds__(kThreads) lut_grad_w_kernel(
       const uint32_t a4 = *reinterpret_cast<const uint32_t*>(&As[t][ty * kPer]);
 #pragma unroll
       for (int i = 0; i < kPer; ++i) {
-        const uint32_t row = byte_of(a4, i) << bits;
+        const uint32_t row = byte_of(a4, i) << bits_b;
 #pragma unroll
         for (int j = 0; j < kPer; ++j)
           acc[i][j] = fmaf(gv[j], read_table<kShared>(lut, row | col[i][j]), acc[i][j]);

@@ -45,9 +45,17 @@ CPU_SOURCES = (
     "lut_gemm_cpu_avx2.cpp",
     "lut_gemm_cpu_vbmi.cpp",
     "lut_gemm_cpu_avx512_grad.cpp",
+    "lut_gemm_cpu_narrow.cpp",
+    "lut_gemm_cpu_narrow_ops.cpp",
     "lut_gemm_cpu_portable.cpp",
 )
-CPU_HEADERS = ("lut_gemm_cpu.h", "lut_gemm_cpu_kernels.h", "bit_limits.h")
+CPU_HEADERS = (
+    "lut_gemm_cpu.h",
+    "lut_gemm_cpu_kernels.h",
+    "lut_gemm_cpu_avx512.h",
+    "lut_gemm_cpu_narrow.h",
+    "bit_limits.h",
+)
 CUDA_SOURCES = ("lut_gemm_cuda_binding.cpp", "lut_gemm_cuda.cu")
 CUDA_HEADERS = ("lut_gemm_cuda.h", "lut_gemm_cuda_kernels.cuh", "cuda_launch.h", "bit_limits.h")
 CUDA_ARCH_FLAGS = (

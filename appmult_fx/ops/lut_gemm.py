@@ -10,6 +10,9 @@ columns by the weight (column) operand ``w`` (square multipliers have ``bits_a =
 * ``appmult::lut_bmm_grad_a(g f32[B,M,N], a, w, ga f32[na,nb]) -> f32[B,M,K]``
 * ``appmult::lut_bmm_grad_w(g f32[B,M,N], a, w, gw f32[na,nb]) -> f32[B,K,N]``
 
+All three refuse an index of ``a`` at or past ``na`` or of ``w`` past ``nb`` (a clear error,
+:func:`check_index_range`), so no kernel reads outside its table.
+
 Differentiable op (integer-valued float codes in, used by the converted graphs):
 
 * ``appmult::approx_bmm(qa f32[B,M,K], qb f32[B,K,N], table, grad_a?, grad_b?) -> f32[B,M,N]``
@@ -120,6 +123,26 @@ def _check_indices(a: Tensor, w: Tensor) -> None:
     torch._check(a.device == w.device, lambda: f"a on {a.device} but w on {w.device}")
 
 
+def check_index_range(a: Tensor, w: Tensor, table: Tensor) -> None:
+    """Raise a clear error unless every index of ``a`` is below the table's row count and every
+    index of ``w`` below its column count (a side with 256 entries takes any uint8 index and
+    is not scanned). The kernels never see an index past the table; on CUDA the scan syncs."""
+    for codes, size, what, side in (
+        (a, table.shape[0], "a", "rows"),
+        (w, table.shape[1], "w", "columns"),
+    ):
+        if size >= 256 or codes.numel() == 0:
+            continue
+        top = int(codes.max())
+        torch._check(
+            top < size,
+            lambda codes=codes, size=size, what=what, side=side, top=top: (
+                f"expected indices of {what} below the table's {size} {side}, got {top}; "
+                f"indices are operand codes modulo 2**bits (luts.indexing.codes_to_indices)"
+            ),
+        )
+
+
 def _check_grad(g: Tensor, a: Tensor, w: Tensor) -> None:
     torch._check(
         g.dim() == 3 and tuple(g.shape) == (a.shape[0], a.shape[1], w.shape[2]),
@@ -141,6 +164,7 @@ def _lut_bmm(impl, a: Tensor, w: Tensor, table: Tensor) -> Tensor:  # noqa: ANN0
             f"int32), got K={k}; use appmult_fx.ops.lut_gemm.lut_sum (exact int64 split-K)"
         ),
     )
+    check_index_range(a, w, table)
     return impl.lut_bmm(a.contiguous(), w.contiguous(), table.to(a.device).contiguous())
 
 
@@ -162,6 +186,7 @@ def _lut_bmm_grad(impl, product: str, g: Tensor, a: Tensor, w: Tensor, gt: Tenso
     _check_indices(a, w)
     _check_grad(g, a, w)
     check_table(gt, torch.float32, "ga" if product == "lut_bmm_grad_a" else "gw")
+    check_index_range(a, w, gt)
     run = getattr(impl, product)
     return run(g.contiguous(), a.contiguous(), w.contiguous(), gt.to(a.device).contiguous())
 
@@ -192,23 +217,16 @@ def _lut_bmm_grad_w_fake(g: Tensor, a: Tensor, w: Tensor, gw: Tensor) -> Tensor:
     return g.new_empty(w.shape, dtype=torch.float32)
 
 
-def _backend(device: torch.device, table: Tensor):  # noqa: ANN202
-    # TEMPORARY until the compiled kernels take rectangular tables: those run the reference.
-    if table.shape[0] != table.shape[1]:
-        return reference
-    return kernels.backend_for(device)
-
-
 def _compiled_lut_bmm(a: Tensor, w: Tensor, table: Tensor) -> Tensor:
-    return _lut_bmm(_backend(a.device, table), a, w, table)
+    return _lut_bmm(kernels.backend_for(a.device), a, w, table)
 
 
 def _compiled_grad_a(g: Tensor, a: Tensor, w: Tensor, ga: Tensor) -> Tensor:
-    return _lut_bmm_grad(_backend(a.device, ga), "lut_bmm_grad_a", g, a, w, ga)
+    return _lut_bmm_grad(kernels.backend_for(a.device), "lut_bmm_grad_a", g, a, w, ga)
 
 
 def _compiled_grad_w(g: Tensor, a: Tensor, w: Tensor, gw: Tensor) -> Tensor:
-    return _lut_bmm_grad(_backend(a.device, gw), "lut_bmm_grad_w", g, a, w, gw)
+    return _lut_bmm_grad(kernels.backend_for(a.device), "lut_bmm_grad_w", g, a, w, gw)
 
 
 register_device_kernels(

@@ -1,7 +1,8 @@
 """The CUDA kernel sources run on the CPU (host emulation, see cuda/cuda_host_shim.h) against the
-pure-torch references: every product, bits 2..8, signed and unsigned, ragged shapes, the split
-(atomicAdd) and wide-table paths, the FP kernel; and faults injected into a copy of the sources
-(dropped barriers, a dropped ragged-edge guard, a shifted index) that the same checks catch."""
+pure-torch references: every product, bits 2..8, signed and unsigned, square and rectangular
+tables, ragged shapes, the split (atomicAdd) and wide-table paths, the FP kernel; and faults
+injected into a copy of the sources (dropped barriers, a dropped ragged-edge guard, a shifted
+index) that the same checks catch."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from .test_kernels_cpu import (
     make_operands,
     make_table,
 )
+from .test_kernels_rectangular import check_rectangular, rectangular_cases
 
 pytestmark = pytest.mark.skipif(compiler() is None, reason="needs a C++20 compiler (g++)")
 
@@ -102,8 +104,8 @@ FAULTS = {
     ),
     "grad_w reads its A tile one column off": (
         "lut_gemm_cuda_kernels.cuh",
-        "a[static_cast<int64_t>(mt + t) * K + k] : 0;",
-        "a[static_cast<int64_t>(mt + t) * K + k + (appmult_fault == 3)] : 0;",
+        "a[static_cast<int64_t>(mt + t) * K + k] & code_mask(bits_a) : 0;",
+        "a[static_cast<int64_t>(mt + t) * K + k + (appmult_fault == 3)] & code_mask(bits_a) : 0;",
     ),
     "fp kernel drops the barrier before its tiles are overwritten": (
         "fp_lut_gemm_cuda_kernels.cuh",
@@ -151,3 +153,20 @@ def test_injected_fault_fails_parity(faulty_lib, fault: int) -> None:
                 check_products(emu, [(1, 70, 300, 67), (1, 9, 20, 300)])
     finally:
         switch.value = 0
+
+
+RECT_WIDTHS = [(8, 4), (8, 2), (4, 8), (3, 7), (7, 3), (2, 8), (8, 7)]
+
+
+def test_rectangular_tables(emulated_lib) -> None:
+    """(2**bits_a, 2**bits_b) tables: signed and unsigned, 16-bit and wide forward tables,
+    shared-memory and read-only-cache gradient tables (8 x 7 > 14 bits), ragged M, K, N."""
+    shapes = [(1, 1, 1, 1), (2, 13, 31, 33), (1, 70, 45, 67)]
+    check_rectangular(EmulatedCUDA(emulated_lib), rectangular_cases(RECT_WIDTHS, shapes))
+
+
+def test_rectangular_split_and_wide_paths(emulated_lib) -> None:
+    """The split (atomicAdd) reductions and the 32-bit forward table on rectangular tables."""
+    cases = rectangular_cases([(8, 4), (3, 7)], [(1, 9, 300, 7), (1, 300, 20, 9)])
+    check_rectangular(EmulatedCUDA(emulated_lib, num_sms=132), cases)
+    check_rectangular(EmulatedCUDA(emulated_lib, wide_table=True), cases)

@@ -26,19 +26,23 @@ SHAPES = [
 RELATIVE_TOLERANCE = 1e-5
 
 
-def make_table(bits: int, signed: bool, gen: torch.Generator) -> torch.Tensor:
-    """An approximate ``bits``-bit product table with noise and ``T[0][0] != 0``."""
-    v = operand_values(bits, signed)
-    table = torch.outer(v, v) + torch.randint(-3, 4, (len(v), len(v)), generator=gen)
+def make_table(bits: int, signed: bool, gen: torch.Generator, bits_b: int | None = None):
+    """An approximate ``bits`` x ``bits_b``-bit (default square) product table with noise and
+    ``T[0][0] != 0``."""
+    va, vb = operand_values(bits, signed), operand_values(bits_b or bits, signed)
+    table = torch.outer(va, vb) + torch.randint(-3, 4, (len(va), len(vb)), generator=gen)
     table[0, 0] = 5
     return table.to(torch.int32)
 
 
-def make_operands(shape: tuple[int, int, int, int], bits: int, gen: torch.Generator):
-    """Random indices a [B,M,K], w [B,K,N] and gradient g [B,M,N]."""
+def make_operands(
+    shape: tuple[int, int, int, int], bits: int, gen: torch.Generator, bits_b: int | None = None
+):
+    """Random indices a [B,M,K] < 2**bits, w [B,K,N] < 2**bits_b (default ``bits``) and a
+    gradient g [B,M,N]."""
     b, m, k, n = shape
     a = torch.randint(0, 1 << bits, (b, m, k), generator=gen, dtype=torch.uint8)
-    w = torch.randint(0, 1 << bits, (b, k, n), generator=gen, dtype=torch.uint8)
+    w = torch.randint(0, 1 << (bits_b or bits), (b, k, n), generator=gen, dtype=torch.uint8)
     g = torch.randn(b, m, n, generator=gen)
     return a, w, g
 

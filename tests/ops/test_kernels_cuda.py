@@ -66,3 +66,25 @@ def test_cuda_opcheck() -> None:
     torch.library.opcheck(ops.lut_bmm, (a, w, table))
     torch.library.opcheck(ops.lut_bmm_grad_a, (g, a, w, ga))
     torch.library.opcheck(ops.lut_bmm_grad_w, (g, a, w, gw))
+
+
+def test_cuda_rectangular_tables(cuda_backend) -> None:
+    """(2**bits_a, 2**bits_b) tables, signed and unsigned, 16-bit and wide forward tables, ragged
+    shapes, and a split reduction."""
+    from .test_kernels_rectangular import WIDTHS, check_rectangular, rectangular_cases
+
+    shapes = [(1, 1, 1, 1), (2, 13, 31, 33), (1, 300, 70, 20), (1, 9, 3000, 7)]
+    check_rectangular(cuda_backend, rectangular_cases(WIDTHS, shapes), "cuda")
+
+
+def test_cuda_opcheck_rectangular() -> None:
+    from .test_kernels_rectangular import rect_table
+
+    gen = torch.Generator().manual_seed(9)
+    table = rect_table(8, 4, True, False, gen).cuda()
+    ga, gw = torch.randn(256, 16, device="cuda"), torch.randn(256, 16, device="cuda")
+    a, w, g = (t.cuda() for t in make_operands((2, 9, 27, 11), 8, gen, 4))
+    ops = torch.ops.appmult
+    torch.library.opcheck(ops.lut_bmm, (a, w, table))
+    torch.library.opcheck(ops.lut_bmm_grad_a, (g, a, w, ga))
+    torch.library.opcheck(ops.lut_bmm_grad_w, (g, a, w, gw))

@@ -142,7 +142,7 @@ class EmulatedCUDA:
     def lut_bmm(self, a: Tensor, w: Tensor, table: Tensor) -> Tensor:
         """``Y = SUM_k table[a, w]`` with the binding's 16-bit table staging."""
         a, w, table = _padded(a), _padded(w), _padded(table)
-        bits = table.shape[0].bit_length() - 1
+        bits_a, bits_b = (d.bit_length() - 1 for d in table.shape)
         wide = table.to(torch.int64)
         lo, hi = int(wide.min()), int(wide.max())
         table16 = hi - lo <= 65535 and not self.wide_table
@@ -155,7 +155,8 @@ class EmulatedCUDA:
             _ptr(staged),
             int(table16),
             ctypes.c_uint32(lo & 0xFFFFFFFF),
-            bits,
+            bits_a,
+            bits_b,
             b,
             m,
             k,
@@ -169,11 +170,10 @@ class EmulatedCUDA:
     def _grad(self, fn: str, g: Tensor, a: Tensor, w: Tensor, gt: Tensor, shape) -> Tensor:
         g, a, w, gt = (_padded(t) for t in (g.float(), a, w, gt))
         (b, m, k), n = a.shape, w.shape[2]
-        bits = gt.shape[0].bit_length() - 1
+        bits_a, bits_b = (d.bit_length() - 1 for d in gt.shape)
         out = _Output(tuple(shape), torch.float32)
-        err = getattr(self._lib, fn)(
-            _ptr(g), _ptr(a), _ptr(w), _ptr(gt), bits, b, m, k, n, self.num_sms, _ptr(out.tensor)
-        )
+        args = (bits_a, bits_b, b, m, k, n, self.num_sms)
+        err = getattr(self._lib, fn)(_ptr(g), _ptr(a), _ptr(w), _ptr(gt), *args, _ptr(out.tensor))
         self._check(err, fn)
         return out.checked()
 

@@ -7,19 +7,22 @@
 extern "C" {
 
 int emu_lut_fwd(const uint8_t* a, const uint8_t* w, const int32_t* table, int table16,
-                uint32_t offset, int bits, int B, int M, int K, int N, int num_sms, int32_t* y) {
-  return appmult_cuda::launch_lut_fwd(a, w, table, table16 != 0, offset, bits, B, M, K, N,
-                                      num_sms, y, nullptr);
+                uint32_t offset, int bits_a, int bits_b, int B, int M, int K, int N,
+                int num_sms, int32_t* y) {
+  return appmult_cuda::launch_lut_fwd(a, w, table, table16 != 0, offset, bits_a, bits_b, B, M, K,
+                                      N, num_sms, y, nullptr);
 }
 
-int emu_lut_grad_a(const float* g, const uint8_t* a, const uint8_t* w, const float* ga, int bits,
-                   int B, int M, int K, int N, int num_sms, float* da) {
-  return appmult_cuda::launch_lut_grad_a(g, a, w, ga, bits, B, M, K, N, num_sms, da, nullptr);
+int emu_lut_grad_a(const float* g, const uint8_t* a, const uint8_t* w, const float* ga, int bits_a,
+                   int bits_b, int B, int M, int K, int N, int num_sms, float* da) {
+  return appmult_cuda::launch_lut_grad_a(g, a, w, ga, bits_a, bits_b, B, M, K, N, num_sms, da,
+                                         nullptr);
 }
 
-int emu_lut_grad_w(const float* g, const uint8_t* a, const uint8_t* w, const float* gw, int bits,
-                   int B, int M, int K, int N, int num_sms, float* dw) {
-  return appmult_cuda::launch_lut_grad_w(g, a, w, gw, bits, B, M, K, N, num_sms, dw, nullptr);
+int emu_lut_grad_w(const float* g, const uint8_t* a, const uint8_t* w, const float* gw, int bits_a,
+                   int bits_b, int B, int M, int K, int N, int num_sms, float* dw) {
+  return appmult_cuda::launch_lut_grad_w(g, a, w, gw, bits_a, bits_b, B, M, K, N, num_sms, dw,
+                                         nullptr);
 }
 
 int emu_fp_cast(const uint32_t* src, uint32_t* dst, int64_t n, int m, int nearest) {

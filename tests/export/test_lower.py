@@ -35,6 +35,18 @@ def _params(mult, w_shape, per_channel: bool, gen: torch.Generator):
     return codes, x_scale, x_zp, w_scale, w_zp
 
 
+def _op_common(mult, layer: str) -> tuple:
+    """The frozen ops' trailing arguments: widths, signedness, multiplier name/hash, layer."""
+    return (mult.bits_a, mult.bits_b, mult.signed, mult.name, mult.sha256, layer)
+
+
+def _node_attrs(mult, layer: str, **extra) -> dict:
+    """The ``appmult`` node attributes of ``mult`` for ``layer`` (plus conv geometry)."""
+    bits_a, bits_b, signed, name, sha, _ = _op_common(mult, layer)
+    common = dict(bits_a=bits_a, bits_b=bits_b, signed=int(signed), multiplier=name)
+    return extra | common | dict(multiplier_sha256=sha, layer=layer)
+
+
 def _model(op: str, x_shape, consts, bias, attrs) -> onnx.ModelProto:
     names = ["W", "x_scale", "x_zero_point", "w_scale", "w_zero_point"]
     inits = [numpy_helper.from_array(t.numpy(), n) for n, t in zip(names, consts, strict=True)]
@@ -99,25 +111,9 @@ def test_lut_conv_lowering_matches_torch_op(case) -> None:
         pads,
         dilations,
         group,
-        mult.bits_a,
-        mult.bits_b,
-        mult.signed,
-        mult.name,
-        mult.sha256,
-        "layer",
+        *_op_common(mult, "layer"),
     )
-    attrs = dict(
-        strides=strides,
-        pads=pads,
-        dilations=dilations,
-        group=group,
-        bits_a=mult.bits_a,
-        bits_b=mult.bits_b,
-        signed=int(mult.signed),
-        multiplier=mult.name,
-        multiplier_sha256=mult.sha256,
-        layer="layer",
-    )
+    attrs = _node_attrs(mult, "layer", strides=strides, pads=pads, dilations=dilations, group=group)
     out = _run_lowered(_model("LutConv", x_shape, consts, bias, attrs), mult, x)
     assert out.shape == tuple(expected.shape)
     np.testing.assert_array_equal(out, expected.numpy())
@@ -145,21 +141,9 @@ def test_lut_gemm_lowering_matches_torch_op(name, x_shape, per_channel, with_bia
         *consts,
         bias,
         mult.table,
-        mult.bits_a,
-        mult.bits_b,
-        mult.signed,
-        mult.name,
-        mult.sha256,
-        "fc",
+        *_op_common(mult, "fc"),
     )
-    attrs = dict(
-        bits_a=mult.bits_a,
-        bits_b=mult.bits_b,
-        signed=int(mult.signed),
-        multiplier=mult.name,
-        multiplier_sha256=mult.sha256,
-        layer="fc",
-    )
+    attrs = _node_attrs(mult, "fc")
     out = _run_lowered(_model("LutGemm", x_shape, consts, bias, attrs), mult, x)
     np.testing.assert_array_equal(out, expected.numpy())
 
@@ -233,22 +217,10 @@ def test_lut_matmul_lowering_matches_torch_op(name: str) -> None:
         b,
         *consts,
         mult.table,
-        mult.bits_a,
-        mult.bits_b,
-        mult.signed,
-        mult.name,
-        mult.sha256,
-        "mm",
+        *_op_common(mult, "mm"),
     )
     names = ["a_scale", "a_zero_point", "b_scale", "b_zero_point"]
-    attrs = dict(
-        bits_a=mult.bits_a,
-        bits_b=mult.bits_b,
-        signed=int(mult.signed),
-        multiplier=mult.name,
-        multiplier_sha256=mult.sha256,
-        layer="mm",
-    )
+    attrs = _node_attrs(mult, "mm")
     node = helper.make_node(
         "LutMatMul", ["A", "B", *names], ["Y"], name="mm", domain="appmult", **attrs
     )
@@ -277,7 +249,7 @@ def test_lut_matmul_lowering_matches_torch_op(name: str) -> None:
 def test_frozen_ops_pass_opcheck() -> None:
     mult = amx.multiplier("mul6s_trunc3")
     gen = torch.Generator().manual_seed(4)
-    common = (mult.bits_a, mult.bits_b, mult.signed, mult.name, mult.sha256, "layer")
+    common = _op_common(mult, "layer")
     conv = _params(mult, (4, 2, 3, 3), True, gen)
     gemm = _params(mult, (5, 7), False, gen)
     q = [torch.tensor(0.05), torch.tensor(0, dtype=torch.int32)]

@@ -37,7 +37,8 @@ def compare(
     out = Path(out_dir)
     start = time.perf_counter()
     runs: list[dict[str, Any]] = []
-    exact_runs: dict[int | str, list[dict[str, Any]]] = {}  # by width: 8, or "8x4"
+    # by (width, signed): width 8, or "8x4" for a rectangular multiplier
+    exact_runs: dict[tuple[int | str, bool], list[dict[str, Any]]] = {}
     widths: list[tuple[int | str, bool]] = []
     for ref in multipliers:
         mult = Spec().set_global(ref).global_rule.multiplier
@@ -52,7 +53,7 @@ def compare(
     if exact:
         for bits, signed in widths:
             name = f"mul{bits}{'s' if signed else 'u'}_exact"
-            exact_runs[bits] = [
+            exact_runs[(bits, signed)] = [
                 _run_once(float_checkpoint, name, name, "ste", s, cfg, out, calib_batches)
                 for s in seeds
             ]

@@ -30,12 +30,13 @@ def _mean(values: Iterable[float]) -> float | None:
 
 
 def summarize(
-    runs: list[dict[str, Any]], exact: dict[int, list[dict[str, Any]]]
+    runs: list[dict[str, Any]], exact: dict[tuple[int | str, bool], list[dict[str, Any]]]
 ) -> list[dict[str, Any]]:
     """One row per multiplier: mean float, exact-quantized, initial, STE and LUT accuracies.
 
-    ``runs`` are retrain reports tagged with ``label``; ``exact`` maps a bit width to the
-    reports of retraining with the exact multiplier of that width (the quantization baseline).
+    ``runs`` are retrain reports tagged with ``label``; ``exact`` maps ``(width, signed)`` (width
+    ``8``, or ``"8x4"`` for a rectangular multiplier) to the reports of retraining with the exact
+    multiplier of that width and signedness (the quantization baseline).
     """
     by_label: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     order: list[str] = []
@@ -47,14 +48,15 @@ def summarize(
     for label in order:
         groups = by_label[label]
         every = [r for g in groups.values() for r in g]
-        bits = every[0]["multipliers"][0]["bits"] if every[0]["multipliers"] else None
+        first = every[0]["multipliers"][0] if every[0]["multipliers"] else {}
+        bits, signed = first.get("bits"), first.get("signed")
         rows.append(
             {
                 "multiplier": label,
                 "bits": bits,
                 "seeds": sorted({r["seed"] for r in every}),
                 "float": _mean(r["float_acc"] for r in every),
-                "exact": _mean(r["final_acc"] for r in exact.get(bits, [])),
+                "exact": _mean(r["final_acc"] for r in exact.get((bits, signed), [])),
                 "initial": _mean(r["initial_acc"] for r in every),
                 "ste": _mean(r["final_acc"] for r in groups.get("ste", [])),
                 "lut": _mean(r["final_acc"] for r in groups.get("lut", [])),

@@ -173,14 +173,23 @@ def validate(manifest: Any, where: Path | str) -> None:
     except jsonschema.ValidationError as exc:
         at = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
         raise ExportFormatError(where, f"invalid manifest at {at}: {exc.message}") from None
-    known = {m["table_sha256"] for m in manifest["multipliers"]}
+    known = {m["table_sha256"]: m for m in manifest["multipliers"]}
     for layer in manifest["layers"]:
-        if layer["multiplier_sha256"] not in known:
+        mult = known.get(layer["multiplier_sha256"])
+        if mult is None:
             raise ExportFormatError(
                 where,
                 f"layer {layer['layer']!r} uses multiplier {layer['multiplier']!r} "
                 f"(sha256 {layer['multiplier_sha256']}), which the manifest does not list",
             )
+        for key in ("bits_a", "bits_b", "signed"):
+            if layer[key] != mult[key]:
+                raise ExportFormatError(
+                    where,
+                    f"layer {layer['layer']!r} says {key}={layer[key]!r} but its multiplier "
+                    f"{mult['name']!r} has {key}={mult[key]!r}; the manifest was edited or "
+                    "corrupted, refusing to load it",
+                )
 
 
 def _refuse_constant(name: str) -> Any:

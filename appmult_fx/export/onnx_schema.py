@@ -1,6 +1,7 @@
 """The ``appmult`` ONNX domain: node schemas and the exporter's translation of the frozen ops.
 
-``appmult.LutConv`` and ``appmult.LutGemm`` (version 1) take, in this order:
+``appmult.LutConv`` and ``appmult.LutGemm`` (version 2: ``bits_a``/``bits_b``; version 1 had one
+``bits``) take, in this order:
 
 ``X`` (float activation), ``W`` (integer weight codes: ``uint8`` unsigned / ``int8`` signed),
 ``x_scale`` (float scalar), ``x_zero_point`` (int32 scalar), ``w_scale`` (float, scalar or

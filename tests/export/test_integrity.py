@@ -152,3 +152,16 @@ def test_export_refuses_a_lut_buffer_edited_in_place(tmp_path: Path) -> None:
     table.zero_()
     with pytest.raises(LutIntegrityError, match="export: LUT buffer .* does not match"):
         amx.export(gm, torch.randn(2, 1, 28, 28), tmp_path, progress=False)
+
+
+@pytest.mark.parametrize(("key", "value"), [("bits_a", 7), ("bits_b", 4), ("signed", True)])
+def test_layer_widths_must_match_their_multiplier_entry(
+    export_dir: Path, key: str, value
+) -> None:
+    """Refused before any model file is read: the portable path checks no custom node."""
+    manifest = _manifest(export_dir)
+    manifest["layers"][0][key] = value
+    _write_manifest(export_dir, manifest)
+    for portable in (False, True):
+        with pytest.raises(amx.ExportFormatError, match=f"says {key}=.*but its multiplier"):
+            amx.load_exported(export_dir, portable=portable)

@@ -69,7 +69,7 @@ def _model(op: str, x_shape, consts, bias, attrs) -> onnx.ModelProto:
     return helper.make_model(
         graph,
         ir_version=10,
-        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("appmult", 1)],
+        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("appmult", 2)],
     )
 
 
@@ -237,7 +237,7 @@ def test_lut_matmul_lowering_matches_torch_op(name: str) -> None:
     model = helper.make_model(
         graph,
         ir_version=10,
-        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("appmult", 1)],
+        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("appmult", 2)],
     )
     lowered = lower(model, {mult.sha256: mult.table.numpy()})
     onnx.checker.check_model(lowered, full_check=True)

@@ -57,7 +57,7 @@ def test_files_pass_checker_and_schema(exported) -> None:
     manifest = json.loads((exported.path / "manifest.json").read_text())
     jsonschema.validate(manifest, schema())
     assert manifest["schema_version"] == 3 and manifest["appmult_fx_version"] == amx.__version__
-    assert {o.domain: o.version for o in custom.opset_import}["appmult"] == 1
+    assert {o.domain: o.version for o in custom.opset_import}["appmult"] == 2
     assert manifest["model"]["opset"] >= 17
     assert manifest["model"]["inputs"][0]["shape"][0] == "batch"
 

@@ -283,7 +283,8 @@ def read_seed_text(path: str | Path, data: bytes | None = None) -> Multiplier:
         provenance.update(
             {
                 "gradient_method": "difference",
-                "edge": "row",
+                # the seed's files use the row edge rule, which only square tables have
+                "edge": "row" if widths[0] == widths[1] else "column",
                 **(window_provenance(window, widths) if window is not None else {"window": None}),
                 "grad_scale": GRAD_SCALE,
             }

@@ -253,6 +253,7 @@ def test_per_axis_window_survives_both_file_formats(tmp_path: Path) -> None:
     assert "half_ws_a=16, half_ws_b=1" in text.read_text()
     seed = load_multiplier(text)
     assert (seed.provenance["window"], seed.provenance["window_b"]) == (16, 1)
+    assert seed.provenance["edge"] == "column"  # the row rule exists for square tables only
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ A transposed convolution becomes input/weight quantizers -> ``lut_conv_transpose
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from torch import Tensor, fx
@@ -51,10 +52,31 @@ def _activation(ctx: RewriteContext, site: LayerSite, rule: Rule, x: Any, tag: s
     return ctx.quantize(f"{site.name}_{tag}_quant", quantizer, x, f"{site.name}_{tag}")
 
 
+def _is_parameter(x: Any) -> bool:
+    return isinstance(x, fx.Node) and x.op == "get_attr"
+
+
+def _warn_parameter_on_the_row_side(site: LayerSite, rule: Rule, left: Any, right: Any) -> None:
+    """A rectangular multiplier's narrow side is usually the weight's; say so when a parameter
+    sits on the left (row) side of a matmul and an activation on the right."""
+    mult = rule.multiplier
+    if mult.bits_a == mult.bits_b or not _is_parameter(left) or _is_parameter(right):
+        return
+    warnings.warn(
+        f"layer {site.name!r}: the parameter {left.target!r} is the left operand of this "
+        f"{site.op}, so with the {mult.widths} multiplier {mult.name!r} it is quantized to "
+        f"{mult.bits_a} bits (table rows) and the activation to {mult.bits_b} bits (columns); "
+        "write the product with the parameter on the right (e.g. (x.T @ W.T).T or "
+        "F.linear(x, W)) to give it the weight side",
+        stacklevel=2,
+    )
+
+
 @register_builder("int", "matmul", "bmm", "baddbmm", "einsum")
 def build_matmul(ctx: RewriteContext, site: LayerSite, rule: Rule) -> LayerRecord:
     """Rewrite a matmul-like node into two activation quantizers -> LUT-GEMM -> ``rescale``."""
     left, right = matmul_operands(site)
+    _warn_parameter_on_the_row_side(site, rule, left, right)
     qa = _activation(ctx, site, rule, left, "a")
     qb = _activation(ctx, site, rule, right, "b")
     luts = ctx.tables(site, rule)

@@ -193,3 +193,21 @@ def test_rectangular_exact_matmul_equals_fake_quantization(name: str) -> None:
     assert torch.allclose(out.double(), ref.double(), rtol=1e-5, atol=1e-5 * ref.abs().max().item())
     out.square().sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in gm.parameters())
+
+
+class _ParameterLeft(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(6, 8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(self.w, x)  # [6, 8] @ [2, 8, 5]
+
+
+def test_parameter_on_the_row_side_of_a_rectangular_matmul_warns() -> None:
+    x = torch.randn(2, 8, 5)
+    with pytest.warns(UserWarning, match=r"parameter 'w' is the left operand.*8x4.*8 bits"):
+        amx.convert(_ParameterLeft(), amx.Spec().set_global("mul8x4u_exact"), example_inputs=x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # square multipliers: no side to choose
+        amx.convert(_ParameterLeft(), amx.Spec().set_global("mul8u_exact"), example_inputs=x)

@@ -7,7 +7,10 @@
   ``smooth_a[a][b] = mean(L[a-w .. a+w, b])`` (clipped to the table),
   ``grad_a[a][b] = (smooth_a[a+1][b] - smooth_a[a-1][b]) / 2`` for ``w+1 <= a <= N-2-w``;
   near the edges ``grad_a[a][b] = (max - min) / N`` of column ``b`` (``edge="column"``, the
-  paper's formula, default) or of row ``b`` (``edge="row"``, which reproduces the seed's files;
+  paper's formula, default; ``/ (N - 1)``, the mean slope, on axes of at most 16 values, where
+  ``/ N`` understates the slope by ``1/N``: :func:`edge_steps`; for signed tables the secant
+  ``(last - first)`` of the value-ordered line instead of ``max - min``, which keeps the sign
+  of a falling line such as ``a * b`` with ``b < 0``) or of row ``b`` (``edge="row"``, which reproduces the seed's files;
   the two agree for symmetric multipliers). ``grad_b`` is the same over the second operand,
   with the edge rule taken from row ``a``.
 * ``"ste"``: the exact product's gradient, ``grad_a = b``, ``grad_b = a``.
@@ -67,14 +70,35 @@ def _window_mean(table: np.ndarray, w: int, axis: int) -> np.ndarray:
     return np.moveaxis(mean, 0, axis)
 
 
-def _difference_a(table: np.ndarray, w: int, edge: Edge) -> np.ndarray:
+# Axes of at most this many operand values (4 bits) take the edge slope over n - 1 steps.
+NARROW_AXIS = 16
+
+
+def edge_steps(n: int) -> int:
+    """Divisor of the edge rule ``(max - min) / steps`` on an axis of ``n`` operand values: the
+    paper's ``n``, or ``n - 1`` (the mean slope) on narrow axes, where ``/ n`` would understate
+    every edge slope by ``1/n`` (25% on a 2-bit axis, which has no interior point at all)."""
+    return n - 1 if n <= NARROW_AXIS else n
+
+
+def _edge_slope(lines: np.ndarray, signed: bool) -> np.ndarray:
+    """The edge rule's slope of each line (last axis in increasing operand order): the paper's
+    spread ``(max - min) / steps``, or for signed tables the secant ``(last - first) / steps``,
+    which keeps the sign (a line ``a * b`` with ``b < 0`` falls; its spread would say it rises)."""
+    steps = edge_steps(lines.shape[-1])
+    if signed:
+        return (lines[..., -1] - lines[..., 0]) / steps
+    return (lines.max(axis=-1) - lines.min(axis=-1)) / steps
+
+
+def _difference_a(table: np.ndarray, w: int, edge: Edge, signed: bool) -> np.ndarray:
     """grad_a of a value-ordered table (rows = first operand)."""
     n = table.shape[0]
     smooth = _window_mean(table, w, axis=0)
     if edge == "column":
-        spread = (table.max(axis=0) - table.min(axis=0)) / n  # column b -> index [b]
-    else:
-        spread = (table.max(axis=1) - table.min(axis=1)) / n  # row b -> index [b] (seed's slip)
+        spread = _edge_slope(table.T, signed)  # column b -> index [b]
+    else:  # row b -> index [b] (seed's slip)
+        spread = _edge_slope(table, signed)
     grad = np.broadcast_to(spread[None, :].astype(np.float32), table.shape).copy()
     inner = slice(w + 1, n - 1 - w)
     if w + 1 <= n - 2 - w:
@@ -82,11 +106,11 @@ def _difference_a(table: np.ndarray, w: int, edge: Edge) -> np.ndarray:
     return grad
 
 
-def _difference_b(table: np.ndarray, w: int) -> np.ndarray:
+def _difference_b(table: np.ndarray, w: int, signed: bool) -> np.ndarray:
     """grad_b of a value-ordered table (columns = second operand); edge from row a."""
     n = table.shape[1]
     smooth = _window_mean(table, w, axis=1)
-    spread = (table.max(axis=1) - table.min(axis=1)) / n
+    spread = _edge_slope(table, signed)
     grad = np.broadcast_to(spread[:, None].astype(np.float32), table.shape).copy()
     if w + 1 <= n - 2 - w:
         grad[:, w + 1 : n - 1 - w] = (
@@ -175,7 +199,7 @@ def table_gradients(
         )
     else:
         w_a, w_b = axis_windows(window, bits)
-        ga, gb = _difference_a(ordered, w_a, edge), _difference_b(ordered, w_b)
+        ga, gb = _difference_a(ordered, w_a, edge, signed), _difference_b(ordered, w_b, signed)
     back = np.ix_(np.argsort(order_a), np.argsort(order_b))  # value order -> index order
     return (
         torch.from_numpy(np.ascontiguousarray(ga[back], dtype=np.float32)),

@@ -105,9 +105,11 @@ def _values(bits: int, signed: bool) -> list[int]:
     return [i - (1 << bits) if signed and i >= 1 << (bits - 1) else i for i in range(1 << bits)]
 
 
-def _axis_gradient(lines: list[list[float]], w: int) -> list[list[float]]:
+def _axis_gradient(lines: list[list[float]], w: int, signed: bool) -> list[list[float]]:
     """Difference-method slope along each line (values in increasing operand order): a window
-    mean of half width ``w``, central difference inside, ``(max - min) / N`` near the edges."""
+    mean of half width ``w``, central difference inside, ``(max - min) / N`` near the edges
+    (``/ (N - 1)`` on lines of at most 16 values; signed tables: ``last - first``, not
+    ``max - min``)."""
     out = []
     for line in lines:
         n = len(line)
@@ -116,7 +118,8 @@ def _axis_gradient(lines: list[list[float]], w: int) -> list[list[float]]:
             lo, hi = max(0, p - w), min(n - 1, p + w)
             return sum(line[lo : hi + 1]) / (hi - lo + 1)
 
-        edge = (max(line) - min(line)) / n
+        rise = line[-1] - line[0] if signed else max(line) - min(line)
+        edge = rise / (n - 1 if n <= 16 else n)  # mean slope on short axes
         out.append(
             [(mean(p + 1) - mean(p - 1)) / 2 if w + 1 <= p <= n - 2 - w else edge for p in range(n)]
         )
@@ -133,8 +136,8 @@ def reference_gradients(
     cols = sorted(range(len(vb)), key=vb.__getitem__)
     t = table.tolist()
     columns = [[t[i][j] for i in rows] for j in cols]
-    by_column = _axis_gradient(columns, w_a)
-    by_row = _axis_gradient([[t[i][j] for j in cols] for i in rows], w_b)
+    by_column = _axis_gradient(columns, w_a, signed)
+    by_row = _axis_gradient([[t[i][j] for j in cols] for i in rows], w_b, signed)
     grad_a, grad_b = np.zeros((len(va), len(vb))), np.zeros((len(va), len(vb)))
     for p, i in enumerate(rows):
         for q, j in enumerate(cols):
@@ -285,3 +288,17 @@ def test_evoapprox_8x4_c_and_verilog_give_usable_gradient_luts(
     inner = slice(17, 256 - 17)
     exact_grad_a = torch.arange(16, dtype=torch.float32).expand(256, 16)
     assert (g.grad_a[inner] - exact_grad_a[inner]).abs().max() < 0.1
+
+
+@pytest.mark.parametrize(
+    "name", ["mul8x2u_trunc1", "mul8x3s_trunc1", "mul8x2s_trunc1", "mul8s_trunc2", "mul3s_trunc1"]
+)
+def test_narrow_axis_gradient_is_the_slope_not_three_quarters_of_it(name: str) -> None:
+    """A near-exact multiplier's gradient along the B axis is about the A operand, sign
+    included, at the edges too (the paper's ``(max - min) / N`` edge rule gives 3/4 of it on a
+    2-bit axis, and ``|a|`` instead of ``a`` for negative ``a``)."""
+    m = multiplier(name)
+    va = torch.tensor(_values(m.bits_a, m.signed), dtype=torch.float32)
+    big = va.abs() >= min(8, 2 ** (m.bits_a - 1))  # a small relative error of the truncation
+    ratio = m.grad_b[big] / va[big, None]
+    assert torch.allclose(ratio, torch.ones_like(ratio), atol=0.15), name

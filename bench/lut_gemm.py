@@ -105,8 +105,9 @@ def padded_to_generic(table: Tensor, gtab: Tensor) -> tuple[Tensor, Tensor]:
     rows, cols = max(table.shape[0], 32), max(table.shape[1], 32)
     out = []
     for t in (table, gtab):
-        big = t.new_zeros(rows if t.shape[0] <= 16 else t.shape[0], cols if t.shape[1] <= 16
-                          else t.shape[1])
+        big = t.new_zeros(
+            rows if t.shape[0] <= 16 else t.shape[0], cols if t.shape[1] <= 16 else t.shape[1]
+        )
         big[: t.shape[0], : t.shape[1]] = t
         out.append(big)
     return out[0], out[1]
@@ -145,10 +146,21 @@ def bench_shape(shape, width: tuple[int, int], device: torch.device, backend, ar
         if generic_fns is not None:
             gmacs["generic"] = macs / seconds(generic_fns[product], device, args.repeats)
         for impl, value in gmacs.items():
-            results.append({"shape": name, "M": m, "K": k, "N": n,
-                            "bits": width_label(bits_a, bits_b), "bits_a": bits_a, "bits_b": bits_b,
-                            "product": product, "impl": impl, "gmacs": round(value, 4),
-                            "ratio_vs_mm": round(value / mm, 5)})
+            results.append(
+                {
+                    "shape": name,
+                    "M": m,
+                    "K": k,
+                    "N": n,
+                    "bits": width_label(bits_a, bits_b),
+                    "bits_a": bits_a,
+                    "bits_b": bits_b,
+                    "product": product,
+                    "impl": impl,
+                    "gmacs": round(value, 4),
+                    "ratio_vs_mm": round(value / mm, 5),
+                }
+            )
     return results
 
 
@@ -156,18 +168,23 @@ def print_table(results: list[dict]) -> None:
     rows: dict[tuple, dict[str, dict]] = {}
     for r in results:
         rows.setdefault((r["shape"], r["M"], r["K"], r["N"], r["bits"], r["product"]), {})[
-            r["impl"]] = r
-    print(f"{'shape':16} {'M':>6} {'K':>5} {'N':>5} {'bits':>4} {'prod':>4} "
-          f"{'ours':>8} {'generic':>8} {'ref':>7} {'mm':>8} {'int_mm':>8} {'ours/mm':>8} "
-          f"{'ours/ref':>8}")
+            r["impl"]
+        ] = r
+    print(
+        f"{'shape':16} {'M':>6} {'K':>5} {'N':>5} {'bits':>4} {'prod':>4} "
+        f"{'ours':>8} {'generic':>8} {'ref':>7} {'mm':>8} {'int_mm':>8} {'ours/mm':>8} "
+        f"{'ours/ref':>8}"
+    )
     nan = float("nan")
     for (name, m, k, n, bits, product), impls in rows.items():
         ours, ref = impls["ours"]["gmacs"], impls["reference"]["gmacs"]
         mm = impls["torch.mm"]["gmacs"]
         im = impls.get("torch._int_mm", {}).get("gmacs", nan)
         gen = impls.get("generic", {}).get("gmacs", nan)
-        print(f"{name:16} {m:6d} {k:5d} {n:5d} {bits:>4} {product:>4} {ours:8.2f} {gen:8.2f} "
-              f"{ref:7.3f} {mm:8.2f} {im:8.2f} {ours / mm:8.3f} {ours / ref:8.0f}")
+        print(
+            f"{name:16} {m:6d} {k:5d} {n:5d} {bits:>4} {product:>4} {ours:8.2f} {gen:8.2f} "
+            f"{ref:7.3f} {mm:8.2f} {im:8.2f} {ours / mm:8.3f} {ours / ref:8.0f}"
+        )
 
 
 def print_medians(results: list[dict]) -> None:
@@ -175,8 +192,11 @@ def print_medians(results: list[dict]) -> None:
     print("\nmedian over the ResNet-18 CIFAR shapes (ours / torch.mm fp32, ours / reference):")
     for bits in dict.fromkeys(r["bits"] for r in results):
         for product in PRODUCTS:
-            sel = [r for r in results if r["bits"] == bits and r["product"] == product
-                   and r["shape"] in names]
+            sel = [
+                r
+                for r in results
+                if r["bits"] == bits and r["product"] == product and r["shape"] in names
+            ]
             ours = {r["shape"]: r for r in sel if r["impl"] == "ours"}
             ref = {r["shape"]: r["gmacs"] for r in sel if r["impl"] == "reference"}
             if not ours:
@@ -187,23 +207,35 @@ def print_medians(results: list[dict]) -> None:
             generic = {r["shape"]: r["gmacs"] for r in sel if r["impl"] == "generic"}
             vs_generic = (
                 f", {statistics.median(ours[s]['gmacs'] / generic[s] for s in ours):.2f} x generic"
-                if generic else ""
+                if generic
+                else ""
             )
-            print(f"  {bits:>4} {product:>3}: {gm:7.2f} G-LUT-MAC/s, {ratio:.3f} x torch.mm, "
-                  f"{speedup:.0f} x reference{vs_generic}")
+            print(
+                f"  {bits:>4} {product:>3}: {gm:7.2f} G-LUT-MAC/s, {ratio:.3f} x torch.mm, "
+                f"{speedup:.0f} x reference{vs_generic}"
+            )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.add_argument("--bits", type=parse_width, nargs="+", default=[(7, 7), (8, 8)],
-                   help="widths: 8 (8x8 table) or AxB (A-bit activations, B-bit weights)")
+    p.add_argument(
+        "--bits",
+        type=parse_width,
+        nargs="+",
+        default=[(7, 7), (8, 8)],
+        help="widths: 8 (8x8 table) or AxB (A-bit activations, B-bit weights)",
+    )
     p.add_argument("--json", help="write the results to this JSON file")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--reference-rows", type=int, default=64)
     p.add_argument("--threads", type=int, help="torch/OpenMP threads (default: torch's)")
-    p.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
-                   help="cpu: process CPU time (robust on a shared machine; use with --threads 1)")
+    p.add_argument(
+        "--clock",
+        choices=tuple(CLOCKS),
+        default="wall",
+        help="cpu: process CPU time (robust on a shared machine; use with --threads 1)",
+    )
     p.add_argument("--no-vit", action="store_true", help="only the ResNet-18 shapes")
     p.add_argument("--e2e", action="store_true", help="also time a ResNet-18 training step")
     return p.parse_args(argv)
@@ -227,8 +259,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {device} ({torch.get_num_threads()} threads, {args.clock} clock)")
     print_table(results)
     print_medians(results)
-    out = {"device": str(device), "threads": torch.get_num_threads(), "clock": args.clock,
-           "results": results}
+    out = {
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "clock": args.clock,
+        "results": results,
+    }
     if args.e2e:
         from e2e_resnet18 import training_step_figures  # noqa: PLC0415 (bench-local module)
 

@@ -155,9 +155,7 @@ def test_export_refuses_a_lut_buffer_edited_in_place(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("key", "value"), [("bits_a", 7), ("bits_b", 4), ("signed", True)])
-def test_layer_widths_must_match_their_multiplier_entry(
-    export_dir: Path, key: str, value
-) -> None:
+def test_layer_widths_must_match_their_multiplier_entry(export_dir: Path, key: str, value) -> None:
     """Refused before any model file is read: the portable path checks no custom node."""
     manifest = _manifest(export_dir)
     manifest["layers"][0][key] = value

@@ -11,8 +11,8 @@
   ``/ N`` understates the slope by ``1/N``: :func:`edge_steps`; for signed tables the secant
   ``(last - first)`` of the value-ordered line instead of ``max - min``, which keeps the sign
   of a falling line such as ``a * b`` with ``b < 0``) or of row ``b`` (``edge="row"``, which
-  reproduces the seed's files; the two agree for symmetric multipliers). ``grad_b`` is the same over the second operand,
-  with the edge rule taken from row ``a``.
+  reproduces the seed's files; the two agree for symmetric multipliers). ``grad_b`` is the
+  same over the second operand, with the edge rule taken from row ``a``.
 * ``"ste"``: the exact product's gradient, ``grad_a = b``, ``grad_b = a``.
 * ``"regression"``: a cheaper 1-D variant; ``grad_a[:, b]`` is the least-squares slope of column
   ``b`` against ``a`` (constant along ``a``), ``grad_b[a, :]`` the slope of row ``a``.

@@ -34,6 +34,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bits", default="8x4", help="AxB widths (default 8x4)")
     a, b = (int(x) for x in parser.parse_args().bits.split("x"))
+    if a <= b:
+        parser.error(f"--bits {a}x{b}: the study compares A-axis windows, so A must be the wider")
     own, narrow = default_window(a), default_window(min(a, b))
     names = [n for n in builtin_names((a, b)) if not n.endswith("_exact")]
     columns = (f"dev w={own}", f"rough w={own}", f"dev w={narrow}", f"rough w={narrow}")

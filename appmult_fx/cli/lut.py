@@ -60,6 +60,17 @@ def resolve(
         raise ValueError(f"{source}: not a file, and {exc.args[0]}") from exc
 
 
+def _window_arg(text: str) -> int | tuple[int, int]:
+    """``--window``: ``16`` (both axes) or ``16x1`` (A axis x B axis)."""
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or min(parts, default=0) < 1:
+        raise argparse.ArgumentTypeError(f"expected W or WAxWB (positive integers), got {text!r}")
+    return parts[0] if len(parts) == 1 else (parts[0], parts[1])
+
+
 def _add_gradients(mult: Multiplier, args: argparse.Namespace) -> Multiplier:
     window = args.window if args.window is not None else default_window_for(mult.bits)
     return with_gradients(mult, window, edge=args.edge, method=args.method)
@@ -174,9 +185,10 @@ def _plot(args: argparse.Namespace) -> int:
 def _gradient_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--window",
-        type=int,
+        type=_window_arg,
         default=None,
-        help="half window of the difference method (default max(1, 2**(bits-4)))",
+        help="half window of the difference method: W for both axes or WAxWB per axis "
+        "(default: max(1, 2**(bits-4)) of each axis's own width, e.g. 16x1 for 8x4)",
     )
     p.add_argument(
         "--edge",

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from appmult_fx.luts.formats import load_multiplier
+from appmult_fx.luts.gradients import with_gradients
 from appmult_fx.luts.registry import multiplier
 
 from appmult_fx.cli import main
@@ -105,3 +106,14 @@ def test_info_of_a_rectangular_builtin(capsys: pytest.CaptureFixture[str]) -> No
     assert "use 'mul8u_trunc2'" in capsys.readouterr().err
     assert main(["lut", "info", "mul8x4u_optrunc4"]) == 2
     assert "t must be in [1, 3] for 8x4-bit operands" in capsys.readouterr().err
+
+
+def test_grad_takes_one_window_per_axis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["lut", "grad", "mul8x4u_trunc3", "--window", "8x2"]) == 0
+    back = load_multiplier(tmp_path / "mul8x4u_trunc3_difference_w8x2_column.lut")
+    assert (back.provenance["window"], back.provenance["window_b"]) == (8, 2)
+    expected = with_gradients(multiplier("mul8x4u_trunc3"), window=(8, 2))
+    assert torch.equal(back.grad_a, expected.grad_a) and torch.equal(back.grad_b, expected.grad_b)
+    with pytest.raises(SystemExit):
+        main(["lut", "grad", "mul8x4u_trunc3", "--window", "8x0"])

@@ -42,6 +42,11 @@ def compare(
     widths: list[tuple[int | str, bool]] = []
     for ref in multipliers:
         mult = Spec().set_global(ref).global_rule.multiplier
+        if mult.kind != "int":
+            raise ValueError(
+                f"{mult.name}: compare runs integer multipliers (with their exact baseline); "
+                "train FP multipliers with `appmult-fx fp-train`"
+            )
         width = mult.bits if isinstance(mult.bits, int) else mult.widths
         if (width, mult.signed) not in widths:
             widths.append((width, mult.signed))

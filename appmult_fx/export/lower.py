@@ -269,6 +269,13 @@ def lower(model: onnx.ModelProto, tables: Mapping[str, np.ndarray]) -> onnx.Mode
                 f"node {node.name!r} uses multiplier {at.get('multiplier')!r} (sha256 {sha}), "
                 "which the manifest does not list; the model and manifest do not belong together"
             )
+        bits_a, bits_b = _widths(at)
+        if np.shape(tables[sha]) != (1 << bits_a, 1 << bits_b):
+            raise ValueError(
+                f"node {node.name!r}: its multiplier's table has shape {np.shape(tables[sha])}, "
+                f"but the node's widths bits_a={bits_a}, bits_b={bits_b} need "
+                f"{(1 << bits_a, 1 << bits_b)}; the model and manifest do not belong together"
+            )
         if sha not in luts:
             luts[sha] = f"appmult_lut_{sha[:16]}"
             extra.append(

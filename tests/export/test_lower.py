@@ -304,3 +304,12 @@ def test_exported_linear_40000_of_ones_does_not_wrap(tmp_path, portable: bool) -
     s = float(torch.tensor(1.0 / 255, dtype=torch.float32))  # independent: codes 255, exact sum
     expect = torch.tensor(k * 255 * 255 * s * s, dtype=torch.float32) - 1.0
     assert torch.equal(got, expect.expand(2, 1)), (got, expect)
+
+
+def test_lowering_refuses_a_table_of_other_widths() -> None:
+    mult = amx.multiplier("mul8x4u_trunc3")
+    consts = _params(mult, (5, 7), False, torch.Generator().manual_seed(5))
+    model = _model("LutGemm", (2, 7), consts, None, _node_attrs(mult, "fc"))
+    square = amx.multiplier("mul8u_trunc3").table.numpy()  # 256 x 256 under the 8x4 hash
+    with pytest.raises(ValueError, match=r"table has shape \(256, 256\).*need \(256, 16\)"):
+        lower(model, {mult.sha256: square})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import sys
 import time
@@ -23,6 +24,12 @@ def register(sub: Any) -> None:
     p.add_argument("--checkpoint", required=True, help="float checkpoint from `appmult-fx train`")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--catalogue", help="catalogue.json of multipliers (amx.load_catalogue)")
+    p.add_argument(
+        "--widths",
+        metavar="AxB[u|s]",
+        help="with --catalogue: keep the multipliers of these widths only, e.g. 8u, 8x4u, 8x4 "
+        "(the search needs candidates of one width and signedness)",
+    )
     g.add_argument(
         "--candidates", nargs="+", metavar="NAME_OR_LUT", help="built-in names or LUT files"
     )
@@ -91,14 +98,29 @@ def _candidates(args: argparse.Namespace) -> list[Any]:
     import appmult_fx as amx
 
     if args.catalogue is None:
+        if args.widths is not None:
+            raise ValueError("--widths filters a --catalogue; with --candidates, list fewer")
         return list(args.candidates)
-    load = getattr(amx, "load_catalogue", None)
-    if load is None:
-        raise ValueError(
-            "--catalogue needs amx.load_catalogue (EvoApproxLib catalogues), which this build "
-            "lacks; pass the LUT files with --candidates instead"
-        )
-    return list(load(args.catalogue))
+    found = amx.load_catalogue(args.catalogue)
+    if args.widths is None:
+        return found
+    keep = [m for m in found if _matches_widths(m, args.widths)]
+    if not keep:
+        have = sorted({f"{m.widths}{'s' if m.signed else 'u'}" for m in found})
+        raise ValueError(f"--widths {args.widths}: no multiplier of the catalogue has it ({have})")
+    return keep
+
+
+def _matches_widths(mult: Any, text: str) -> bool:
+    """Whether ``mult`` has the widths ``text`` names: ``8``, ``8x4``, ``8u``, ``8x4s``."""
+    m = re.fullmatch(r"([2-8])(?:x([2-8]))?([us])?", text.strip().lower())
+    if m is None:
+        raise ValueError(f"--widths expects AxB with an optional u/s (8u, 8x4s), got {text!r}")
+    bits_a = int(m.group(1))
+    bits_b = int(m.group(2) or bits_a)
+    sign = m.group(3)
+    same_sign = sign is None or (sign == "s") == bool(mult.signed)
+    return (mult.bits_a, mult.bits_b) == (bits_a, bits_b) and same_sign
 
 
 def _cmd_search(args: argparse.Namespace) -> int:

@@ -77,3 +77,20 @@ def test_search_over_an_evoapprox_catalogue(tmp_path, float_checkpoint, shared):
     data = json.loads((out / "pareto.json").read_text())
     uniform = {p["label"]: p["energy"] for p in data["baselines"]}
     assert uniform == pytest.approx({"uniform:mul8u_1JFF": 1.0, "uniform:mul8u_2AC": 0.311 / 0.391})
+
+
+def test_widths_picks_one_width_from_a_mixed_catalogue(
+    tmp_path, float_checkpoint, shared, capsys
+):
+    """The whole EvoApproxLib sample (7u, 8s, 8u, 8x4u) in one catalogue: --widths 8u searches
+    the two 8x8 unsigned circuits; a width the catalogue lacks is a clear error."""
+    report = amx.import_library(shared / "evoapprox", tmp_path / "cat", workers=1, progress=False)
+    args = ["search", "--checkpoint", str(float_checkpoint), "--catalogue", str(report.catalogue)]
+    args += ["--trials", "2", "--calib-batches", "1", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "mixed")]) == 2
+    assert "mix widths" in capsys.readouterr().err
+    assert main([*args, "--widths", "8u", "--out", str(tmp_path / "s")]) == 0
+    data = json.loads((tmp_path / "s" / "pareto.json").read_text())
+    assert {p["label"] for p in data["baselines"]} == {"uniform:mul8u_1JFF", "uniform:mul8u_2AC"}
+    assert main([*args, "--widths", "8x2u", "--out", str(tmp_path / "n")]) == 2
+    assert "no multiplier of the catalogue has it" in capsys.readouterr().err

@@ -49,7 +49,8 @@ class LayerRecord:
     ``multiplier`` is the multiplier object (``None`` = float layer); ``macs`` the number of
     multiplies for the example inputs given to ``convert`` (``None`` if none were given).
     ``bits`` is the multiplier's width: an int (square, or an FP multiplier's total width) or
-    ``(bits_a, bits_b)`` (rectangular; :attr:`widths` gives both for any integer layer).
+    ``(bits_a, bits_b)`` (rectangular; :attr:`bits_a` / :attr:`bits_b` give both for any
+    integer layer, :attr:`widths` the text ``"8x4"``).
     ``gradient`` is the integer multipliers' gradient mode (``"lut"``/``"ste"``), ``backward``
     the FP multipliers' backward mode (``"approximate"``/``"exact"``). ``nodes`` lists the
     graph nodes the layer became; ``parts`` (rewritten layers only) where they are.
@@ -73,18 +74,29 @@ class LayerRecord:
         """The multiplier's name, or ``None`` for a float layer."""
         return None if self.multiplier is None else self.multiplier.name
 
-    @property
-    def widths(self) -> tuple[int, int] | None:
-        """Operand widths ``(bits_a, bits_b)`` of an integer layer: activation (row operand)
-        and weight (column operand; the right operand of a matmul); ``None`` otherwise."""
+    def _int_widths(self) -> tuple[int, int] | None:
         if self.bits is None or (self.multiplier is not None and self.multiplier.kind != "int"):
             return None
         return tuple(self.bits) if isinstance(self.bits, tuple) else (self.bits, self.bits)
 
     @property
-    def width_text(self) -> str:
-        """``"8"`` (square or FP), ``"8x4"`` (rectangular: activation x weight bits), ``"-"``."""
-        widths = self.widths
+    def bits_a(self) -> int | None:
+        """Activation (row operand) width of an integer layer, else ``None``."""
+        widths = self._int_widths()
+        return None if widths is None else widths[0]
+
+    @property
+    def bits_b(self) -> int | None:
+        """Weight (column operand: a matmul's right operand) width of an integer layer, else
+        ``None``."""
+        widths = self._int_widths()
+        return None if widths is None else widths[1]
+
+    @property
+    def widths(self) -> str:
+        """As :attr:`Multiplier.widths`: ``"8"`` (square, or an FP multiplier's width),
+        ``"8x4"`` (rectangular: activation x weight bits); ``"-"`` for a float layer."""
+        widths = self._int_widths()
         if widths is None:
             return "-" if self.bits is None else str(self.bits)
         return str(widths[0]) if widths[0] == widths[1] else f"{widths[0]}x{widths[1]}"
@@ -96,7 +108,7 @@ class LayerRecord:
 
     def __str__(self) -> str:
         mult = self.multiplier_name or "float"
-        bits = "-" if self.bits is None else f"{self.width_text}{'s' if self.signed else 'u'}"
+        bits = "-" if self.bits is None else f"{self.widths}{'s' if self.signed else 'u'}"
         macs = "?" if self.macs is None else f"{self.macs:,}"
         grad = self.gradient or self.backward or "-"
         return f"{self.name:<32} {self.op:<10} {mult:<40} {bits:>4} {grad:<5} {macs:>14}"

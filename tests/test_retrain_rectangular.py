@@ -56,8 +56,7 @@ def _retrain(model, mult, gradient: str, digits) -> tuple[torch.fx.GraphModule, 
     train, test = digits
     torch.manual_seed(1)
     gm = amx.convert(model, amx.Spec().set_global(mult), gradient=gradient)
-    (record,) = {r.widths for r in amx.layers(gm)}
-    assert record == (8, 4)
+    assert {(r.bits_a, r.bits_b, r.widths) for r in amx.layers(gm)} == {(8, 4, "8x4")}
     amx.calibrate(gm, (train[i][0].unsqueeze(0) for i in range(64)), progress=False)
     initial = evaluate(gm, test)["acc"]
     fit(gm, train, test, RETRAIN_CFG)

@@ -140,7 +140,7 @@ def multipliers_used(gm: nn.Module) -> list[dict[str, Any]]:
             {
                 "name": mult.name,
                 "sha256": getattr(mult, "sha256", None),
-                "bits": rec.bits if isinstance(rec.bits, int) else rec.width_text,
+                "bits": rec.bits if isinstance(rec.bits, int) else rec.widths,
                 "signed": rec.signed,
                 "layers": 0,
             },

@@ -198,7 +198,7 @@ def _constants(
 def _freeze_layer(layer: _Layer, op: str, store: _Constants) -> FrozenLayer:
     gm, record, parts = layer.gm, layer.record, layer.parts
     mult = record.multiplier
-    bits_a, bits_b = record.widths
+    bits_a, bits_b = record.bits_a, record.bits_b
     x_scale, x_zp = _activation_qparams(layer.quantizer(0), record.name, bits_a, mult.signed)
     wq = layer.quantizer(1)
     if not isinstance(wq, WeightQuantizer):
@@ -265,7 +265,7 @@ def _freeze_layer(layer: _Layer, op: str, store: _Constants) -> FrozenLayer:
 def _freeze_matmul(layer: _Layer, store: _Constants) -> FrozenLayer:
     gm, record = layer.gm, layer.record
     mult = record.multiplier
-    bits_a, bits_b = record.widths
+    bits_a, bits_b = record.bits_a, record.bits_b
     sa, za = _activation_qparams(layer.quantizer(0), record.name, bits_a, mult.signed)
     sb, zb = _activation_qparams(layer.quantizer(1), record.name, bits_b, mult.signed)
     prefix = safe_name(record.name)

@@ -120,4 +120,4 @@ def test_search_over_rectangular_candidates(lenet, digits) -> None:
     assert uniform["mul8x4u_exact"].energy == pytest.approx(1.0)
     assert uniform["mul8x4u_trunc6"].energy == pytest.approx(0.08 / 0.20)
     gm = amx.convert(lenet, res.spec(res.pareto[0]))
-    assert {r.widths for r in amx.layers(gm) if r.approximate} == {(8, 4)}
+    assert {(r.bits_a, r.bits_b) for r in amx.layers(gm) if r.approximate} == {(8, 4)}

@@ -79,9 +79,7 @@ def test_search_over_an_evoapprox_catalogue(tmp_path, float_checkpoint, shared):
     assert uniform == pytest.approx({"uniform:mul8u_1JFF": 1.0, "uniform:mul8u_2AC": 0.311 / 0.391})
 
 
-def test_widths_picks_one_width_from_a_mixed_catalogue(
-    tmp_path, float_checkpoint, shared, capsys
-):
+def test_widths_picks_one_width_from_a_mixed_catalogue(tmp_path, float_checkpoint, shared, capsys):
     """The whole EvoApproxLib sample (7u, 8s, 8u, 8x4u) in one catalogue: --widths 8u searches
     the two 8x8 unsigned circuits; a width the catalogue lacks is a clear error."""
     report = amx.import_library(shared / "evoapprox", tmp_path / "cat", workers=1, progress=False)

@@ -82,9 +82,9 @@ def test_custom_nodes_carry_integer_weights_and_multiplier(exported) -> None:
         assert attrs["multiplier"].decode() == record.multiplier.name
         assert attrs["multiplier_sha256"].decode() == record.multiplier.sha256
         widths = (attrs["bits_a"], attrs["bits_b"])
-        assert (widths, bool(attrs["signed"])) == (record.widths, record.signed)
+        assert (widths, bool(attrs["signed"])) == ((record.bits_a, record.bits_b), record.signed)
         entry = next(e for e in manifest["layers"] if e["node"] == record.name)
-        assert (entry["bits_a"], entry["bits_b"]) == record.widths
+        assert (entry["bits_a"], entry["bits_b"]) == (record.bits_a, record.bits_b)
         if op == "LutMatMul":  # two activations: only quantization parameters are constant
             assert (
                 node.input[1] not in inits
@@ -94,7 +94,7 @@ def test_custom_nodes_carry_integer_weights_and_multiplier(exported) -> None:
             weight = inits[node.input[1]]
             expected = onnx.TensorProto.INT8 if record.signed else onnx.TensorProto.UINT8
             assert weight.data_type == expected
-            lo, hi = operand_range(record.widths[1], record.signed)  # weights: bits_b codes
+            lo, hi = operand_range(record.bits_b, record.signed)  # weights: bits_b codes
             codes = onnx.numpy_helper.to_array(weight)
             assert lo <= codes.min() and codes.max() <= hi
         entry = mults[record.multiplier.sha256]

@@ -94,7 +94,7 @@ def test_conv_variant_equals_fake_quantization(case: str, mult: amx.Multiplier) 
     model, x = Wrap(make()).eval(), torch.randn(*shape)
     gm = _convert(model, amx.Spec().set_global(mult), x, gradient="lut")
     (rec,) = amx.layers(gm)
-    assert rec.widths == (mult.bits_a, mult.bits_b)
+    assert (rec.bits_a, rec.bits_b, rec.widths) == (mult.bits_a, mult.bits_b, mult.widths)
     assert (rec.name, rec.op, rec.macs) == ("layer", op, _macs(model.layer, x, model(x)))
     with (
         mock.patch.object(conv_gemm, "lut_sum", wraps=conv_gemm.lut_sum) as conv_spy,

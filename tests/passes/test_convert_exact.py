@@ -63,7 +63,7 @@ def _check_layer(model, x, widths, signed, reference_int, per_channel=False):
     mult = amx.multiplier(_exact_name(widths, signed))
     gm = amx.convert(model, amx.Spec().set_global(mult, per_channel=per_channel))
     (rec,) = amx.layers(gm)
-    assert rec.widths == widths and str(rec).split()[3] == (
+    assert (rec.bits_a, rec.bits_b) == widths and str(rec).split()[3] == (
         f"{bits if bits == bits_b else f'{bits}x{bits_b}'}{'s' if signed else 'u'}"
     )
     quant = {type(q).__name__: q for q in gm.modules() if type(q).__name__.endswith("Quantizer")}

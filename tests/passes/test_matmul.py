@@ -188,7 +188,7 @@ def test_rectangular_exact_matmul_equals_fake_quantization(name: str) -> None:
         assert observers[f"{site}_a_quant"].bits == mult.bits_a
         assert observers[f"{site}_b_quant"].bits == mult.bits_b
     assert observers["proj_input_quant"].bits == mult.bits_a
-    assert {r.widths for r in amx.layers(gm)} == {(mult.bits_a, mult.bits_b)}
+    assert {(r.bits_a, r.bits_b) for r in amx.layers(gm)} == {(mult.bits_a, mult.bits_b)}
     out, ref = gm(x, y), fake_quant_forward(gm, x, y)
     assert torch.allclose(out.double(), ref.double(), rtol=1e-5, atol=1e-5 * ref.abs().max().item())
     out.square().sum().backward()

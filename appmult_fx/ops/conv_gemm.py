@@ -97,6 +97,17 @@ def im2col_indices(
     )
 
 
+def nhwc_indices(codes: Tensor, bits: int) -> Tensor:
+    """Table indices of the codes ``[N, C, H, W]``, laid out channels-last (a ``[N, C, H, W]``
+    view of an ``[N, H, W, C]`` tensor, which :func:`im2col_indices` gathers without a copy):
+    the transposition rides on the float -> int16 conversion, the first of
+    :func:`codes_to_indices`."""
+    n, c, h, w = codes.shape
+    ints = codes.new_empty((n, h, w, c), dtype=torch.int16)
+    ints.copy_(codes.permute(0, 2, 3, 1))
+    return codes_to_indices(ints, bits).permute(0, 3, 1, 2)
+
+
 def weight_indices(iw: Tensor, groups: int) -> Tensor:
     """Weight indices ``[O, C/g, kh, kw]`` as ``[groups, kh*kw*C/g, O/g]`` (the im2col order)."""
     o, cg, kh, kw = iw.shape
@@ -163,7 +174,7 @@ def approx_conv2d(
     bits_a, bits_b = table_widths(table)
     n, _, h, w = qx.shape
     kernel = tuple(qw.shape[2:])
-    ia = im2col_indices(codes_to_indices(qx, bits_a), kernel, stride, dilation, groups)
+    ia = im2col_indices(nhwc_indices(qx, bits_a), kernel, stride, dilation, groups)
     ib = weight_indices(codes_to_indices(qw, bits_b), groups)
     acc = lut_sum(ia, ib, table)  # exact (int64 split-K beyond the int32 bound)
     ho, wo = _out_hw((h, w), kernel, stride, dilation)
@@ -218,7 +229,7 @@ def _backward(ctx, g: Tensor):  # noqa: ANN001, ANN202
     o, cg, kh, kw = qw.shape
     rows = _nchw_to_rows(g.contiguous(), groups)
     bits_a, bits_b = ctx.widths
-    ia = im2col_indices(codes_to_indices(qx, bits_a), (kh, kw), stride, dilation, groups)
+    ia = im2col_indices(nhwc_indices(qx, bits_a), (kh, kw), stride, dilation, groups)
     ib = weight_indices(codes_to_indices(qw, bits_b), groups)
     if need_a:
         cols = lut_bmm_grad_a(rows, ia, ib, grad_a)  # [groups, N*Ho*Wo, kh*kw*C/g]

@@ -94,9 +94,9 @@ def lut_conv(
     acc = approx_conv2d(qx, qw, table, grad_a, grad_b, list(stride), list(dilation), groups)
     if eager_on_cpu(qx) and not (zx.any() or zw.any()):
         # symmetric (signed) codes: every cross term is zero (skipping them, and their
-        # backward, changes no value or gradient)
-        out = acc.double()
-        return out.squeeze(2) if one_d else out
+        # backward, changes no value or gradient); the float32 sums are exact integers, which
+        # rescale widens to float64 within its multiplication (no separate float64 copy)
+        return acc.squeeze(2) if one_d else acc
     k, og = cg * kh * kw, o // groups
     exact = torch.float32 if k <= _EXACT_FLOAT32_TERMS else torch.float64
     channel_sums = qx.to(exact).reshape(nb, groups, cg, h, w).sum(2)
@@ -115,13 +115,18 @@ def lut_conv(
 
 
 def rescale(acc: Tensor, sx: Tensor, sw: Tensor, bias: Tensor | None, channel_dim: int) -> Tensor:
-    """Float output ``acc * sx * sw (+ bias)``; ``sw``/``bias`` broadcast along ``channel_dim``."""
+    """Float output ``acc * sx * sw (+ bias)``, the product in float64 (an ``acc`` of exact
+    integer sums, float32 or float64); ``sw``/``bias`` broadcast along ``channel_dim``."""
     shape = [1] * acc.dim()
     shape[channel_dim] = -1
     scale = sx.detach().double() * (
         sw.detach().double().reshape(shape) if sw.dim() == 1 else sw.detach().double()
     )
-    y = (acc * scale).to(torch.float32)
+    # a scale with acc's rank makes torch promote a float32 acc to float64 in the product
+    # (a 0-dim float64 scale would not), exactly ``acc.double() * scale``
+    y = (acc * scale.reshape([1] * acc.dim() if scale.dim() == 0 else scale.shape)).to(
+        torch.float32
+    )
     return y if bias is None else y + bias.reshape(shape)
 
 

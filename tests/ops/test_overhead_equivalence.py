@@ -11,10 +11,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from appmult_fx.luts.indexing import codes_to_indices, operand_range
 from torch import Tensor
 
 import appmult_fx as amx
-from appmult_fx.luts.indexing import codes_to_indices, operand_range
 from appmult_fx.ops.conv_gemm import approx_conv2d, nhwc_indices
 from appmult_fx.ops.int_layers import lut_conv, rescale
 from appmult_fx.ops.quantizers import quantize

@@ -158,6 +158,19 @@ def _nchw_to_rows(g: Tensor, groups: int) -> Tensor:
     )
 
 
+def _weight_grad_layout(dwk: Tensor, shape: Sequence[int], groups: int) -> Tensor:
+    """``[groups, kh*kw*C/g, O/g]`` (the im2col order) -> ``[O, C/g, kh, kw]``. With one group,
+    a 2-D transpose (torch copies it in cache-sized blocks) and then a transpose within each
+    output channel: a single strided permute reads every element from another cache line."""
+    o, cg, kh, kw = shape
+    if groups == 1:
+        per_channel = dwk[0].t().contiguous().reshape(o, kh, kw, cg)
+        return per_channel.permute(0, 3, 1, 2).contiguous()
+    return (
+        dwk.reshape(groups, kh, kw, cg, o // groups).permute(0, 4, 3, 1, 2).reshape(o, cg, kh, kw)
+    )
+
+
 @torch.library.custom_op("appmult::approx_conv2d", mutates_args=())
 def approx_conv2d(
     qx: Tensor,
@@ -225,22 +238,16 @@ def _backward(ctx, g: Tensor):  # noqa: ANN001, ANN202
             [need_a, need_b, False],
         )
         return like_input(dx, qx), like_input(dw, qw), None, None, None, None, None, None
-    n, c, h, w = qx.shape
-    o, cg, kh, kw = qw.shape
+    kh, kw = qw.shape[2:]
     rows = _nchw_to_rows(g.contiguous(), groups)
     bits_a, bits_b = ctx.widths
     ia = im2col_indices(nhwc_indices(qx, bits_a), (kh, kw), stride, dilation, groups)
     ib = weight_indices(codes_to_indices(qw, bits_b), groups)
     if need_a:
         cols = lut_bmm_grad_a(rows, ia, ib, grad_a)  # [groups, N*Ho*Wo, kh*kw*C/g]
-        dx = col2im_rows(cols, (n, c, h, w), (kh, kw), stride, dilation)
+        dx = col2im_rows(cols, qx.shape, (kh, kw), stride, dilation)
     if need_b:
-        dwk = lut_bmm_grad_w(rows, ia, ib, grad_b)  # [groups, kh*kw*C/g, O/g]
-        dw = (
-            dwk.reshape(groups, kh, kw, cg, o // groups)
-            .permute(0, 4, 3, 1, 2)
-            .reshape(o, cg, kh, kw)
-        )
+        dw = _weight_grad_layout(lut_bmm_grad_w(rows, ia, ib, grad_b), qw.shape, groups)
     return like_input(dx, qx), like_input(dw, qw), None, None, None, None, None, None
 
 

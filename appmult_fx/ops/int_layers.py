@@ -94,8 +94,8 @@ def lut_conv(
     acc = approx_conv2d(qx, qw, table, grad_a, grad_b, list(stride), list(dilation), groups)
     if eager_on_cpu(qx) and not (zx.any() or zw.any()):
         # symmetric (signed) codes: every cross term is zero (skipping them, and their
-        # backward, changes no value or gradient); the float32 sums are exact integers, which
-        # rescale widens to float64 within its multiplication (no separate float64 copy)
+        # backward, changes no value or gradient); the float32 sums stay float32, rescale
+        # widens them to float64 itself (one float64 temporary instead of two)
         return acc.squeeze(2) if one_d else acc
     k, og = cg * kh * kw, o // groups
     exact = torch.float32 if k <= _EXACT_FLOAT32_TERMS else torch.float64
@@ -122,11 +122,9 @@ def rescale(acc: Tensor, sx: Tensor, sw: Tensor, bias: Tensor | None, channel_di
     scale = sx.detach().double() * (
         sw.detach().double().reshape(shape) if sw.dim() == 1 else sw.detach().double()
     )
-    # a scale with acc's rank makes torch promote a float32 acc to float64 in the product
-    # (a 0-dim float64 scale would not), exactly ``acc.double() * scale``
-    y = (acc * scale.reshape([1] * acc.dim() if scale.dim() == 0 else scale.shape)).to(
-        torch.float32
-    )
+    # a float32 acc is widened into a fresh tensor, scaled in place (one temporary less)
+    product = acc * scale if acc.dtype == torch.float64 else acc.double().mul_(scale)
+    y = product.to(torch.float32)
     return y if bias is None else y + bias.reshape(shape)
 
 

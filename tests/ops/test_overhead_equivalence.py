@@ -15,8 +15,15 @@ from appmult_fx.luts.indexing import codes_to_indices, operand_range
 from torch import Tensor
 
 import appmult_fx as amx
-from appmult_fx.ops.conv_gemm import approx_conv2d, nhwc_indices
+from appmult_fx.ops.conv_gemm import (
+    approx_conv2d,
+    col2im_rows,
+    im2col_indices,
+    nhwc_indices,
+    weight_indices,
+)
 from appmult_fx.ops.int_layers import lut_conv, rescale
+from appmult_fx.ops.lut_gemm import lut_bmm_grad_a, lut_bmm_grad_w
 from appmult_fx.ops.quantizers import quantize
 
 
@@ -159,3 +166,29 @@ def test_conv_layer_matches_formula(case: tuple, gradient: str) -> None:
     want.backward(g)
     for a, b in ((qx.grad, rx.grad), (qw.grad, rw.grad), (bias.grad, rb.grad)):
         assert same_bits(a, b)
+
+
+@pytest.mark.parametrize(
+    "shape, groups", [((6, 4, 3, 3), 1), ((5, 3, 1, 1), 1), ((4, 6, 3, 2), 1), ((6, 2, 3, 3), 2)]
+)
+def test_conv_lut_gradients_match_the_products(shape: tuple, groups: int) -> None:
+    """dW is the gradient product ``lut_bmm_grad_w`` over the im2col indices, moved to the
+    weight's ``[O, C/g, kh, kw]`` layout by one plain permute; dX is its col2im."""
+    mult = amx.with_gradients(amx.multiplier("mul8x4s_trunc2"))
+    torch.manual_seed(4)
+    o, cg, kh, kw = shape
+    qx = torch.randint(-128, 128, (2, cg * groups, 8, 9)).float().requires_grad_(True)
+    qw = torch.randint(-8, 8, shape).float().requires_grad_(True)
+    stride, dilation = [2, 1], [1, 2]
+    out = approx_conv2d(qx, qw, mult.table, mult.grad_a, mult.grad_b, stride, dilation, groups)
+    g = torch.randn_like(out)
+    dx, dw = torch.autograd.grad(out, (qx, qw), g)
+    rows = g.reshape(2, groups, o // groups, *g.shape[2:]).permute(1, 0, 3, 4, 2)
+    rows = rows.reshape(groups, -1, o // groups)
+    ia = im2col_indices(reference_indices(qx.detach(), 8), (kh, kw), stride, dilation, groups)
+    ib = weight_indices(reference_indices(qw.detach(), 4), groups)
+    dwk = lut_bmm_grad_w(rows, ia, ib, mult.grad_b)
+    want = dwk.reshape(groups, kh, kw, cg, o // groups).permute(0, 4, 3, 1, 2).reshape(shape)
+    assert same_bits(dw, want) and dw.is_contiguous()
+    cols = lut_bmm_grad_a(rows, ia, ib, mult.grad_a)
+    assert same_bits(dx, col2im_rows(cols, qx.shape, (kh, kw), stride, dilation))

@@ -109,8 +109,14 @@ def nhwc_indices(codes: Tensor, bits: int) -> Tensor:
 
 
 def weight_indices(iw: Tensor, groups: int) -> Tensor:
-    """Weight indices ``[O, C/g, kh, kw]`` as ``[groups, kh*kw*C/g, O/g]`` (the im2col order)."""
+    """Weight indices ``[O, C/g, kh, kw]`` as ``[groups, kh*kw*C/g, O/g]`` (the im2col order).
+    With one group: a 2-D transpose (which torch copies in cache-sized blocks), then whole rows
+    of ``O`` bytes regathered (a single strided permute would read each element from another
+    cache line)."""
     o, cg, kh, kw = iw.shape
+    if groups == 1:
+        by_input = iw.reshape(o, cg * kh * kw).t().contiguous().reshape(cg, kh, kw, o)
+        return by_input.permute(1, 2, 0, 3).reshape(1, kh * kw * cg, o)
     return (
         iw.reshape(groups, o // groups, cg, kh, kw)
         .permute(0, 3, 4, 2, 1)
@@ -159,13 +165,12 @@ def _nchw_to_rows(g: Tensor, groups: int) -> Tensor:
 
 
 def _weight_grad_layout(dwk: Tensor, shape: Sequence[int], groups: int) -> Tensor:
-    """``[groups, kh*kw*C/g, O/g]`` (the im2col order) -> ``[O, C/g, kh, kw]``. With one group,
-    a 2-D transpose (torch copies it in cache-sized blocks) and then a transpose within each
-    output channel: a single strided permute reads every element from another cache line."""
+    """``[groups, kh*kw*C/g, O/g]`` (the im2col order) -> ``[O, C/g, kh, kw]``: the reverse of
+    :func:`weight_indices` (rows regathered, then a blocked 2-D transpose) with one group."""
     o, cg, kh, kw = shape
     if groups == 1:
-        per_channel = dwk[0].t().contiguous().reshape(o, kh, kw, cg)
-        return per_channel.permute(0, 3, 1, 2).contiguous()
+        rows = dwk[0].reshape(kh, kw, cg, o).permute(2, 0, 1, 3).reshape(cg * kh * kw, o)
+        return rows.t().contiguous().reshape(o, cg, kh, kw)
     return (
         dwk.reshape(groups, kh, kw, cg, o // groups).permute(0, 4, 3, 1, 2).reshape(o, cg, kh, kw)
     )

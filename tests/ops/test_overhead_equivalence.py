@@ -169,11 +169,18 @@ def test_conv_layer_matches_formula(case: tuple, gradient: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "shape, groups", [((6, 4, 3, 3), 1), ((5, 3, 1, 1), 1), ((4, 6, 3, 2), 1), ((6, 2, 3, 3), 2)]
+    "shape, groups",
+    [
+        ((6, 4, 3, 3), 1),
+        ((5, 3, 1, 1), 1),
+        ((4, 6, 3, 2), 1),
+        ((6, 2, 3, 3), 2),
+        ((96, 80, 3, 3), 1),
+    ],
 )
 def test_conv_lut_gradients_match_the_products(shape: tuple, groups: int) -> None:
-    """dW is the gradient product ``lut_bmm_grad_w`` over the im2col indices, moved to the
-    weight's ``[O, C/g, kh, kw]`` layout by one plain permute; dX is its col2im."""
+    """The weight indices in im2col order, dW (the gradient product ``lut_bmm_grad_w`` moved to
+    the weight's ``[O, C/g, kh, kw]`` layout) and dX (its col2im) are the plain permutes."""
     mult = amx.with_gradients(amx.multiplier("mul8x4s_trunc2"))
     torch.manual_seed(4)
     o, cg, kh, kw = shape
@@ -186,7 +193,9 @@ def test_conv_lut_gradients_match_the_products(shape: tuple, groups: int) -> Non
     rows = g.reshape(2, groups, o // groups, *g.shape[2:]).permute(1, 0, 3, 4, 2)
     rows = rows.reshape(groups, -1, o // groups)
     ia = im2col_indices(reference_indices(qx.detach(), 8), (kh, kw), stride, dilation, groups)
-    ib = weight_indices(reference_indices(qw.detach(), 4), groups)
+    ib = reference_indices(qw.detach(), 4).reshape(groups, o // groups, cg, kh, kw)
+    ib = ib.permute(0, 3, 4, 2, 1).reshape(groups, kh * kw * cg, o // groups)
+    assert same_bits(weight_indices(reference_indices(qw.detach(), 4), groups), ib)
     dwk = lut_bmm_grad_w(rows, ia, ib, mult.grad_b)
     want = dwk.reshape(groups, kh, kw, cg, o // groups).permute(0, 4, 3, 1, 2).reshape(shape)
     assert same_bits(dw, want) and dw.is_contiguous()

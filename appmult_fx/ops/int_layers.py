@@ -105,12 +105,13 @@ def lut_conv(
     col = _code_sum(qw.reshape(groups, og, k), 2)  # [G, og, 1]
     zx, zw = zx.detach().double(), zw.detach().double()
     zw_b = zw.reshape(1, groups, og, 1, 1) if zw.dim() == 1 else zw
-    out = (
-        acc.double().reshape(nb, groups, og, *acc.shape[2:])
-        + zw_b * row.double().unsqueeze(2)
-        + zx * col.reshape(1, groups, og, 1, 1)
-        + k * zx * zw_b
-    ).reshape(acc.shape)
+    out = acc.double().reshape(nb, groups, og, *acc.shape[2:])
+    terms = (zw_b * row.double().unsqueeze(2), zx * col.reshape(1, groups, og, 1, 1), k * zx * zw_b)
+    if torch.compiler.is_compiling():
+        out = out + terms[0] + terms[1] + terms[2]
+    else:  # the same sums in the same order, into the fresh float64 copy of acc
+        out = out.add_(terms[0]).add_(terms[1]).add_(terms[2])
+    out = out.reshape(acc.shape)
     return out.squeeze(2) if one_d else out
 
 

@@ -97,9 +97,26 @@ def im2col_indices(
     )
 
 
+def nhwc_indices(codes: Tensor, bits: int) -> Tensor:
+    """Table indices of the codes ``[N, C, H, W]``, laid out channels-last (a ``[N, C, H, W]``
+    view of an ``[N, H, W, C]`` tensor, which :func:`im2col_indices` gathers without a copy):
+    the transposition rides on the float -> int16 conversion, the first of
+    :func:`codes_to_indices`."""
+    n, c, h, w = codes.shape
+    ints = codes.new_empty((n, h, w, c), dtype=torch.int16)
+    ints.copy_(codes.permute(0, 2, 3, 1))
+    return codes_to_indices(ints, bits).permute(0, 3, 1, 2)
+
+
 def weight_indices(iw: Tensor, groups: int) -> Tensor:
-    """Weight indices ``[O, C/g, kh, kw]`` as ``[groups, kh*kw*C/g, O/g]`` (the im2col order)."""
+    """Weight indices ``[O, C/g, kh, kw]`` as ``[groups, kh*kw*C/g, O/g]`` (the im2col order).
+    With one group: a 2-D transpose (which torch copies in cache-sized blocks), then whole rows
+    of ``O`` bytes regathered (a single strided permute would read each element from another
+    cache line)."""
     o, cg, kh, kw = iw.shape
+    if groups == 1:
+        by_input = iw.reshape(o, cg * kh * kw).t().contiguous().reshape(cg, kh, kw, o)
+        return by_input.permute(1, 2, 0, 3).reshape(1, kh * kw * cg, o)
     return (
         iw.reshape(groups, o // groups, cg, kh, kw)
         .permute(0, 3, 4, 2, 1)
@@ -147,6 +164,18 @@ def _nchw_to_rows(g: Tensor, groups: int) -> Tensor:
     )
 
 
+def _weight_grad_layout(dwk: Tensor, shape: Sequence[int], groups: int) -> Tensor:
+    """``[groups, kh*kw*C/g, O/g]`` (the im2col order) -> ``[O, C/g, kh, kw]``: the reverse of
+    :func:`weight_indices` (rows regathered, then a blocked 2-D transpose) with one group."""
+    o, cg, kh, kw = shape
+    if groups == 1:
+        rows = dwk[0].reshape(kh, kw, cg, o).permute(2, 0, 1, 3).reshape(cg * kh * kw, o)
+        return rows.t().contiguous().reshape(o, cg, kh, kw)
+    return (
+        dwk.reshape(groups, kh, kw, cg, o // groups).permute(0, 4, 3, 1, 2).reshape(o, cg, kh, kw)
+    )
+
+
 @torch.library.custom_op("appmult::approx_conv2d", mutates_args=())
 def approx_conv2d(
     qx: Tensor,
@@ -163,7 +192,7 @@ def approx_conv2d(
     bits_a, bits_b = table_widths(table)
     n, _, h, w = qx.shape
     kernel = tuple(qw.shape[2:])
-    ia = im2col_indices(codes_to_indices(qx, bits_a), kernel, stride, dilation, groups)
+    ia = im2col_indices(nhwc_indices(qx, bits_a), kernel, stride, dilation, groups)
     ib = weight_indices(codes_to_indices(qw, bits_b), groups)
     acc = lut_sum(ia, ib, table)  # exact (int64 split-K beyond the int32 bound)
     ho, wo = _out_hw((h, w), kernel, stride, dilation)
@@ -214,22 +243,16 @@ def _backward(ctx, g: Tensor):  # noqa: ANN001, ANN202
             [need_a, need_b, False],
         )
         return like_input(dx, qx), like_input(dw, qw), None, None, None, None, None, None
-    n, c, h, w = qx.shape
-    o, cg, kh, kw = qw.shape
+    kh, kw = qw.shape[2:]
     rows = _nchw_to_rows(g.contiguous(), groups)
     bits_a, bits_b = ctx.widths
-    ia = im2col_indices(codes_to_indices(qx, bits_a), (kh, kw), stride, dilation, groups)
+    ia = im2col_indices(nhwc_indices(qx, bits_a), (kh, kw), stride, dilation, groups)
     ib = weight_indices(codes_to_indices(qw, bits_b), groups)
     if need_a:
         cols = lut_bmm_grad_a(rows, ia, ib, grad_a)  # [groups, N*Ho*Wo, kh*kw*C/g]
-        dx = col2im_rows(cols, (n, c, h, w), (kh, kw), stride, dilation)
+        dx = col2im_rows(cols, qx.shape, (kh, kw), stride, dilation)
     if need_b:
-        dwk = lut_bmm_grad_w(rows, ia, ib, grad_b)  # [groups, kh*kw*C/g, O/g]
-        dw = (
-            dwk.reshape(groups, kh, kw, cg, o // groups)
-            .permute(0, 4, 3, 1, 2)
-            .reshape(o, cg, kh, kw)
-        )
+        dw = _weight_grad_layout(lut_bmm_grad_w(rows, ia, ib, grad_b), qw.shape, groups)
     return like_input(dx, qx), like_input(dw, qw), None, None, None, None, None, None
 
 

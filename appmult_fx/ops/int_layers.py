@@ -94,9 +94,9 @@ def lut_conv(
     acc = approx_conv2d(qx, qw, table, grad_a, grad_b, list(stride), list(dilation), groups)
     if eager_on_cpu(qx) and not (zx.any() or zw.any()):
         # symmetric (signed) codes: every cross term is zero (skipping them, and their
-        # backward, changes no value or gradient)
-        out = acc.double()
-        return out.squeeze(2) if one_d else out
+        # backward, changes no value or gradient); the float32 sums stay float32, rescale
+        # widens them to float64 itself (one float64 temporary instead of two)
+        return acc.squeeze(2) if one_d else acc
     k, og = cg * kh * kw, o // groups
     exact = torch.float32 if k <= _EXACT_FLOAT32_TERMS else torch.float64
     channel_sums = qx.to(exact).reshape(nb, groups, cg, h, w).sum(2)
@@ -105,23 +105,27 @@ def lut_conv(
     col = _code_sum(qw.reshape(groups, og, k), 2)  # [G, og, 1]
     zx, zw = zx.detach().double(), zw.detach().double()
     zw_b = zw.reshape(1, groups, og, 1, 1) if zw.dim() == 1 else zw
-    out = (
-        acc.double().reshape(nb, groups, og, *acc.shape[2:])
-        + zw_b * row.double().unsqueeze(2)
-        + zx * col.reshape(1, groups, og, 1, 1)
-        + k * zx * zw_b
-    ).reshape(acc.shape)
+    out = acc.double().reshape(nb, groups, og, *acc.shape[2:])
+    terms = (zw_b * row.double().unsqueeze(2), zx * col.reshape(1, groups, og, 1, 1), k * zx * zw_b)
+    if torch.compiler.is_compiling():
+        out = out + terms[0] + terms[1] + terms[2]
+    else:  # the same sums in the same order, into the fresh float64 copy of acc
+        out = out.add_(terms[0]).add_(terms[1]).add_(terms[2])
+    out = out.reshape(acc.shape)
     return out.squeeze(2) if one_d else out
 
 
 def rescale(acc: Tensor, sx: Tensor, sw: Tensor, bias: Tensor | None, channel_dim: int) -> Tensor:
-    """Float output ``acc * sx * sw (+ bias)``; ``sw``/``bias`` broadcast along ``channel_dim``."""
+    """Float output ``acc * sx * sw (+ bias)``, the product in float64 (an ``acc`` of exact
+    integer sums, float32 or float64); ``sw``/``bias`` broadcast along ``channel_dim``."""
     shape = [1] * acc.dim()
     shape[channel_dim] = -1
     scale = sx.detach().double() * (
         sw.detach().double().reshape(shape) if sw.dim() == 1 else sw.detach().double()
     )
-    y = (acc * scale).to(torch.float32)
+    # a float32 acc is widened into a fresh tensor, scaled in place (one temporary less)
+    product = acc * scale if acc.dtype == torch.float64 else acc.double().mul_(scale)
+    y = product.to(torch.float32)
     return y if bias is None else y + bias.reshape(shape)
 
 

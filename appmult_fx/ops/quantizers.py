@@ -78,17 +78,29 @@ class _Quantize(torch.autograd.Function):
         # compiled autograd.Function otherwise loses the mask (all-zero gradients)
         in_place = not torch.compiler.is_compiling()
         v = x / scale
-        v = v.sub_(zero_point) if in_place else v - zero_point
+        if not in_place:
+            v = v - zero_point
+        elif x.device.type != "cpu" or not _is_positive_zero(zero_point):
+            v = v.sub_(zero_point)  # (v - +0.0 is v bit for bit: skipped on the CPU)
+        if not needs_grad:  # no mask to keep: clamp in place too
+            return v.clamp_(qmin, qmax).round_() if in_place else torch.round(v.clamp(qmin, qmax))
         q = v.clamp(qmin, qmax)
-        if needs_grad:
-            ctx.save_for_backward(q == v, scale)
+        ctx.save_for_backward(q != v, scale)
         return q.round_() if in_place else torch.round(q)
 
     @staticmethod
     def backward(ctx, g: Tensor):  # noqa: ANN001, ANN205
         """Straight-through gradient for ``x``; none for the other inputs."""
-        inside, scale = ctx.saved_tensors
-        return torch.where(inside, g / scale, 0.0), None, None, None, None, None
+        outside, scale = ctx.saved_tensors
+        if torch.compiler.is_compiling():
+            return torch.where(outside, 0.0, g / scale), None, None, None, None, None
+        return (g / scale).masked_fill_(outside, 0.0), None, None, None, None, None
+
+
+def _is_positive_zero(t: Tensor) -> bool:
+    """Whether every element of ``t`` is ``+0.0`` (subtracting it changes no bit; ``-0.0``
+    would turn a ``-0.0`` into ``+0.0``)."""
+    return not bool((t != 0).any() | torch.signbit(t).any())
 
 
 def quantize(x: Tensor, scale: Tensor, zero_point: Tensor, bits: int, signed: bool) -> Tensor:
@@ -133,7 +145,7 @@ class ActivationQuantizer(nn.Module):
         changes nothing)."""
         if x.numel() == 0:
             return
-        lo, hi = x.detach().min().float(), x.detach().max().float()
+        lo, hi = (v.float() for v in torch.aminmax(x.detach()))
         check_finite(lo, hi, "an observed activation batch")
         # the first observed batch initialises the range (branch-free for torch.compile)
         self.min_val.copy_(
@@ -195,9 +207,9 @@ class WeightQuantizer(nn.Module):
         wd = w.detach()
         if self.per_channel:
             flat = wd.reshape(wd.shape[0], -1)
-            lo, hi = flat.min(dim=1).values.float(), flat.max(dim=1).values.float()
+            lo, hi = (v.float() for v in torch.aminmax(flat, dim=1))
         else:
-            lo, hi = wd.min().float(), wd.max().float()
+            lo, hi = (v.float() for v in torch.aminmax(wd))
         check_finite(lo, hi, "a weight tensor")
         scale, zp = qparams(lo, hi, self.bits, self.signed)
         codes = quantize(

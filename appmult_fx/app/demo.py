@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -72,13 +73,7 @@ def run_demo(
         print(f"1/3 training the float model ({float_epochs} epochs)")
         float_report = train_float(model, "digits", base)
         print(f"2/3 converting, calibrating, retraining with LUT gradients ({epochs} epochs)")
-        cfg = TrainConfig(
-            epochs=epochs,
-            seed=seed,
-            quiet=quiet,
-            max_steps_per_epoch=max_steps,
-            checkpoint=str(out / "retrained.pt"),
-        )
+        cfg = replace(base, epochs=epochs, checkpoint=str(out / "retrained.pt"))
         gm, report = retrain_model(
             out / "float.pt",
             {"multiplier": multiplier},

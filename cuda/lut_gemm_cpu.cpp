@@ -277,16 +277,15 @@ torch::Tensor grad_w_direct(const torch::Tensor& g, const torch::Tensor& a, cons
   return unpad(dw, N);
 }
 
-// dA [B, M, K] through the AVX-512 dW kernel on the transposed product (rows over N), codes
+// dA [B, M, K] through the AVX-512 dW kernel on the transposed product (rows over N), G, codes
 // and result read and written in place.
 torch::Tensor grad_a_transposed512(const torch::Tensor& g, const torch::Tensor& a,
                                    const torch::Tensor& w, const torch::Tensor& ga) {
   // The kernel's table is GA itself, read as the transposed table of GA^T (rows: codes of w).
   const int64_t n = ga.size(1), B = a.size(0), M = a.size(1), K = a.size(2), N = w.size(2);
-  auto gt = transposed(g);
   auto da = torch::empty({B, M, K}, g.options());
 #if defined(APPMULT_CPU_HAS_VBMI_PATH)
-  appmult_cpu_avx512::lut_grad_a_t(gt.data_ptr<float>(), a.data_ptr<uint8_t>(),
+  appmult_cpu_avx512::lut_grad_a_t(g.data_ptr<float>(), a.data_ptr<uint8_t>(),
                                    w.data_ptr<uint8_t>(), ga.data_ptr<float>(), n, B, M, K, N,
                                    da.data_ptr<float>(), at::get_num_threads(), kGradWBudget512);
 #endif
@@ -363,7 +362,7 @@ torch::Tensor lut_bmm_grad_a(torch::Tensor g, torch::Tensor a, torch::Tensor w, 
     return appmult_narrow::grad_a(g, a, w, ga);
   if (grad_transposed(M, N, na, nb, gi, true)) {
     if (gi == GradIsa::kAvx512)
-      return grad_a_transposed512(g, a.contiguous(), w.contiguous(), ga.contiguous());
+      return grad_a_transposed512(g.contiguous(), a.contiguous(), w.contiguous(), ga.contiguous());
     return transposed(grad_w_direct(transposed(g), transposed(w), transposed(a),
                                     ga.t().contiguous(), gi));
   }

@@ -44,8 +44,8 @@ void lut_grad_a(const float* g, const uint8_t* a, const uint8_t* w, const float*
 void lut_grad_w(const float* g, const uint8_t* a, const uint8_t* w, const float* lt, int64_t n,
                 int64_t B, int64_t M, int64_t K, int64_t N, float* dw, int nthreads,
                 int64_t budget);
-// dA through the dW kernel on the transposed product, gt = g^T [B, N, M], ga = GA itself.
-void lut_grad_a_t(const float* gt, const uint8_t* a, const uint8_t* w, const float* ga,
+// dA through the dW kernel on the transposed product, g [B, M, N] read across, ga = GA itself.
+void lut_grad_a_t(const float* g, const uint8_t* a, const uint8_t* w, const float* ga,
                   int64_t n, int64_t B, int64_t M, int64_t K, int64_t N, float* da,
                   int nthreads, int64_t budget);
 }  // namespace appmult_cpu_avx512

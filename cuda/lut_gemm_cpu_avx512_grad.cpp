@@ -70,11 +70,12 @@ void build_table(const float* const* src, int64_t n, float* out, int64_t ldt) {
   }
 }
 
-// Tk[u][j] = lt[code[j * sj] * n + u] for j < ncols, 0 for ncols <= j < ldt (ldt a multiple of
-// 16); `zero` holds n zeros. lt is the transposed table: lt[v * n + u] = TBL[u][v].
+// Tk[u * ldt + j] = lt[code[j * sj] * n + u] for j < ncols, 0 for ncols <= j < width (width a
+// multiple of 16, at most ldt); `zero` holds n zeros. lt is the transposed table: lt[v * n + u]
+// = TBL[u][v].
 void build_tables(const float* lt, int64_t n, const uint8_t* code, int64_t sj, int64_t ncols,
-                  const float* zero, float* tk, int64_t ldt) {
-  for (int64_t j0 = 0; j0 < ldt; j0 += kLanes) {
+                  int64_t width, const float* zero, float* tk, int64_t ldt) {
+  for (int64_t j0 = 0; j0 < width; j0 += kLanes) {
     const float* src[kLanes];
     for (int64_t j = 0; j < kLanes; ++j)
       src[j] = j0 + j < ncols ? lt + static_cast<int64_t>(code[(j0 + j) * sj]) * n : zero;
@@ -90,7 +91,7 @@ struct Scratch {
     const int64_t bytes = ((table_floats + n) * 4 + 63) / 64 * 64;
     tables = static_cast<float*>(aligned_alloc(64, bytes));
     zero = tables + table_floats;
-    memset(zero, 0, n * 4);
+    memset(tables, 0, (table_floats + n) * 4);  // tables of padding k are read, never used
   }
   ~Scratch() { free(tables); }
 };
@@ -232,7 +233,7 @@ void lut_grad_a(const float* g, const uint8_t* a, const uint8_t* w, const float*
       const int64_t kc = min64(kg, K - k0), m1 = min64(M, m0 + mstep);
       if (m0 >= m1) continue;
       for (int64_t kk = 0; kk < kc; ++kk)
-        build_tables(lt, n, w + (b * K + k0 + kk) * N, 1, N, scratch.zero,
+        build_tables(lt, n, w + (b * K + k0 + kk) * N, 1, N, ldt, scratch.zero,
                      scratch.tables + kk * tsz, ldt);
       const GradA p = {g + b * M * N, a + b * M * K, scratch.tables, da + b * M * K,
                        M, K, N, n, ldt, k0};
@@ -245,43 +246,41 @@ void lut_grad_a(const float* g, const uint8_t* a, const uint8_t* w, const float*
 
 namespace {
 
-// Operands of one dW sweep: a 16-column tile of G and dW, codes by k, tables of R k from k0.
+// Operands of one dW sweep: a 16-column tile of G and dW, codes by row, tables of R k from k0.
 struct GradW {
-  const float* g;     // [rows, N], offset to the tile and the first row
-  const uint8_t* at;  // [K, ldat] codes (a transposed), offset to the first row
-  const float* tab;   // [R][n][16] tables
-  float* dw;          // dw[k * ok + j * oj], offset to the tile
-  int64_t rows, ldat, N, n, k0, ok, oj;
+  const float* g;         // [rows][16] packed tile of G, from the sweep's first row
+  const uint8_t* codes;   // [rows][R] row codes of the R k, from the sweep's first row
+  const float* tab;       // [n][R][16] tables, interleaved by k
+  float* dw;              // dw[k * ok + j * oj], offset to the tile
+  int64_t rows, k0, ok, oj;
   __mmask16 cols;  // real columns of the tile
   bool add;        // add to dw (else store)
 };
 
-// dw[k0 + r, tile] (+)= SUM_m g[m, tile] * Tk[at[k0 + r, m]] for r < R (rc of which are real),
-// U rows of m per step so that U * R accumulators hide the FMA latency.
+// dw[k0 + r, tile] (+)= SUM_m g[m, tile] * Tk[code(m, r)] for r < R (rc of which are real), U
+// rows of m per step so that U * R accumulators hide the FMA latency. A row's R codes are one
+// run of bytes and its R table rows sit R lines apart from a common base, so each lookup is a
+// byte load, a shift and an FMA with a memory operand at a constant offset.
 template <int R, int U>
 void grad_w_tile(const GradW& p, int64_t rc) {
   __m512 acc[U][R];
-  const uint8_t* at[R];
-  const float* tab[R];
-  for (int r = 0; r < R; ++r) {
+  for (int r = 0; r < R; ++r)
     for (int u = 0; u < U; ++u) acc[u][r] = _mm512_setzero_ps();
-    at[r] = p.at + (p.k0 + (r < rc ? r : 0)) * p.ldat;
-    tab[r] = p.tab + (r < rc ? r : 0) * p.n * kLanes;
-  }
+  const auto lookup = [&](int64_t m, int r) {
+    return _mm512_load_ps(p.tab + (static_cast<int64_t>(p.codes[m * R + r]) * R + r) * kLanes);
+  };
   int64_t m = 0;
   for (; m + U <= p.rows; m += U) {
 #pragma GCC unroll 4
     for (int u = 0; u < U; ++u) {
-      const __m512 gv = _mm512_maskz_loadu_ps(p.cols, p.g + (m + u) * p.N);
+      const __m512 gv = _mm512_load_ps(p.g + (m + u) * kLanes);
 #pragma GCC unroll 16
-      for (int r = 0; r < R; ++r)
-        acc[u][r] = _mm512_fmadd_ps(gv, _mm512_load_ps(tab[r] + at[r][m + u] * kLanes), acc[u][r]);
+      for (int r = 0; r < R; ++r) acc[u][r] = _mm512_fmadd_ps(gv, lookup(m + u, r), acc[u][r]);
     }
   }
   for (; m < p.rows; ++m) {
-    const __m512 gv = _mm512_maskz_loadu_ps(p.cols, p.g + m * p.N);
-    for (int r = 0; r < R; ++r)
-      acc[0][r] = _mm512_fmadd_ps(gv, _mm512_load_ps(tab[r] + at[r][m] * kLanes), acc[0][r]);
+    const __m512 gv = _mm512_load_ps(p.g + m * kLanes);
+    for (int r = 0; r < R; ++r) acc[0][r] = _mm512_fmadd_ps(gv, lookup(m, r), acc[0][r]);
   }
   for (int r = 0; r < rc; ++r) {
     for (int u = 1; u < U; ++u) acc[0][r] = _mm512_add_ps(acc[0][r], acc[u][r]);
@@ -316,36 +315,65 @@ TileFn tile_fn(int64_t r) {
   }
 }
 
-// at[b][k][m] = a[b][m][k], in 64 x 64 blocks (both sides stay within a few lines per row).
-void transpose_codes(const uint8_t* a, int64_t B, int64_t M, int64_t K, uint8_t* at,
-                     int nthreads) {
-  constexpr int64_t T = 64;
-  const int64_t mb = ceil_div(M, T), kb = ceil_div(K, T);
+// Row codes by groups of R k: out[b][k / R][m][k % R] = src[b * sb + m * sm + k * sk] (0 for the
+// k past K that pad the last group).
+void pack_codes(const uint8_t* src, int64_t sb, int64_t sm, int64_t sk, int64_t B, int64_t M,
+                int64_t K, int64_t R, uint8_t* out, int nthreads) {
+  constexpr int64_t T = 256;  // rows per block
+  const int64_t groups = ceil_div(K, R), mb = ceil_div(M, T);
 #pragma omp parallel for num_threads(nthreads) schedule(static)
-  for (int64_t blk = 0; blk < B * mb * kb; ++blk) {
-    const int64_t b = blk / (mb * kb), m0 = (blk / kb) % mb * T, k0 = blk % kb * T;
-    const int64_t m1 = min64(M, m0 + T), k1 = min64(K, k0 + T);
-    const uint8_t* src = a + b * M * K;
-    uint8_t* dst = at + b * K * M;
-    for (int64_t k = k0; k < k1; ++k)
-      for (int64_t m = m0; m < m1; ++m) dst[k * M + m] = src[m * K + k];
+  for (int64_t blk = 0; blk < B * groups * mb; ++blk) {
+    const int64_t b = blk / (groups * mb), grp = blk / mb % groups, m0 = blk % mb * T;
+    const int64_t m1 = min64(M, m0 + T), k0 = grp * R, kc = min64(R, K - k0);
+    const uint8_t* s = src + b * sb + k0 * sk;
+    uint8_t* o = out + ((b * groups + grp) * M) * R;
+    if (kc < R) memset(o + m0 * R, 0, (m1 - m0) * R);
+    if (sk == 1) {
+      for (int64_t m = m0; m < m1; ++m) memcpy(o + m * R, s + m * sm, kc);
+    } else {
+      for (int64_t r = 0; r < kc; ++r)
+        for (int64_t m = m0; m < m1; ++m) o[m * R + r] = s[m * sm + r * sk];
+    }
+  }
+}
+
+// gp[b][t][r][j] = g[b * sb + r * sr + (16 t + j) * sc] for rows r < M and columns 16 t + j < N
+// (zero past N): G by 16-column tiles, rows read in place (sc == 1) or across (sr == 1).
+void pack_tiles(const float* g, int64_t sb, int64_t sr, int64_t sc, int64_t B, int64_t M,
+                int64_t N, float* gp, int nthreads) {
+  const int64_t tiles = ceil_div(N, kLanes);
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+  for (int64_t bt = 0; bt < B * tiles; ++bt) {
+    const int64_t b = bt / tiles, t = bt % tiles, ncols = min64(kLanes, N - t * kLanes);
+    const float* src = g + b * sb + t * kLanes * sc;
+    float* dst = gp + bt * M * kLanes;
+    if (sc == 1) {
+      for (int64_t r = 0; r < M; ++r)
+        _mm512_store_ps(dst + r * kLanes, _mm512_maskz_loadu_ps(lanes_below(ncols), src + r * sr));
+    } else {
+      memset(dst, 0, M * kLanes * 4);
+      for (int64_t j = 0; j < ncols; ++j)
+        for (int64_t r = 0; r < M; ++r) dst[r * kLanes + j] = src[j * sc + r * sr];
+    }
   }
 }
 
 constexpr int64_t kRowBlock = 8192;  // rows per sweep: their G tile lines (512 KB) stay in L2
 constexpr int64_t kTaskK = 64;       // k per task: sweeps of one row block share its G tile
 
-// Operands of the dW kernel: rows (m) of G and their codes by k, column codes, the output.
+// Operands of the dW kernel: G [B][M][N], the row codes (a[b][m][k] at b * sb + m * sm + k *
+// sk), the column codes and the output.
 struct GradWArgs {
-  const float* g;     // [B][M][N]
-  const uint8_t* at;  // [B][K][ldat]: code of row m at k
-  const uint8_t* w;   // code of column j at k: w[b * sb + k * sk + j * sj]
-  float* dw;          // dw[b * ob + k * ok + j * oj]
-  int64_t ldat, sb, sk, sj, ob, ok, oj;
+  const float* g;    // g of row m, column j: g[b * sgb + m * sgm + j * sgj]
+  const uint8_t* a;  // code of row m at k: a[b * sab + m * sam + k * sak]
+  const uint8_t* w;  // code of column j at k: w[b * sb + k * sk + j * sj]
+  float* dw;         // dw[b * ob + k * ok + j * oj]
+  int64_t sgb, sgm, sgj, sab, sam, sak, sb, sk, sj, ob, ok, oj;
 };
 
-// dw [B, K, N] = SUM_m g * GW[a, w]; lt = GW^T. A task takes a 16-column tile and kTaskK k; per
-// block of rows it sweeps groups of R k whose tables fit `budget` bytes.
+// dw [B, K, N] = SUM_m g * GW[a, w]; lt = GW^T. G is packed by 16-column tiles and the row codes
+// by groups of R k (both then stream from consecutive lines). A task takes a tile and kTaskK k;
+// per block of rows it sweeps groups of R k whose tables fit `budget` bytes.
 void grad_w_impl(const GradWArgs& x, const float* lt, int64_t n, int64_t B, int64_t M, int64_t K,
                  int64_t N, int nthreads, int64_t budget) {
   const int64_t R = tile_k(n, budget);
@@ -355,6 +383,10 @@ void grad_w_impl(const GradWArgs& x, const float* lt, int64_t n, int64_t B, int6
   const int64_t split = max64(1, groups / ceil_div(4 * nthreads, B * tiles));
   const int64_t kstep = R * min64(ceil_div(kTaskK, R), split);
   const int64_t chunks = ceil_div(K, kstep), ntasks = B * tiles * chunks;
+  float* gp = static_cast<float*>(aligned_alloc(64, (B * tiles * M * kLanes * 4 + 63) / 64 * 64));
+  pack_tiles(x.g, x.sgb, x.sgm, x.sgj, B, M, N, gp, nthreads);
+  uint8_t* codes = static_cast<uint8_t*>(malloc(B * groups * M * R));
+  pack_codes(x.a, x.sab, x.sam, x.sak, B, M, K, R, codes, nthreads);
 #pragma omp parallel num_threads(nthreads)
   {
     Scratch scratch(R * n * kLanes, n);
@@ -368,16 +400,18 @@ void grad_w_impl(const GradWArgs& x, const float* lt, int64_t n, int64_t B, int6
           const int64_t rc = min64(R, K - k0);
           for (int64_t r = 0; r < rc; ++r)
             build_tables(lt, n, x.w + b * x.sb + (k0 + r) * x.sk + n0 * x.sj, x.sj, ncols,
-                         scratch.zero, scratch.tables + r * n * kLanes, kLanes);
-          const GradW p = {x.g + (b * M + m0) * N + n0, x.at + b * K * x.ldat + m0,
-                           scratch.tables, x.dw + b * x.ob + n0 * x.oj,
-                           min64(kRowBlock, M - m0), x.ldat, N, n, k0, x.ok, x.oj,
+                         kLanes, scratch.zero, scratch.tables + r * kLanes, R * kLanes);
+          const GradW p = {gp + ((b * tiles + n0 / kLanes) * M + m0) * kLanes,
+                           codes + ((b * groups + k0 / R) * M + m0) * R, scratch.tables,
+                           x.dw + b * x.ob + n0 * x.oj, min64(kRowBlock, M - m0), k0, x.ok, x.oj,
                            lanes_below(ncols), m0 > 0};
           tile(p, rc);
         }
       }
     }
   }
+  free(codes);
+  free(gp);
 }
 
 }  // namespace
@@ -386,21 +420,17 @@ void grad_w_impl(const GradWArgs& x, const float* lt, int64_t n, int64_t B, int6
 void lut_grad_w(const float* g, const uint8_t* a, const uint8_t* w, const float* lt, int64_t n,
                 int64_t B, int64_t M, int64_t K, int64_t N, float* dw, int nthreads,
                 int64_t budget) {
-  // Codes by k (each sweep reads R runs of consecutive rows).
-  uint8_t* at = static_cast<uint8_t*>(malloc(B * K * M));
-  transpose_codes(a, B, M, K, at, nthreads);
-  const GradWArgs x = {g, at, w, dw, M, K * N, N, 1, K * N, N, 1};
+  const GradWArgs x = {g, a, w, dw, M * N, N, 1, M * K, K, 1, K * N, N, 1, K * N, N, 1};
   grad_w_impl(x, lt, n, B, M, K, N, nthreads, budget);
-  free(at);
 }
 
 // da [B, M, K] = SUM_n g * GA[a, w] through the dW kernel on the transposed product (rows over
-// N, 16-column tiles over M) for gt = g^T [B, N, M]: w already holds the row codes by k, a the
-// column codes (stride K), and the results go to columns of da.
-void lut_grad_a_t(const float* gt, const uint8_t* a, const uint8_t* w, const float* ga,
+// N, 16-column tiles over M) for g [B, M, N] read across: w holds the row codes (w[b][k][n]), a
+// the column codes (stride K), and the results go to columns of da.
+void lut_grad_a_t(const float* g, const uint8_t* a, const uint8_t* w, const float* ga,
                   int64_t n, int64_t B, int64_t M, int64_t K, int64_t N, float* da,
                   int nthreads, int64_t budget) {
-  const GradWArgs x = {gt, w, a, da, N, M * K, 1, K, M * K, 1, K};
+  const GradWArgs x = {g, w, a, da, M * N, 1, N, K * N, 1, N, M * K, 1, K, M * K, 1, K};
   grad_w_impl(x, ga, n, B, N, K, M, nthreads, budget);
 }
 

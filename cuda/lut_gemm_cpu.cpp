@@ -197,10 +197,10 @@ GradIsa grad_isa(const std::string& isa) {
 }
 
 // AVX-512 gradient kernels: bytes of tables per task (dA: a group of k over all N columns, kept
-// in L2; dW: up to 16 k of a 16-column tile) and their cost per k and 16 columns, rows *
-// per_row + n * per_entry, in seconds per G-LUT-MAC (fitted to one-thread timings of the
-// ResNet-18 shapes on Sapphire Rapids: the row work, then the table builds).
-constexpr int64_t kGradABudget512 = 1 << 20, kGradWBudget512 = 256 << 10;
+// in L2; dW: up to 8 k of a 16-column tile, fewer for short sweeps) and their cost per k and
+// 16 columns, rows * per_row + n * per_entry, in seconds per G-LUT-MAC (fitted to one-thread
+// timings of the ResNet-18 shapes on Sapphire Rapids: the row work, then the table builds).
+constexpr int64_t kGradABudget512 = 1 << 20, kGradWBudget512 = 128 << 10;
 struct Cost512 {
   double per_row, per_entry;
 };

@@ -53,13 +53,13 @@ void lut_grad_a_t(const float* g, const uint8_t* a, const uint8_t* w, const floa
 // Narrow-column fast path (lut_gemm_cpu_narrow.cpp, AVX-512 VBMI/VNNI): the column operand w
 // has at most 16 codes. rt: 257 rows of 32 bytes (low then high bytes of T[u][v] - offset as
 // int16, zero rows beyond the table and at 256); gr: 256 rows of 16 floats (GA or GW, zero
-// beyond); at = a transposed, [B, K, M].
+// beyond); a [B, M, K] (read in place by both gradients).
 namespace appmult_cpu_narrow {
 void lut_fwd(const uint8_t* a, const uint8_t* w, const uint8_t* rt, int64_t B, int64_t M,
              int64_t K, int64_t N, int32_t start, int32_t* y, int nthreads);
 void lut_grad_a(const float* g, const uint8_t* a, const uint8_t* w, const float* gr, int64_t B,
                 int64_t M, int64_t K, int64_t N, float* da, int nthreads);
-void lut_grad_w(const float* g, const uint8_t* at, const uint8_t* w, const float* gr, int64_t B,
+void lut_grad_w(const float* g, const uint8_t* a, const uint8_t* w, const float* gr, int64_t B,
                 int64_t M, int64_t K, int64_t N, float* dw, int nthreads);
 }  // namespace appmult_cpu_narrow
 #endif

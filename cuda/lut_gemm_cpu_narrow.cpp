@@ -202,10 +202,11 @@ constexpr RowFn kRowFns[9] = {grad_a_row<0>, grad_a_row<1>, grad_a_row<2>,
                               grad_a_row<3>, grad_a_row<4>, grad_a_row<5>,
                               grad_a_row<6>, grad_a_row<7>, grad_a_row<8>};
 
-// dW[k .. k + 2) x 16 C columns (+)= SUM_{m < rows} G[m, cols] * gr[at[k][m]][w[k, cols]];
-// `two` false: only row k is real.
+// dW[k .. k + 2) x 16 C columns (+)= SUM_{m < rows} G[m, cols] * gr[a[m][k]][w[k, cols]] for
+// am = &a[0][k] (rows K apart; the pair's second code `d` bytes on); `two` false: only row k
+// is real. A block's code rows stay in L1 across the task's k pairs, so a is read in place.
 template <int C>
-void grad_w_pair(const float* g, int64_t N, const uint8_t* at0, const uint8_t* at1,
+void grad_w_pair(const float* g, int64_t N, const uint8_t* am, int64_t K, int64_t d,
                  const int32_t* wi0, const int32_t* wi1, const float* gr, int64_t rows,
                  __mmask16 tail, bool two, bool add, float* dw0, float* dw1) {
   __m512i i0[C], i1[C];
@@ -216,8 +217,9 @@ void grad_w_pair(const float* g, int64_t N, const uint8_t* at0, const uint8_t* a
     acc0[c] = acc1[c] = _mm512_setzero_ps();
   }
   for (int64_t m = 0; m < rows; ++m) {
-    const __m512 r0 = _mm512_loadu_ps(gr + static_cast<int64_t>(at0[m]) * kLanes);
-    const __m512 r1 = _mm512_loadu_ps(gr + static_cast<int64_t>(at1[m]) * kLanes);
+    const uint8_t* code = am + m * K;
+    const __m512 r0 = _mm512_loadu_ps(gr + static_cast<int64_t>(code[0]) * kLanes);
+    const __m512 r1 = _mm512_loadu_ps(gr + static_cast<int64_t>(code[d]) * kLanes);
     const float* gm = g + m * N;
 #pragma GCC unroll 4
     for (int c = 0; c < C; ++c) {
@@ -239,7 +241,7 @@ void grad_w_pair(const float* g, int64_t N, const uint8_t* at0, const uint8_t* a
   }
 }
 
-using PairFn = void (*)(const float*, int64_t, const uint8_t*, const uint8_t*, const int32_t*,
+using PairFn = void (*)(const float*, int64_t, const uint8_t*, int64_t, int64_t, const int32_t*,
                         const int32_t*, const float*, int64_t, __mmask16, bool, bool, float*,
                         float*);
 constexpr PairFn kPairFns[4] = {grad_w_pair<1>, grad_w_pair<2>, grad_w_pair<3>, grad_w_pair<4>};
@@ -269,7 +271,7 @@ void lut_grad_a(const float* g, const uint8_t* a, const uint8_t* w, const float*
   std::free(wi);
 }
 
-void lut_grad_w(const float* g, const uint8_t* at, const uint8_t* w, const float* gr, int64_t B,
+void lut_grad_w(const float* g, const uint8_t* a, const uint8_t* w, const float* gr, int64_t B,
                 int64_t M, int64_t K, int64_t N, float* dw, int nthreads) {
   const int64_t ld = kLanes * ceil_div(N, kLanes);
   int32_t* wi = widen_codes(w, B, K, N, ld, nthreads);
@@ -280,7 +282,7 @@ void lut_grad_w(const float* g, const uint8_t* at, const uint8_t* w, const float
     const int64_t n0 = (rest / kchunks) * 4 * kLanes, k0 = (rest % kchunks) * kTaskK;
     const int64_t k1 = min64(K, k0 + kTaskK), blocks = min64(4, ceil_div(N - n0, kLanes));
     const __mmask16 tail = lanes_below(N - n0 - (blocks - 1) * kLanes);
-    const uint8_t* atb = at + b * K * M;
+    const uint8_t* ab = a + b * M * K;
     const int32_t* wib = wi + b * K * ld + n0;
     float* dwb = dw + b * K * N + n0;
     for (int64_t m0 = 0; m0 < M; m0 += kRowBlock) {
@@ -289,7 +291,7 @@ void lut_grad_w(const float* g, const uint8_t* at, const uint8_t* w, const float
       for (int64_t k = k0; k < k1; k += 2) {
         const bool two = k + 1 < k1;
         const int64_t k2 = two ? k + 1 : k;
-        kPairFns[blocks - 1](gb, N, atb + k * M + m0, atb + k2 * M + m0, wib + k * ld,
+        kPairFns[blocks - 1](gb, N, ab + m0 * K + k, K, k2 - k, wib + k * ld,
                              wib + k2 * ld, gr, rows, tail, two, m0 > 0, dwb + k * N,
                              dwb + k2 * N);
       }

@@ -68,8 +68,8 @@ torch::Tensor grad_w(const torch::Tensor& g, const torch::Tensor& a, const torch
   auto dw = torch::empty(w.sizes(), g.options());
 #if defined(APPMULT_CPU_HAS_VBMI_PATH)
   const auto gr = padded_rows(gw, torch::kFloat32, 0);
-  const auto gc = g.contiguous(), a_t = a.transpose(1, 2).contiguous(), wc = w.contiguous();
-  appmult_cpu_narrow::lut_grad_w(gc.data_ptr<float>(), a_t.data_ptr<uint8_t>(),
+  const auto gc = g.contiguous(), ac = a.contiguous(), wc = w.contiguous();
+  appmult_cpu_narrow::lut_grad_w(gc.data_ptr<float>(), ac.data_ptr<uint8_t>(),
                                  wc.data_ptr<uint8_t>(), gr.data_ptr<float>(), a.size(0),
                                  a.size(1), a.size(2), w.size(2), dw.data_ptr<float>(),
                                  at::get_num_threads());

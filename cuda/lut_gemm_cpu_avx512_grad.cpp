@@ -5,13 +5,19 @@
 // transposed table (one load, three inserts and two shuffles per 16-entry row). Then
 //   dA  dA[m, k]  = dot(G[m, :], Tk[a[m, k]][:])   all N columns per k (tables for a group of k in
 //                   L2), the dots of 16 (m, k) pairs reduced to one vector by a shuffle tree;
-//   dW  dW[k, tile] += G[m, tile] * Tk[a[m, k]][tile]   a 16-column tile for up to 16 k (tables
-//                   in L2), accumulators held in registers over a sweep of 8192 rows of m.
+//   dW  dW[k, tile] += G[m, tile] * Tk[a[m, k]][tile]   a 16-column tile for up to 8 k (tables
+//                   in L2, or 2-4 k in L1 for sweeps under 4096 rows), accumulators held in
+//                   registers over a sweep of up to 8192 rows of m. G is packed by tiles and the
+//                   row codes by k groups first, so a sweep streams both from consecutive lines
+//                   (the G tile read in place, N floats apart, ran 4x slower from L2) and each
+//                   lookup is a byte load, a shift and an FMA at a constant offset.
 // Every multiply-accumulate is one lane of an FMA and the table is read with one row load per
-// (m, k, 16 columns). Measured on Sapphire Rapids both are bound by the random table-row reads
-// from L2 (about 1.2 G lines/s per core), ahead of the FMAs and the dA reduction shuffles. The
-// binding (lut_gemm_cpu.cpp) picks the orientation; lut_grad_a_t runs dA through the dW kernel
-// on the transposed product (rows over N) reading the codes and writing dA in place.
+// (m, k, 16 columns). dA is bound by those random table-row reads from L2 (a per-k table over
+// all N columns is 32-256 KB); dW by the same reads and, for short sweeps (256-1024 rows at
+// 8 bits), by building the tables (a 16 x n transpose per k and tile, about 2 multiply-
+// accumulates' worth per entry). The binding (lut_gemm_cpu.cpp) picks the orientation;
+// lut_grad_a_t runs dA through the dW kernel on the transposed product (rows over N) reading
+// G and the codes and writing dA in place.
 #if defined(__x86_64__)
 #include <immintrin.h>
 

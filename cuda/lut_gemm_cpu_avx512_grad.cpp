@@ -3,8 +3,9 @@
 // For a fixed k and a set of columns j, the table restricted to the column codes,
 // Tk[u][j] = TBL[u][code(k, j)], is built by 4 x 4 in-lane transposes of 128-bit pieces of the
 // transposed table (one load, three inserts and two shuffles per 16-entry row). Then
-//   dA  dA[m, k]  = dot(G[m, :], Tk[a[m, k]][:])   all N columns per k (tables for a group of k in
-//                   L2), the dots of 16 (m, k) pairs reduced to one vector by a shuffle tree;
+//   dA  dA[m, k]  = dot(G[m, :], Tk[a[m, k]][:])   N in chunks of up to 128 columns (a G row
+//                   chunk in registers, tables of a group of k in L2), the dots of 16 (m, k)
+//                   pairs reduced to one vector by a shuffle tree, chunks added up in dA;
 //   dW  dW[k, tile] += G[m, tile] * Tk[a[m, k]][tile]   a 16-column tile for up to 8 k (tables
 //                   in L2, or 2-4 k in L1 for sweeps under 4096 rows), accumulators held in
 //                   registers over a sweep of up to 8192 rows of m. G is packed by tiles and the
@@ -104,60 +105,44 @@ struct Scratch {
 
 // ---------------------------------------------------------------- dA
 
-// Operands of one dA task: G rows, codes, and the tables of the k-group starting at k0.
+// Operands of one dA task: G rows (a chunk of N columns of them), codes, and the tables of the
+// k-group starting at k0 restricted to the chunk.
 struct GradA {
-  const float* g;    // [M, N] rows of G
+  const float* g;    // [M][ldg] rows of G, offset to the chunk's first column
   const uint8_t* a;  // [M, K] codes
   const float* tab;  // [kc][n][ldt] tables of k0 .. k0 + kc - 1
   float* da;         // [M, K]
-  int64_t M, K, N, n, ldt, k0;
+  int64_t M, K, N, ldg, n, ldt, k0;  // N: columns of the chunk
+  bool add;          // add to da (a later chunk) or store
 };
 
 // One block of 16 dots: rows m0 .. m0 + 16/KK - 1 times k = kk0 .. kk0 + KK - 1 (relative to
-// the group), lane i = (m0 + i / KK, kk0 + i % KK). NV > 0: N fits NV vectors and each G row is
-// held in registers; NV == 0: any N, G read per FMA.
+// the group), lane i = (m0 + i / KK, kk0 + i % KK). The chunk's N columns fill NV vectors and
+// each G row chunk is held in registers.
 template <int KK, int NV>
 inline void dot_block(const GradA& p, int64_t m0, int64_t kk0, __m512* acc) {
   constexpr int MM = 16 / KK;
-  const int64_t nv = NV > 0 ? NV : ceil_div(p.N, kLanes);
-  const int64_t ldt = NV > 0 ? NV * kLanes : p.ldt;
-  const __mmask16 tail = lanes_below(p.N - (nv - 1) * kLanes);
+  constexpr int64_t ldt = NV * kLanes;
+  const __mmask16 tail = lanes_below(p.N - (NV - 1) * kLanes);
   const float* tab = p.tab + kk0 * p.n * ldt;
 #pragma GCC unroll 16
   for (int mm = 0; mm < MM; ++mm) {
     const int64_t m = min64(m0 + mm, p.M - 1);
-    const float* gm = p.g + m * p.N;
+    const float* gm = p.g + m * p.ldg;
     const uint8_t* am = p.a + m * p.K + p.k0 + kk0;
-    __m512 gv[NV > 0 ? NV : 1];
-    if (NV > 0) {
-      for (int c = 0; c < NV; ++c)
-        gv[c] = c + 1 < NV ? _mm512_loadu_ps(gm + c * kLanes)
-                           : _mm512_maskz_loadu_ps(tail, gm + c * kLanes);
-    }
+    __m512 gv[NV];
+    for (int c = 0; c < NV; ++c)
+      gv[c] = c + 1 < NV ? _mm512_loadu_ps(gm + c * kLanes)
+                         : _mm512_maskz_loadu_ps(tail, gm + c * kLanes);
 #pragma GCC unroll 16
     for (int kk = 0; kk < KK; ++kk) {
       const float* row = tab + (kk * p.n + am[kk]) * ldt;
-      __m512 s0, s1 = _mm512_setzero_ps();
-      if (NV > 0) {
-        s0 = _mm512_mul_ps(gv[0], _mm512_load_ps(row));
-        if (NV > 1) s1 = _mm512_mul_ps(gv[1], _mm512_load_ps(row + 16));
+      __m512 s0 = _mm512_mul_ps(gv[0], _mm512_load_ps(row)), s1 = _mm512_setzero_ps();
+      if (NV > 1) s1 = _mm512_mul_ps(gv[1], _mm512_load_ps(row + 16));
 #pragma GCC unroll 8
-        for (int c = 2; c < NV; c += 2) {
-          s0 = _mm512_fmadd_ps(gv[c], _mm512_load_ps(row + c * 16), s0);
-          if (c + 1 < NV) s1 = _mm512_fmadd_ps(gv[c + 1], _mm512_load_ps(row + c * 16 + 16), s1);
-        }
-      } else {
-        s0 = _mm512_setzero_ps();
-        int64_t c = 0;
-        for (; c + 2 < nv; c += 2) {
-          s0 = _mm512_fmadd_ps(_mm512_loadu_ps(gm + c * 16), _mm512_load_ps(row + c * 16), s0);
-          s1 = _mm512_fmadd_ps(_mm512_loadu_ps(gm + c * 16 + 16), _mm512_load_ps(row + c * 16 + 16),
-                               s1);
-        }
-        if (c + 1 < nv)
-          s1 = _mm512_fmadd_ps(_mm512_loadu_ps(gm + c * 16), _mm512_load_ps(row + c * 16), s1), ++c;
-        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, gm + c * 16), _mm512_load_ps(row + c * 16),
-                             s0);
+      for (int c = 2; c < NV; c += 2) {
+        s0 = _mm512_fmadd_ps(gv[c], _mm512_load_ps(row + c * 16), s0);
+        if (c + 1 < NV) s1 = _mm512_fmadd_ps(gv[c + 1], _mm512_load_ps(row + c * 16 + 16), s1);
       }
       acc[slot_of(mm * KK + kk)] = _mm512_add_ps(s0, s1);
     }
@@ -174,12 +159,15 @@ void dots_for_rows(const GradA& p, int64_t m0, int64_t kk0, int64_t kc) {
     const __m512 sums = reduce16(acc);
     float* out = p.da + mb * p.K + p.k0 + kk0;
     if (KK == 16) {
-      _mm512_mask_storeu_ps(out, lanes_below(kc), sums);
+      const __mmask16 real = lanes_below(kc);
+      _mm512_mask_storeu_ps(out, real,
+                            p.add ? _mm512_add_ps(sums, _mm512_maskz_loadu_ps(real, out)) : sums);
     } else {
       alignas(64) float buf[16];
       _mm512_store_ps(buf, sums);
       for (int mm = 0; mm < MM && mb + mm < p.M; ++mm)
-        memcpy(out + mm * p.K, buf + mm * KK, kc * sizeof(float));
+        for (int64_t kk = 0; kk < kc; ++kk)
+          out[mm * p.K + kk] = p.add ? out[mm * p.K + kk] + buf[mm * KK + kk] : buf[mm * KK + kk];
     }
   }
 }
@@ -188,7 +176,8 @@ void dots_for_rows(const GradA& p, int64_t m0, int64_t kk0, int64_t kc) {
 template <int NV>
 void grad_a_rows(const GradA& p, int64_t kc, int64_t m0, int64_t m1) {
   for (int64_t m = m0; m < m1; m += 16) {
-    const GradA q = {p.g, p.a, p.tab, p.da, m1, p.K, p.N, p.n, p.ldt, p.k0};
+    GradA q = p;
+    q.M = m1;
     int64_t kk = 0;
     for (; kk + 16 <= kc; kk += 16) dots_for_rows<16, NV>(q, m, kk, 16);
     if (kc - kk >= 8) dots_for_rows<8, NV>(q, m, kk, 8), kk += 8;
@@ -200,6 +189,7 @@ void grad_a_rows(const GradA& p, int64_t kc, int64_t m0, int64_t m1) {
 
 using RowsFn = void (*)(const GradA&, int64_t, int64_t, int64_t);
 
+// The rows kernel for a chunk of nv (1..8) vectors.
 RowsFn rows_fn(int64_t nv) {
   switch (nv) {
     case 1: return grad_a_rows<1>;
@@ -209,26 +199,29 @@ RowsFn rows_fn(int64_t nv) {
     case 5: return grad_a_rows<5>;
     case 6: return grad_a_rows<6>;
     case 7: return grad_a_rows<7>;
-    case 8: return grad_a_rows<8>;
-    default: return grad_a_rows<0>;
+    default: return grad_a_rows<8>;
   }
 }
 
 }  // namespace
 
-// da [B, M, K] = SUM_n g * GA[a, w] for g [B, M, N]; lt = GA^T. Tables of a group of k cover all
-// N columns and stay within `budget` bytes (L2); each task sweeps its rows once per group.
+constexpr int64_t kChunk = 8 * kLanes;  // columns per pass: a chunk of a G row fits 8 registers
+
+// da [B, M, K] = SUM_n g * GA[a, w] for g [B, M, N]; lt = GA^T. N is taken in chunks of up to
+// 128 columns (so a G row chunk stays in registers across the k of a group, and twice as many
+// k share the budget as with whole rows; the partial dots add up in da). Tables of a group of
+// k cover one chunk and stay within `budget` bytes (L2); each task sweeps its rows once per
+// group and chunk.
 void lut_grad_a(const float* g, const uint8_t* a, const uint8_t* w, const float* lt, int64_t n,
                 int64_t B, int64_t M, int64_t K, int64_t N, float* da, int nthreads,
                 int64_t budget) {
-  const int64_t ldt = kLanes * ceil_div(N, kLanes), tsz = n * ldt;
+  const int64_t ldt = kLanes * ceil_div(min64(N, kChunk), kLanes), tsz = n * ldt;
   const int64_t kg = min64(K, max64(1, budget / (tsz * 4)));
   const int64_t groups = ceil_div(K, kg);
   // Split M when there are too few groups to balance the threads (each part builds the tables).
   const int64_t mchunks = max64(1, min64(ceil_div(4 * nthreads, groups * B), M / 1024));
   const int64_t mstep = kLanes * ceil_div(ceil_div(M, mchunks), kLanes);
   const int64_t ntasks = B * groups * mchunks;
-  const RowsFn rows = rows_fn(ceil_div(N, kLanes));
 #pragma omp parallel num_threads(nthreads)
   {
     Scratch scratch(kg * tsz, n);
@@ -238,12 +231,15 @@ void lut_grad_a(const float* g, const uint8_t* a, const uint8_t* w, const float*
       const int64_t k0 = (rest / mchunks) * kg, m0 = (rest % mchunks) * mstep;
       const int64_t kc = min64(kg, K - k0), m1 = min64(M, m0 + mstep);
       if (m0 >= m1) continue;
-      for (int64_t kk = 0; kk < kc; ++kk)
-        build_tables(lt, n, w + (b * K + k0 + kk) * N, 1, N, ldt, scratch.zero,
-                     scratch.tables + kk * tsz, ldt);
-      const GradA p = {g + b * M * N, a + b * M * K, scratch.tables, da + b * M * K,
-                       M, K, N, n, ldt, k0};
-      rows(p, kc, m0, m1);
+      for (int64_t c0 = 0; c0 < N; c0 += kChunk) {
+        const int64_t nc = min64(kChunk, N - c0), width = kLanes * ceil_div(nc, kLanes);
+        for (int64_t kk = 0; kk < kc; ++kk)
+          build_tables(lt, n, w + (b * K + k0 + kk) * N + c0, 1, nc, width, scratch.zero,
+                       scratch.tables + kk * n * width, width);
+        const GradA p = {g + b * M * N + c0, a + b * M * K, scratch.tables, da + b * M * K,
+                         M, K, nc, N, n, width, k0, c0 > 0};
+        rows_fn(width / kLanes)(p, kc, m0, m1);
+      }
     }
   }
 }

@@ -138,8 +138,9 @@ def test_cpu_larger_shapes_both_orientations(cpu_backend) -> None:
 def test_cpu_gradient_blocks(cpu_backend) -> None:
     """Gradient shapes that take every block of the AVX-512 kernels at 7 and 8 bits: k groups
     split 16 + 16 + 8 and 8 + 4 / 4 + 2 + 1, rows split across tasks, more than 8 vectors per G
-    row (N > 128), tail columns, batches, dW sweeps over several row blocks (M > 8192) and dA
-    through the dW kernel on the transposed product (M much smaller than N)."""
+    row (N > 128: dA in column chunks of 128 added up, the last one ragged), tail columns,
+    batches, dW sweeps over several row blocks (M > 8192) and dA through the dW kernel on the
+    transposed product (M much smaller than N)."""
     gen = torch.Generator().manual_seed(6)
     for bits in (7, 8):
         ga = torch.randn(1 << bits, 1 << bits, generator=gen)
@@ -147,6 +148,7 @@ def test_cpu_gradient_blocks(cpu_backend) -> None:
         for shape in [
             (1, 2100, 40, 20),
             (1, 600, 31, 150),
+            (1, 2100, 19, 300),
             (2, 1100, 20, 24),
             (1, 8200, 3, 17),
             (2, 20, 33, 200),

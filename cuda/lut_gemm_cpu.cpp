@@ -196,16 +196,20 @@ GradIsa grad_isa(const std::string& isa) {
                               : resolved == "avx2" ? GradIsa::kAvx2 : GradIsa::kPortable;
 }
 
-// AVX-512 gradient kernels: bytes of tables per task (dA: a group of k over all N columns, kept
-// in L2; dW: up to 8 k of a 16-column tile, fewer for short sweeps) and their cost per k and
-// 16 columns, rows * per_row + n * per_entry, in seconds per G-LUT-MAC (fitted to one-thread
-// timings of the ResNet-18 shapes on Sapphire Rapids: the row work, then the table builds).
+// AVX-512 gradient kernels: bytes of tables per task (dA: a group of k over a chunk of up to
+// 128 columns, kept in L2; dW: up to 8 k of a 16-column tile, fewer for short sweeps) and their
+// cost per k and 16 columns, rows * per_row + n * per_entry, in seconds per G-LUT-MAC (fitted to
+// one-thread timings of the ResNet-18 shapes on Sapphire Rapids before the kernels packed their
+// operands; rechecked after: on every ResNet-18 shape at 7 and 8 bits the cost picks the faster
+// orientation or one within 10% of it, both forced and timed).
 constexpr int64_t kGradABudget512 = 1 << 20, kGradWBudget512 = 128 << 10;
 struct Cost512 {
   double per_row, per_entry;
 };
 constexpr Cost512 kGradA512 = {0.050, 0.16}, kGradW512 = {0.053, 0.075};
-constexpr double kCopies512 = 1.25;  // the transposed orientation also copies its operands
+// A margin against the transposed orientation: dW through the dA kernel copies its operands;
+// dA through the dW kernel packs G (as the direct dW does).
+constexpr double kCopies512 = 1.25;
 
 double cost512(int64_t rows, int64_t cols, int64_t n, const Cost512& c) {
   const double padded = static_cast<double>(16 * ((cols + 15) / 16));

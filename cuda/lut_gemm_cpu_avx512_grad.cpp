@@ -7,14 +7,15 @@
 //                   chunk in registers, tables of a group of k in L2), the dots of 16 (m, k)
 //                   pairs reduced to one vector by a shuffle tree, chunks added up in dA;
 //   dW  dW[k, tile] += G[m, tile] * Tk[a[m, k]][tile]   a 16-column tile for up to 8 k (tables
-//                   in L2, or 2-4 k in L1 for sweeps under 4096 rows), accumulators held in
+//                   in L2, or within 32 KB of L1 for sweeps under 4096 rows: 2 k at 8 bits, 4 at
+//                   7, 8 at <= 6), accumulators held in
 //                   registers over a sweep of up to 8192 rows of m. G is packed by tiles and the
 //                   row codes by k groups first, so a sweep streams both from consecutive lines
 //                   (the G tile read in place, N floats apart, ran 4x slower from L2) and each
 //                   lookup is a byte load, a shift and an FMA at a constant offset.
 // Every multiply-accumulate is one lane of an FMA and the table is read with one row load per
 // (m, k, 16 columns). dA is bound by those random table-row reads from L2 (a per-k table over
-// all N columns is 32-256 KB); dW by the same reads and, for short sweeps (256-1024 rows at
+// a chunk of up to 128 columns is 16-128 KB); dW by the same reads and, for short sweeps (256-1024 rows at
 // 8 bits), by building the tables (a 16 x n transpose per k and tile, about 2 multiply-
 // accumulates' worth per entry). The binding (lut_gemm_cpu.cpp) picks the orientation;
 // lut_grad_a_t runs dA through the dW kernel on the transposed product (rows over N) reading
@@ -25,6 +26,9 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <new>
+
+#include <omp.h>
 
 #include "lut_gemm_cpu.h"
 
@@ -90,17 +94,33 @@ void build_tables(const float* lt, int64_t n, const uint8_t* code, int64_t sj, i
   }
 }
 
-// Per-thread scratch: `tables` floats of tables and n zeros, 64-byte aligned.
+// `bytes` (rounded up to 64) of 64-byte aligned memory; std::bad_alloc (a Python MemoryError)
+// when there is none.
+template <typename T>
+T* allocate(int64_t bytes) {
+  void* p = aligned_alloc(64, (bytes + 63) / 64 * 64);
+  if (p == nullptr) throw std::bad_alloc();
+  return static_cast<T*>(p);
+}
+
+// Scratch of every thread of a parallel region, allocated before it (so a failed allocation
+// throws outside the region): per thread `table_floats` floats of tables and n zeros, 64-byte
+// aligned; the tables zeroed too where a kernel reads tables it did not build (dW: the k past
+// K that pad the last group).
 struct Scratch {
-  float* tables;
-  float* zero;
-  Scratch(int64_t table_floats, int64_t n) {
-    const int64_t bytes = ((table_floats + n) * 4 + 63) / 64 * 64;
-    tables = static_cast<float*>(aligned_alloc(64, bytes));
-    zero = tables + table_floats;
-    memset(tables, 0, (table_floats + n) * 4);  // tables of padding k are read, never used
+  float* pool;
+  int64_t table_floats, stride;
+  Scratch(int nthreads, int64_t table_floats, int64_t n, bool zero_tables)
+      : table_floats(table_floats), stride((table_floats + n + 15) / 16 * 16) {
+    pool = allocate<float>(nthreads * stride * 4);
+    for (int t = 0; t < nthreads; ++t) {
+      if (zero_tables) memset(tables(t), 0, table_floats * 4);
+      memset(zero(t), 0, n * 4);
+    }
   }
-  ~Scratch() { free(tables); }
+  ~Scratch() { free(pool); }
+  float* tables(int thread) const { return pool + thread * stride; }
+  float* zero(int thread) const { return tables(thread) + table_floats; }
 };
 
 // ---------------------------------------------------------------- dA
@@ -110,9 +130,9 @@ struct Scratch {
 struct GradA {
   const float* g;    // [M][ldg] rows of G, offset to the chunk's first column
   const uint8_t* a;  // [M, K] codes
-  const float* tab;  // [kc][n][ldt] tables of k0 .. k0 + kc - 1
+  const float* tab;  // [kc][n][16 NV] tables of k0 .. k0 + kc - 1
   float* da;         // [M, K]
-  int64_t M, K, N, ldg, n, ldt, k0;  // N: columns of the chunk
+  int64_t M, K, N, ldg, n, k0;  // N: columns of the chunk
   bool add;          // add to da (a later chunk) or store
 };
 
@@ -222,9 +242,11 @@ void lut_grad_a(const float* g, const uint8_t* a, const uint8_t* w, const float*
   const int64_t mchunks = max64(1, min64(ceil_div(4 * nthreads, groups * B), M / 1024));
   const int64_t mstep = kLanes * ceil_div(ceil_div(M, mchunks), kLanes);
   const int64_t ntasks = B * groups * mchunks;
+  const Scratch scratch(nthreads, kg * tsz, n, false);
 #pragma omp parallel num_threads(nthreads)
   {
-    Scratch scratch(kg * tsz, n);
+    float* const tables = scratch.tables(omp_get_thread_num());
+    const float* const zero = scratch.zero(omp_get_thread_num());
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < ntasks; ++task) {
       const int64_t b = task / (groups * mchunks), rest = task % (groups * mchunks);
@@ -234,10 +256,10 @@ void lut_grad_a(const float* g, const uint8_t* a, const uint8_t* w, const float*
       for (int64_t c0 = 0; c0 < N; c0 += kChunk) {
         const int64_t nc = min64(kChunk, N - c0), width = kLanes * ceil_div(nc, kLanes);
         for (int64_t kk = 0; kk < kc; ++kk)
-          build_tables(lt, n, w + (b * K + k0 + kk) * N + c0, 1, nc, width, scratch.zero,
-                       scratch.tables + kk * n * width, width);
-        const GradA p = {g + b * M * N + c0, a + b * M * K, scratch.tables, da + b * M * K,
-                         M, K, nc, N, n, width, k0, c0 > 0};
+          build_tables(lt, n, w + (b * K + k0 + kk) * N + c0, 1, nc, width, zero,
+                       tables + kk * n * width, width);
+        const GradA p = {g + b * M * N + c0, a + b * M * K, tables, da + b * M * K,
+                         M, K, nc, N, n, k0, c0 > 0};
         rows_fn(width / kLanes)(p, kc, m0, m1);
       }
     }
@@ -390,13 +412,15 @@ void grad_w_impl(const GradWArgs& x, const float* lt, int64_t n, int64_t B, int6
   const int64_t split = max64(1, groups / ceil_div(4 * nthreads, B * tiles));
   const int64_t kstep = R * min64(ceil_div(kTaskK, R), split);
   const int64_t chunks = ceil_div(K, kstep), ntasks = B * tiles * chunks;
-  float* gp = static_cast<float*>(aligned_alloc(64, (B * tiles * M * kLanes * 4 + 63) / 64 * 64));
+  float* gp = allocate<float>(B * tiles * M * kLanes * 4);
   pack_tiles(x.g, x.sgb, x.sgm, x.sgj, B, M, N, gp, nthreads);
-  uint8_t* codes = static_cast<uint8_t*>(malloc(B * groups * M * R));
+  uint8_t* codes = allocate<uint8_t>(B * groups * M * R);
   pack_codes(x.a, x.sab, x.sam, x.sak, B, M, K, R, codes, nthreads);
+  const Scratch scratch(nthreads, R * n * kLanes, n, true);
 #pragma omp parallel num_threads(nthreads)
   {
-    Scratch scratch(R * n * kLanes, n);
+    float* const tables = scratch.tables(omp_get_thread_num());
+    const float* const zero = scratch.zero(omp_get_thread_num());
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < ntasks; ++task) {
       const int64_t b = task / (tiles * chunks), rest = task % (tiles * chunks);
@@ -407,9 +431,9 @@ void grad_w_impl(const GradWArgs& x, const float* lt, int64_t n, int64_t B, int6
           const int64_t rc = min64(R, K - k0);
           for (int64_t r = 0; r < rc; ++r)
             build_tables(lt, n, x.w + b * x.sb + (k0 + r) * x.sk + n0 * x.sj, x.sj, ncols,
-                         kLanes, scratch.zero, scratch.tables + r * kLanes, R * kLanes);
+                         kLanes, zero, tables + r * kLanes, R * kLanes);
           const GradW p = {gp + ((b * tiles + n0 / kLanes) * M + m0) * kLanes,
-                           codes + ((b * groups + k0 / R) * M + m0) * R, scratch.tables,
+                           codes + ((b * groups + k0 / R) * M + m0) * R, tables,
                            x.dw + b * x.ob + n0 * x.oj, min64(kRowBlock, M - m0), k0, x.ok, x.oj,
                            lanes_below(ncols), m0 > 0};
           tile(p, rc);

@@ -137,7 +137,7 @@ def test_cpu_larger_shapes_both_orientations(cpu_backend) -> None:
 
 def test_cpu_gradient_blocks(cpu_backend) -> None:
     """Gradient shapes that take every block of the AVX-512 kernels at 7 and 8 bits: k groups
-    split 16 + 16 + 8 and 8 + 4 / 4 + 2 + 1, rows split across tasks, more than 8 vectors per G
+    split into blocks of 16, 8, 4, 2 and 1, rows split across tasks, more than 8 vectors per G
     row (N > 128: dA in column chunks of 128 added up, the last one ragged), tail columns,
     batches, dW sweeps over several row blocks (M > 8192) and dA through the dW kernel on the
     transposed product (M much smaller than N)."""

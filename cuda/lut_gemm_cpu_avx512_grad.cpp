@@ -228,8 +228,8 @@ RowsFn rows_fn(int64_t nv) {
 constexpr int64_t kChunk = 8 * kLanes;  // columns per pass: a chunk of a G row fits 8 registers
 
 // da [B, M, K] = SUM_n g * GA[a, w] for g [B, M, N]; lt = GA^T. N is taken in chunks of up to
-// 128 columns (so a G row chunk stays in registers across the k of a group, and twice as many
-// k share the budget as with whole rows; the partial dots add up in da). Tables of a group of
+// 128 columns (so a G row chunk stays in registers across the k of a group, and more k share
+// the budget than with whole rows when N > 128; the partial dots add up in da). Tables of a group of
 // k cover one chunk and stay within `budget` bytes (L2); each task sweeps its rows once per
 // group and chunk.
 void lut_grad_a(const float* g, const uint8_t* a, const uint8_t* w, const float* lt, int64_t n,
@@ -329,7 +329,7 @@ constexpr int64_t kShortBudget = 32 << 10;  // bytes of tables in L1 (a 48 KB L1
 // k per sweep of `rows` rows: at most 8, tables (R * n * 16 floats) within `budget` bytes, or
 // within L1 for a short sweep, which cannot amortise L2 misses on its tables. Measured on
 // Sapphire Rapids (1 thread, 8 bits): 4096+ rows run best with 8 k (128 KB, in L2), 256-1024
-// rows with 2 (32 KB, in L1): 1.3-1.4x the speed of 16 k there.
+// rows with 2 (32 KB, in L1): 1.1-1.4x the speed of 16 k there.
 int64_t tile_k(int64_t n, int64_t budget, int64_t rows) {
   const int64_t bytes = rows < kShortSweep ? min64(budget, kShortBudget) : budget;
   const int64_t r = bytes / (n * kLanes * 4);

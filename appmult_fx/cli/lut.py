@@ -25,15 +25,18 @@ _C_SUFFIXES = {".c", ".cc", ".cpp", ".cxx"}
 _GRADIENT_KEYS = ("gradient_method", "edge", "window", "window_b")  # shown by `lut info`
 
 
-def parse_widths(text: str) -> int | tuple[int, int]:
-    """``--bits`` values: ``8`` (square) or ``8x4`` (operand A x operand B)."""
+def _int_or_pair(text: str, expected: str) -> int | tuple[int, int]:
+    """``"8"`` -> 8, ``"8x4"`` -> (8, 4); the values themselves are checked by their users."""
     a, sep, b = text.lower().partition("x")
     try:
         return (int(a), int(b)) if sep else int(a)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"expected N or AxB (e.g. 8 or 8x4), got {text!r}"
-        ) from exc
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from exc
+
+
+def parse_widths(text: str) -> int | tuple[int, int]:
+    """``--bits`` values: ``8`` (square) or ``8x4`` (operand A x operand B)."""
+    return _int_or_pair(text, "N or AxB (e.g. 8 or 8x4)")
 
 
 def resolve(
@@ -61,14 +64,9 @@ def resolve(
 
 
 def _window_arg(text: str) -> int | tuple[int, int]:
-    """``--window``: ``16`` (both axes) or ``16x1`` (A axis x B axis)."""
-    try:
-        parts = [int(p) for p in text.lower().split("x")]
-    except ValueError:
-        parts = []
-    if len(parts) not in (1, 2) or min(parts, default=0) < 1:
-        raise argparse.ArgumentTypeError(f"expected W or WAxWB (positive integers), got {text!r}")
-    return parts[0] if len(parts) == 1 else (parts[0], parts[1])
+    """``--window``: ``16`` (both axes) or ``16x1`` (A axis x B axis); the gradient library
+    refuses negative windows."""
+    return _int_or_pair(text, "W or WAxWB (e.g. 16 or 16x1)")
 
 
 def _add_gradients(mult: Multiplier, args: argparse.Namespace) -> Multiplier:

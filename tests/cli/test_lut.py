@@ -115,5 +115,10 @@ def test_grad_takes_one_window_per_axis(tmp_path: Path, monkeypatch: pytest.Monk
     assert (back.provenance["window"], back.provenance["window_b"]) == (8, 2)
     expected = with_gradients(multiplier("mul8x4u_trunc3"), window=(8, 2))
     assert torch.equal(back.grad_a, expected.grad_a) and torch.equal(back.grad_b, expected.grad_b)
+    # A zero window is the library's plain difference; a negative one and bad text are refused.
+    assert main(["lut", "grad", "mul8x4u_trunc3", "--window", "8x0"]) == 0
+    zero = load_multiplier(tmp_path / "mul8x4u_trunc3_difference_w8x0_column.lut")
+    assert torch.equal(zero.grad_b, with_gradients(multiplier("mul8x4u_trunc3"), (8, 0)).grad_b)
+    assert main(["lut", "grad", "mul8x4u_trunc3", "--window", "8x-1"]) != 0
     with pytest.raises(SystemExit):
-        main(["lut", "grad", "mul8x4u_trunc3", "--window", "8x0"])
+        main(["lut", "grad", "mul8x4u_trunc3", "--window", "8y2"])

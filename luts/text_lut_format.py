@@ -48,7 +48,8 @@ _ROW = re.compile(
 )
 _LOOKS_LIKE_DATA = re.compile(r"[ \t]*-?[0-9]", re.ASCII)
 _SUFFIX = re.compile(r"_lutfp(\+bp_avg_(\d+)_(\d+))?$")
-_INFO_WINDOW = re.compile(r"half_ws_a=(\d+)(?:, half_ws_b=(\d+))?", re.ASCII)
+_INFO_WINDOW_A = re.compile(r"half_ws_a=(\d+)", re.ASCII)
+_INFO_WINDOW_B = re.compile(r"half_ws_b=(\d+)", re.ASCII)
 _INFO_BITS = re.compile(r"QUANTIZATION_BIT=(\d+)", re.ASCII)
 _INFO_WIDTHS = re.compile(r"INFO: operand widths: bits_a=(\d+), bits_b=(\d+)$", re.ASCII)
 
@@ -230,14 +231,22 @@ def _info(preamble: list[tuple[int, str]]) -> dict[str, str]:
 def _window(
     path: Path, preamble: list[tuple[int, str]], widths: tuple[int, int]
 ) -> tuple[int, int] | None:
-    """Half windows ``(w_a, w_b)`` from the INFO line ``half_ws_a=[, half_ws_b=]``, else from
-    the file name; checks bits."""
+    """Half windows ``(w_a, w_b)`` from the INFO line ``half_ws_a=[, half_ws_b=]`` (a lone
+    ``half_ws_a`` serves both axes of a square table), else from the file name ``..._W_A_W_B``;
+    checks bits, and that the two sources agree where both are given."""
     window: tuple[int, int] | None = None
     for number, line in preamble:
         if not line.startswith("INFO:"):
             continue
-        if m := _INFO_WINDOW.search(line):
-            window = int(m.group(1)), int(m.group(2) or m.group(1))
+        if m := _INFO_WINDOW_A.search(line):
+            b = _INFO_WINDOW_B.search(line)
+            if b is None and widths[0] != widths[1]:
+                raise LutFormatError(
+                    path,
+                    f"INFO gives half_ws_a but no half_ws_b for a {widths[0]}x{widths[1]} table",
+                    number,
+                )
+            window = int(m.group(1)), int(b.group(1) if b else m.group(1))
         if (m := _INFO_BITS.search(line)) and (int(m.group(1)),) * 2 != widths:
             raise LutFormatError(
                 path,
@@ -245,8 +254,13 @@ def _window(
                 f"{widths[0]}x{widths[1]} bits",
                 number,
             )
-    if window is None and (m := _SUFFIX.search(path.stem)) and m.group(2):
-        window = int(m.group(2)), int(m.group(3))
+    if (m := _SUFFIX.search(path.stem)) and m.group(2):
+        named = int(m.group(2)), int(m.group(3))
+        if window is not None and window != named:
+            raise LutFormatError(
+                path, f"INFO gives half windows {window} but the file name {named}"
+            )
+        window = named
     return window
 
 

@@ -277,3 +277,24 @@ def test_a_huge_bad_line_is_quoted_briefly(tmp_path: Path) -> None:
     with pytest.raises(LutFormatError, match="before the line") as info:
         load_multiplier(path)
     assert len(str(info.value)) < 400
+
+
+def test_seed_text_windows_from_info_and_name(tmp_path: Path) -> None:
+    """The half windows come from INFO (either separator spacing), fall back to the name, and a
+    missing B window on a rectangular table or INFO disagreeing with the name is refused."""
+    rect = exact_multiplier((4, 2), False)
+    text = format_seed_text(
+        rect.with_gradient_tables(rect.grad_a, rect.grad_b, window=4, window_b=1)
+    )
+    assert "half_ws_a=4, half_ws_b=1" in text
+    back = _load_text(tmp_path, text.replace(", half_ws_b=", ",half_ws_b="), "r_lutfp.txt")
+    assert (back.provenance["window"], back.provenance["window_b"]) == (4, 1)
+    no_info = text.replace("half_ws_a=4, half_ws_b=1, ", "")
+    named = _load_text(tmp_path, no_info, "r_lutfp+bp_avg_4_1.txt")
+    assert (named.provenance["window"], named.provenance["window_b"]) == (4, 1)
+    with pytest.raises(LutFormatError, match="no half_ws_b for a 4x2 table"):
+        _load_text(tmp_path, text.replace(", half_ws_b=1", ""), "r2_lutfp.txt")
+    with pytest.raises(LutFormatError, match=r"INFO gives half windows \(4, 1\) but the file"):
+        _load_text(tmp_path, text, "r3_lutfp+bp_avg_4_4.txt")
+    square = small_text().replace(", half_ws_b=1", "")  # a lone half_ws_a serves both axes
+    assert _load_text(tmp_path, square, "s_lutfp.txt").provenance["window"] == 1

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..luts.indexing import operand_range
 from ..ops.int_layers import lut_conv as int_lut_conv
 from ..ops.int_layers import lut_linear as int_lut_linear
 from ..ops.int_layers import lut_matmul as int_lut_matmul
@@ -36,6 +37,26 @@ from ..ops.quantizers import quantize
 def _codes(x: Tensor, scale: Tensor, zero_point: Tensor, bits: int, signed: bool) -> Tensor:
     """Integer codes of ``x`` with the calibrated parameters (the converted model's quantizer)."""
     return quantize(x, scale, zero_point.float(), bits, signed)
+
+
+def _check_frozen(
+    table: Tensor, bits_a: int, bits_b: int, signed: bool, layer: str, w: Tensor | None = None
+) -> None:
+    """The node's widths match its table, and frozen weight codes fit ``bits_b``: the integer
+    layers mask codes to the table's widths, so a mismatch would wrap silently."""
+    torch._check(
+        tuple(table.shape) == (1 << bits_a, 1 << bits_b),
+        lambda: (
+            f"layer {layer!r}: bits_a={bits_a}, bits_b={bits_b} need a "
+            f"{1 << bits_a}x{1 << bits_b} table, got {tuple(table.shape)}"
+        ),
+    )
+    if w is not None and w.numel():
+        lo, hi = operand_range(bits_b, signed)
+        torch._check(
+            bool(w.min() >= lo) and bool(w.max() <= hi),
+            lambda: f"layer {layer!r}: weight codes outside [{lo}, {hi}] ({bits_b}-bit)",
+        )
 
 
 def _torch_pads(pads: list[int]) -> list[int]:
@@ -83,6 +104,7 @@ def lut_conv(
     layer: str,
 ) -> Tensor:
     """One frozen approximate convolution (1-D or 2-D) on a float input."""
+    _check_frozen(table, bits_a, bits_b, signed, layer, w)
     if any(pads):
         x = F.pad(x, _torch_pads(pads))
     qx = _codes(x, x_scale, x_zero_point, bits_a, signed)
@@ -143,6 +165,7 @@ def lut_linear(
     layer: str,
 ) -> Tensor:
     """One frozen approximate linear layer ``x [..., K] -> [..., N]`` (weight codes ``[N, K]``)."""
+    _check_frozen(table, bits_a, bits_b, signed, layer, w)
     qx = _codes(x, x_scale, x_zero_point, bits_a, signed)
     acc = int_lut_linear(
         qx,
@@ -204,6 +227,7 @@ def lut_matmul(
 ) -> Tensor:
     """One frozen approximate ``torch.matmul(a, b)`` of two float activations."""
     _check_matmul(a, b, layer)
+    _check_frozen(table, bits_a, bits_b, signed, layer)
     qa = _codes(a, a_scale, a_zero_point, bits_a, signed)
     qb = _codes(b, b_scale, b_zero_point, bits_b, signed)
     acc = int_lut_matmul(

@@ -140,3 +140,29 @@ def test_export_of_unsupported_layer_names_it(tmp_path: Path) -> None:
         ValueError, match=r"layer '1': .*conv_transpose2d.*set_module_name\('1', None\)"
     ):
         amx.export(gm.eval(), torch.randn(2, 2, 6, 6), tmp_path, progress=False)
+
+
+def test_frozen_ops_refuse_a_table_or_weight_codes_of_other_widths() -> None:
+    """The integer layers mask codes to the table's widths, so the frozen ops check the node's
+    widths against the table and the weight codes against ``bits_b`` before computing."""
+    import appmult_fx.export.torch_ops  # noqa: F401  (registers appmult_export ops)
+
+    table = torch.arange(256 * 16, dtype=torch.int32).reshape(256, 16)  # an 8x4 table
+    x, one, zero = torch.rand(2, 3), torch.tensor(0.01), torch.tensor(0.0)
+    w = torch.tensor([[7.0, -8.0, 0.0], [1.0, 2.0, 3.0]])  # 4-bit signed codes: fine
+
+    def run(w: torch.Tensor, table: torch.Tensor, bits_b: int) -> torch.Tensor:
+        return torch.ops.appmult_export.lut_linear(
+            x, w, one, zero, one, zero, None, table, 8, bits_b, True, "m", "0" * 64, "fc"
+        )
+
+    assert run(w, table, 4).shape == (2, 2)
+    with pytest.raises(RuntimeError, match="bits_a=8, bits_b=5 need a 256x32 table"):
+        run(w, table, 5)
+    with pytest.raises(RuntimeError, match=r"weight codes outside \[-8, 7\]"):
+        run(w + torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]), table, 4)
+    a_table = torch.zeros(16, 16, dtype=torch.int32)
+    with pytest.raises(RuntimeError, match=r"need a 256x16 table, got \(16, 16\)"):
+        torch.ops.appmult_export.lut_matmul(
+            x, x.t(), one, zero, one, zero, a_table, 8, 4, True, "m", "0" * 64, "mm"
+        )

@@ -40,13 +40,14 @@ def compare(
     # by (width, signed): width 8, or "8x4" for a rectangular multiplier
     exact_runs: dict[tuple[int | str, bool], list[dict[str, Any]]] = {}
     widths: list[tuple[int | str, bool]] = []
-    for ref in multipliers:
-        mult = Spec().set_global(ref).global_rule.multiplier
+    resolved = [Spec().set_global(ref).global_rule.multiplier for ref in multipliers]
+    for mult in resolved:  # all refused before any run starts
         if mult.kind != "int":
             raise ValueError(
                 f"{mult.name}: compare runs integer multipliers (with their exact baseline); "
                 "train FP multipliers with `appmult-fx fp-train`"
             )
+    for ref, mult in zip(multipliers, resolved, strict=True):
         width = mult.bits if isinstance(mult.bits, int) else mult.widths
         if (width, mult.signed) not in widths:
             widths.append((width, mult.signed))

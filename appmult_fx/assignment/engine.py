@@ -66,7 +66,7 @@ class _SwapInterpreter(fx.Interpreter):
 def _table_arg(node: fx.Node, record: LayerRecord) -> int:
     """Index of the argument of LUT-GEMM ``node`` that fetches the layer's product table (the
     buffer its record's parts name)."""
-    path = record.parts.tables["table"] if record.parts is not None else None
+    path = record.parts.tables.get("table") if record.parts is not None else None
     for i, arg in enumerate(node.args):
         if isinstance(arg, fx.Node) and arg.op == "get_attr" and arg.target == path:
             return i

@@ -211,6 +211,17 @@ def test_compare_with_a_rectangular_multiplier_uses_its_exact_twin(
     assert report["multipliers"][0]["bits"] == "8x4"
 
 
+def test_compare_refuses_an_fp_multiplier_before_any_run(
+    tmp_path: Path, float_checkpoint: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "cmp"
+    args = ["compare", "--checkpoint", str(float_checkpoint), "--out", str(out)]
+    args += ["--multipliers", "mul7u_trunc7", "fp_mbm7", "--seeds", "0", "--max-steps", "2"]
+    assert main([*args, "--quiet"]) != 0
+    assert "fp_mbm7: compare runs integer multipliers" in capsys.readouterr().err
+    assert not (out / "runs").exists() or not any((out / "runs").iterdir())
+
+
 def test_demo_shortened_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "demo.json"
     rc = main(

@@ -166,3 +166,21 @@ def test_frozen_ops_refuse_a_table_or_weight_codes_of_other_widths() -> None:
         torch.ops.appmult_export.lut_matmul(
             x, x.t(), one, zero, one, zero, a_table, 8, 4, True, "m", "0" * 64, "mm"
         )
+
+
+@pytest.mark.parametrize("which", ["activation", "weight"])
+def test_export_refuses_a_quantizer_of_other_widths_than_its_multiplier(
+    tmp_path: Path, which: str
+) -> None:
+    """A quantizer edited after conversion (here one bit narrower) would export codes the
+    multiplier's table does not index as the model computed them: refused, naming the layer."""
+    from appmult_fx.ops.quantizers import ActivationQuantizer, WeightQuantizer
+
+    gm = amx.convert(lenet5(), amx.Spec().set_global("mul8x4u_exact"), gradient="ste").eval()
+    amx.calibrate(gm, [torch.randn(4, 1, 28, 28)], progress=False)
+    kind = ActivationQuantizer if which == "activation" else WeightQuantizer
+    quantizer = next(m for m in gm.modules() if isinstance(m, kind))
+    quantizer.bits -= 1
+    with pytest.raises(ValueError, match=f"its {which} quantizer is {quantizer.bits}-bit"):
+        amx.export(gm, torch.randn(2, 1, 28, 28), tmp_path, progress=False)
+    assert not (tmp_path / "manifest.json").exists()

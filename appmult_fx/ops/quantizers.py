@@ -80,8 +80,12 @@ class _Quantize(torch.autograd.Function):
         v = x / scale
         if not in_place:
             v = v - zero_point
-        elif x.device.type != "cpu" or not _is_positive_zero(zero_point):
-            v = v.sub_(zero_point)  # (v - +0.0 is v bit for bit: skipped on the CPU)
+        elif (
+            x.device.type != "cpu"
+            or x.numel() < _ZERO_POINT_CHECK_FROM
+            or not _is_positive_zero(zero_point)
+        ):
+            v = v.sub_(zero_point)  # (v - +0.0 is v bit for bit: skipped on large CPU tensors)
         if not needs_grad:  # no mask to keep: clamp in place too
             return v.clamp_(qmin, qmax).round_() if in_place else torch.round(v.clamp(qmin, qmax))
         q = v.clamp(qmin, qmax)
@@ -95,6 +99,11 @@ class _Quantize(torch.autograd.Function):
         if torch.compiler.is_compiling():
             return torch.where(outside, 0.0, g / scale), None, None, None, None, None
         return (g / scale).masked_fill_(outside, 0.0), None, None, None, None, None
+
+
+# Elements from which checking for a +0.0 zero point (a few small ops, ~7 us) is cheaper than
+# the subtraction it saves (measured on one thread: 1 us at 5 K elements, 44 us at 524 K).
+_ZERO_POINT_CHECK_FROM = 1 << 16
 
 
 def _is_positive_zero(t: Tensor) -> bool:

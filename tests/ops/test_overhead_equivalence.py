@@ -74,9 +74,12 @@ def reference_output(acc: Tensor, qx, zx, qw, zw, sx, sw, bias, conv: tuple) -> 
 @pytest.mark.parametrize("signed", [False, True])
 @pytest.mark.parametrize("zero", [0.0, -0.0, -3.0])
 @pytest.mark.parametrize("grad", [False, True])
-def test_quantize_matches_formula(signed: bool, zero: float, grad: bool) -> None:
+@pytest.mark.parametrize("shape", [(3, 5, 7), (64, 32, 33)])  # below / above the +0.0 check size
+def test_quantize_matches_formula(
+    signed: bool, zero: float, grad: bool, shape: tuple[int, ...]
+) -> None:
     torch.manual_seed(1)
-    x = torch.randn(3, 5, 7) * 4
+    x = torch.randn(*shape) * 4
     x[0, 0, :4] = torch.tensor([0.0, -0.0, 100.0, -100.0])
     scale = torch.tensor(0.07)
     zp = torch.tensor(0.0 if signed else zero)

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 
 import torch
-from appmult_fx.luts.indexing import operand_values
+from appmult_fx.luts.indexing import operand_values, widths_label
 from torch import Tensor
 
 from appmult_fx.ops import kernels, reference
@@ -95,10 +95,6 @@ def parse_width(text: str) -> tuple[int, int]:
     return parts[0], parts[1]
 
 
-def width_label(bits_a: int, bits_b: int) -> str:
-    return str(bits_a) if bits_a == bits_b else f"{bits_a}x{bits_b}"
-
-
 def padded_to_generic(table: Tensor, gtab: Tensor) -> tuple[Tensor, Tensor]:
     """The tables with a side of <= 16 entries zero-padded to 32: the same products for codes
     below 16, through the generic kernels (the register fast path takes <= 16 only)."""
@@ -152,7 +148,7 @@ def bench_shape(shape, width: tuple[int, int], device: torch.device, backend, ar
                     "M": m,
                     "K": k,
                     "N": n,
-                    "bits": width_label(bits_a, bits_b),
+                    "bits": widths_label(bits_a, bits_b),
                     "bits_a": bits_a,
                     "bits_b": bits_b,
                     "product": product,
@@ -254,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     for width in args.bits:
         for shape in shapes:
             results += bench_shape(shape, width, device, backend, args)
-            label = width_label(*width)
+            label = widths_label(*width)
             print(f"  measured {shape[0]} at {label} bits", file=sys.stderr, flush=True)
     print(f"device: {device} ({torch.get_num_threads()} threads, {args.clock} clock)")
     print_table(results)

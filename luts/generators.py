@@ -32,7 +32,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .indexing import check_widths, operand_values
+from .indexing import check_widths, operand_values, widths_label
 
 
 def _values(bits: int, signed: bool) -> np.ndarray:
@@ -41,8 +41,7 @@ def _values(bits: int, signed: bool) -> np.ndarray:
 
 def _check(name: str, value: int, lo: int, hi: int, bits: int | tuple[int, int]) -> int:
     if not lo <= value <= hi:
-        a, b = check_widths(bits)
-        widths = f"{a}" if a == b else f"{a}x{b}"
+        widths = widths_label(*check_widths(bits))
         empty = " (none: these widths admit no valid value)" if lo > hi else ""
         raise ValueError(
             f"{name} must be in [{lo}, {hi}] for {widths}-bit operands{empty}, got {value}"

@@ -38,6 +38,12 @@ def check_widths(bits: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     return b, b
 
 
+def widths_label(bits_a: int, bits_b: int) -> str:
+    """``"8"`` for square 8-bit operands, ``"8x4"`` for 8-bit A x 4-bit B: how names, tables
+    and reports write operand widths."""
+    return f"{bits_a}" if bits_a == bits_b else f"{bits_a}x{bits_b}"
+
+
 def output_range(bits_a: int, bits_b: int, signed: bool) -> tuple[int, int]:
     """The values the ``bits_a + bits_b`` output wires of a multiplier can hold."""
     width = check_bits(bits_a) + check_bits(bits_b)

@@ -10,7 +10,14 @@ from typing import Any
 
 import torch
 
-from .indexing import check_widths, operand_range, operand_values, output_range, value_to_index
+from .indexing import (
+    check_widths,
+    operand_range,
+    operand_values,
+    output_range,
+    value_to_index,
+    widths_label,
+)
 from .lut_file_writer import write_lut_file
 
 HARDWARE_KEYS: dict[str, type | tuple[type, ...]] = {
@@ -244,4 +251,4 @@ class Multiplier:
     @property
     def widths(self) -> str:
         """``"8"`` for a square 8-bit multiplier, ``"8x4"`` for a rectangular one."""
-        return f"{self.bits_a}" if self.is_square else f"{self.bits_a}x{self.bits_b}"
+        return widths_label(self.bits_a, self.bits_b)

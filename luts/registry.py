@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .indexing import MAX_BITS, MIN_BITS, check_widths, operand_values
+from .indexing import MAX_BITS, MIN_BITS, check_widths, operand_values, widths_label
 from .multiplier import Multiplier
 
 Factory = Callable[[re.Match[str]], Multiplier]
@@ -59,8 +59,7 @@ def register_family(
 
 def name_prefix(bits_a: int, bits_b: int, signed: bool) -> str:
     """``mul8u`` (square), ``mul8x4s`` (rectangular): the start of an integer built-in name."""
-    widths = f"{bits_a}" if bits_a == bits_b else f"{bits_a}x{bits_b}"
-    return f"mul{widths}{'s' if signed else 'u'}"
+    return f"mul{widths_label(bits_a, bits_b)}{'s' if signed else 'u'}"
 
 
 def name_widths(m: re.Match[str]) -> tuple[int | tuple[int, int], bool]:

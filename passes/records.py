@@ -74,32 +74,31 @@ class LayerRecord:
         """The multiplier's name, or ``None`` for a float layer."""
         return None if self.multiplier is None else self.multiplier.name
 
-    def _int_widths(self) -> tuple[int, int] | None:
-        if self.bits is None or (self.multiplier is not None and self.multiplier.kind != "int"):
-            return None
-        return tuple(self.bits) if isinstance(self.bits, tuple) else (self.bits, self.bits)
+    def _int_multiplier(self) -> Any:
+        m = self.multiplier
+        return m if m is not None and m.kind == "int" else None
 
     @property
     def bits_a(self) -> int | None:
         """Activation (row operand) width of an integer layer, else ``None``."""
-        widths = self._int_widths()
-        return None if widths is None else widths[0]
+        m = self._int_multiplier()
+        return None if m is None else m.bits_a
 
     @property
     def bits_b(self) -> int | None:
         """Weight (column operand: a matmul's right operand) width of an integer layer, else
         ``None``."""
-        widths = self._int_widths()
-        return None if widths is None else widths[1]
+        m = self._int_multiplier()
+        return None if m is None else m.bits_b
 
     @property
     def widths(self) -> str:
         """As :attr:`Multiplier.widths`: ``"8"`` (square, or an FP multiplier's width),
         ``"8x4"`` (rectangular: activation x weight bits); ``"-"`` for a float layer."""
-        widths = self._int_widths()
-        if widths is None:
+        m = self._int_multiplier()
+        if m is None:
             return "-" if self.bits is None else str(self.bits)
-        return str(widths[0]) if widths[0] == widths[1] else f"{widths[0]}x{widths[1]}"
+        return m.widths
 
     @property
     def approximate(self) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 import shlex
 import sys
 import time
@@ -26,6 +25,7 @@ def register(sub: Any) -> None:
     g.add_argument("--catalogue", help="catalogue.json of multipliers (amx.load_catalogue)")
     p.add_argument(
         "--widths",
+        type=_widths_arg,
         metavar="AxB[u|s]",
         help="with --catalogue: keep the multipliers of these widths only, e.g. 8u, 8x4u, 8x4 "
         "(the search needs candidates of one width and signedness)",
@@ -107,19 +107,36 @@ def _candidates(args: argparse.Namespace) -> list[Any]:
     keep = [m for m in found if _matches_widths(m, args.widths)]
     if not keep:
         have = sorted({f"{m.widths}{'s' if m.signed else 'u'}" for m in found})
-        raise ValueError(f"--widths {args.widths}: no multiplier of the catalogue has it ({have})")
+        a, b, signed = args.widths
+        asked = f"{a}x{b}" + ("" if signed is None else "s" if signed else "u")
+        raise ValueError(f"--widths {asked}: no multiplier of the catalogue has it ({have})")
     return keep
 
 
-def _matches_widths(mult: Any, text: str) -> bool:
-    """Whether ``mult`` has the widths ``text`` names: ``8``, ``8x4``, ``8u``, ``8x4s``."""
-    m = re.fullmatch(r"([2-8])(?:x([2-8]))?([us])?", text.strip().lower())
-    if m is None:
-        raise ValueError(f"--widths expects AxB with an optional u/s (8u, 8x4s), got {text!r}")
-    bits_a = int(m.group(1))
-    bits_b = int(m.group(2) or bits_a)
-    sign = m.group(3)
-    same_sign = sign is None or (sign == "s") == bool(mult.signed)
+WidthsFilter = tuple[int, int, bool | None]  # bits_a, bits_b, signed (None: either)
+
+
+def _widths_arg(text: str) -> WidthsFilter:
+    """``--widths``: ``8``, ``8x4``, ``8u`` or ``8x4s`` (operand widths as ``--bits`` takes
+    them, then an optional signedness)."""
+    from ..luts.indexing import check_widths
+    from .lut import parse_widths
+
+    body = text.strip().lower()
+    sign = body[-1] if body[-1:] in ("u", "s") else None
+    try:
+        bits_a, bits_b = check_widths(parse_widths(body[:-1] if sign else body))
+    except (ValueError, argparse.ArgumentTypeError) as exc:
+        raise argparse.ArgumentTypeError(
+            f"expected AxB with an optional u/s (8u, 8x4s), got {text!r}: {exc}"
+        ) from exc
+    return bits_a, bits_b, None if sign is None else sign == "s"
+
+
+def _matches_widths(mult: Any, key: WidthsFilter) -> bool:
+    """Whether ``mult`` has the widths (and signedness, if given) of ``key``."""
+    bits_a, bits_b, signed = key
+    same_sign = signed is None or signed == bool(mult.signed)
     return (mult.bits_a, mult.bits_b) == (bits_a, bits_b) and same_sign
 
 

@@ -92,3 +92,23 @@ def test_widths_picks_one_width_from_a_mixed_catalogue(tmp_path, float_checkpoin
     assert {p["label"] for p in data["baselines"]} == {"uniform:mul8u_1JFF", "uniform:mul8u_2AC"}
     assert main([*args, "--widths", "8x2u", "--out", str(tmp_path / "n")]) == 2
     assert "no multiplier of the catalogue has it" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ["9x4", "8x1u", "8q", "x4", ""])
+def test_widths_refuses_bad_text_before_anything_loads(text: str, capsys) -> None:
+    """--widths is parsed with --bits' rules (widths 2..8) when the command line is read."""
+    with pytest.raises(SystemExit) as info:
+        main(["search", "--checkpoint", "none.pt", "--catalogue", "none.json", "--widths", text])
+    assert info.value.code == 2
+    assert "expected AxB with an optional u/s" in capsys.readouterr().err
+
+
+def test_widths_filter_parses_widths_and_sign() -> None:
+    from appmult_fx.cli.search import _matches_widths, _widths_arg
+
+    assert _widths_arg("8x4S") == (8, 4, True) and _widths_arg(" 7 ") == (7, 7, None)
+    mult = amx.multiplier("mul8x4u_exact")
+    assert _matches_widths(mult, _widths_arg("8x4u")) and _matches_widths(mult, _widths_arg("8x4"))
+    assert not _matches_widths(mult, _widths_arg("8x4s")) and not _matches_widths(
+        mult, (8, 8, None)
+    )

@@ -123,24 +123,44 @@ def _check_indices(a: Tensor, w: Tensor) -> None:
     torch._check(a.device == w.device, lambda: f"a on {a.device} but w on {w.device}")
 
 
-def check_index_range(a: Tensor, w: Tensor, table: Tensor) -> None:
+def check_index_range(a: Tensor, w: Tensor, table: Tensor, top_a: int | None = None) -> None:
     """Raise a clear error unless every index of ``a`` is below the table's row count and every
     index of ``w`` below its column count (a side with 256 entries takes any uint8 index and
-    is not scanned). The kernels never see an index past the table; on CUDA the scan syncs."""
-    for codes, size, what, side in (
-        (a, table.shape[0], "a", "rows"),
-        (w, table.shape[1], "w", "columns"),
+    is not scanned; ``top_a``, when given, is ``a``'s largest index, already scanned). The
+    kernels never see an index past the table; on CUDA the scan syncs."""
+    for codes, top, size, what, side in (
+        (a, top_a, table.shape[0], "a", "rows"),
+        (w, None, table.shape[1], "w", "columns"),
     ):
         if size >= 256 or codes.numel() == 0:
             continue
-        top = int(codes.max())
+        top = int(codes.max()) if top is None else top
         torch._check(
             top < size,
-            lambda codes=codes, size=size, what=what, side=side, top=top: (
+            lambda size=size, what=what, side=side, top=top: (
                 f"expected indices of {what} below the table's {size} {side}, got {top}; "
                 f"indices are operand codes modulo 2**bits (luts.indexing.codes_to_indices)"
             ),
         )
+
+
+def rows_in_use(table: Tensor, top_a: int) -> Tensor:
+    """The leading rows of ``table`` that indices up to ``top_a`` reach, as a view of
+    ``2**b`` rows for the smallest ``b >= MIN_BITS`` that holds them (``table`` itself when that
+    is all of it). The CPU kernels run faster on fewer rows (smaller per-k tables, one byte
+    permute instead of two at 7 bits) and give the same sums: e.g. the activations after a
+    ReLU, quantized for a signed multiplier, reach codes 0..127 only, half an 8-bit table."""
+    rows = 1 << max(MIN_BITS, int(top_a).bit_length())
+    return table[:rows] if rows < table.shape[0] else table
+
+
+def _kernel_table(a: Tensor, w: Tensor, table: Tensor, narrow: bool) -> Tensor:
+    """Check the index ranges (:func:`check_index_range`) and return the table a kernel
+    reads: with ``narrow``, only the rows ``a`` reaches (:func:`rows_in_use`, one scan of ``a``
+    that also serves the range check)."""
+    top_a = int(a.max()) if narrow and a.numel() else None
+    check_index_range(a, w, table, top_a)
+    return table if top_a is None else rows_in_use(table, top_a)
 
 
 def _check_grad(g: Tensor, a: Tensor, w: Tensor) -> None:
@@ -153,7 +173,7 @@ def _check_grad(g: Tensor, a: Tensor, w: Tensor) -> None:
     torch._check(g.dtype == torch.float32, lambda: f"expected float32 grad, got {g.dtype}")
 
 
-def _lut_bmm(impl, a: Tensor, w: Tensor, table: Tensor) -> Tensor:  # noqa: ANN001
+def _lut_bmm(impl, a: Tensor, w: Tensor, table: Tensor, narrow: bool = False) -> Tensor:  # noqa: ANN001
     _check_indices(a, w)
     check_table(table, torch.int32, "table")
     k, safe = a.shape[2], int32_safe_k(table)
@@ -164,7 +184,7 @@ def _lut_bmm(impl, a: Tensor, w: Tensor, table: Tensor) -> Tensor:  # noqa: ANN0
             f"int32), got K={k}; use appmult_fx.ops.lut_gemm.lut_sum (exact int64 split-K)"
         ),
     )
-    check_index_range(a, w, table)
+    table = _kernel_table(a, w, table, narrow)
     return impl.lut_bmm(a.contiguous(), w.contiguous(), table.to(a.device).contiguous())
 
 
@@ -182,11 +202,19 @@ def _lut_bmm_fake(a: Tensor, w: Tensor, table: Tensor) -> Tensor:
     return a.new_empty((a.shape[0], a.shape[1], w.shape[2]), dtype=torch.int32)
 
 
-def _lut_bmm_grad(impl, product: str, g: Tensor, a: Tensor, w: Tensor, gt: Tensor) -> Tensor:  # noqa: ANN001
+def _lut_bmm_grad(
+    impl,  # noqa: ANN001
+    product: str,
+    g: Tensor,
+    a: Tensor,
+    w: Tensor,
+    gt: Tensor,
+    narrow: bool = False,
+) -> Tensor:
     _check_indices(a, w)
     _check_grad(g, a, w)
     check_table(gt, torch.float32, "ga" if product == "lut_bmm_grad_a" else "gw")
-    check_index_range(a, w, gt)
+    gt = _kernel_table(a, w, gt, narrow)
     run = getattr(impl, product)
     return run(g.contiguous(), a.contiguous(), w.contiguous(), gt.to(a.device).contiguous())
 
@@ -217,16 +245,22 @@ def _lut_bmm_grad_w_fake(g: Tensor, a: Tensor, w: Tensor, gw: Tensor) -> Tensor:
     return g.new_empty(w.shape, dtype=torch.float32)
 
 
+# The compiled kernels read only the table rows the indices reach on the CPU (on CUDA the scan
+# would sync the stream).
+
+
 def _compiled_lut_bmm(a: Tensor, w: Tensor, table: Tensor) -> Tensor:
-    return _lut_bmm(kernels.backend_for(a.device), a, w, table)
+    return _lut_bmm(kernels.backend_for(a.device), a, w, table, a.device.type == "cpu")
 
 
 def _compiled_grad_a(g: Tensor, a: Tensor, w: Tensor, ga: Tensor) -> Tensor:
-    return _lut_bmm_grad(kernels.backend_for(a.device), "lut_bmm_grad_a", g, a, w, ga)
+    backend = kernels.backend_for(a.device)
+    return _lut_bmm_grad(backend, "lut_bmm_grad_a", g, a, w, ga, a.device.type == "cpu")
 
 
 def _compiled_grad_w(g: Tensor, a: Tensor, w: Tensor, gw: Tensor) -> Tensor:
-    return _lut_bmm_grad(kernels.backend_for(a.device), "lut_bmm_grad_w", g, a, w, gw)
+    backend = kernels.backend_for(a.device)
+    return _lut_bmm_grad(backend, "lut_bmm_grad_w", g, a, w, gw, a.device.type == "cpu")
 
 
 register_device_kernels(

@@ -280,3 +280,55 @@ def test_ops_dispatch_to_the_registered_cpu_kernel(monkeypatch) -> None:
     finally:
         use_reference(previous)
     assert torch.equal(kernel, reference.lut_bmm(a, w, table))
+
+
+def test_rows_in_use_is_the_smallest_power_of_two_view() -> None:
+    """The leading 2**b rows (b >= MIN_BITS) that hold the top index, a view; the table itself
+    when every row is needed."""
+    table = torch.arange(256 * 16, dtype=torch.int32).reshape(256, 16)
+    for top, rows in [(0, 4), (3, 4), (4, 8), (63, 64), (64, 128), (127, 128)]:
+        cut = _ops.rows_in_use(table, top)
+        assert cut.shape == (rows, 16) and cut.data_ptr() == table.data_ptr(), top
+        assert cut.is_contiguous()
+    assert _ops.rows_in_use(table, 128) is table and _ops.rows_in_use(table, 255) is table
+
+
+@pytest.mark.parametrize("bits_a,bits_b", [(8, 8), (7, 7), (8, 4), (5, 8)])
+def test_ops_read_only_the_table_rows_the_indices_reach(
+    kernels_active, monkeypatch, bits_a, bits_b
+) -> None:
+    """Activation indices that stay below a power of two (e.g. ReLU outputs of a signed
+    multiplier: codes 0..127 of an 8-bit table) run the kernels on the leading rows of the tables
+    only; the sums equal the reference's on the whole tables (bit for bit forward, 1e-5 for the
+    gradients), with the top index on both sides of each cut, and the kernels did get the cut."""
+    gen = torch.Generator().manual_seed(11)
+    table = make_table(bits_a, True, gen, bits_b)
+    ga, gw = (torch.randn(1 << bits_a, 1 << bits_b, generator=gen) for _ in range(2))
+    seen = []
+    backend = kernels.backend_for(torch.device("cpu"))
+
+    class Spy:  # the backend, noting the row count of each table it gets
+        def __getattr__(self, name):
+            def run(*args):
+                seen.append(args[-1].shape[0])
+                return getattr(backend, name)(*args)
+
+            return run
+
+    monkeypatch.setattr(kernels, "backend_for", lambda device: Spy())
+    ops = torch.ops.appmult
+    tops = sorted({t for b in range(1, bits_a) for t in ((1 << b) - 1, 1 << b)})
+    for top in tops:
+        for shape in [(1, 37, 29, 19), (2, 130, 45, 70)]:
+            a, w, g = make_operands(shape, bits_a, gen, bits_b)
+            a = torch.remainder(a, top + 1)
+            a[0, 0, 0] = top
+            seen.clear()
+            y = ops.lut_bmm(a, w, table)
+            da = ops.lut_bmm_grad_a(g, a, w, ga)
+            dw = ops.lut_bmm_grad_w(g, a, w, gw)
+            expected_rows = min(1 << bits_a, 1 << max(MIN_BITS, top.bit_length()))
+            assert seen == [expected_rows] * 3, (top, seen)
+            assert torch.equal(y, reference.lut_bmm(a, w, table)), (top, shape)
+            assert_float_product_close(da, reference.lut_bmm_grad_a, g, a, w, ga)
+            assert_float_product_close(dw, reference.lut_bmm_grad_w, g, a, w, gw)

@@ -6,6 +6,8 @@
 #include "bit_limits.h"
 #include "lut_gemm_cpu.h"
 #include "lut_gemm_cpu_narrow.h"
+#include "quantize_cpu.h"
+#include "rescale_cpu.h"
 
 namespace {
 
@@ -400,4 +402,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lut_bmm", &lut_bmm, "Y = SUM_k T[a, w] (int32, mod 2**32)");
   m.def("lut_bmm_grad_a", &lut_bmm_grad_a, "dA = SUM_n G * GA[a, w]");
   m.def("lut_bmm_grad_w", &lut_bmm_grad_w, "dW = SUM_m G * GW[a, w]");
+  m.def("quantize_forward", &quantize_forward, "{round(clamp(x / s - zp)), clamp mask}");
+  m.def("quantize_backward", &quantize_backward, "g / s, 0 where clamped");
+  m.def("rescale_forward", &rescale_forward, "float32(double(acc) * scale)");
+  m.def("rescale_backward", &rescale_backward, "double(g) * scale, as acc's dtype");
 }

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import torch
+
 if TYPE_CHECKING:
     from torch.library import CustomOpDef
 
@@ -56,3 +58,23 @@ def use_reference(flag: bool) -> bool:
     for entry in _REGISTERED:
         entry.install(REFERENCE_ONLY)
     return previous
+
+
+# Elements from which a one-pass CPU kernel beats the torch expression it replaces (its call
+# costs a few microseconds more than one small torch op).
+ONE_PASS_FROM = 1 << 12
+
+
+def one_pass_cpu(x: torch.Tensor) -> bool:
+    """Whether a one-pass CPU kernel of the compiled module (quantizer, rescale: bit-identical
+    to the torch expressions they replace) may serve ``x``: compiled kernels in use, eager mode
+    (no graph being traced), a large enough contiguous plain CPU tensor (no fake or subclass
+    tensor but a parameter)."""
+    return (
+        not REFERENCE_ONLY
+        and not torch.compiler.is_compiling()
+        and type(x) in (torch.Tensor, torch.nn.Parameter)
+        and x.device.type == "cpu"
+        and x.numel() >= ONE_PASS_FROM
+        and x.is_contiguous()
+    )

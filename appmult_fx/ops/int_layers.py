@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import dispatch, kernels
 from .checks import check
 from .conv_gemm import approx_conv2d
 from .lut_gemm import approx_bmm
@@ -115,17 +116,46 @@ def lut_conv(
     return out.squeeze(2) if one_d else out
 
 
+class _Rescale(torch.autograd.Function):
+    """``float32(double(acc) * scale)`` and its gradient ``double(g) * scale`` (as ``acc``'s
+    dtype) in one pass each (``cuda/rescale_cpu.cpp``): the values and gradients of the torch
+    expression in :func:`rescale`, bit for bit, without its three float64 temporaries."""
+
+    @staticmethod
+    def forward(ctx, acc: Tensor, scale: Tensor, channel_dim: int) -> Tensor:  # noqa: ANN001
+        """The float32 output."""
+        ctx.scale, ctx.channel_dim, ctx.to_double = scale, channel_dim, acc.dtype == torch.float64
+        return kernels.cpu_extension().rescale_forward(acc, scale, channel_dim)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # noqa: ANN001, ANN205
+        """The gradient of ``acc``; none for the scale."""
+        d = kernels.cpu_extension().rescale_backward(
+            g.contiguous(), ctx.scale, ctx.channel_dim, ctx.to_double
+        )
+        return d, None, None
+
+
 def rescale(acc: Tensor, sx: Tensor, sw: Tensor, bias: Tensor | None, channel_dim: int) -> Tensor:
     """Float output ``acc * sx * sw (+ bias)``, the product in float64 (an ``acc`` of exact
     integer sums, float32 or float64); ``sw``/``bias`` broadcast along ``channel_dim``."""
     shape = [1] * acc.dim()
     shape[channel_dim] = -1
+    per_channel = sw.dim() == 1
     scale = sx.detach().double() * (
-        sw.detach().double().reshape(shape) if sw.dim() == 1 else sw.detach().double()
+        sw.detach().double().reshape(shape) if per_channel else sw.detach().double()
     )
-    # a float32 acc is widened into a fresh tensor, scaled in place (one temporary less)
-    product = acc * scale if acc.dtype == torch.float64 else acc.double().mul_(scale)
-    y = product.to(torch.float32)
+    if (
+        dispatch.one_pass_cpu(acc)
+        and acc.dtype in (torch.float32, torch.float64)
+        and scale.device.type == "cpu"
+        and scale.numel() in (1, acc.shape[channel_dim])
+    ):
+        y = _Rescale.apply(acc, scale.reshape(-1), channel_dim)
+    else:
+        # a float32 acc is widened into a fresh tensor, scaled in place (one temporary less)
+        product = acc * scale if acc.dtype == torch.float64 else acc.double().mul_(scale)
+        y = product.to(torch.float32)
     return y if bias is None else y + bias.reshape(shape)
 
 

@@ -47,6 +47,8 @@ CPU_SOURCES = (
     "lut_gemm_cpu_avx512_grad.cpp",
     "lut_gemm_cpu_narrow.cpp",
     "lut_gemm_cpu_narrow_ops.cpp",
+    "quantize_cpu.cpp",
+    "rescale_cpu.cpp",
     "lut_gemm_cpu_portable.cpp",
 )
 CPU_HEADERS = (
@@ -54,6 +56,9 @@ CPU_HEADERS = (
     "lut_gemm_cpu_kernels.h",
     "lut_gemm_cpu_avx512.h",
     "lut_gemm_cpu_narrow.h",
+    "quantize_cpu.h",
+    "rescale_cpu.h",
+    "channel_runs.h",
     "bit_limits.h",
 )
 CUDA_SOURCES = ("lut_gemm_cuda_binding.cpp", "lut_gemm_cuda.cu")

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ..luts.indexing import operand_range
+from . import dispatch, kernels
 
 _EPS = float(torch.finfo(torch.float32).eps)
 
@@ -73,7 +74,14 @@ class _Quantize(torch.autograd.Function):
         qmax: int,
         needs_grad: bool,
     ) -> Tensor:
-        """The codes; keeps the in-range mask when ``needs_grad``."""
+        """The codes; keeps the clamp mask when ``needs_grad``."""
+        if _fused(x, scale, zero_point):
+            q, outside = kernels.cpu_extension().quantize_forward(
+                x, scale, zero_point, qmin, qmax, needs_grad
+            )
+            if needs_grad:
+                ctx.save_for_backward(outside, scale)
+            return q
         # in place in eager mode (fewer temporaries); out of place while compiling: torch 2.11's
         # compiled autograd.Function otherwise loses the mask (all-zero gradients)
         in_place = not torch.compiler.is_compiling()
@@ -98,7 +106,26 @@ class _Quantize(torch.autograd.Function):
         outside, scale = ctx.saved_tensors
         if torch.compiler.is_compiling():
             return torch.where(outside, 0.0, g / scale), None, None, None, None, None
+        if _fused(g, scale, scale) and outside.is_contiguous():
+            dx = kernels.cpu_extension().quantize_backward(g, outside, scale)
+            return dx, None, None, None, None, None
         return (g / scale).masked_fill_(outside, 0.0), None, None, None, None, None
+
+
+def _fused(x: Tensor, scale: Tensor, zero_point: Tensor) -> bool:
+    """Whether the one-pass CPU quantizer (``cuda/quantize_cpu.cpp``, bit-identical to the torch
+    expression) serves ``x`` (:func:`.dispatch.one_pass_cpu`): float32 throughout, one scale
+    and zero point or one per index of dimension 0."""
+    if not dispatch.one_pass_cpu(x) or x.dtype != torch.float32:
+        return False
+    per_channel = (x.shape[0],) + (1,) * (x.dim() - 1)
+    return all(
+        t.dtype == torch.float32
+        and t.device.type == "cpu"
+        and t.is_contiguous()
+        and (t.numel() == 1 or tuple(t.shape) == per_channel)
+        for t in (scale, zero_point)
+    )
 
 
 # Elements from which checking for a +0.0 zero point (a few small ops, ~7 us) is cheaper than

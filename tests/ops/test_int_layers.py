@@ -1,9 +1,10 @@
 """Integer-domain layers: the zero-point terms stay exact past float32's integer range."""
 
+import pytest
 import torch
 
 import appmult_fx as amx
-from appmult_fx.ops.int_layers import lut_conv, lut_linear
+from appmult_fx.ops.int_layers import lut_conv, lut_linear, rescale
 
 TABLE = amx.multiplier("mul8u_exact").table
 # 255 * K is odd and above 2**24 for this K, so a float32 sum of the codes would round
@@ -25,3 +26,50 @@ def test_conv_window_sums_exact_for_long_k() -> None:
     out = lut_conv(qx, zx, qw, zw, TABLE, None, None, (1, 1), (1, 1), 1)
     expected = torch.tensor([1.0, 2.0], dtype=torch.float64).reshape(1, 2, 1, 1) * 255 * K
     assert torch.equal(out, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    ("shape", "channel_dim", "per_channel"),
+    [
+        ((3, 37, 11, 13), 1, True),
+        ((3, 37, 11, 13), 1, False),
+        ((2, 500, 37), -1, True),
+    ],
+)
+def test_one_pass_rescale_is_bit_identical_to_the_formula(
+    kernels_active, monkeypatch, dtype, shape, channel_dim, per_channel
+) -> None:
+    """The one-pass CPU rescale gives ``float32(double(acc) * sx * sw)`` and its gradient
+    ``double(g) * sx * sw`` (as ``acc``'s dtype), written here with torch, bit for bit; and the
+    kernel did run both ways."""
+    from appmult_fx.ops import kernels
+
+    ext, calls = kernels.cpu_extension(), []
+
+    class Spy:  # the compiled module, noting which rescale kernels ran
+        def __getattr__(self, name):
+            calls.append(name)
+            return getattr(ext, name)
+
+    monkeypatch.setattr(kernels, "cpu_extension", lambda: Spy())
+    gen = torch.Generator().manual_seed(6)
+    channels = shape[channel_dim]
+    acc = (torch.randint(-(2**30), 2**30, shape, generator=gen).to(dtype)).requires_grad_()
+    sx = torch.rand((), generator=gen) * 1e-3
+    sw = torch.rand(channels if per_channel else (), generator=gen) * 1e-2
+    bias = torch.randn(channels, generator=gen)
+    g = torch.randn(shape, generator=gen)
+    y = rescale(acc, sx, sw, bias, channel_dim)
+    y.backward(g)
+    assert calls == ["rescale_forward", "rescale_backward"]
+    view = [1] * len(shape)
+    view[channel_dim] = -1
+    scale = sx.double() * (sw.double().reshape(view) if per_channel else sw.double())
+    ref = (acc.detach().double() * scale).float() + bias.reshape(view)
+    ref_grad = (g.double() * scale).to(dtype)
+    assert y.dtype == torch.float32 and torch.equal(
+        y.detach().view(torch.int32), ref.view(torch.int32)
+    )
+    assert acc.grad.dtype == dtype
+    assert torch.equal(acc.grad, ref_grad) and not bool((acc.grad == 0).all())

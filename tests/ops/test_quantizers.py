@@ -95,3 +95,53 @@ def test_quantize_matches_the_composite_straight_through_formula(bits, signed, p
     assert (q == qmin).any() or (q == qmax).any()  # the clamp mask is exercised
     with torch.no_grad():
         assert torch.equal(quantize(x, scale, zp, bits, signed), ref)
+
+
+@pytest.mark.parametrize(("bits", "signed", "per_channel"), [(4, False, True), (8, True, False)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_one_pass_cpu_quantizer_is_bit_identical_to_the_formula(
+    kernels_active, monkeypatch, bits, signed, per_channel, threads
+) -> None:
+    """The one-pass CPU kernel (large contiguous float32 tensors) gives the composite formula's
+    codes and gradients bit for bit: -0.0 codes, ties rounded to even, clamped entries, zero
+    points, per-channel runs split across threads; and it did serve both directions."""
+    from appmult_fx.ops import kernels
+
+    ext, calls = kernels.cpu_extension(), []
+
+    class Spy:  # the compiled module, noting which quantizer kernels ran
+        def __getattr__(self, name):
+            calls.append(name)
+            return getattr(ext, name)
+
+    monkeypatch.setattr(kernels, "cpu_extension", lambda: Spy())
+    gen = torch.Generator().manual_seed(5)
+    channels = 37
+    shape = (channels, 3, 17, 19)  # 36 k elements: several parallel chunks, ragged channel runs
+    scale_shape = (channels, 1, 1, 1) if per_channel else ()
+    scale = 2.0 ** -torch.randint(3, 6, scale_shape, generator=gen).float()  # exact ties below
+    zp = (
+        torch.zeros(scale_shape)
+        if signed
+        else -torch.randint(0, 4, scale_shape, generator=gen).float()
+    )
+    qmin, qmax = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    steps = torch.randint(-2 * (1 << bits), 2 * (1 << bits), shape, generator=gen)
+    x = ((steps / 2.0 + zp) * scale).requires_grad_()  # every other element a tie
+    x.data[0, 0, 0, :4] = torch.tensor([-0.25, -0.0, 0.0, 0.4]) * scale.reshape(-1)[0]
+    g = torch.randn(shape, generator=gen)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        q = quantize(x, scale, zp, bits, signed)
+        q.backward(g)
+    finally:
+        torch.set_num_threads(previous)
+    assert calls == ["quantize_forward", "quantize_backward"]
+    v = x.detach() / scale - zp
+    ref = torch.round(torch.clamp(v, qmin, qmax))
+    ref_grad = torch.where(torch.clamp(v, qmin, qmax) != v, 0.0, g / scale)
+    assert torch.equal(q.detach().view(torch.int32), ref.view(torch.int32))
+    assert torch.equal(x.grad.view(torch.int32), ref_grad.view(torch.int32))
+    assert bool(((ref == 0) & torch.signbit(ref)).any()) == signed  # -0.0 codes were compared
+    assert bool((v == v.floor() + 0.5).any()) and bool((ref == qmax).any())

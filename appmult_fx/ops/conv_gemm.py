@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from ..luts.indexing import codes_to_indices
+from . import dispatch, kernels
 from .grad_layout import like_input
 from .lut_gemm import check_tables, lut_bmm_grad_a, lut_bmm_grad_w, lut_sum, table_widths
 
@@ -100,20 +101,29 @@ def im2col_indices(
 def nhwc_indices(codes: Tensor, bits: int) -> Tensor:
     """Table indices of the codes ``[N, C, H, W]``, laid out channels-last (a ``[N, C, H, W]``
     view of an ``[N, H, W, C]`` tensor, which :func:`im2col_indices` gathers without a copy):
-    the transposition rides on the float -> int16 conversion, the first of
+    one pass of the CPU index kernel where it serves (:func:`.dispatch.one_pass_cpu`), else the
+    transposition rides on the float -> int16 conversion, the first of
     :func:`codes_to_indices`."""
     n, c, h, w = codes.shape
+    if dispatch.one_pass_cpu(codes) and codes.dtype == torch.float32:
+        by_pixel = codes.reshape(n, c, h * w).permute(0, 2, 1)
+        flat = kernels.cpu_extension().codes_to_indices_3d(by_pixel, bits)
+        return flat.reshape(n, h, w, c).permute(0, 3, 1, 2)
     ints = codes.new_empty((n, h, w, c), dtype=torch.int16)
     ints.copy_(codes.permute(0, 2, 3, 1))
     return codes_to_indices(ints, bits).permute(0, 3, 1, 2)
 
 
-def weight_indices(iw: Tensor, groups: int) -> Tensor:
-    """Weight indices ``[O, C/g, kh, kw]`` as ``[groups, kh*kw*C/g, O/g]`` (the im2col order).
-    With one group: a 2-D transpose (which torch copies in cache-sized blocks), then whole rows
-    of ``O`` bytes regathered (a single strided permute would read each element from another
-    cache line)."""
-    o, cg, kh, kw = iw.shape
+def weight_indices(codes: Tensor, bits: int, groups: int) -> Tensor:
+    """Table indices of the weight codes ``[O, C/g, kh, kw]`` as ``[groups, kh*kw*C/g, O/g]``
+    (the im2col order). With one group: one pass of the CPU index kernel where it serves, else
+    a 2-D transpose (which torch copies in cache-sized blocks), then whole rows of ``O`` bytes
+    regathered (a single strided permute would read each element from another cache line)."""
+    o, cg, kh, kw = codes.shape
+    if groups == 1 and dispatch.one_pass_cpu(codes) and codes.dtype == torch.float32:
+        by_tap = codes.reshape(o, cg, kh * kw).permute(2, 1, 0)
+        return kernels.cpu_extension().codes_to_indices_3d(by_tap, bits).reshape(1, -1, o)
+    iw = codes_to_indices(codes, bits)
     if groups == 1:
         by_input = iw.reshape(o, cg * kh * kw).t().contiguous().reshape(cg, kh, kw, o)
         return by_input.permute(1, 2, 0, 3).reshape(1, kh * kw * cg, o)
@@ -193,7 +203,7 @@ def approx_conv2d(
     n, _, h, w = qx.shape
     kernel = tuple(qw.shape[2:])
     ia = im2col_indices(nhwc_indices(qx, bits_a), kernel, stride, dilation, groups)
-    ib = weight_indices(codes_to_indices(qw, bits_b), groups)
+    ib = weight_indices(qw, bits_b, groups)
     acc = lut_sum(ia, ib, table)  # exact (int64 split-K beyond the int32 bound)
     ho, wo = _out_hw((h, w), kernel, stride, dilation)
     return _rows_to_nchw(acc, n, ho, wo).to(torch.float32, memory_format=torch.contiguous_format)
@@ -247,7 +257,7 @@ def _backward(ctx, g: Tensor):  # noqa: ANN001, ANN202
     rows = _nchw_to_rows(g.contiguous(), groups)
     bits_a, bits_b = ctx.widths
     ia = im2col_indices(nhwc_indices(qx, bits_a), (kh, kw), stride, dilation, groups)
-    ib = weight_indices(codes_to_indices(qw, bits_b), groups)
+    ib = weight_indices(qw, bits_b, groups)
     if need_a:
         cols = lut_bmm_grad_a(rows, ia, ib, grad_a)  # [groups, N*Ho*Wo, kh*kw*C/g]
         dx = col2im_rows(cols, qx.shape, (kh, kw), stride, dilation)

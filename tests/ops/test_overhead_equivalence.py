@@ -109,13 +109,33 @@ def test_quantize_per_channel_matches_formula() -> None:
 
 
 @pytest.mark.parametrize("bits", range(2, 9))
-def test_indices_of_every_int16_code(bits: int) -> None:
+def test_indices_of_every_int16_code(monkeypatch, bits: int) -> None:
+    """Every int16 code, through the generic conversion, the channels-last activation indices
+    and the im2col weight indices (the one-pass CPU kernel, which must serve these sizes, on
+    whole and ragged 16-column strips)."""
+    from appmult_fx.ops import kernels
+
+    ext, calls = kernels.cpu_extension(), []
+
+    class Spy:  # the compiled module, noting the index kernel's calls
+        def __getattr__(self, name):
+            calls.append(name)
+            return getattr(ext, name)
+
+    monkeypatch.setattr(kernels, "cpu_extension", lambda: Spy())
     codes = torch.arange(-(2**15), 2**15, dtype=torch.float32)
     assert same_bits(codes_to_indices(codes, bits), reference_indices(codes, bits))
-    nchw = codes.reshape(4, 16, 32, 32)
-    got = nhwc_indices(nchw, bits)
-    assert got.permute(0, 2, 3, 1).is_contiguous()
-    assert same_bits(got.contiguous(), reference_indices(nchw, bits))
+    shuffled = codes[torch.randperm(codes.numel(), generator=torch.Generator().manual_seed(0))]
+    for nchw in (codes.reshape(4, 16, 32, 32), shuffled[: 3 * 29 * 11 * 13].reshape(3, 29, 11, 13)):
+        got = nhwc_indices(nchw, bits)
+        assert got.permute(0, 2, 3, 1).is_contiguous()
+        assert same_bits(got.contiguous(), reference_indices(nchw, bits))
+    for shape in ((128, 32, 4, 4), (37, 29, 3, 3), (4096, 16, 1, 1)):
+        o, cg, kh, kw = shape
+        weights = shuffled[: o * cg * kh * kw].reshape(shape)
+        want = reference_indices(weights, bits).permute(2, 3, 1, 0).reshape(1, kh * kw * cg, o)
+        assert same_bits(weight_indices(weights, bits, 1), want)
+    assert calls == ["codes_to_indices_3d"] * 5
 
 
 CASES = [
@@ -198,7 +218,7 @@ def test_conv_lut_gradients_match_the_products(shape: tuple, groups: int) -> Non
     ia = im2col_indices(reference_indices(qx.detach(), 8), (kh, kw), stride, dilation, groups)
     ib = reference_indices(qw.detach(), 4).reshape(groups, o // groups, cg, kh, kw)
     ib = ib.permute(0, 3, 4, 2, 1).reshape(groups, kh * kw * cg, o // groups)
-    assert same_bits(weight_indices(reference_indices(qw.detach(), 4), groups), ib)
+    assert same_bits(weight_indices(qw.detach(), 4, groups), ib)
     dwk = lut_bmm_grad_w(rows, ia, ib, mult.grad_b)
     want = dwk.reshape(groups, kh, kw, cg, o // groups).permute(0, 4, 3, 1, 2).reshape(shape)
     assert same_bits(dw, want) and dw.is_contiguous()

@@ -1,0 +1,8 @@
+// One-pass CPU table indices of float codes (indices_cpu.cpp), bound in lut_gemm_cpu.cpp.
+#pragma once
+
+#include <torch/extension.h>
+
+// Contiguous uint8 indices (code modulo 2**bits, two's complement) of a 3-D float32 view of
+// integer codes in [-2**15, 2**15), in the view's element order (any strides).
+torch::Tensor codes_to_indices_3d(const torch::Tensor& codes, int64_t bits);

@@ -48,8 +48,9 @@ Channels channels(const torch::Tensor& x, const torch::Tensor& scale,
 
 // Codes (and, with Mask, the clamp mask as 0 / 1 bytes) of n elements sharing one channel.
 template <bool Mask>
-APPMULT_VECTOR_CLONES void quantize_run(const float* __restrict__ x, float* __restrict__ q, bool* __restrict__ mask,
-                  int64_t n, float s, float zp, float lo, float hi) {
+APPMULT_VECTOR_CLONES void quantize_run(const float* __restrict__ x, float* __restrict__ q,
+                                        bool* __restrict__ mask, int64_t n, float s, float zp,
+                                        float lo, float hi) {
   for (int64_t i = 0; i < n; ++i) {
     const float v = x[i] / s - zp;
     const float clamped = std::min(std::max(v, lo), hi);
@@ -59,8 +60,9 @@ APPMULT_VECTOR_CLONES void quantize_run(const float* __restrict__ x, float* __re
 }
 
 // g / s, 0 where the mask is set, over n elements sharing one channel.
-APPMULT_VECTOR_CLONES void gradient_run(const float* __restrict__ g, const bool* __restrict__ mask,
-                  float* __restrict__ dx, int64_t n, float s) {
+APPMULT_VECTOR_CLONES void gradient_run(const float* __restrict__ g,
+                                        const bool* __restrict__ mask, float* __restrict__ dx,
+                                        int64_t n, float s) {
   const auto* m = reinterpret_cast<const uint8_t*>(mask);
   for (int64_t i = 0; i < n; ++i) {  // +0.0 where masked, as masked_fill (a branch-free select)
     const float d = g[i] / s;

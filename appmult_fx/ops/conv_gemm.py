@@ -176,8 +176,12 @@ def _nchw_to_rows(g: Tensor, groups: int) -> Tensor:
 
 def _weight_grad_layout(dwk: Tensor, shape: Sequence[int], groups: int) -> Tensor:
     """``[groups, kh*kw*C/g, O/g]`` (the im2col order) -> ``[O, C/g, kh, kw]``: the reverse of
-    :func:`weight_indices` (rows regathered, then a blocked 2-D transpose) with one group."""
+    :func:`weight_indices`. With one group: one pass of the CPU copy kernel where it serves
+    (:func:`.dispatch.one_pass_cpu`), else rows regathered, then a blocked 2-D transpose."""
     o, cg, kh, kw = shape
+    if groups == 1 and dispatch.one_pass_cpu(dwk) and dwk.dtype == torch.float32:
+        by_output = dwk[0].reshape(kh * kw, cg, o).permute(2, 1, 0)
+        return kernels.cpu_extension().contiguous_3d(by_output).reshape(o, cg, kh, kw)
     if groups == 1:
         rows = dwk[0].reshape(kh, kw, cg, o).permute(2, 0, 1, 3).reshape(cg * kh * kw, o)
         return rows.t().contiguous().reshape(o, cg, kh, kw)

@@ -49,7 +49,7 @@ CPU_SOURCES = (
     "lut_gemm_cpu_narrow_ops.cpp",
     "quantize_cpu.cpp",
     "rescale_cpu.cpp",
-    "indices_cpu.cpp",
+    "permute_cpu.cpp",
     "lut_gemm_cpu_portable.cpp",
 )
 CPU_HEADERS = (
@@ -59,7 +59,7 @@ CPU_HEADERS = (
     "lut_gemm_cpu_narrow.h",
     "quantize_cpu.h",
     "rescale_cpu.h",
-    "indices_cpu.h",
+    "permute_cpu.h",
     "channel_runs.h",
     "bit_limits.h",
 )

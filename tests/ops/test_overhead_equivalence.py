@@ -138,6 +138,20 @@ def test_indices_of_every_int16_code(monkeypatch, bits: int) -> None:
     assert calls == ["codes_to_indices_3d"] * 5
 
 
+@pytest.mark.parametrize("dims", [(1, 4608, 512), (9, 29, 37), (37, 29, 9), (3, 1, 17), (1, 1, 1)])
+def test_contiguous_copies_of_every_permuted_view(dims: tuple) -> None:
+    """The one-pass CPU copy kernel equals torch's ``contiguous()`` on every permutation of a
+    3-D tensor (the transposes it serves, ragged tiles, unit dimensions), bit for bit."""
+    import itertools
+
+    from appmult_fx.ops import kernels
+
+    x = torch.randn(dims)
+    for order in itertools.permutations(range(3)):
+        view = x.permute(order)
+        assert same_bits(kernels.cpu_extension().contiguous_3d(view), view.contiguous()), order
+
+
 CASES = [
     # multiplier, zero points, per-channel weights, groups, one_d
     ("mul8u_trunc4", True, False, 1, False),
@@ -198,7 +212,9 @@ def test_conv_layer_matches_formula(case: tuple, gradient: str) -> None:
         ((5, 3, 1, 1), 1),
         ((4, 6, 3, 2), 1),
         ((6, 2, 3, 3), 2),
-        ((96, 80, 3, 3), 1),
+        ((96, 80, 3, 3), 1),  # large enough for the one-pass CPU index and layout kernels
+        ((37, 29, 3, 3), 1),  # ... on ragged 16-element tiles
+        ((20, 300, 1, 1), 1),
     ],
 )
 def test_conv_lut_gradients_match_the_products(shape: tuple, groups: int) -> None:

@@ -68,12 +68,13 @@ ONE_PASS_FROM = 1 << 12
 def one_pass_cpu(x: torch.Tensor) -> bool:
     """Whether a one-pass CPU kernel of the compiled module (quantizer, rescale: bit-identical
     to the torch expressions they replace) may serve ``x``: compiled kernels in use, eager mode
-    (no graph being traced), a large enough contiguous plain CPU tensor (no fake or subclass
-    tensor but a parameter)."""
+    (no graph being traced, no ``torch.func`` transform), a large enough contiguous plain CPU
+    tensor (no fake or subclass tensor but a parameter)."""
     return (
         not REFERENCE_ONLY
         and not torch.compiler.is_compiling()
         and type(x) in (torch.Tensor, torch.nn.Parameter)
+        and not torch._C._functorch.is_functorch_wrapped_tensor(x)
         and x.device.type == "cpu"
         and x.numel() >= ONE_PASS_FROM
         and x.is_contiguous()

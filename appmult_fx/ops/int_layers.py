@@ -17,6 +17,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd import forward_ad
 
 from . import dispatch, kernels
 from .checks import check
@@ -129,7 +130,14 @@ class _Rescale(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g: Tensor):  # noqa: ANN001, ANN205
-        """The gradient of ``acc``; none for the scale."""
+        """The gradient of ``acc``; none for the scale (the torch expression, which has a graph,
+        when a graph is being built: ``create_graph=True``)."""
+        if torch.is_grad_enabled():
+            shape = [1] * g.dim()
+            shape[ctx.channel_dim] = -1
+            scale = ctx.scale.reshape(shape) if ctx.scale.numel() > 1 else ctx.scale.reshape(())
+            d = g.double() * scale
+            return (d if ctx.to_double else d.to(torch.float32)), None, None
         d = kernels.cpu_extension().rescale_backward(
             g.contiguous(), ctx.scale, ctx.channel_dim, ctx.to_double
         )
@@ -148,8 +156,11 @@ def rescale(acc: Tensor, sx: Tensor, sw: Tensor, bias: Tensor | None, channel_di
     if (
         dispatch.one_pass_cpu(acc)
         and acc.dtype in (torch.float32, torch.float64)
+        and sx.numel() == 1
+        and sw.dim() <= 1
+        and scale.dim() <= acc.dim()
         and scale.device.type == "cpu"
-        and scale.numel() in (1, acc.shape[channel_dim])
+        and forward_ad.unpack_dual(acc).tangent is None
     ):
         y = _Rescale.apply(acc, scale.reshape(-1), channel_dim)
     else:

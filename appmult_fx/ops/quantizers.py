@@ -106,7 +106,8 @@ class _Quantize(torch.autograd.Function):
         outside, scale = ctx.saved_tensors
         if torch.compiler.is_compiling():
             return torch.where(outside, 0.0, g / scale), None, None, None, None, None
-        if _fused(g, scale, scale) and outside.is_contiguous():
+        # the kernel's result has no graph: the torch expression when a graph is being built
+        if not torch.is_grad_enabled() and _fused(g, scale, scale) and outside.is_contiguous():
             dx = kernels.cpu_extension().quantize_backward(g, outside, scale)
             return dx, None, None, None, None, None
         return (g / scale).masked_fill_(outside, 0.0), None, None, None, None, None
@@ -114,15 +115,19 @@ class _Quantize(torch.autograd.Function):
 
 def _fused(x: Tensor, scale: Tensor, zero_point: Tensor) -> bool:
     """Whether the one-pass CPU quantizer (``cuda/quantize_cpu.cpp``, bit-identical to the torch
-    expression) serves ``x`` (:func:`.dispatch.one_pass_cpu`): float32 throughout, one scale
-    and zero point or one per index of dimension 0."""
+    expression) serves ``x`` (:func:`.dispatch.one_pass_cpu`): float32 throughout, a scale and a
+    zero point of the same size, one value or one per index of dimension 0, and no dimension
+    that ``x`` lacks (which would widen the result)."""
     if not dispatch.one_pass_cpu(x) or x.dtype != torch.float32:
+        return False
+    if scale.numel() != zero_point.numel():
         return False
     per_channel = (x.shape[0],) + (1,) * (x.dim() - 1)
     return all(
         t.dtype == torch.float32
         and t.device.type == "cpu"
         and t.is_contiguous()
+        and t.dim() <= x.dim()
         and (t.numel() == 1 or tuple(t.shape) == per_channel)
         for t in (scale, zero_point)
     )

@@ -73,3 +73,26 @@ def test_one_pass_rescale_is_bit_identical_to_the_formula(
     )
     assert acc.grad.dtype == dtype
     assert torch.equal(acc.grad, ref_grad) and not bool((acc.grad == 0).all())
+
+
+def test_one_pass_rescale_leaves_other_broadcasts_and_graphs_to_torch(kernels_active) -> None:
+    """Scales that broadcast along another dimension than ``channel_dim`` (a column of ``sw`` or
+    ``sx``), a dual tensor (forward-mode AD) and a
+    gradient taken with ``create_graph`` give the torch formula's results."""
+    gen = torch.Generator().manual_seed(8)
+    acc = torch.randint(-1000, 1000, (96, 96), generator=gen).float()
+    col = torch.rand(96, 1, generator=gen)
+    for sx, sw in [(torch.tensor(0.01), col), (col, torch.tensor(0.5))]:
+        want = (acc.double() * (sx.double() * sw.double())).float()
+        got = rescale(acc, sx, sw, None, -1)
+        assert got.shape == want.shape and torch.equal(got, want)
+    sx, sw = torch.tensor(0.01), torch.rand(96, generator=gen)
+    scale = sx.double() * sw.double()
+    tangent = torch.randn(96, 96, generator=gen)
+    _, jvp = torch.autograd.functional.jvp(lambda a: rescale(a, sx, sw, None, -1), acc, tangent)
+    assert torch.equal(jvp, (tangent.double() * scale).float())
+    from torch.autograd import forward_ad
+
+    with forward_ad.dual_level():
+        dual = rescale(forward_ad.make_dual(acc, tangent), sx, sw, None, -1)
+        assert torch.equal(forward_ad.unpack_dual(dual).tangent, jvp)

@@ -109,7 +109,7 @@ def test_quantize_per_channel_matches_formula() -> None:
 
 
 @pytest.mark.parametrize("bits", range(2, 9))
-def test_indices_of_every_int16_code(monkeypatch, bits: int) -> None:
+def test_indices_of_every_int16_code(kernels_active, monkeypatch, bits: int) -> None:
     """Every int16 code, through the generic conversion, the channels-last activation indices
     and the im2col weight indices (the one-pass CPU kernel, which must serve these sizes, on
     whole and ragged 16-column strips)."""

@@ -145,3 +145,29 @@ def test_one_pass_cpu_quantizer_is_bit_identical_to_the_formula(
     assert torch.equal(x.grad.view(torch.int32), ref_grad.view(torch.int32))
     assert bool(((ref == 0) & torch.signbit(ref)).any()) == signed  # -0.0 codes were compared
     assert bool((v == v.floor() + 0.5).any()) and bool((ref == qmax).any())
+
+
+def test_one_pass_quantizer_leaves_other_broadcasts_and_graphs_to_torch(kernels_active) -> None:
+    """A per-channel scale with a single zero point, a scale with more dimensions than ``x``,
+    and a gradient taken with ``create_graph`` (forward-over-reverse jvp) give torch's own
+    results: the kernel serves only what it computes exactly."""
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(64, 8, 3, 3, generator=gen) * 3
+    for scale, zp in [
+        (torch.rand(64, 1, 1, 1, generator=gen) + 0.1, torch.tensor(-2.0)),
+        (torch.tensor(0.1), torch.full((64, 1, 1, 1), -1.0)),
+        (torch.tensor([[[[[0.1]]]]]), torch.tensor([[[[[0.0]]]]])),
+    ]:
+        want = torch.round(torch.clamp(x / scale - zp, 0, 15))
+        got = quantize(x, scale, zp, 4, False)
+        assert got.shape == want.shape and torch.equal(got, want)
+    scale = torch.tensor(0.05)
+
+    def codes(t: torch.Tensor) -> torch.Tensor:
+        return quantize(t, scale, torch.tensor(0.0), 8, True)
+
+    tangent = torch.ones_like(x)
+    _, jvp = torch.autograd.functional.jvp(codes, x, tangent)
+    v = x / scale
+    inside = torch.clamp(v, -128, 127) == v
+    assert torch.equal(jvp, torch.where(inside, tangent / scale, 0.0))

@@ -283,14 +283,28 @@ def test_ops_dispatch_to_the_registered_cpu_kernel(monkeypatch) -> None:
 
 
 def test_rows_in_use_is_the_smallest_power_of_two_view() -> None:
-    """The leading 2**b rows (b >= MIN_BITS) that hold the top index, a view; the table itself
-    when every row is needed."""
-    table = torch.arange(256 * 16, dtype=torch.int32).reshape(256, 16)
-    for top, rows in [(0, 4), (3, 4), (4, 8), (63, 64), (64, 128), (127, 128)]:
-        cut = _ops.rows_in_use(table, top)
-        assert cut.shape == (rows, 16) and cut.data_ptr() == table.data_ptr(), top
-        assert cut.is_contiguous()
-    assert _ops.rows_in_use(table, 128) is table and _ops.rows_in_use(table, 255) is table
+    """The leading 2**b rows (b >= MIN_BITS; b >= 5 against a weight side wider than 4 bits)
+    that hold the top index, a view; the table itself when every row is needed."""
+    narrow = torch.arange(256 * 16, dtype=torch.int32).reshape(256, 16)
+    wide = torch.arange(256 * 32, dtype=torch.int32).reshape(256, 32)
+    for top, rows, rows_wide in [
+        (0, 4, 32),
+        (3, 4, 32),
+        (4, 8, 32),
+        (31, 32, 32),
+        (32, 64, 64),
+        (63, 64, 64),
+        (64, 128, 128),
+        (127, 128, 128),
+    ]:
+        for table, want in ((narrow, rows), (wide, rows_wide)):
+            cut = _ops.rows_in_use(table, top)
+            assert cut.shape == (want, table.shape[1]), (top, table.shape)
+            assert cut.data_ptr() == table.data_ptr() and cut.is_contiguous()
+    for table in (narrow, wide):
+        assert _ops.rows_in_use(table, 128) is table and _ops.rows_in_use(table, 255) is table
+    small = torch.zeros(32, 32, dtype=torch.int32)
+    assert _ops.rows_in_use(small, 0) is small  # a 5-bit side against 5-bit weights stays whole
 
 
 @pytest.mark.parametrize("bits_a,bits_b", [(8, 8), (7, 7), (8, 4), (5, 8)])
@@ -327,7 +341,8 @@ def test_ops_read_only_the_table_rows_the_indices_reach(
             y = ops.lut_bmm(a, w, table)
             da = ops.lut_bmm_grad_a(g, a, w, ga)
             dw = ops.lut_bmm_grad_w(g, a, w, gw)
-            expected_rows = min(1 << bits_a, 1 << max(MIN_BITS, top.bit_length()))
+            floor = 5 if bits_b > 4 else MIN_BITS
+            expected_rows = min(1 << bits_a, 1 << max(floor, top.bit_length()))
             assert seen == [expected_rows] * 3, (top, seen)
             assert torch.equal(y, reference.lut_bmm(a, w, table)), (top, shape)
             assert_float_product_close(da, reference.lut_bmm_grad_a, g, a, w, ga)

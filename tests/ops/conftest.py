@@ -23,3 +23,20 @@ def kernels_active() -> Iterator[None]:
     previous = use_reference(False)
     yield
     use_reference(previous)
+
+
+@pytest.fixture
+def extension_calls(kernels_active, monkeypatch) -> list[str]:
+    """The names of the compiled CPU module's functions the test calls from now on (the module
+    itself still runs them), with the compiled kernels active."""
+    from appmult_fx.ops import kernels
+
+    ext, calls = kernels.cpu_extension(), []
+
+    class Spy:
+        def __getattr__(self, name: str):  # noqa: ANN204
+            calls.append(name)
+            return getattr(ext, name)
+
+    monkeypatch.setattr(kernels, "cpu_extension", lambda: Spy())
+    return calls

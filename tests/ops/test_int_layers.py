@@ -38,21 +38,12 @@ def test_conv_window_sums_exact_for_long_k() -> None:
     ],
 )
 def test_one_pass_rescale_is_bit_identical_to_the_formula(
-    kernels_active, monkeypatch, dtype, shape, channel_dim, per_channel
+    extension_calls, dtype, shape, channel_dim, per_channel
 ) -> None:
     """The one-pass CPU rescale gives ``float32(double(acc) * sx * sw)`` and its gradient
     ``double(g) * sx * sw`` (as ``acc``'s dtype), written here with torch, bit for bit; and the
     kernel did run both ways."""
-    from appmult_fx.ops import kernels
-
-    ext, calls = kernels.cpu_extension(), []
-
-    class Spy:  # the compiled module, noting which rescale kernels ran
-        def __getattr__(self, name):
-            calls.append(name)
-            return getattr(ext, name)
-
-    monkeypatch.setattr(kernels, "cpu_extension", lambda: Spy())
+    calls = extension_calls
     gen = torch.Generator().manual_seed(6)
     channels = shape[channel_dim]
     acc = (torch.randint(-(2**30), 2**30, shape, generator=gen).to(dtype)).requires_grad_()

@@ -109,20 +109,11 @@ def test_quantize_per_channel_matches_formula() -> None:
 
 
 @pytest.mark.parametrize("bits", range(2, 9))
-def test_indices_of_every_int16_code(kernels_active, monkeypatch, bits: int) -> None:
+def test_indices_of_every_int16_code(extension_calls, bits: int) -> None:
     """Every int16 code, through the generic conversion, the channels-last activation indices
     and the im2col weight indices (the one-pass CPU kernel, which must serve these sizes, on
     whole and ragged 16-column strips)."""
-    from appmult_fx.ops import kernels
-
-    ext, calls = kernels.cpu_extension(), []
-
-    class Spy:  # the compiled module, noting the index kernel's calls
-        def __getattr__(self, name):
-            calls.append(name)
-            return getattr(ext, name)
-
-    monkeypatch.setattr(kernels, "cpu_extension", lambda: Spy())
+    calls = extension_calls
     codes = torch.arange(-(2**15), 2**15, dtype=torch.float32)
     assert same_bits(codes_to_indices(codes, bits), reference_indices(codes, bits))
     shuffled = codes[torch.randperm(codes.numel(), generator=torch.Generator().manual_seed(0))]

@@ -100,21 +100,12 @@ def test_quantize_matches_the_composite_straight_through_formula(bits, signed, p
 @pytest.mark.parametrize(("bits", "signed", "per_channel"), [(4, False, True), (8, True, False)])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_one_pass_cpu_quantizer_is_bit_identical_to_the_formula(
-    kernels_active, monkeypatch, bits, signed, per_channel, threads
+    extension_calls, bits, signed, per_channel, threads
 ) -> None:
     """The one-pass CPU kernel (large contiguous float32 tensors) gives the composite formula's
     codes and gradients bit for bit: -0.0 codes, ties rounded to even, clamped entries, zero
     points, per-channel runs split across threads; and it did serve both directions."""
-    from appmult_fx.ops import kernels
-
-    ext, calls = kernels.cpu_extension(), []
-
-    class Spy:  # the compiled module, noting which quantizer kernels ran
-        def __getattr__(self, name):
-            calls.append(name)
-            return getattr(ext, name)
-
-    monkeypatch.setattr(kernels, "cpu_extension", lambda: Spy())
+    calls = extension_calls
     gen = torch.Generator().manual_seed(5)
     channels = 37
     shape = (channels, 3, 17, 19)  # 36 k elements: several parallel chunks, ragged channel runs

@@ -5,7 +5,6 @@
 
 #include "bit_limits.h"
 #include "lut_gemm_cpu.h"
-#include "im2col_cpu.h"
 #include "lut_gemm_cpu_narrow.h"
 #include "permute_cpu.h"
 #include "quantize_cpu.h"
@@ -407,8 +406,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("quantize_forward", &quantize_forward, "{round(clamp(x / s - zp)), clamp mask}");
   m.def("quantize_backward", &quantize_backward, "g / s, 0 where clamped");
   m.def("codes_to_indices_3d", &codes_to_indices_3d, "uint8 indices of a 3-D view of codes");
-  m.def("contiguous_3d", &contiguous_3d, "a contiguous float32 copy of a 3-D view");
-  m.def("im2col_nhwc", &im2col_nhwc, "windows of channels-last uint8 indices");
+  m.def("contiguous_3d", &contiguous_3d, "a contiguous copy of a 3-D float32 view");
   m.def("rescale_forward", &rescale_forward, "float32(double(acc) * scale)");
   m.def("rescale_backward", &rescale_backward, "double(g) * scale, as acc's dtype");
 }

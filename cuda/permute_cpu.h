@@ -7,6 +7,5 @@
 // integer codes in [-2**15, 2**15), in the view's element order (any strides).
 torch::Tensor codes_to_indices_3d(const torch::Tensor& codes, int64_t bits);
 
-// A contiguous float32 copy of a 3-D float32, int32 or int64 view (any strides), each value
-// converted as torch's .to(float32) does.
+// A contiguous float32 copy of a 3-D float32 view (any strides).
 torch::Tensor contiguous_3d(const torch::Tensor& view);

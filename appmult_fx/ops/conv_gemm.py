@@ -75,16 +75,11 @@ def im2col_indices(
     ix: Tensor, kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int], groups: int
 ) -> Tensor:
     """Windows of ``ix [N, C, H, W]`` as ``[groups, N*Ho*Wo, kh*kw*C/groups]`` (rows in output
-    order, ``K`` ordered ``kh, kw, C/groups``): runs of ``C/groups`` bytes copied by the CPU
-    im2col kernel where it serves (channels-last ``uint8`` indices, :func:`nhwc_indices`), else
-    a strided view copied by torch."""
+    order, ``K`` ordered ``kh, kw, C/groups``)."""
     n, c, h, w = ix.shape
     kh, kw = kernel
     ho, wo = _out_hw((h, w), kernel, stride, dilation)
-    nhwc = ix.permute(0, 2, 3, 1)
-    if ix.dtype == torch.uint8 and dispatch.one_pass_cpu(nhwc):
-        return kernels.cpu_extension().im2col_nhwc(nhwc, kh, kw, *stride, *dilation, groups)
-    nhwc = nhwc.contiguous()
+    nhwc = ix.permute(0, 2, 3, 1).contiguous()
     sn, sh, sw, sc = nhwc.stride()
     windows = nhwc.as_strided(
         (n, ho, wo, kh, kw, groups, c // groups),
@@ -215,9 +210,6 @@ def approx_conv2d(
     ib = weight_indices(qw, bits_b, groups)
     acc = lut_sum(ia, ib, table)  # exact (int64 split-K beyond the int32 bound)
     ho, wo = _out_hw((h, w), kernel, stride, dilation)
-    if acc.shape[0] == 1 and dispatch.one_pass_cpu(acc):  # one pass: permute and convert
-        by_channel = acc[0].reshape(n, ho * wo, -1).permute(0, 2, 1)
-        return kernels.cpu_extension().contiguous_3d(by_channel).reshape(n, -1, ho, wo)
     return _rows_to_nchw(acc, n, ho, wo).to(torch.float32, memory_format=torch.contiguous_format)
 
 

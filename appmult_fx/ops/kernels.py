@@ -50,7 +50,6 @@ CPU_SOURCES = (
     "quantize_cpu.cpp",
     "rescale_cpu.cpp",
     "permute_cpu.cpp",
-    "im2col_cpu.cpp",
     "lut_gemm_cpu_portable.cpp",
 )
 CPU_HEADERS = (
@@ -61,7 +60,6 @@ CPU_HEADERS = (
     "quantize_cpu.h",
     "rescale_cpu.h",
     "permute_cpu.h",
-    "im2col_cpu.h",
     "channel_runs.h",
     "bit_limits.h",
 )

@@ -16,7 +16,7 @@ CASES = {
     "grouped": (6, 4, (3, 3), (1, 2), (1, 1), 2, (6, 7)),
     "depthwise": (4, 4, (3, 1), (2, 1), (1, 1), 4, (7, 5)),
     "1x1": (5, 3, (1, 1), (1, 1), (1, 1), 1, (4, 4)),
-    # large enough (>= 4096 elements) for the one-pass CPU im2col and output kernels
+    # large enough (>= 4096 elements) for the one-pass CPU index kernel
     "large": (16, 24, (3, 3), (1, 1), (1, 1), 1, (16, 18)),
     "large grouped": (12, 20, (3, 2), (2, 1), (1, 2), 2, (27, 21)),
     "large rgb": (3, 40, (3, 3), (1, 1), (1, 1), 1, (34, 34)),
@@ -140,11 +140,10 @@ def test_col2im_rows_equals_fold(groups, kernel, stride, dilation, hw) -> None:
 
 
 @pytest.mark.parametrize("case", ["large", "large grouped", "large rgb"])
-def test_one_pass_im2col_and_output_equal_the_float_convolution(extension_calls, case) -> None:
+def test_exact_multiplier_equals_the_float_convolution(case) -> None:
     """With an exact multiplier the conv equals ``F.conv2d`` of the codes (float64, exact for
-    these sums), so the CPU im2col kernel (runs of ``C/groups`` bytes, strides, dilations,
-    groups, 3-byte runs) and the one-pass output conversion (one group), which must run here,
-    gather and lay out every window right."""
+    these sums): every window gathered and laid out right (strides, dilations, groups, a
+    3-channel input), on sizes that take the one-pass CPU index kernel."""
     torch.manual_seed(2)
     mult = amx.multiplier("mul8s_exact")
     qx, qw, stride, dilation, groups = _case(case, mult)
@@ -153,5 +152,3 @@ def test_one_pass_im2col_and_output_equal_the_float_convolution(extension_calls,
     want = F.conv2d(qx.double(), qw.double(), stride=stride, dilation=dilation, groups=groups)
     assert out.dtype == torch.float32 and out.is_contiguous()
     assert torch.equal(out.double(), want)
-    assert "im2col_nhwc" in extension_calls
-    assert ("contiguous_3d" in extension_calls) == (groups == 1)

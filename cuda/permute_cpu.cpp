@@ -15,7 +15,9 @@ namespace {
 
 constexpr int64_t kTile = 16;  // elements of a tile side
 
-struct IndexOf {  // a code's table index
+// A code's table index: its low bits as luts/indexing.codes_to_indices takes them (integer
+// codes in [-2**15, 2**15), the quantizers' output; truncation toward zero like torch's cast).
+struct IndexOf {
   uint8_t mask;
   uint8_t operator()(float code) const {
     return static_cast<uint8_t>(static_cast<int16_t>(static_cast<int32_t>(code))) & mask;

@@ -90,6 +90,10 @@ std::vector<torch::Tensor> quantize_forward(const torch::Tensor& x, const torch:
   auto q = torch::empty_like(x);
   auto mask = with_mask ? torch::empty(x.sizes(), x.options().dtype(torch::kBool))
                         : torch::empty({0}, x.options().dtype(torch::kBool));
+  // round_half_even is exact below 2**22 only (quantizer ranges are at most 8 bits)
+  TORCH_CHECK(qmin <= qmax && qmin > -(1 << 22) && qmax < (1 << 22),
+              "appmult-fx: expected a code range within (-2**22, 2**22), got [", qmin, ", ",
+              qmax, "]");
   const float lo = static_cast<float>(qmin), hi = static_cast<float>(qmax);
   const float* xp = x.data_ptr<float>();
   float* qp = q.data_ptr<float>();

@@ -149,9 +149,8 @@ def rescale(acc: Tensor, sx: Tensor, sw: Tensor, bias: Tensor | None, channel_di
     integer sums, float32 or float64); ``sw``/``bias`` broadcast along ``channel_dim``."""
     shape = [1] * acc.dim()
     shape[channel_dim] = -1
-    per_channel = sw.dim() == 1
     scale = sx.detach().double() * (
-        sw.detach().double().reshape(shape) if per_channel else sw.detach().double()
+        sw.detach().double().reshape(shape) if sw.dim() == 1 else sw.detach().double()
     )
     if (
         dispatch.one_pass_cpu(acc)

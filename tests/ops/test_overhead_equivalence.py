@@ -74,7 +74,7 @@ def reference_output(acc: Tensor, qx, zx, qw, zw, sx, sw, bias, conv: tuple) -> 
 @pytest.mark.parametrize("signed", [False, True])
 @pytest.mark.parametrize("zero", [0.0, -0.0, -3.0])
 @pytest.mark.parametrize("grad", [False, True])
-@pytest.mark.parametrize("shape", [(3, 5, 7), (64, 32, 33)])  # below / above the +0.0 check size
+@pytest.mark.parametrize("shape", [(3, 5, 7), (64, 32, 33)])  # below / above the one-pass size
 def test_quantize_matches_formula(
     signed: bool, zero: float, grad: bool, shape: tuple[int, ...]
 ) -> None:

@@ -162,3 +162,15 @@ def test_one_pass_quantizer_leaves_other_broadcasts_and_graphs_to_torch(kernels_
     v = x / scale
     inside = torch.clamp(v, -128, 127) == v
     assert torch.equal(jvp, torch.where(inside, tangent / scale, 0.0))
+
+
+def test_one_pass_quantizer_refuses_a_range_its_rounding_cannot_hold(kernels_active) -> None:
+    """The kernel's round-half-even trick is exact below 2**22 only: a wider code range is
+    refused, not rounded wrongly (the quantizers never ask for more than 8 bits)."""
+    from appmult_fx.ops import kernels
+
+    x, s, zp = torch.randn(5000), torch.tensor(1.0), torch.tensor(0.0)
+    with pytest.raises(RuntimeError, match="code range"):
+        kernels.cpu_extension().quantize_forward(x, s, zp, -(2.0**23), 2.0**23, False)
+    q, _ = kernels.cpu_extension().quantize_forward(x, s, zp, -128.0, 127.0, False)
+    assert torch.equal(q, torch.round(torch.clamp(x, -128, 127)))

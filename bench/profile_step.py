@@ -6,12 +6,15 @@
 Each mode (``lut``: training step with LUT gradients, ``ste``: training step with the exact
 product's gradient, ``eval``: inference forward, ``float``: the float model's training step) is
 run once to warm up and then ``--steps`` times under the profiler; the table lists the ops by
-self CPU time (share of the mode's total), so it shows what bounds the step.
+self CPU time (share of the mode's total), so it shows what bounds the step. The header also
+gives the minor page faults and the system CPU time per call (fresh pages the allocator had
+returned to the OS and takes back: a cost no op of the table shows).
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 
 import torch
 from e2e_resnet18 import cifar_resnet18, training_step
@@ -54,14 +57,19 @@ def profile_mode(mode: str, args: argparse.Namespace) -> None:
     y = torch.randint(0, 10, (args.batch,))
     fn = step_fn(mode, make_model(mode, args.mult, x), x, y)
     fn()
+    before = resource.getrusage(resource.RUSAGE_SELF)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(args.steps):
             fn()
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    faults = (after.ru_minflt - before.ru_minflt) / args.steps
+    system_ms = (after.ru_stime - before.ru_stime) * 1e3 / args.steps
     events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
     total = sum(e.self_cpu_time_total for e in events)
     print(
         f"\n## {mode}: {total / 1e3 / args.steps:.1f} ms per call "
-        f"({torch.get_num_threads()} threads, batch {args.batch})"
+        f"({torch.get_num_threads()} threads, batch {args.batch}; {faults:.0f} minor page "
+        f"faults, {system_ms:.1f} ms system time per call)"
     )
     print("| op | self ms / call | share | calls / call |\n|---|---|---|---|")
     for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[: args.rows]:

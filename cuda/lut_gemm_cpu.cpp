@@ -403,10 +403,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lut_bmm", &lut_bmm, "Y = SUM_k T[a, w] (int32, mod 2**32)");
   m.def("lut_bmm_grad_a", &lut_bmm_grad_a, "dA = SUM_n G * GA[a, w]");
   m.def("lut_bmm_grad_w", &lut_bmm_grad_w, "dW = SUM_m G * GW[a, w]");
-  m.def("quantize_forward", &quantize_forward, "{round(clamp(x / s - zp)), clamp mask}");
+  m.def("quantize_forward", &quantize_forward,
+        "(round(clamp(x / s - zp)), clamp mask, any NaN or inf in x)");
   m.def("quantize_backward", &quantize_backward, "g / s, 0 where clamped");
   m.def("codes_to_indices_3d", &codes_to_indices_3d, "uint8 indices of a 3-D view of codes");
   m.def("contiguous_3d", &contiguous_3d, "a contiguous copy of a 3-D float32 view");
+  m.def("planes_from_rows", &planes_from_rows, "float32 [N, C, P] of int32 rows [N, P, C]");
+  m.def("fold_into_planes", &fold_into_planes, "col2im of one group's columns into out");
   m.def("rescale_forward", &rescale_forward, "float32(double(acc) * scale)");
   m.def("rescale_backward", &rescale_backward, "double(g) * scale, as acc's dtype");
 }

@@ -3,13 +3,16 @@
 // to float32. With a permuted view this is the channels-last activation indices, the im2col
 // weight indices or the weight gradient's [O, C/g, kh, kw] layout in one read and one write,
 // where the torch expressions (luts/indexing.codes_to_indices and the permuted copies of
-// ops/conv_gemm.py) take two to four passes, some of them transposing element by element.
+// ops/conv_gemm.py) take two to four passes, some of them transposing element by element. And
+// int32 sums in rows [N, Ho*Wo, O] to float32 planes [N, O, Ho*Wo] in tiles (torch's strided
+// cast of the permuted view runs 2-3x slower).
 #include "permute_cpu.h"
 
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 namespace {
 
@@ -64,6 +67,51 @@ void copy_view(const torch::Tensor& v, Out* out, F f) {
   });
 }
 
+constexpr int64_t kPlaneTile = 32;  // pixels x channels of a transposed tile
+
+// dst[j * p + i] = float(src[i * c + j]) for pixels i in [p0, p1) and channels j in [c0, c1)
+// (sizes passed by value, so the stores cannot alias them and the loop vectorizes).
+template <typename In>
+void plane_tile(const In* __restrict__ src, float* __restrict__ dst, int64_t p, int64_t c,
+                int64_t p0, int64_t p1, int64_t c0, int64_t c1) {
+  for (int64_t j = c0; j < c1; ++j)
+    for (int64_t i = p0; i < p1; ++i) dst[j * p + i] = static_cast<float>(src[i * c + j]);
+}
+
+// All of one image's [p, c] rows as [c, p] planes, tile by tile (the tile's source and
+// destination lines stay in L1 while the other index runs along them).
+template <typename In>
+void image_planes(const In* src, float* dst, int64_t p, int64_t c) {
+  for (int64_t p0 = 0; p0 < p; p0 += kPlaneTile)
+    for (int64_t c0 = 0; c0 < c; c0 += kPlaneTile)
+      plane_tile(src, dst, p, c, p0, std::min(p, p0 + kPlaneTile), c0,
+                 std::min(c, c0 + kPlaneTile));
+}
+
+// Geometry of a convolution's windows (input h x w, output ho x wo).
+struct Windows {
+  int64_t h, w, ho, wo, kh, kw, sh, sw, dh, dw;
+};
+
+// acc[(y * w + x) * c + ch] += cols[m][(i * kw + j) * c + ch] for every window m of one image
+// and tap (i, j), channels innermost. Each acc element gets its taps in F.fold's order, (i, j)
+// ascending: output rows and columns run backwards, the taps forwards (for a fixed element a
+// larger i means a smaller window row). One window row at a time touches kh rows of acc,
+// which stay in L1.
+void fold_image(const float* __restrict__ cols, float* __restrict__ acc, int64_t c,
+                const Windows g) {
+  const int64_t k = g.kh * g.kw * c;
+  for (int64_t yo = g.ho - 1; yo >= 0; --yo)
+    for (int64_t i = 0; i < g.kh; ++i)
+      for (int64_t xo = g.wo - 1; xo >= 0; --xo)
+        for (int64_t j = 0; j < g.kw; ++j) {
+          const float* __restrict__ s = cols + (yo * g.wo + xo) * k + (i * g.kw + j) * c;
+          float* __restrict__ a =
+              acc + ((yo * g.sh + i * g.dh) * g.w + xo * g.sw + j * g.dw) * c;
+          for (int64_t ch = 0; ch < c; ++ch) a[ch] += s[ch];
+        }
+}
+
 void check_view(const torch::Tensor& v) {
   TORCH_CHECK(v.device().is_cpu() && v.scalar_type() == torch::kFloat32 && v.dim() == 3,
               "appmult-fx: expected a 3-D float32 CPU view");
@@ -77,6 +125,57 @@ torch::Tensor codes_to_indices_3d(const torch::Tensor& codes, int64_t bits) {
   auto out = torch::empty(codes.sizes(), codes.options().dtype(torch::kUInt8));
   copy_view(codes, out.data_ptr<uint8_t>(), IndexOf{static_cast<uint8_t>((1u << bits) - 1u)});
   return out;
+}
+
+torch::Tensor planes_from_rows(const torch::Tensor& rows) {
+  TORCH_CHECK(rows.device().is_cpu() && rows.scalar_type() == torch::kInt32 && rows.dim() == 3 &&
+                  rows.is_contiguous(),
+              "appmult-fx: expected contiguous int32 CPU rows [N, P, C]");
+  const int64_t n = rows.size(0), p = rows.size(1), c = rows.size(2);
+  auto out = torch::empty({n, c, p}, rows.options().dtype(torch::kFloat32));
+  const int32_t* x = rows.data_ptr<int32_t>();
+  float* y = out.data_ptr<float>();
+  // square tiles of kPlaneTile pixels x channels, in parallel
+  const int64_t pt = (p + kPlaneTile - 1) / kPlaneTile, ct = (c + kPlaneTile - 1) / kPlaneTile;
+  at::parallel_for(0, n * pt * ct, 1, [=](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t b = t / (pt * ct), p0 = t / ct % pt * kPlaneTile, c0 = t % ct * kPlaneTile;
+      plane_tile(x + b * p * c, y + b * p * c, p, c, p0, std::min(p, p0 + kPlaneTile), c0,
+                 std::min(c, c0 + kPlaneTile));
+    }
+  });
+  return out;
+}
+
+void fold_into_planes(const torch::Tensor& cols, torch::Tensor& out, int64_t kh, int64_t kw,
+                      int64_t sh, int64_t sw, int64_t dh, int64_t dw) {
+  TORCH_CHECK(out.device().is_cpu() && out.scalar_type() == torch::kFloat32 && out.dim() == 4 &&
+                  out.is_contiguous(),
+              "appmult-fx: expected a contiguous float32 CPU output [N, C, H, W]");
+  const int64_t n = out.size(0), c = out.size(1), h = out.size(2), w = out.size(3);
+  TORCH_CHECK(kh >= 1 && kw >= 1 && sh >= 1 && sw >= 1 && dh >= 1 && dw >= 1,
+              "appmult-fx: expected positive kernel, stride and dilation");
+  // checked before dividing: C++ division truncates a negative span toward zero
+  TORCH_CHECK(h >= dh * (kh - 1) + 1 && w >= dw * (kw - 1) + 1,
+              "appmult-fx: a window (", kh, " x ", kw, ", dilation ", dh, " x ", dw,
+              ") is larger than the output (", h, " x ", w, ")");
+  const int64_t ho = (h - dh * (kh - 1) - 1) / sh + 1, wo = (w - dw * (kw - 1) - 1) / sw + 1;
+  TORCH_CHECK(cols.device().is_cpu() && cols.scalar_type() == torch::kFloat32 &&
+                  cols.is_contiguous() && cols.dim() == 2 && cols.size(0) == n * ho * wo &&
+                  cols.size(1) == kh * kw * c,
+              "appmult-fx: expected contiguous float32 columns [", n * ho * wo, ", ",
+              kh * kw * c, "], got ", cols.sizes());
+  const Windows g{h, w, ho, wo, kh, kw, sh, sw, dh, dw};
+  const float* src = cols.data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  at::parallel_for(0, n, 1, [=](int64_t begin, int64_t end) {
+    std::vector<float> acc(h * w * c);
+    for (int64_t b = begin; b < end; ++b) {
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      fold_image(src + b * ho * wo * kh * kw * c, acc.data(), c, g);
+      image_planes(acc.data(), dst + b * c * h * w, h * w, c);
+    }
+  });
 }
 
 torch::Tensor contiguous_3d(const torch::Tensor& view) {

@@ -1,11 +1,13 @@
-// One-pass CPU quantizer: the codes round(clamp(x / s - zp, qmin, qmax)) and the clamp mask in
-// one read of x, and the straight-through gradient (g / s, 0 where clamped) in one read of g.
+// One-pass CPU quantizer: the codes round(clamp(x / s - zp, qmin, qmax)), the clamp mask and
+// whether x holds NaN or inf in one read of x, and the straight-through gradient (g / s, 0
+// where clamped) in one read of g.
 // The same float32 operations in the same order as the composite torch expression
 // (ops/quantizers.py), so codes and gradients are bit-identical to it, signed zeros included;
 // the composite takes six passes and three temporaries forward, two passes backward.
 #include "quantize_cpu.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 
@@ -46,17 +48,25 @@ Channels channels(const torch::Tensor& x, const torch::Tensor& scale,
           per_channel};
 }
 
-// Codes (and, with Mask, the clamp mask as 0 / 1 bytes) of n elements sharing one channel.
+// Codes (and, with Mask, the clamp mask as 0 / 1 bytes) of n elements sharing one channel;
+// returns whether any of the n inputs is NaN or inf (all exponent bits set), which the clamp
+// would otherwise hide.
 template <bool Mask>
-APPMULT_VECTOR_CLONES void quantize_run(const float* __restrict__ x, float* __restrict__ q,
+APPMULT_VECTOR_CLONES bool quantize_run(const float* __restrict__ x, float* __restrict__ q,
                                         bool* __restrict__ mask, int64_t n, float s, float zp,
                                         float lo, float hi) {
+  constexpr uint32_t kExponent = 0x7f800000u;
+  uint32_t nonfinite = 0;
   for (int64_t i = 0; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, x + i, 4);
+    nonfinite |= static_cast<uint32_t>((bits & kExponent) == kExponent);
     const float v = x[i] / s - zp;
     const float clamped = std::min(std::max(v, lo), hi);
     if (Mask) mask[i] = clamped != v;
     q[i] = round_half_even(clamped);
   }
+  return nonfinite != 0;
 }
 
 // g / s, 0 where the mask is set, over n elements sharing one channel.
@@ -80,9 +90,9 @@ void check_float(const torch::Tensor& t, const char* what) {
 
 }  // namespace
 
-std::vector<torch::Tensor> quantize_forward(const torch::Tensor& x, const torch::Tensor& scale,
-                                            const torch::Tensor& zero_point, double qmin,
-                                            double qmax, bool with_mask) {
+std::tuple<torch::Tensor, torch::Tensor, bool> quantize_forward(
+    const torch::Tensor& x, const torch::Tensor& scale, const torch::Tensor& zero_point,
+    double qmin, double qmax, bool with_mask) {
   check_float(x, "x");
   check_float(scale, "scale");
   check_float(zero_point, "zero_point");
@@ -99,15 +109,16 @@ std::vector<torch::Tensor> quantize_forward(const torch::Tensor& x, const torch:
   float* qp = q.data_ptr<float>();
   bool* mp = with_mask ? mask.data_ptr<bool>() : nullptr;
   const int64_t runs = x.numel() / ch.inner;
+  std::atomic<bool> nonfinite{false};
   for_channel_runs(x.numel(), runs, ch.inner, [&](int64_t begin, int64_t end, int64_t c) {
-    if (mp != nullptr)
-      quantize_run<true>(xp + begin, qp + begin, mp + begin, end - begin, ch.s(c), ch.zp(c), lo,
-                         hi);
-    else
-      quantize_run<false>(xp + begin, qp + begin, nullptr, end - begin, ch.s(c), ch.zp(c), lo,
-                          hi);
+    const bool bad =
+        mp != nullptr ? quantize_run<true>(xp + begin, qp + begin, mp + begin, end - begin,
+                                           ch.s(c), ch.zp(c), lo, hi)
+                      : quantize_run<false>(xp + begin, qp + begin, nullptr, end - begin,
+                                            ch.s(c), ch.zp(c), lo, hi);
+    if (bad) nonfinite.store(true, std::memory_order_relaxed);
   });
-  return {q, mask};
+  return {q, mask, nonfinite.load()};
 }
 
 torch::Tensor quantize_backward(const torch::Tensor& g, const torch::Tensor& mask,

@@ -140,28 +140,47 @@ def col2im_rows(
     kernel: Sequence[int],
     stride: Sequence[int],
     dilation: Sequence[int],
+    out: Tensor | None = None,
 ) -> Tensor:
     """``F.fold`` of im2col rows ``cols [groups, N*Ho*Wo, kh*kw*C/g]`` (the layout of
-    :func:`im2col_indices`) onto ``[N, C, H, W]``: one strided channels-last add per kernel
-    position, in ``F.fold``'s order, with no transposed copy of ``cols``."""
+    :func:`im2col_indices`) onto ``[N, C, H, W]``, written into ``out`` (a contiguous
+    ``[N, C, H, W]`` tensor, e.g. a slice of a larger batch) when given. The taps are added in
+    ``F.fold``'s order, with no transposed copy of ``cols``: per image into a channels-last sum
+    and then transposed by the CPU kernel (one group, float32, where
+    :func:`.dispatch.one_pass_cpu` allows), else one strided channels-last add per tap."""
     n, c, h, w = size
     (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
     groups = cols.shape[0]
+    one_pass = groups == 1 and cols.dtype == torch.float32 and dispatch.one_pass_cpu(cols)
+    if one_pass and (out is None or out.is_contiguous()):
+        target = cols.new_empty((n, c, h, w)) if out is None else out
+        kernels.cpu_extension().fold_into_planes(cols[0], target, kh, kw, sh, sw, dh, dw)
+        return target
     ho, wo = _out_hw((h, w), kernel, stride, dilation)
     src = cols.reshape(groups, n, ho, wo, kh, kw, c // groups).permute(1, 2, 3, 4, 5, 0, 6)
-    out = cols.new_zeros(n, h, w, groups, c // groups)
+    sums = cols.new_zeros(n, h, w, groups, c // groups)
     for i in range(kh):
         for j in range(kw):
             rows = slice(i * dh, i * dh + sh * (ho - 1) + 1, sh)
             columns = slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
-            out[:, rows, columns].add_(src[:, :, :, i, j])
-    return out.reshape(n, h, w, c).permute(0, 3, 1, 2).contiguous()
+            sums[:, rows, columns].add_(src[:, :, :, i, j])
+    nchw = sums.reshape(n, h, w, c).permute(0, 3, 1, 2)
+    return nchw.contiguous() if out is None else out.copy_(nchw)
 
 
-def _rows_to_nchw(y: Tensor, n: int, ho: int, wo: int) -> Tensor:
-    """``[groups, N*Ho*Wo, O/g]`` -> ``[N, O, Ho, Wo]``."""
-    groups, _, og = y.shape
-    return y.reshape(groups, n, ho, wo, og).permute(1, 0, 4, 2, 3).reshape(n, groups * og, ho, wo)
+def _sums_to_nchw(acc: Tensor, n: int, ho: int, wo: int) -> Tensor:
+    """The exact sums ``[groups, N*Ho*Wo, O/g]`` as contiguous float32 ``[N, O, Ho, Wo]``: int32
+    sums of one group in one pass of the CPU copy kernel where it serves
+    (:func:`.dispatch.one_pass_cpu`; a tiled transpose, 2-3x faster than torch's strided cast),
+    else the torch cast of the permuted view; the same values either way."""
+    groups, _, og = acc.shape
+    if groups == 1 and acc.dtype == torch.int32 and dispatch.one_pass_cpu(acc):
+        by_image = acc.reshape(n, ho * wo, og)
+        return kernels.cpu_extension().planes_from_rows(by_image).reshape(n, og, ho, wo)
+    nchw = acc.reshape(groups, n, ho, wo, og).permute(1, 0, 4, 2, 3)
+    return nchw.reshape(n, groups * og, ho, wo).to(
+        torch.float32, memory_format=torch.contiguous_format
+    )
 
 
 def _nchw_to_rows(g: Tensor, groups: int) -> Tensor:
@@ -210,7 +229,7 @@ def approx_conv2d(
     ib = weight_indices(qw, bits_b, groups)
     acc = lut_sum(ia, ib, table)  # exact (int64 split-K beyond the int32 bound)
     ho, wo = _out_hw((h, w), kernel, stride, dilation)
-    return _rows_to_nchw(acc, n, ho, wo).to(torch.float32, memory_format=torch.contiguous_format)
+    return _sums_to_nchw(acc, n, ho, wo)
 
 
 @approx_conv2d.register_fake
@@ -235,6 +254,45 @@ def _setup(ctx, inputs, output) -> None:  # noqa: ANN001
     ctx.widths = table_widths(table)
     ctx.conv = (list(stride), list(dilation), groups)
     ctx.save_for_backward(qx, qw, grad_a, grad_b)
+
+
+# Bytes of float32 im2col columns the input gradient computes at a time (whole images): a
+# bound on that buffer at large batches (ResNet-18's layer1 has 38 MB of columns at batch 16,
+# 600 MB at batch 256), and blocks the allocator can keep instead of mapping fresh pages for
+# each call (glibc maps blocks over 32 MB afresh every time).
+_COLS_CHUNK_BYTES = 16 << 20
+
+
+def _input_grad(
+    rows: Tensor,
+    ia: Tensor,
+    ib: Tensor,
+    grad_a: Tensor,
+    qx: Tensor,
+    kernel: tuple[int, int],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+) -> Tensor:
+    """The LUT gradient of the padded codes ``qx``: ``lut_bmm_grad_a`` on the output rows and
+    col2im, over near-equal chunks of whole images whose columns fit :data:`_COLS_CHUNK_BYTES`.
+    Each row's sums are the same in a chunk; the CPU binding picks its kernel (direct or
+    transposed, different summation orders) by a call's row count, so a chunk's last bits can
+    differ from the whole batch's, within 1e-5, as between batches of different sizes."""
+    n = qx.shape[0]
+    groups, m, k = ia.shape
+    per_image = m // max(1, n)
+    fits = max(1, _COLS_CHUNK_BYTES // max(1, groups * per_image * k * 4))
+    if n <= fits:
+        cols = lut_bmm_grad_a(rows, ia, ib, grad_a)  # [groups, N*Ho*Wo, kh*kw*C/g]
+        return col2im_rows(cols, qx.shape, kernel, stride, dilation)
+    chunks = -(-n // fits)
+    bounds = [n * i // chunks for i in range(chunks + 1)]  # near-equal: no tiny last chunk
+    dx = qx.new_empty(qx.shape, dtype=rows.dtype)
+    for i0, i1 in zip(bounds[:-1], bounds[1:]):
+        part = slice(i0 * per_image, i1 * per_image)
+        cols = lut_bmm_grad_a(rows[:, part], ia[:, part], ib, grad_a)
+        col2im_rows(cols, (i1 - i0, *qx.shape[1:]), kernel, stride, dilation, out=dx[i0:i1])
+    return dx
 
 
 def _backward(ctx, g: Tensor):  # noqa: ANN001, ANN202
@@ -263,8 +321,7 @@ def _backward(ctx, g: Tensor):  # noqa: ANN001, ANN202
     ia = im2col_indices(nhwc_indices(qx, bits_a), (kh, kw), stride, dilation, groups)
     ib = weight_indices(qw, bits_b, groups)
     if need_a:
-        cols = lut_bmm_grad_a(rows, ia, ib, grad_a)  # [groups, N*Ho*Wo, kh*kw*C/g]
-        dx = col2im_rows(cols, qx.shape, (kh, kw), stride, dilation)
+        dx = _input_grad(rows, ia, ib, grad_a, qx, (kh, kw), stride, dilation)
     if need_b:
         dw = _weight_grad_layout(lut_bmm_grad_w(rows, ia, ib, grad_b), qw.shape, groups)
     return like_input(dx, qx), like_input(dw, qw), None, None, None, None, None, None

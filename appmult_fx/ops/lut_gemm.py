@@ -50,7 +50,10 @@ def int32_safe_k(table: Tensor) -> int:
     """Largest ``K`` whose sum of ``K`` entries of ``table`` surely fits int32:
     ``floor((2**31 - 1) / max|T|)``, at least 1 (one entry is an int32), unbounded for a zero
     table."""
-    peak = int(table.detach().to(torch.int64).abs().max()) if table.numel() else 0
+    if not table.numel():
+        return sys.maxsize
+    lo, hi = torch.aminmax(table.detach())  # one pass, no int64 copy; |lo| may be 2**31
+    peak = max(-int(lo), int(hi))
     return max(1, INT32_MAX // peak) if peak else sys.maxsize
 
 

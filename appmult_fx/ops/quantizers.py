@@ -73,15 +73,22 @@ class _Quantize(torch.autograd.Function):
         qmin: int,
         qmax: int,
         needs_grad: bool,
+        refuse_nonfinite: str | None,
     ) -> Tensor:
-        """The codes; keeps the clamp mask when ``needs_grad``."""
+        """The codes; keeps the clamp mask when ``needs_grad``. With ``refuse_nonfinite`` (what
+        ``x`` is, for the message) a NaN or inf in ``x`` raises :class:`NonFiniteError` (in
+        eager mode), found by the one-pass kernel's own read of ``x`` where it serves."""
         if _fused(x, scale, zero_point):
-            q, outside = kernels.cpu_extension().quantize_forward(
+            q, outside, nonfinite = kernels.cpu_extension().quantize_forward(
                 x, scale, zero_point, qmin, qmax, needs_grad
             )
+            if nonfinite and refuse_nonfinite is not None:
+                check_finite(*torch.aminmax(x), refuse_nonfinite)
             if needs_grad:
                 ctx.save_for_backward(outside, scale)
             return q
+        if refuse_nonfinite is not None and x.numel():
+            check_finite(*torch.aminmax(x), refuse_nonfinite)
         # in place in eager mode (fewer temporaries); out of place while compiling: torch 2.11's
         # compiled autograd.Function otherwise loses the mask (all-zero gradients)
         in_place = not torch.compiler.is_compiling()
@@ -98,12 +105,12 @@ class _Quantize(torch.autograd.Function):
         """Straight-through gradient for ``x``; none for the other inputs."""
         outside, scale = ctx.saved_tensors
         if torch.compiler.is_compiling():
-            return torch.where(outside, 0.0, g / scale), None, None, None, None, None
+            return torch.where(outside, 0.0, g / scale), None, None, None, None, None, None
         # the kernel's result has no graph: the torch expression when a graph is being built
         if not torch.is_grad_enabled() and _fused(g, scale, scale) and outside.is_contiguous():
             dx = kernels.cpu_extension().quantize_backward(g, outside, scale)
-            return dx, None, None, None, None, None
-        return (g / scale).masked_fill_(outside, 0.0), None, None, None, None, None
+            return dx, None, None, None, None, None, None
+        return (g / scale).masked_fill_(outside, 0.0), None, None, None, None, None, None
 
 
 def _fused(x: Tensor, scale: Tensor, zero_point: Tensor) -> bool:
@@ -126,12 +133,23 @@ def _fused(x: Tensor, scale: Tensor, zero_point: Tensor) -> bool:
     )
 
 
-def quantize(x: Tensor, scale: Tensor, zero_point: Tensor, bits: int, signed: bool) -> Tensor:
+def quantize(
+    x: Tensor,
+    scale: Tensor,
+    zero_point: Tensor,
+    bits: int,
+    signed: bool,
+    refuse_nonfinite: str | None = None,
+) -> Tensor:
     """Integer codes of ``x`` (float tensor), with straight-through rounding and clamp masks
-    (the gradient reaches ``x`` only, ``1 / scale`` inside the range)."""
+    (the gradient reaches ``x`` only, ``1 / scale`` inside the range). With
+    ``refuse_nonfinite`` (what ``x`` is, e.g. ``"an activation"``) a NaN or inf in ``x`` raises
+    :class:`NonFiniteError` instead of being clamped into a code (eager mode)."""
     qmin, qmax = operand_range(bits, signed)
     needs_grad = x.requires_grad and torch.is_grad_enabled()
-    return _Quantize.apply(x, scale.detach(), zero_point.detach(), qmin, qmax, needs_grad)
+    return _Quantize.apply(
+        x, scale.detach(), zero_point.detach(), qmin, qmax, needs_grad, refuse_nonfinite
+    )
 
 
 def eager_on_cpu(x: Tensor) -> bool:
@@ -190,15 +208,14 @@ class ActivationQuantizer(nn.Module):
                 stacklevel=2,
             )
             self._warned = True
+        refuse = None
         if self.training:
             # observe() has just checked x and folded it in: no second pass over x
             lo, hi = self.min_val, self.max_val
         elif eager_on_cpu(x) and bool(self.initialized):
-            # the calibrated range is used; one fused pass still refuses NaN/inf in x
-            if x.numel():
-                x_lo, x_hi = torch.aminmax(x.detach())
-                check_finite(x_lo, x_hi, "an activation")
-            lo, hi = self.min_val, self.max_val
+            # the calibrated range is used; the quantizer still refuses NaN/inf in x (in its
+            # own read of x where the one-pass kernel serves)
+            lo, hi, refuse = self.min_val, self.max_val, "an activation"
         else:
             # branch-free on tensor data, so torch.export / torch.compile trace it without guards
             xd = x.detach()
@@ -210,7 +227,7 @@ class ActivationQuantizer(nn.Module):
             lo = torch.where(self.initialized, self.min_val, lo)
             hi = torch.where(self.initialized, self.max_val, hi)
         scale, zp = qparams(lo, hi, self.bits, self.signed)
-        return quantize(x, scale, zp, self.bits, self.signed), scale, zp
+        return quantize(x, scale, zp, self.bits, self.signed, refuse), scale, zp
 
     def extra_repr(self) -> str:
         kind = "signed" if self.signed else "unsigned"

@@ -152,3 +152,101 @@ def test_exact_multiplier_equals_the_float_convolution(case) -> None:
     want = F.conv2d(qx.double(), qw.double(), stride=stride, dilation=dilation, groups=groups)
     assert out.dtype == torch.float32 and out.is_contiguous()
     assert torch.equal(out.double(), want)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "stride", "dilation", "size"),
+    [((3, 3), (1, 1), (1, 1), (6, 64, 34, 34)), ((3, 2), (2, 1), (2, 3), (3, 37, 19, 23))],
+)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_col2im_kernel_is_bit_identical_to_the_tap_by_tap_adds(
+    extension_calls, kernel, stride, dilation, size, threads
+) -> None:
+    """The CPU col2im kernel (one group, float32, large enough) gives the strided adds' bits,
+    written into a fresh tensor or a slice of a larger one, agrees with ``F.fold``, and refuses
+    a window larger than its output."""
+    from appmult_fx.ops import kernels
+    from appmult_fx.ops.dispatch import use_reference
+
+    n, c, h, w = size
+    ho, wo = (
+        (x - d * (k - 1) - 1) // st + 1 for x, k, st, d in zip((h, w), kernel, stride, dilation)
+    )
+    cols = torch.randn(1, n * ho * wo, kernel[0] * kernel[1] * c)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = col2im_rows(cols, size, kernel, stride, dilation)
+        into = torch.full((n + 2, c, h, w), 7.0)
+        col2im_rows(cols, size, kernel, stride, dilation, out=into[1 : n + 1])
+    finally:
+        torch.set_num_threads(previous)
+    assert extension_calls == ["fold_into_planes", "fold_into_planes"]
+    with pytest.raises(RuntimeError, match="larger than the output"):  # checked, not read past
+        kernels.cpu_extension().fold_into_planes(
+            torch.ones(1, 9), torch.zeros(1, 1, 2, 2), 3, 3, 2, 2, 1, 1
+        )
+    use_reference(True)  # the torch adds
+    try:
+        want = col2im_rows(cols, size, kernel, stride, dilation)
+    finally:
+        use_reference(False)
+    assert torch.equal(got.view(torch.int32), want.view(torch.int32))
+    assert torch.equal(into[1 : n + 1], want)
+    assert bool((into[0] == 7.0).all() and (into[-1] == 7.0).all())
+    fold_in = cols.reshape(n, ho, wo, kernel[0], kernel[1], c).permute(0, 5, 3, 4, 1, 2)
+    folded = F.fold(
+        fold_in.reshape(n, -1, ho * wo), (h, w), kernel, dilation=dilation, stride=stride
+    )
+    torch.testing.assert_close(got, folded, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["large", "large grouped"])
+def test_input_gradient_in_image_chunks(monkeypatch, kernels_active, case) -> None:
+    """The LUT input gradient computed over near-equal chunks of whole images (bounded im2col
+    columns) equals the whole batch's (to 1e-5: a call's row count may pick the other kernel)
+    and the gradient of an ordinary im2col + ``approx_bmm`` (its LUT backward, folded by
+    ``F.fold``); an empty batch still gets its empty gradient."""
+    from appmult_fx.ops import conv_gemm
+
+    torch.manual_seed(5)
+    mult = amx.with_gradients(amx.multiplier("mul8s_trunc8"))
+    qx, qw, stride, dilation, groups = _case(case, mult, batch=5)
+    tables = (mult.table, mult.grad_a, mult.grad_b)
+
+    def input_grad(chunk_bytes: int) -> torch.Tensor:
+        monkeypatch.setattr(conv_gemm, "_COLS_CHUNK_BYTES", chunk_bytes)
+        out = approx_conv2d(qx, qw, *tables, stride, dilation, groups)
+        (dx,) = torch.autograd.grad(out, qx, g)
+        return dx
+
+    with torch.no_grad():
+        g = torch.randn_like(approx_conv2d(qx, qw, *tables, stride, dilation, groups))
+    cin, _, kernel, *_ = CASES[case]
+    k = cin // groups * kernel[0] * kernel[1]
+    per_image = g.shape[2] * g.shape[3]
+    whole = input_grad(1 << 40)
+    products, product = [], conv_gemm.lut_bmm_grad_a
+
+    def counted(g: torch.Tensor, a: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+        products.append(a.shape[1])
+        return product(g, a, *rest)
+
+    monkeypatch.setattr(conv_gemm, "lut_bmm_grad_a", counted)
+    chunked = input_grad(2 * groups * per_image * k * 4)  # two images fit: chunks 1 + 2 + 2
+    assert products == [per_image, 2 * per_image, 2 * per_image]
+    qx2 = qx.detach().clone().requires_grad_()
+    want = torch.autograd.grad(
+        _im2col_reference(
+            qx2, qw, mult.table, (mult.grad_a, mult.grad_b), stride, dilation, groups
+        ),
+        qx2,
+        g,
+    )[0]
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-5)
+    assert torch.allclose(chunked, want, rtol=1e-6, atol=1e-4)
+    assert not torch.equal(chunked, torch.zeros_like(chunked))
+    empty = qx[:0].detach().clone().requires_grad_()
+    out = approx_conv2d(empty, qw, *tables, stride, dilation, groups)
+    (dx,) = torch.autograd.grad(out.sum(), empty)
+    assert dx.shape == empty.shape

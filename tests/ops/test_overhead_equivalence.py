@@ -143,6 +143,35 @@ def test_contiguous_copies_of_every_permuted_view(dims: tuple) -> None:
         assert same_bits(kernels.cpu_extension().contiguous_3d(view), view.contiguous()), order
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_conv_output_planes_equal_the_cast_of_the_permuted_rows(extension_calls, threads) -> None:
+    """The convolution's int32 rows ``[N*Ho*Wo, O]`` become float32 ``[N, O, Ho, Wo]`` through
+    the tiled CPU kernel with torch's cast, bit for bit: sums beyond 2**24 (rounded to nearest
+    even), the int32 extremes, ragged tiles, one pixel or one channel; and ``approx_conv2d``
+    hands its output to that kernel."""
+    from appmult_fx.ops import kernels
+
+    gen = torch.Generator().manual_seed(4)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for n, p, c in ((16, 1024, 64), (3, 33, 70), (2, 1, 513), (5, 97, 1)):
+            rows = torch.randint(-(2**31), 2**31 - 1, (n, p, c), dtype=torch.int32, generator=gen)
+            rows.view(-1)[:4] = torch.tensor([-(2**31), 2**31 - 1, 2**24 + 1, -(2**24) - 3])
+            want = rows.permute(0, 2, 1).to(torch.float32, memory_format=torch.contiguous_format)
+            assert same_bits(kernels.cpu_extension().planes_from_rows(rows), want), (n, p, c)
+        mult = amx.multiplier("mul8s_exact")
+        qx = torch.randint(-128, 128, (2, 16, 12, 12), generator=gen).float()
+        qw = torch.randint(-128, 128, (24, 16, 3, 3), generator=gen).float()
+        extension_calls.clear()
+        with torch.no_grad():
+            out = approx_conv2d(qx, qw, mult.table, None, None, [1, 1], [1, 1], 1)
+    finally:
+        torch.set_num_threads(previous)
+    assert extension_calls[-1] == "planes_from_rows"
+    assert same_bits(out, F.conv2d(qx.double(), qw.double()).float())
+
+
 CASES = [
     # multiplier, zero points, per-channel weights, groups, one_d
     ("mul8u_trunc4", True, False, 1, False),

@@ -172,5 +172,6 @@ def test_one_pass_quantizer_refuses_a_range_its_rounding_cannot_hold(kernels_act
     x, s, zp = torch.randn(5000), torch.tensor(1.0), torch.tensor(0.0)
     with pytest.raises(RuntimeError, match="code range"):
         kernels.cpu_extension().quantize_forward(x, s, zp, -(2.0**23), 2.0**23, False)
-    q, _ = kernels.cpu_extension().quantize_forward(x, s, zp, -128.0, 127.0, False)
+    q, _, nonfinite = kernels.cpu_extension().quantize_forward(x, s, zp, -128.0, 127.0, False)
+    assert not nonfinite
     assert torch.equal(q, torch.round(torch.clamp(x, -128, 127)))

@@ -36,6 +36,64 @@ def test_eval_quantizer_refuses_non_finite_activations(value) -> None:
         q.eval()(_poisoned(value))
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_one_pass_kernel_reports_every_non_finite_input(kernels_active, threads) -> None:
+    """The one-pass quantizer's own read of ``x`` reports NaN, inf and -inf wherever they sit
+    (first, last, either side of the two threads' split, a channel-run boundary) and nothing for
+    finite extremes (largest float, subnormals, -0.0); ground truth: ``torch.isfinite``."""
+    from appmult_fx.ops import kernels
+
+    ext = kernels.cpu_extension()
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(37, 3, 17, 19, generator=gen)  # 36 k elements: several parallel chunks
+    flat = x.view(-1)
+    flat[:4] = torch.tensor(
+        [
+            torch.finfo(torch.float32).max,
+            -torch.finfo(torch.float32).max,
+            torch.finfo(torch.float32).smallest_normal / 4,
+            -0.0,
+        ]
+    )
+    scale, zp = torch.rand(37, 1, 1, 1, generator=gen) + 0.1, torch.zeros(37, 1, 1, 1)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        assert ext.quantize_forward(x, scale, zp, -128.0, 127.0, False)[2] is False
+        for value in (math.nan, math.inf, -math.inf):
+            half = (flat.numel() + 1) // 2
+            for where in (0, 968, 969, half - 1, half, flat.numel() - 1):
+                y = x.clone()
+                y.view(-1)[where] = value
+                for mask in (False, True):
+                    got = ext.quantize_forward(y, scale, zp, -128.0, 127.0, mask)[2]
+                    assert got is (not bool(torch.isfinite(y).all())) is True, (value, where)
+    finally:
+        torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("value", [math.nan, -math.inf])
+def test_eval_quantizer_refuses_non_finite_in_the_kernels_own_read(
+    extension_calls, monkeypatch, value
+) -> None:
+    """A calibrated quantizer in eval mode on a large activation finds NaN/inf in the one-pass
+    kernel's read of ``x`` (no separate range pass: ``aminmax`` runs only to word the error)
+    and refuses it with the usual message."""
+    q = ActivationQuantizer(8, True)
+    q.train()(torch.randn(8))
+    q.eval()
+    ranges, aminmax = [], torch.aminmax
+    monkeypatch.setattr(torch, "aminmax", lambda *a, **k: ranges.append(1) or aminmax(*a, **k))
+    x = torch.randn(16, 64, 9, 9)
+    codes, _, _ = q(x)
+    assert extension_calls == ["quantize_forward"] and torch.isfinite(codes).all()
+    assert ranges == []
+    x[5, 7, 3, 2] = value
+    with pytest.raises(NonFiniteError, match="activation contains NaN or inf"):
+        q(x)
+    assert ranges == [1]
+
+
 def test_weight_quantizer_refuses_non_finite_weights() -> None:
     w = torch.randn(3, 4)
     w[1, 1] = math.nan

@@ -93,22 +93,22 @@ struct Windows {
   int64_t h, w, ho, wo, kh, kw, sh, sw, dh, dw;
 };
 
-// acc[(y * w + x) * c + ch] += cols[m][(i * kw + j) * c + ch] for every window m of one image
-// and tap (i, j), channels innermost. Each acc element gets its taps in F.fold's order, (i, j)
-// ascending: output rows and columns run backwards, the taps forwards (for a fixed element a
-// larger i means a smaller window row). One window row at a time touches kh rows of acc,
-// which stay in L1.
-void fold_image(const float* __restrict__ cols, float* __restrict__ acc, int64_t c,
-                const Windows g) {
+// acc[(y * w + x) * cb + ch] += cols[m][(i * kw + j) * c + c0 + ch] for every window m of one
+// image, tap (i, j) and channel ch < cb of the block from c0, channels innermost. Each acc
+// element gets its taps in F.fold's order, (i, j) ascending: output rows and columns run
+// backwards, the taps forwards (for a fixed element a larger i means a smaller window row).
+// One window row at a time touches kh rows of acc, which stay in L1.
+void fold_image(const float* __restrict__ cols, float* __restrict__ acc, int64_t c, int64_t c0,
+                int64_t cb, const Windows g) {
   const int64_t k = g.kh * g.kw * c;
   for (int64_t yo = g.ho - 1; yo >= 0; --yo)
     for (int64_t i = 0; i < g.kh; ++i)
       for (int64_t xo = g.wo - 1; xo >= 0; --xo)
         for (int64_t j = 0; j < g.kw; ++j) {
-          const float* __restrict__ s = cols + (yo * g.wo + xo) * k + (i * g.kw + j) * c;
+          const float* __restrict__ s = cols + (yo * g.wo + xo) * k + (i * g.kw + j) * c + c0;
           float* __restrict__ a =
-              acc + ((yo * g.sh + i * g.dh) * g.w + xo * g.sw + j * g.dw) * c;
-          for (int64_t ch = 0; ch < c; ++ch) a[ch] += s[ch];
+              acc + ((yo * g.sh + i * g.dh) * g.w + xo * g.sw + j * g.dw) * cb;
+          for (int64_t ch = 0; ch < cb; ++ch) a[ch] += s[ch];
         }
 }
 
@@ -168,12 +168,19 @@ void fold_into_planes(const torch::Tensor& cols, torch::Tensor& out, int64_t kh,
   const Windows g{h, w, ho, wo, kh, kw, sh, sw, dh, dw};
   const float* src = cols.data_ptr<float>();
   float* dst = out.data_ptr<float>();
-  at::parallel_for(0, n, 1, [=](int64_t begin, int64_t end) {
-    std::vector<float> acc(h * w * c);
-    for (int64_t b = begin; b < end; ++b) {
+  // tasks of one image and a block of channels (independent sums): whole images when there
+  // are enough of them for the threads, else blocks of 16k channels
+  const int64_t threads = at::get_num_threads();
+  const int64_t split = n >= threads ? 1 : std::min((threads + n - 1) / n, (c + 15) / 16);
+  const int64_t cb = std::min(c, ((c + split - 1) / split + 15) / 16 * 16);
+  const int64_t blocks = (c + cb - 1) / cb;
+  at::parallel_for(0, n * blocks, 1, [=](int64_t begin, int64_t end) {
+    std::vector<float> acc(h * w * cb);
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t b = t / blocks, c0 = t % blocks * cb, width = std::min(cb, c - c0);
       std::fill(acc.begin(), acc.end(), 0.0f);
-      fold_image(src + b * ho * wo * kh * kw * c, acc.data(), c, g);
-      image_planes(acc.data(), dst + b * c * h * w, h * w, c);
+      fold_image(src + b * ho * wo * kh * kw * c, acc.data(), c, c0, width, g);
+      image_planes(acc.data(), dst + (b * c + c0) * h * w, h * w, width);
     }
   });
 }

@@ -156,7 +156,11 @@ def test_exact_multiplier_equals_the_float_convolution(case) -> None:
 
 @pytest.mark.parametrize(
     ("kernel", "stride", "dilation", "size"),
-    [((3, 3), (1, 1), (1, 1), (6, 64, 34, 34)), ((3, 2), (2, 1), (2, 3), (3, 37, 19, 23))],
+    [
+        ((3, 3), (1, 1), (1, 1), (6, 64, 34, 34)),
+        ((3, 2), (2, 1), (2, 3), (3, 37, 19, 23)),
+        ((3, 3), (1, 1), (1, 1), (1, 40, 20, 22)),  # fewer images than threads: channel blocks
+    ],
 )
 @pytest.mark.parametrize("threads", [1, 2])
 def test_col2im_kernel_is_bit_identical_to_the_tap_by_tap_adds(

@@ -5,6 +5,8 @@ every case runs on the compiled CPU kernel and on the pure-PyTorch reference
 (``use_reference(True)``, what ``APPMULT_FX_REFERENCE=1`` sets at import).
 """
 
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -119,3 +121,24 @@ def test_int32_op_refuses_a_sum_that_may_wrap(path) -> None:
     with pytest.raises(RuntimeError, match="max\\|T\\| x K must fit int32.*lut_sum"):
         lut_bmm(a, w, table)
     assert lut_bmm(a[:, :, :33025], w[:, :33025], table).item() == 0  # within the bound: runs
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        [-(2**31), 0, 5, 7],  # the int32 minimum: |T| = 2**31 does not fit int32 itself
+        [2**31 - 1, -3, 0, 1],
+        [-40000, 39999, 0, 0],  # the peak is the most negative entry
+        [0, 0, 0, 0],
+    ],
+)
+def test_int32_safe_k_bounds_the_largest_magnitude(entries) -> None:
+    """``int32_safe_k`` against the bound computed from Python integers: ``floor((2**31 - 1) /
+    max|T|)``, at least 1, unbounded for a zero table; a too-large K from it would let a sum
+    wrap."""
+    table = torch.tensor(entries, dtype=torch.int32).reshape(2, 2)
+    peak = max(abs(v) for v in entries)
+    want = max(1, INT32_MAX // peak) if peak else sys.maxsize
+    assert int32_safe_k(table) == want
+    if peak:
+        assert int32_safe_k(table) * peak <= INT32_MAX or int32_safe_k(table) == 1

@@ -150,10 +150,11 @@ torch::Tensor forward_vbmi(const torch::Tensor& a, const torch::Tensor& w,
   const int64_t B = a.size(0), M = a.size(1), K = a.size(2), N = w.size(2);
   auto y = torch::empty({B, M, N}, a.options().dtype(torch::kInt32));
   // Rows over N unless that pads much more: the row operand is packed by a byte transpose, the
-  // column operand (a, already [B, M, K]) is read in place. A row side of more than 128 codes
-  // takes two permutes and a blend per plane (measured 1.7x the time of at most 128 codes), which
-  // weighs an orientation in for rectangular tables (8x5 .. 8x7: rows over the 7-bit side).
-  const auto permutes = [](int64_t codes) -> int64_t { return codes > 128 ? 5 : 3; };
+  // column operand (a, already [B, M, K]) is read in place. The port-5 time of a lookup grows
+  // with the row side's codes (vpermb at <= 64, vpermi2b at <= 128, two and a blend beyond:
+  // measured 1 : 1.5 : 2.5 per 64 codes with the unpacks), which weighs an orientation in for
+  // rectangular tables (8x5 .. 8x7: rows over the narrower side).
+  const auto permutes = [](int64_t codes) -> int64_t { return codes > 128 ? 5 : codes > 64 ? 3 : 2; };
   const int64_t na = table.size(0), nb = table.size(1);
   const bool over_n = round_up(N, 64) * M * permutes(nb) <=
                       4 * round_up(M, 64) * N * permutes(na) / 3;
@@ -162,7 +163,8 @@ torch::Tensor forward_vbmi(const torch::Tensor& a, const torch::Tensor& w,
   const auto columns = (over_n ? entries : entries.t()).contiguous();
   // planes[v] = low bytes of column v (entries over the row operand's codes), then the high
   // bytes, P each (zero-padded: a row code past the table reads 0, never outside the planes).
-  const int64_t ncol = columns.size(0), nrow = columns.size(1), P = nrow <= 128 ? 128 : 256;
+  const int64_t ncol = columns.size(0), nrow = columns.size(1);
+  const int64_t P = nrow <= 64 ? 64 : nrow <= 128 ? 128 : 256;
   const auto bytes = columns.view(torch::kUInt8).view({ncol, nrow, 2});  // little-endian: lo, hi
   auto planes = torch::zeros({ncol, 2, P}, a.options());
   planes.narrow(2, 0, nrow).copy_(bytes.permute({0, 2, 1}));
@@ -172,10 +174,10 @@ torch::Tensor forward_vbmi(const torch::Tensor& a, const torch::Tensor& w,
   const uint8_t* ap = a.data_ptr<uint8_t>();
   const uint8_t* wp = w.data_ptr<uint8_t>();
   if (over_n)
-    appmult_cpu_vbmi::lut_fwd(wp, w_str, ap, a_str, planes.data_ptr<uint8_t>(), P == 256, B, N, K,
+    appmult_cpu_vbmi::lut_fwd(wp, w_str, ap, a_str, planes.data_ptr<uint8_t>(), P, B, N, K,
                               M, nr.start(K), y.data_ptr<int32_t>(), yt_str, at::get_num_threads());
   else
-    appmult_cpu_vbmi::lut_fwd(ap, a_str, wp, w_str, planes.data_ptr<uint8_t>(), P == 256, B, M, K,
+    appmult_cpu_vbmi::lut_fwd(ap, a_str, wp, w_str, planes.data_ptr<uint8_t>(), P, B, M, K,
                               N, nr.start(K), y.data_ptr<int32_t>(), y_str, at::get_num_threads());
 #endif
   return y;

@@ -28,9 +28,10 @@ APPMULT_CPU_DECLARE(appmult_cpu_avx2)
 namespace appmult_cpu_vbmi {
 bool supported();
 // out[b, r, c] = start + SUM_k T[row(b, r, k), col(b, c, k)] (mod 2**32) for codes given by
-// base pointers and (batch, index, k) strides; out strides (batch, row, column).
+// base pointers and (batch, index, k) strides; out strides (batch, row, column); planes of P =
+// 64, 128 or 256 bytes per column code (row codes below P).
 void lut_fwd(const uint8_t* row_codes, const int64_t* row_strides, const uint8_t* col_codes,
-             const int64_t* col_strides, const uint8_t* planes, bool wide, int64_t B, int64_t rows,
+             const int64_t* col_strides, const uint8_t* planes, int64_t P, int64_t B, int64_t rows,
              int64_t K, int64_t cols, int32_t start, int32_t* out, const int64_t* out_strides,
              int nthreads);
 }  // namespace appmult_cpu_vbmi

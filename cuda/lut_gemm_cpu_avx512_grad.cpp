@@ -344,7 +344,13 @@ TileFn tile_fn(int64_t r) {
   }
 }
 
-// Row codes by groups of R k: out[b][k / R][m][k % R] = src[b * sb + m * sm + k * sk] (0 for the
+// o[m * W .. m * W + W) = s[m * sm .. m * sm + W) for m0 <= m < m1.
+template <int64_t W>
+inline void copy_runs(const uint8_t* s, int64_t sm, int64_t m0, int64_t m1, uint8_t* o) {
+  for (int64_t m = m0; m < m1; ++m) memcpy(o + m * W, s + m * sm, W);
+}
+
+// Row codes by groups of R k (2, 4 or 8): out[b][k / R][m][k % R] = src[b * sb + m * sm + k * sk] (0 for the
 // k past K that pad the last group).
 void pack_codes(const uint8_t* src, int64_t sb, int64_t sm, int64_t sk, int64_t B, int64_t M,
                 int64_t K, int64_t R, uint8_t* out, int nthreads) {
@@ -357,7 +363,11 @@ void pack_codes(const uint8_t* src, int64_t sb, int64_t sm, int64_t sk, int64_t 
     const uint8_t* s = src + b * sb + k0 * sk;
     uint8_t* o = out + ((b * groups + grp) * M) * R;
     if (kc < R) memset(o + m0 * R, 0, (m1 - m0) * R);
-    if (sk == 1) {
+    if (sk == 1 && kc == R) {  // one fixed-size move per row (a memcpy call each took longer)
+      if (R == 8) copy_runs<8>(s, sm, m0, m1, o);
+      else if (R == 4) copy_runs<4>(s, sm, m0, m1, o);
+      else copy_runs<2>(s, sm, m0, m1, o);
+    } else if (sk == 1) {
       for (int64_t m = m0; m < m1; ++m) memcpy(o + m * R, s + m * sm, kc);
     } else {
       for (int64_t r = 0; r < kc; ++r)

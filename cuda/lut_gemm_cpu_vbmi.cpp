@@ -1,18 +1,22 @@
 // Forward LUT-GEMM with AVX-512 VBMI byte permutes and VNNI word dot products.
 //
 // For a fixed column code v = w[k, n], the table column T[:, v] (16-bit entries, split into a
-// low-byte and a high-byte plane of 128 or 256 bytes each) fits in 4 (bits <= 7) or 8 (8 bits)
-// zmm registers. `vpermi2b` then looks up 64 activation codes at once in each plane; unpacking
-// the two byte vectors gives the 64 signed 16-bit entries, and `vpdpwssd` with a (1, 0) / (0, 1)
-// word pattern adds the even / odd words into int32 accumulators (wrap-around = mod 2**32, the
-// reference's semantics). One multiply-accumulate costs about 1/8 (7-bit) or 1/5 (8-bit) of a
-// vector instruction and no table is built per call beyond the planes of the n column codes.
+// low-byte and a high-byte plane of P = 64, 128 or 256 bytes each) fits in 2 (<= 64 row codes),
+// 4 (<= 128) or 8 (<= 256) zmm registers. Byte permutes then look up 64 activation codes at once
+// in each plane: one single-register `vpermb` per plane at 64 codes, one two-register
+// `vpermi2b` at 128 (twice the port-5 time of `vpermb` on Sapphire Rapids), two and a blend at
+// 256. Unpacking the two byte vectors gives the 64 signed 16-bit entries, and `vpdpwssd` with a
+// (1, 0) / (0, 1) word pattern adds the even / odd words into int32 accumulators (wrap-around =
+// mod 2**32, the reference's semantics). No table is built per call beyond the planes of the n
+// column codes.
 //
 // The operands are packed here (in parallel) before the products: the row operand into blocks
 // [K][64 R] of codes (rows permuted within each 64 as accumulate() needs, zero-padded), the column
 // operand into one contiguous run of K codes per column. The binding (lut_gemm_cpu.cpp) passes
-// `planes[v]` = the low bytes then the high bytes of T[u][v] - offset as int16 (P = 128 or 256
-// bytes each); results go straight to the strided int32 output.
+// `planes[v]` = the low bytes then the high bytes of T[u][v] - offset as int16 (P bytes each,
+// zero past the table; a permute reads only the low log2(P) bits of a code, so codes must be
+// below P, which the op layer's range check guarantees); results go straight to the strided
+// int32 output.
 #if defined(__x86_64__)
 #include <immintrin.h>
 
@@ -56,7 +60,27 @@ struct Codes {
   uint8_t at(int64_t b, int64_t i, int64_t k) const { return base[b * sb + i * si + k * sk]; }
 };
 
+// out[j * ld] (8 bytes) = byte j of the 8-byte runs x[0..7] (byte i of out[j * ld] from x[i]):
+// an 8 x 8 byte transpose in three rounds of unpacks.
+inline void transpose8x8(const uint64_t* x, uint8_t* out, int64_t ld) {
+  __m128i v[8];
+  for (int i = 0; i < 8; ++i) v[i] = _mm_cvtsi64_si128(static_cast<long long>(x[i]));
+  const __m128i t0 = _mm_unpacklo_epi8(v[0], v[1]), t1 = _mm_unpacklo_epi8(v[2], v[3]);
+  const __m128i t2 = _mm_unpacklo_epi8(v[4], v[5]), t3 = _mm_unpacklo_epi8(v[6], v[7]);
+  const __m128i u0 = _mm_unpacklo_epi16(t0, t1), u1 = _mm_unpackhi_epi16(t0, t1);
+  const __m128i u2 = _mm_unpacklo_epi16(t2, t3), u3 = _mm_unpackhi_epi16(t2, t3);
+  const __m128i w[4] = {_mm_unpacklo_epi32(u0, u2), _mm_unpackhi_epi32(u0, u2),
+                        _mm_unpacklo_epi32(u1, u3), _mm_unpackhi_epi32(u1, u3)};
+  for (int j = 0; j < 4; ++j) {
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(out + (2 * j) * ld), w[j]);
+    _mm_storeh_pd(reinterpret_cast<double*>(out + (2 * j + 1) * ld), _mm_castsi128_pd(w[j]));
+  }
+}
+
 // dst[b][blk][k][p] = code(b, blk * RB + 64 (p / 64) + row_at(p % 64), k), 0 for padding rows.
+// Positions go 8 at a time: with codes contiguous along k, 8 x 8 byte transposes of 8-byte runs
+// (a byte-by-byte loop of strided stores took about 1 ns per code, as long as the products of
+// 56 columns); else code by code.
 void pack_rows(const Codes& src, int64_t B, int64_t rows, int64_t K, int64_t RB, int64_t blocks,
                uint8_t* dst, int nthreads) {
   constexpr int64_t KC = 64;  // k per pass: 64 destination rows of RB bytes stay in L1
@@ -66,13 +90,25 @@ void pack_rows(const Codes& src, int64_t B, int64_t rows, int64_t K, int64_t RB,
     const int64_t bb = task / kchunks, k0 = (task % kchunks) * KC;
     const int64_t b = bb / blocks, blk = bb % blocks, k1 = k0 + KC < K ? k0 + KC : K;
     uint8_t* out = dst + bb * K * RB;
-    for (int64_t p = 0; p < RB; ++p) {
-      const int64_t r = blk * RB + 64 * (p / 64) + row_at(p % 64);
-      if (r < rows) {
-        for (int64_t k = k0; k < k1; ++k) out[k * RB + p] = src.at(b, r, k);
-      } else {
-        for (int64_t k = k0; k < k1; ++k) out[k * RB + p] = 0;
+    for (int64_t p0 = 0; p0 < RB; p0 += 8) {
+      const uint8_t* from[8];  // the 8 positions' rows at k = 0, nullptr for padding rows
+      for (int64_t i = 0; i < 8; ++i) {
+        const int64_t r = blk * RB + 64 * (p0 / 64) + row_at((p0 + i) % 64);
+        from[i] = r < rows ? src.base + b * src.sb + r * src.si : nullptr;
       }
+      int64_t k = k0;
+      if (src.sk == 1) {
+        for (; k + 8 <= k1; k += 8) {
+          uint64_t x[8];
+          for (int64_t i = 0; i < 8; ++i)
+            if (from[i] != nullptr) std::memcpy(&x[i], from[i] + k, 8);
+            else x[i] = 0;
+          transpose8x8(x, out + k * RB + p0, RB);
+        }
+      }
+      for (; k < k1; ++k)
+        for (int64_t i = 0; i < 8; ++i)
+          out[k * RB + p0 + i] = from[i] != nullptr ? from[i][k * src.sk] : 0;
     }
   }
 }
@@ -116,41 +152,44 @@ inline void add_block(const __m512i (&acc)[R][4], int64_t rows, bool first, int3
     }
 }
 
+// The low (`lo`) and high (`hi`) entry bytes of the 64 row codes `idx` in a column's planes of
+// P bytes each (t: the planes' P / 64 registers, low plane first).
+template <int P>
+inline void lookup(const __m512i* t, __m512i idx, __m512i& lo, __m512i& hi) {
+  if constexpr (P == 64) {
+    lo = _mm512_permutexvar_epi8(idx, t[0]);
+    hi = _mm512_permutexvar_epi8(idx, t[1]);
+  } else if constexpr (P == 128) {
+    lo = _mm512_permutex2var_epi8(t[0], idx, t[1]);
+    hi = _mm512_permutex2var_epi8(t[2], idx, t[3]);
+  } else {
+    const __mmask64 top = _mm512_movepi8_mask(idx);  // code >= 128
+    lo = _mm512_mask_blend_epi8(top, _mm512_permutex2var_epi8(t[0], idx, t[1]),
+                                _mm512_permutex2var_epi8(t[2], idx, t[3]));
+    hi = _mm512_mask_blend_epi8(top, _mm512_permutex2var_epi8(t[4], idx, t[5]),
+                                _mm512_permutex2var_epi8(t[6], idx, t[7]));
+  }
+}
+
 // One column (codes wcol[0..ks)) over ks steps of a packed row block ablk [ks][64R], added to
 // dst by add_block.
-template <int R, bool Wide>
+template <int R, int P>
 void column_block(const uint8_t* ablk, const uint8_t* wcol, const uint8_t* planes, int64_t ks,
                   int64_t rows, bool first, int32_t start, int32_t* dst) {
-  constexpr int64_t P = Wide ? 256 : 128, RB = 64 * R;
+  constexpr int64_t RB = 64 * R, V = 2 * P / 64;  // V: registers of a column's two planes
   const __m512i even = _mm512_set1_epi32(1), odd = _mm512_set1_epi32(1 << 16);
   __m512i acc[R][4];
   for (int r = 0; r < R; ++r)
     for (int q = 0; q < 4; ++q) acc[r][q] = _mm512_setzero_si512();
   for (int64_t k = 0; k < ks; ++k) {
     const uint8_t* p = planes + static_cast<int64_t>(wcol[k]) * 2 * P;
+    __m512i t[V];
+    for (int64_t i = 0; i < V; ++i) t[i] = _mm512_loadu_si512(p + 64 * i);
     const uint8_t* ak = ablk + k * RB;
-    if constexpr (!Wide) {
-      const __m512i l0 = _mm512_loadu_si512(p), l1 = _mm512_loadu_si512(p + 64);
-      const __m512i h0 = _mm512_loadu_si512(p + P), h1 = _mm512_loadu_si512(p + P + 64);
-      for (int r = 0; r < R; ++r) {
-        const __m512i idx = _mm512_loadu_si512(ak + 64 * r);
-        accumulate(_mm512_permutex2var_epi8(l0, idx, l1), _mm512_permutex2var_epi8(h0, idx, h1),
-                   even, odd, acc[r]);
-      }
-    } else {
-      const __m512i l0 = _mm512_loadu_si512(p), l1 = _mm512_loadu_si512(p + 64);
-      const __m512i l2 = _mm512_loadu_si512(p + 128), l3 = _mm512_loadu_si512(p + 192);
-      const __m512i h0 = _mm512_loadu_si512(p + P), h1 = _mm512_loadu_si512(p + P + 64);
-      const __m512i h2 = _mm512_loadu_si512(p + P + 128), h3 = _mm512_loadu_si512(p + P + 192);
-      for (int r = 0; r < R; ++r) {
-        const __m512i idx = _mm512_loadu_si512(ak + 64 * r);
-        const __mmask64 top = _mm512_movepi8_mask(idx);  // code >= 128
-        const __m512i lo = _mm512_mask_blend_epi8(top, _mm512_permutex2var_epi8(l0, idx, l1),
-                                                  _mm512_permutex2var_epi8(l2, idx, l3));
-        const __m512i hi = _mm512_mask_blend_epi8(top, _mm512_permutex2var_epi8(h0, idx, h1),
-                                                  _mm512_permutex2var_epi8(h2, idx, h3));
-        accumulate(lo, hi, even, odd, acc[r]);
-      }
+    for (int r = 0; r < R; ++r) {
+      __m512i lo, hi;
+      lookup<P>(t, _mm512_loadu_si512(ak + 64 * r), lo, hi);
+      accumulate(lo, hi, even, odd, acc[r]);
     }
   }
   add_block<R>(acc, rows, first, start, dst);
@@ -161,8 +200,8 @@ void column_block(const uint8_t* ablk, const uint8_t* wcol, const uint8_t* plane
 // output rows are contiguous (os_r == 1) columns accumulate in place; otherwise (then os_c == 1)
 // in a column-major [kCols][64R] tile that leaves as row segments, so no output line is written
 // by many tasks.
-template <int R>
-void products(const uint8_t* apack, const uint8_t* wt, const uint8_t* planes, bool wide,
+template <int R, int P>
+void products(const uint8_t* apack, const uint8_t* wt, const uint8_t* planes,
               int64_t B, int64_t rows, int64_t K, int64_t cols, int32_t start, int32_t* out,
               int64_t os_b, int64_t os_r, int64_t os_c, int nthreads) {
   constexpr int64_t RB = 64 * R, KS = 32768 / RB;
@@ -181,10 +220,7 @@ void products(const uint8_t* apack, const uint8_t* wt, const uint8_t* planes, bo
       for (int64_t c = c0; c < c1; ++c) {
         const uint8_t* wcol = wt + (b * cols + c) * K + k0;
         int32_t* dst = tiled ? tile + (c - c0) * RB : out + b * os_b + c * os_c + row0;
-        if (wide)
-          column_block<R, true>(ablk + k0 * RB, wcol, planes, ks, nrows, k0 == 0, start, dst);
-        else
-          column_block<R, false>(ablk + k0 * RB, wcol, planes, ks, nrows, k0 == 0, start, dst);
+        column_block<R, P>(ablk + k0 * RB, wcol, planes, ks, nrows, k0 == 0, start, dst);
       }
     }
     if (tiled) {
@@ -199,6 +235,15 @@ void products(const uint8_t* apack, const uint8_t* wt, const uint8_t* planes, bo
   }
 }
 
+using Products = void (*)(const uint8_t*, const uint8_t*, const uint8_t*, int64_t, int64_t,
+                         int64_t, int64_t, int32_t, int32_t*, int64_t, int64_t, int64_t, int);
+
+// The products of row blocks of 64 R rows for planes of P bytes.
+template <int R>
+Products products_for(int64_t P) {
+  return P == 64 ? products<R, 64> : P == 128 ? products<R, 128> : products<R, 256>;
+}
+
 }  // namespace
 
 bool supported() {
@@ -208,7 +253,7 @@ bool supported() {
 }
 
 void lut_fwd(const uint8_t* row_codes, const int64_t* row_strides, const uint8_t* col_codes,
-             const int64_t* col_strides, const uint8_t* planes, bool wide, int64_t B, int64_t rows,
+             const int64_t* col_strides, const uint8_t* planes, int64_t P, int64_t B, int64_t rows,
              int64_t K, int64_t cols, int32_t start, int32_t* out, const int64_t* out_strides,
              int nthreads) {
   // Blocks of 4 x 64 rows (16 accumulators + up to 8 table registers in the 32 zmm) amortise
@@ -225,13 +270,10 @@ void lut_fwd(const uint8_t* row_codes, const int64_t* row_strides, const uint8_t
     pack_cols({col_codes, col_strides[0], col_strides[1], col_strides[2]}, B, cols, K, wt,
               nthreads);
   const uint8_t* wp = packed ? col_codes : wt;
-  const int64_t os_b = out_strides[0], os_r = out_strides[1], os_c = out_strides[2];
-  if (RB == 256)
-    products<4>(apack, wp, planes, wide, B, rows, K, cols, start, out, os_b, os_r, os_c, nthreads);
-  else if (RB == 128)
-    products<2>(apack, wp, planes, wide, B, rows, K, cols, start, out, os_b, os_r, os_c, nthreads);
-  else
-    products<1>(apack, wp, planes, wide, B, rows, K, cols, start, out, os_b, os_r, os_c, nthreads);
+  const Products run = RB == 256 ? products_for<4>(P) : RB == 128 ? products_for<2>(P)
+                                                                  : products_for<1>(P);
+  run(apack, wp, planes, B, rows, K, cols, start, out, out_strides[0], out_strides[1],
+      out_strides[2], nthreads);
   std::free(apack);
   std::free(wt);
 }

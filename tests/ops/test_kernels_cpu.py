@@ -162,9 +162,9 @@ def test_cpu_gradient_blocks(cpu_backend) -> None:
 
 def test_cpu_forward_row_blocks(cpu_backend) -> None:
     """Shapes that take every row block of the byte-permute forward (64, 128, 256 rows, partial
-    blocks) in both orientations, 7 and 8 bits (two- and four-register tables)."""
+    blocks) in both orientations, 5 to 8 bits (one-, two- and four-register planes)."""
     gen = torch.Generator().manual_seed(5)
-    for bits in (7, 8):
+    for bits in (5, 6, 7, 8):
         table = make_table(bits, False, gen) + 40000  # narrowed with a non-zero offset
         for shape in [
             (1, 1030, 9, 3),

@@ -1,0 +1,39 @@
+"""bench/port_rates.py: the forward's port-5 bound from instruction cycles (hand-computed
+figures), and the probe itself where the CPU and a C compiler allow it."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import pytest
+
+from appmult_fx.ops import kernels
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "port_rates.py"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("port_rates", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bound_counts_two_permutes_and_two_unpacks_per_64_codes() -> None:
+    cycles = {"vpermb": 1.0, "vpermi2b": 2.0, "vpunpcklbw": 1.0}
+    limit = _module().bounds(cycles, ghz=4.0)
+    # 64 MACs per (2 permutes + 2 unpacks) port-5 cycles, four per plane pair at P = 256
+    assert limit == {64: 64 / 4 * 4.0, 128: 64 / 6 * 4.0, 256: 64 / 10 * 4.0}
+
+
+def test_probe_reports_every_instruction() -> None:
+    if kernels.cpu_extension().best_isa() != "avx512":
+        pytest.skip("this CPU lacks AVX-512 VBMI / VNNI, which the probe times")
+    if not any(shutil.which(name) for name in ("cc", "gcc", "clang")):
+        pytest.skip("no C compiler to build the probe")
+    ns = _module().instruction_ns(200_000)
+    expected = {"vpaddd_chain", "vpermb", "vpermi2b", "vpunpcklbw", "vpdpwssd", "vpblendmb"}
+    assert set(ns) == expected
+    assert all(value > 0 for value in ns.values())

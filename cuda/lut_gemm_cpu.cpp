@@ -1,7 +1,9 @@
 // Torch binding of the CPU LUT-GEMM kernels: argument checks, padding, orientation, ISA dispatch.
 #include <torch/extension.h>
 
+#include <cstring>
 #include <string>
+#include <vector>
 
 #include "bit_limits.h"
 #include "lut_gemm_cpu.h"
@@ -143,12 +145,20 @@ torch::Tensor forward_oriented(const torch::Tensor& a, const torch::Tensor& w,
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
+// The row-side codes a [B, M, K] of a forward: dense (`data`, [B][M][K]) or, where `win` is
+// set, read through windows (B = 1).
+struct RowCodes {
+  const uint8_t* data;
+  const appmult_rows::Windows* win;
+  int64_t B, M, K;
+};
+
 // Y [B, M, N] = SUM_k TBL[a, w] with the AVX-512 VBMI kernel (int32 table whose entries fit 16
 // bits after narrowing `nr`); the kernel writes Y in place through strides.
-torch::Tensor forward_vbmi(const torch::Tensor& a, const torch::Tensor& w,
-                           const torch::Tensor& table, const Narrowing& nr) {
-  const int64_t B = a.size(0), M = a.size(1), K = a.size(2), N = w.size(2);
-  auto y = torch::empty({B, M, N}, a.options().dtype(torch::kInt32));
+torch::Tensor forward_vbmi(const RowCodes& a, const torch::Tensor& w, const torch::Tensor& table,
+                           const Narrowing& nr) {
+  const int64_t B = a.B, M = a.M, K = a.K, N = w.size(2);
+  auto y = torch::empty({B, M, N}, w.options().dtype(torch::kInt32));
   // Rows over N unless that pads much more: the row operand is packed by a byte transpose, the
   // column operand (a, already [B, M, K]) is read in place. The port-5 time of a lookup grows
   // with the row side's codes (vpermb at <= 64, vpermi2b at <= 128, two and a blend beyond:
@@ -166,19 +176,20 @@ torch::Tensor forward_vbmi(const torch::Tensor& a, const torch::Tensor& w,
   const int64_t ncol = columns.size(0), nrow = columns.size(1);
   const int64_t P = nrow <= 64 ? 64 : nrow <= 128 ? 128 : 256;
   const auto bytes = columns.view(torch::kUInt8).view({ncol, nrow, 2});  // little-endian: lo, hi
-  auto planes = torch::zeros({ncol, 2, P}, a.options());
+  auto planes = torch::zeros({ncol, 2, P}, w.options());
   planes.narrow(2, 0, nrow).copy_(bytes.permute({0, 2, 1}));
   const int64_t a_str[3] = {M * K, K, 1}, w_str[3] = {K * N, 1, N};
   const int64_t y_str[3] = {M * N, N, 1}, yt_str[3] = {M * N, 1, N};
 #if defined(APPMULT_CPU_HAS_VBMI_PATH)
-  const uint8_t* ap = a.data_ptr<uint8_t>();
   const uint8_t* wp = w.data_ptr<uint8_t>();
   if (over_n)
-    appmult_cpu_vbmi::lut_fwd(wp, w_str, ap, a_str, planes.data_ptr<uint8_t>(), P, B, N, K,
-                              M, nr.start(K), y.data_ptr<int32_t>(), yt_str, at::get_num_threads());
+    appmult_cpu_vbmi::lut_fwd(wp, w_str, a.data, a_str, planes.data_ptr<uint8_t>(), P, B, N, K, M,
+                              nr.start(K), y.data_ptr<int32_t>(), yt_str, at::get_num_threads(),
+                              nullptr, a.win);
   else
-    appmult_cpu_vbmi::lut_fwd(ap, a_str, wp, w_str, planes.data_ptr<uint8_t>(), P, B, M, K,
-                              N, nr.start(K), y.data_ptr<int32_t>(), y_str, at::get_num_threads());
+    appmult_cpu_vbmi::lut_fwd(a.data, a_str, wp, w_str, planes.data_ptr<uint8_t>(), P, B, M, K, N,
+                              nr.start(K), y.data_ptr<int32_t>(), y_str, at::get_num_threads(),
+                              a.win, nullptr);
 #endif
   return y;
 }
@@ -342,7 +353,8 @@ torch::Tensor lut_bmm(torch::Tensor a, torch::Tensor w, torch::Tensor table, std
       return appmult_narrow::forward(a, w, table, nr.offset, start);
     if (nr.fits && appmult_narrow::serves(na))
       return t3(appmult_narrow::forward(t3(w), t3(a), table.t(), nr.offset, start)).contiguous();
-    if (nr.fits) return forward_vbmi(a, w, table, nr);
+    if (nr.fits)
+      return forward_vbmi({a.data_ptr<uint8_t>(), nullptr, a.size(0), M, a.size(2)}, w, table, nr);
   }
   if (cost(N, M, nb, kFwdPerRow) < cost(M, N, na, kFwdPerRow)) {
     // Y^T = SUM_k TBL^T[w^T, a^T]: rows over N (codes of w: nb table rows), columns over M.
@@ -351,6 +363,99 @@ torch::Tensor lut_bmm(torch::Tensor a, torch::Tensor w, torch::Tensor table, std
     return yt.transpose(1, 2).contiguous();
   }
   return forward_oriented(a, w, table.t().contiguous(), na, avx2);
+}
+
+namespace {
+
+// The windows of a convolution over channels-last indices x [N, H, W, C] with a (kh, kw)
+// kernel: rows[i] for the output pixels in order, cols[k] for K ordered (kh, kw, C).
+struct ConvWindows {
+  torch::Tensor rows, cols;
+  appmult_rows::Windows view;
+  int64_t M, K;
+};
+
+ConvWindows conv_windows(const torch::Tensor& x, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                         int64_t dh, int64_t dw) {
+  const int64_t n = x.size(0), h = x.size(1), wd = x.size(2), c = x.size(3);
+  TORCH_CHECK(kh >= 1 && kw >= 1 && sh >= 1 && sw >= 1 && dh >= 1 && dw >= 1,
+              "appmult-fx: expected kernel, stride and dilation >= 1");
+  TORCH_CHECK(h >= dh * (kh - 1) + 1 && wd >= dw * (kw - 1) + 1, "appmult-fx: a ", kh, "x", kw,
+              " kernel with dilation (", dh, ", ", dw, ") is larger than the input ", h, "x", wd);
+  const int64_t ho = (h - dh * (kh - 1) - 1) / sh + 1, wo = (wd - dw * (kw - 1) - 1) / sw + 1;
+  ConvWindows cw{torch::empty({n * ho * wo}, x.options().dtype(torch::kInt64)),
+                 torch::empty({kh * kw * c}, x.options().dtype(torch::kInt64)),
+                 {},
+                 n * ho * wo,
+                 kh * kw * c};
+  int64_t* rows = cw.rows.data_ptr<int64_t>();
+  int64_t* cols = cw.cols.data_ptr<int64_t>();
+  at::parallel_for(0, cw.M, 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t b = i / (ho * wo), yo = i / wo % ho, xo = i % wo;
+      rows[i] = ((b * h + yo * sh) * wd + xo * sw) * c;
+    }
+  });
+  for (int64_t i = 0; i < kh; ++i)
+    for (int64_t j = 0; j < kw; ++j)
+      for (int64_t ch = 0; ch < c; ++ch) cols[(i * kw + j) * c + ch] = (i * dh * wd + j * dw) * c + ch;
+  cw.view = {x.data_ptr<uint8_t>(), rows, cols};
+  return cw;
+}
+
+// The im2col matrix [1, M, K] of the windows: contiguous runs of codes (a tap's channels, or
+// all of a kernel row's when dw == 1) copied whole.
+torch::Tensor im2col_matrix(const torch::Tensor& x, const ConvWindows& cw) {
+  auto a = torch::empty({1, cw.M, cw.K}, x.options());
+  const int64_t* cols = cw.cols.data_ptr<int64_t>();
+  std::vector<int64_t> runs;  // first k of each run, then K
+  for (int64_t k = 0; k < cw.K; ++k)
+    if (k == 0 || cols[k] != cols[k - 1] + 1) runs.push_back(k);
+  runs.push_back(cw.K);
+  uint8_t* out = a.data_ptr<uint8_t>();
+  at::parallel_for(0, cw.M, 256, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i)
+      for (size_t r = 0; r + 1 < runs.size(); ++r)
+        std::memcpy(out + i * cw.K + runs[r], cw.view.base + cw.view.rows[i] + cols[runs[r]],
+                    runs[r + 1] - runs[r]);
+  });
+  return a;
+}
+
+}  // namespace
+
+// Y [1, N*Ho*Wo, O] = SUM_k TBL[im2col(x), w] (int32, mod 2**32) for channels-last indices
+// x [N, H, W, C] and w [1, kh*kw*C, O] (K ordered kh, kw, C): the AVX-512 kernels read each
+// window in place; elsewhere (another instruction set, a narrow activation side, a table that
+// does not narrow to 16 bits) the im2col matrix is built here for lut_bmm. The same sums.
+torch::Tensor lut_conv_sum(torch::Tensor x, torch::Tensor w, torch::Tensor table, int64_t kh,
+                           int64_t kw, int64_t sh, int64_t sw, int64_t dh, int64_t dw,
+                           std::string isa) {
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 4 && x.scalar_type() == torch::kUInt8 &&
+                  x.is_contiguous(),
+              "appmult-fx: expected contiguous uint8 channels-last indices [N, H, W, C] on the "
+              "CPU, got ", x.scalar_type(), " ", x.sizes());
+  TORCH_CHECK(table.scalar_type() == torch::kInt32, "appmult-fx: expected an int32 table, got ",
+              table.scalar_type());
+  const ConvWindows cw = conv_windows(x, kh, kw, sh, sw, dh, dw);
+  TORCH_CHECK(w.device().is_cpu() && w.dim() == 3 && w.size(0) == 1 && w.size(1) == cw.K &&
+                  w.scalar_type() == torch::kUInt8,
+              "appmult-fx: expected uint8 indices w [1, ", cw.K, ", O] on the CPU, got ",
+              w.scalar_type(), " ", w.sizes());
+  const auto [na, nb] = table_dims(table);
+  const int64_t N = w.size(2);
+  if (cw.M == 0 || cw.K == 0 || N == 0)
+    return torch::zeros({1, cw.M, N}, x.options().dtype(torch::kInt32));
+  w = w.contiguous();
+  if (resolve_isa(isa) == "avx512") {
+    const Narrowing nr = narrowing(table.to(torch::kInt64));
+    const int32_t start = nr.start(cw.K);
+    if (nr.fits && appmult_narrow::serves(nb))
+      return appmult_narrow::forward_windows(cw.view, cw.M, cw.K, w, table, nr.offset, start);
+    if (nr.fits && !appmult_narrow::serves(na))
+      return forward_vbmi({nullptr, &cw.view, 1, cw.M, cw.K}, w, table, nr);
+  }
+  return lut_bmm(im2col_matrix(x, cw), w, table, isa);
 }
 
 // The two gradient products are each other's transpose: with G' = G^T, a' = w^T, w' = a^T,
@@ -403,6 +508,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("resolve_isa", &resolve_isa, "instruction set a request for `isa` runs on this CPU");
   m.def("bit_limits", &appmult::bit_limits, "(MIN_BITS, MAX_BITS) the table checks use");
   m.def("lut_bmm", &lut_bmm, "Y = SUM_k T[a, w] (int32, mod 2**32)");
+  m.def("lut_conv_sum", &lut_conv_sum, "Y = SUM_k T[im2col(x), w], windows read in place");
   m.def("lut_bmm_grad_a", &lut_bmm_grad_a, "dA = SUM_n G * GA[a, w]");
   m.def("lut_bmm_grad_w", &lut_bmm_grad_w, "dW = SUM_m G * GW[a, w]");
   m.def("quantize_forward", &quantize_forward,

@@ -2,6 +2,8 @@
 #pragma once
 #include <cstdint>
 
+#include "row_windows.h"
+
 #define APPMULT_CPU_DECLARE(NS)                                                                  \
   namespace NS {                                                                                 \
   void lut_fwd(const uint8_t* a, const uint8_t* w, const uint32_t* lt, int64_t n, int64_t B,     \
@@ -28,12 +30,14 @@ APPMULT_CPU_DECLARE(appmult_cpu_avx2)
 namespace appmult_cpu_vbmi {
 bool supported();
 // out[b, r, c] = start + SUM_k T[row(b, r, k), col(b, c, k)] (mod 2**32) for codes given by
-// base pointers and (batch, index, k) strides; out strides (batch, row, column); planes of P =
-// 64, 128 or 256 bytes per column code (row codes below P).
+// base pointers and (batch, index, k) strides, or (B = 1) read through windows where row_win /
+// col_win is given (the pointer and strides of that operand then unused); out strides (batch,
+// row, column); planes of P = 64, 128 or 256 bytes per column code (row codes below P).
 void lut_fwd(const uint8_t* row_codes, const int64_t* row_strides, const uint8_t* col_codes,
              const int64_t* col_strides, const uint8_t* planes, int64_t P, int64_t B, int64_t rows,
              int64_t K, int64_t cols, int32_t start, int32_t* out, const int64_t* out_strides,
-             int nthreads);
+             int nthreads, const appmult_rows::Windows* row_win = nullptr,
+             const appmult_rows::Windows* col_win = nullptr);
 }  // namespace appmult_cpu_vbmi
 
 // AVX-512 (F + BW) gradient products (lut_gemm_cpu_avx512_grad.cpp); g [B, M, N] and outputs
@@ -58,6 +62,9 @@ void lut_grad_a_t(const float* g, const uint8_t* a, const uint8_t* w, const floa
 namespace appmult_cpu_narrow {
 void lut_fwd(const uint8_t* a, const uint8_t* w, const uint8_t* rt, int64_t B, int64_t M,
              int64_t K, int64_t N, int32_t start, int32_t* y, int nthreads);
+// The same with a's rows [M, K] read through windows (B = 1).
+void lut_fwd_windows(const appmult_rows::Windows& a, const uint8_t* w, const uint8_t* rt,
+                     int64_t M, int64_t K, int64_t N, int32_t start, int32_t* y, int nthreads);
 void lut_grad_a(const float* g, const uint8_t* a, const uint8_t* w, const float* gr, int64_t B,
                 int64_t M, int64_t K, int64_t N, float* da, int nthreads);
 void lut_grad_w(const float* g, const uint8_t* a, const uint8_t* w, const float* gr, int64_t B,

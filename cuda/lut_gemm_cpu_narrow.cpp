@@ -22,6 +22,7 @@
 #include <cstdlib>
 
 #include "lut_gemm_cpu.h"
+#include "row_windows.h"
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni,avx2,fma")
@@ -67,16 +68,31 @@ inline __m512i row_pair(const uint8_t* rt, int64_t u0, int64_t u1) {
   return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
 }
 
+// Row codes of a dense [M][K] operand.
+struct DenseRows {
+  const uint8_t* a;
+  int64_t K;
+  const uint8_t* row(int64_t m) const { return a + m * K; }
+  int64_t at(int64_t k) const { return k; }
+};
+
+// Row codes read in place through windows (row_windows.h).
+struct WindowRows {
+  appmult_rows::Windows w;
+  const uint8_t* row(int64_t m) const { return w.base + w.rows[m]; }
+  int64_t at(int64_t k) const { return w.cols[k]; }
+};
+
 // Y[m .. m + R) x [n0, n0 + 16 C) (+)= SUM_{k0 <= k < k1} T[a, w], starting from `start` when
 // k0 == 0 (rows past M computed on row M - 1 and not stored).
-template <int R, int C>
-void fwd_rows(const uint8_t* a, const uint8_t* rt, const uint8_t* idx, int64_t cbs, int64_t M,
+template <int R, int C, class Rows>
+void fwd_rows(const Rows& a, const uint8_t* rt, const uint8_t* idx, int64_t cbs, int64_t M,
               int64_t K, int64_t N, int64_t m, int64_t n0, int64_t k0, int64_t k1, int32_t start,
               int32_t* y) {
   const uint8_t* ar[R];
   __m512i acc[R][C];
   for (int r = 0; r < R; ++r) {
-    ar[r] = a + min64(m + r, M - 1) * K;
+    ar[r] = a.row(min64(m + r, M - 1));
     for (int c = 0; c < C; ++c) {
       const int32_t* yc = y + min64(m + r, M - 1) * N + n0 + kLanes * c;
       acc[r][c] = k0 == 0 ? _mm512_set1_epi32(start)
@@ -86,8 +102,9 @@ void fwd_rows(const uint8_t* a, const uint8_t* rt, const uint8_t* idx, int64_t c
   const __m512i ones = _mm512_set1_epi32(0x00010001);
   const uint8_t* ip = idx + (k0 / 2 * cbs + n0 / kLanes) * 64;
   for (int64_t k = k0; k < k1; k += 2, ip += cbs * 64) {
+    const int64_t o0 = a.at(k), o1 = k + 1 < K ? a.at(k + 1) : -1;
     __m512i t[R];
-    for (int r = 0; r < R; ++r) t[r] = row_pair(rt, ar[r][k], k + 1 < K ? ar[r][k + 1] : kZeroRow);
+    for (int r = 0; r < R; ++r) t[r] = row_pair(rt, ar[r][o0], o1 >= 0 ? ar[r][o1] : kZeroRow);
 #pragma GCC unroll 4
     for (int c = 0; c < C; ++c) {
       const __m512i x = _mm512_loadu_si512(ip + 64 * c);
@@ -104,8 +121,8 @@ void fwd_rows(const uint8_t* a, const uint8_t* rt, const uint8_t* idx, int64_t c
 
 constexpr int64_t kSliceK = 128;  // k per slice: its index vectors (16 KB) stay in L1
 
-template <int C>
-void fwd_chunk(const uint8_t* a, const uint8_t* rt, const uint8_t* idx, int64_t cbs, int64_t M,
+template <int C, class Rows>
+void fwd_chunk(const Rows& a, const uint8_t* rt, const uint8_t* idx, int64_t cbs, int64_t M,
                int64_t K, int64_t N, int64_t m0, int64_t m1, int64_t n0, int32_t start,
                int32_t* y) {
   for (int64_t k0 = 0; k0 < K; k0 += kSliceK)
@@ -113,9 +130,18 @@ void fwd_chunk(const uint8_t* a, const uint8_t* rt, const uint8_t* idx, int64_t 
       fwd_rows<4, C>(a, rt, idx, cbs, m1, K, N, m, n0, k0, min64(K, k0 + kSliceK), start, y);
 }
 
-using FwdChunk = void (*)(const uint8_t*, const uint8_t*, const uint8_t*, int64_t, int64_t,
-                          int64_t, int64_t, int64_t, int64_t, int64_t, int32_t, int32_t*);
-constexpr FwdChunk kFwdChunks[4] = {fwd_chunk<1>, fwd_chunk<2>, fwd_chunk<3>, fwd_chunk<4>};
+// The chunk of up to 4 column blocks of 16.
+template <class Rows>
+void fwd_blocks(int64_t blocks, const Rows& a, const uint8_t* rt, const uint8_t* idx, int64_t cbs,
+                int64_t M, int64_t K, int64_t N, int64_t m0, int64_t m1, int64_t n0,
+                int32_t start, int32_t* y) {
+  switch (blocks) {
+    case 1: return fwd_chunk<1>(a, rt, idx, cbs, M, K, N, m0, m1, n0, start, y);
+    case 2: return fwd_chunk<2>(a, rt, idx, cbs, M, K, N, m0, m1, n0, start, y);
+    case 3: return fwd_chunk<3>(a, rt, idx, cbs, M, K, N, m0, m1, n0, start, y);
+    default: return fwd_chunk<4>(a, rt, idx, cbs, M, K, N, m0, m1, n0, start, y);
+  }
+}
 
 // Tasks of (batch, 64 columns, rows): rows split until there are enough tasks for the threads.
 struct Tasks {
@@ -132,8 +158,12 @@ struct Tasks {
 
 }  // namespace
 
-void lut_fwd(const uint8_t* a, const uint8_t* w, const uint8_t* rt, int64_t B, int64_t M,
-             int64_t K, int64_t N, int32_t start, int32_t* y, int nthreads) {
+namespace {
+
+// Y [B, M, N] for row operands rows(b) (B = 1 for windows).
+template <class RowsOf>
+void forward(RowsOf rows, const uint8_t* w, const uint8_t* rt, int64_t B, int64_t M, int64_t K,
+             int64_t N, int32_t start, int32_t* y, int nthreads) {
   const int64_t pairs = ceil_div(K, 2), cbs = ceil_div(N, kLanes);
   uint8_t* idx = static_cast<uint8_t*>(std::aligned_alloc(64, B * pairs * cbs * 64 + 64));
   build_pair_index(w, B, K, N, idx, nthreads);
@@ -143,11 +173,24 @@ void lut_fwd(const uint8_t* a, const uint8_t* w, const uint8_t* rt, int64_t B, i
     const int64_t b = task / t.per_b, rest = task % t.per_b;
     const int64_t n0 = (rest / t.mchunks) * 4 * kLanes, m0 = (rest % t.mchunks) * t.mstep;
     const int64_t m1 = min64(M, m0 + t.mstep);
-    const int64_t blocks = min64(4, ceil_div(N - n0, kLanes));
-    kFwdChunks[blocks - 1](a + b * M * K, rt, idx + b * pairs * cbs * 64, cbs, M, K, N, m0, m1,
-                           n0, start, y + b * M * N);
+    fwd_blocks(min64(4, ceil_div(N - n0, kLanes)), rows(b), rt, idx + b * pairs * cbs * 64, cbs,
+               M, K, N, m0, m1, n0, start, y + b * M * N);
   }
   std::free(idx);
+}
+
+}  // namespace
+
+void lut_fwd(const uint8_t* a, const uint8_t* w, const uint8_t* rt, int64_t B, int64_t M,
+             int64_t K, int64_t N, int32_t start, int32_t* y, int nthreads) {
+  const auto rows = [a, M, K](int64_t b) { return DenseRows{a + b * M * K, K}; };
+  forward(rows, w, rt, B, M, K, N, start, y, nthreads);
+}
+
+void lut_fwd_windows(const appmult_rows::Windows& a, const uint8_t* w, const uint8_t* rt,
+                     int64_t M, int64_t K, int64_t N, int32_t start, int32_t* y, int nthreads) {
+  const auto rows = [a](int64_t) { return WindowRows{a}; };
+  forward(rows, w, rt, 1, M, K, N, start, y, nthreads);
 }
 
 // ---------------------------------------------------------------- gradients

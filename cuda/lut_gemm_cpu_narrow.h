@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "row_windows.h"
+
 namespace appmult_narrow {
 
 // Whether the fast path serves a table with `cols` columns on this build.
@@ -14,6 +16,11 @@ bool serves(int64_t cols);
 // minus `offset` fit int16.
 torch::Tensor forward(const torch::Tensor& a, const torch::Tensor& w, const torch::Tensor& table,
                       int64_t offset, int32_t start);
+
+// The same for a [1, M, K] read through windows (row_windows.h).
+torch::Tensor forward_windows(const appmult_rows::Windows& a, int64_t M, int64_t K,
+                              const torch::Tensor& w, const torch::Tensor& table, int64_t offset,
+                              int32_t start);
 
 // dA [B, M, K] = SUM_n g * GA[a, w].
 torch::Tensor grad_a(const torch::Tensor& g, const torch::Tensor& a, const torch::Tensor& w,

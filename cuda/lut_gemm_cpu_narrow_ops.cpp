@@ -29,22 +29,45 @@ bool serves(int64_t cols) {
 #endif
 }
 
+namespace {
+
+// rt: row u = the 16 low bytes, then the 16 high bytes of T[u][:] - offset (little-endian
+// int16); rows past the table and row 256 zero.
+torch::Tensor row_tables(const torch::Tensor& table, int64_t offset) {
+  const auto entries = (table.to(torch::kInt64) - offset).to(torch::kInt16);
+  return padded_rows(entries, torch::kInt16, 1)
+      .view(torch::kUInt8)
+      .view({kRows + 1, kWidth, 2})
+      .permute({0, 2, 1})
+      .contiguous();
+}
+
+}  // namespace
+
 torch::Tensor forward(const torch::Tensor& a, const torch::Tensor& w, const torch::Tensor& table,
                       int64_t offset, int32_t start) {
   const int64_t B = a.size(0), M = a.size(1), K = a.size(2), N = w.size(2);
   auto y = torch::empty({B, M, N}, a.options().dtype(torch::kInt32));
 #if defined(APPMULT_CPU_HAS_VBMI_PATH)
-  const auto entries = (table.to(torch::kInt64) - offset).to(torch::kInt16);
-  // Row u: the 16 low bytes, then the 16 high bytes (little-endian int16); row 256 stays zero.
-  const auto rt = padded_rows(entries, torch::kInt16, 1)
-                      .view(torch::kUInt8)
-                      .view({kRows + 1, kWidth, 2})
-                      .permute({0, 2, 1})
-                      .contiguous();
+  const auto rt = row_tables(table, offset);
   const auto ac = a.contiguous(), wc = w.contiguous();
   appmult_cpu_narrow::lut_fwd(ac.data_ptr<uint8_t>(), wc.data_ptr<uint8_t>(),
                               rt.data_ptr<uint8_t>(), B, M, K, N, start, y.data_ptr<int32_t>(),
                               at::get_num_threads());
+#endif
+  return y;
+}
+
+torch::Tensor forward_windows(const appmult_rows::Windows& a, int64_t M, int64_t K,
+                              const torch::Tensor& w, const torch::Tensor& table, int64_t offset,
+                              int32_t start) {
+  const int64_t N = w.size(2);
+  auto y = torch::empty({1, M, N}, w.options().dtype(torch::kInt32));
+#if defined(APPMULT_CPU_HAS_VBMI_PATH)
+  const auto rt = row_tables(table, offset);
+  const auto wc = w.contiguous();
+  appmult_cpu_narrow::lut_fwd_windows(a, wc.data_ptr<uint8_t>(), rt.data_ptr<uint8_t>(), M, K, N,
+                                      start, y.data_ptr<int32_t>(), at::get_num_threads());
 #endif
   return y;
 }

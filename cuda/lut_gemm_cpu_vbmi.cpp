@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "lut_gemm_cpu.h"
 
@@ -53,11 +54,18 @@ inline int64_t row_at(int64_t p) {
   return 16 * q + 4 * lane + t;
 }
 
-// Strided view of a code operand: code(b, i, k) = base[b * sb + i * si + k * sk].
+// A code operand: code(b, i, k) = row(b, i)[off(k)], a strided view (base[b * sb + i * si +
+// k * sk]) or, where `win` is set, windows (row_windows.h; B = 1). off is strictly increasing
+// in k (sk >= 1), so off(k + L - 1) - off(k) == L - 1 means L contiguous codes.
 struct Codes {
   const uint8_t* base;
   int64_t sb, si, sk;
-  uint8_t at(int64_t b, int64_t i, int64_t k) const { return base[b * sb + i * si + k * sk]; }
+  const appmult_rows::Windows* win;
+  const uint8_t* row(int64_t b, int64_t i) const {
+    return win != nullptr ? win->base + win->rows[i] : base + b * sb + i * si;
+  }
+  int64_t off(int64_t k) const { return win != nullptr ? win->cols[k] : k * sk; }
+  uint8_t at(int64_t b, int64_t i, int64_t k) const { return row(b, i)[off(k)]; }
 };
 
 // out[j * ld] (8 bytes) = byte j of the 8-byte runs x[0..7] (byte i of out[j * ld] from x[i]):
@@ -78,9 +86,9 @@ inline void transpose8x8(const uint64_t* x, uint8_t* out, int64_t ld) {
 }
 
 // dst[b][blk][k][p] = code(b, blk * RB + 64 (p / 64) + row_at(p % 64), k), 0 for padding rows.
-// Positions go 8 at a time: with codes contiguous along k, 8 x 8 byte transposes of 8-byte runs
-// (a byte-by-byte loop of strided stores took about 1 ns per code, as long as the products of
-// 56 columns); else code by code.
+// Positions go 8 at a time: where 8 codes of k are contiguous, 8 x 8 byte transposes of 8-byte
+// runs (a byte-by-byte loop of strided stores took about 1 ns per code, as long as the
+// products of 56 columns); else code by code.
 void pack_rows(const Codes& src, int64_t B, int64_t rows, int64_t K, int64_t RB, int64_t blocks,
                uint8_t* dst, int nthreads) {
   constexpr int64_t KC = 64;  // k per pass: 64 destination rows of RB bytes stay in L1
@@ -91,41 +99,55 @@ void pack_rows(const Codes& src, int64_t B, int64_t rows, int64_t K, int64_t RB,
     const int64_t b = bb / blocks, blk = bb % blocks, k1 = k0 + KC < K ? k0 + KC : K;
     uint8_t* out = dst + bb * K * RB;
     for (int64_t p0 = 0; p0 < RB; p0 += 8) {
-      const uint8_t* from[8];  // the 8 positions' rows at k = 0, nullptr for padding rows
+      const uint8_t* from[8];  // the 8 positions' rows, nullptr for padding rows
       for (int64_t i = 0; i < 8; ++i) {
         const int64_t r = blk * RB + 64 * (p0 / 64) + row_at((p0 + i) % 64);
-        from[i] = r < rows ? src.base + b * src.sb + r * src.si : nullptr;
+        from[i] = r < rows ? src.row(b, r) : nullptr;
       }
-      int64_t k = k0;
-      if (src.sk == 1) {
-        for (; k + 8 <= k1; k += 8) {
+      for (int64_t k = k0; k < k1; k += 8) {
+        const int64_t o = src.off(k);
+        if (k + 8 <= k1 && src.off(k + 7) - o == 7) {
           uint64_t x[8];
           for (int64_t i = 0; i < 8; ++i)
-            if (from[i] != nullptr) std::memcpy(&x[i], from[i] + k, 8);
+            if (from[i] != nullptr) std::memcpy(&x[i], from[i] + o, 8);
             else x[i] = 0;
           transpose8x8(x, out + k * RB + p0, RB);
+          continue;
+        }
+        for (int64_t kk = k; kk < k + 8 && kk < k1; ++kk) {
+          const int64_t ok = src.off(kk);
+          for (int64_t i = 0; i < 8; ++i)
+            out[kk * RB + p0 + i] = from[i] != nullptr ? from[i][ok] : 0;
         }
       }
-      for (; k < k1; ++k)
-        for (int64_t i = 0; i < 8; ++i)
-          out[k * RB + p0 + i] = from[i] != nullptr ? from[i][k * src.sk] : 0;
     }
   }
 }
 
-// dst[b][c][k] = code(b, c, k), in 64 x 64 tiles (reads along whichever stride is 1 stay within
-// a few lines; writes go to 64 runs of 64 bytes).
+// dst[b][c][k] = code(b, c, k): contiguous runs of k copied whole (one run per column for a
+// dense operand, one per window tap for windows), else in 64 x 64 tiles (reads along whichever
+// stride is 1 stay within a few lines; writes go to 64 runs of 64 bytes).
 void pack_cols(const Codes& src, int64_t B, int64_t cols, int64_t K, uint8_t* dst,
                int nthreads) {
   constexpr int64_t T = 64;
   const int64_t cchunks = (cols + T - 1) / T;
+  std::vector<int64_t> runs;  // first k of each run of contiguous codes, then K
+  if (src.win != nullptr || src.sk == 1) {
+    for (int64_t k = 0; k < K; ++k)
+      if (k == 0 || src.off(k) != src.off(k - 1) + 1) runs.push_back(k);
+    runs.push_back(K);
+  }
 #pragma omp parallel for num_threads(nthreads) schedule(static)
   for (int64_t task = 0; task < B * cchunks; ++task) {
     const int64_t b = task / cchunks, c0 = (task % cchunks) * T;
     const int64_t c1 = c0 + T < cols ? c0 + T : cols;
-    if (src.sk == 1) {
-      for (int64_t c = c0; c < c1; ++c)
-        std::memcpy(dst + (b * cols + c) * K, src.base + b * src.sb + c * src.si, K);
+    if (!runs.empty()) {
+      for (int64_t c = c0; c < c1; ++c) {
+        const uint8_t* from = src.row(b, c);
+        for (size_t r = 0; r + 1 < runs.size(); ++r)
+          std::memcpy(dst + (b * cols + c) * K + runs[r], from + src.off(runs[r]),
+                      runs[r + 1] - runs[r]);
+      }
       continue;
     }
     for (int64_t k0 = 0; k0 < K; k0 += T) {
@@ -255,20 +277,22 @@ bool supported() {
 void lut_fwd(const uint8_t* row_codes, const int64_t* row_strides, const uint8_t* col_codes,
              const int64_t* col_strides, const uint8_t* planes, int64_t P, int64_t B, int64_t rows,
              int64_t K, int64_t cols, int32_t start, int32_t* out, const int64_t* out_strides,
-             int nthreads) {
+             int nthreads, const appmult_rows::Windows* row_win,
+             const appmult_rows::Windows* col_win) {
   // Blocks of 4 x 64 rows (16 accumulators + up to 8 table registers in the 32 zmm) amortise
   // each table load over 256 rows; smaller blocks where those would pad much.
   const int64_t RB = rows % 256 == 0 || rows >= 1024 ? 256 : rows % 128 == 0 ? 128 : 64;
   const int64_t blocks = (rows + RB - 1) / RB;
   uint8_t* apack = static_cast<uint8_t*>(std::aligned_alloc(64, B * blocks * RB * K + 64));
-  pack_rows({row_codes, row_strides[0], row_strides[1], row_strides[2]}, B, rows, K, RB, blocks,
-            apack, nthreads);
+  pack_rows({row_codes, row_strides[0], row_strides[1], row_strides[2], row_win}, B, rows, K, RB,
+            blocks, apack, nthreads);
   // The column operand is used in place when it already is [B][cols][K].
-  const bool packed = col_strides[2] == 1 && col_strides[1] == K && col_strides[0] == cols * K;
+  const bool packed = col_win == nullptr && col_strides[2] == 1 && col_strides[1] == K &&
+                      col_strides[0] == cols * K;
   uint8_t* wt = packed ? nullptr : static_cast<uint8_t*>(std::aligned_alloc(64, B * cols * K + 64));
   if (!packed)
-    pack_cols({col_codes, col_strides[0], col_strides[1], col_strides[2]}, B, cols, K, wt,
-              nthreads);
+    pack_cols({col_codes, col_strides[0], col_strides[1], col_strides[2], col_win}, B, cols, K,
+              wt, nthreads);
   const uint8_t* wp = packed ? col_codes : wt;
   const Products run = RB == 256 ? products_for<4>(P) : RB == 128 ? products_for<2>(P)
                                                                   : products_for<1>(P);

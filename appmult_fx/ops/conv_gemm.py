@@ -22,7 +22,16 @@ from torch import Tensor
 from ..luts.indexing import codes_to_indices
 from . import dispatch, kernels
 from .grad_layout import like_input
-from .lut_gemm import check_tables, lut_bmm_grad_a, lut_bmm_grad_w, lut_sum, table_widths
+from .lut_gemm import (
+    check_index_range,
+    check_tables,
+    int32_safe_k,
+    lut_bmm_grad_a,
+    lut_bmm_grad_w,
+    lut_sum,
+    rows_in_use,
+    table_widths,
+)
 
 
 def _out_hw(
@@ -225,11 +234,37 @@ def approx_conv2d(
     bits_a, bits_b = table_widths(table)
     n, _, h, w = qx.shape
     kernel = tuple(qw.shape[2:])
-    ia = im2col_indices(nhwc_indices(qx, bits_a), kernel, stride, dilation, groups)
+    ix = nhwc_indices(qx, bits_a)
     ib = weight_indices(qw, bits_b, groups)
-    acc = lut_sum(ia, ib, table)  # exact (int64 split-K beyond the int32 bound)
+    acc = _window_sums(ix, ib, table, kernel, stride, dilation) if groups == 1 else None
+    if acc is None:
+        ia = im2col_indices(ix, kernel, stride, dilation, groups)
+        acc = lut_sum(ia, ib, table)  # exact (int64 split-K beyond the int32 bound)
     ho, wo = _out_hw((h, w), kernel, stride, dilation)
     return _sums_to_nchw(acc, n, ho, wo)
+
+
+def _window_sums(
+    ix: Tensor,
+    ib: Tensor,
+    table: Tensor,
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+) -> Tensor | None:
+    """The exact sums ``[1, N*Ho*Wo, O]`` of one group with the CPU kernels reading each window
+    of the channels-last indices ``ix`` in place, without the im2col matrix (9x the input at 3x3,
+    fresh pages at every call); ``None`` where they do not serve: the conditions of
+    :func:`.dispatch.one_pass_cpu`, or a ``K`` past the int32 bound (:func:`.lut_sum`'s int64
+    split). The table rows read are those the largest index of ``ix`` reaches (every window's
+    indices are among them), as :func:`.lut_bmm` reads those of the im2col matrix."""
+    nhwc = ix.permute(0, 2, 3, 1)
+    if not dispatch.one_pass_cpu(nhwc) or ib.shape[1] > int32_safe_k(table):
+        return None
+    top = int(nhwc.max())
+    check_index_range(nhwc, ib, table, top)
+    backend = kernels.backend_for(nhwc.device)
+    return backend.lut_conv_sum(nhwc, ib, rows_in_use(table, top), kernel, stride, dilation)
 
 
 @approx_conv2d.register_fake

@@ -32,6 +32,7 @@ import logging
 import os
 import platform
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -61,6 +62,7 @@ CPU_HEADERS = (
     "rescale_cpu.h",
     "permute_cpu.h",
     "channel_runs.h",
+    "row_windows.h",
     "bit_limits.h",
 )
 CUDA_SOURCES = ("lut_gemm_cuda_binding.cpp", "lut_gemm_cuda.cu")
@@ -204,6 +206,21 @@ class CPUBackend:
     def lut_bmm(self, a: Tensor, w: Tensor, table: Tensor) -> Tensor:
         """``Y = SUM_k table[a, w]`` (int32; sums wrap modulo 2**32 exactly like the reference)."""
         return self._ext.lut_bmm(a, w, table, self.isa)
+
+    def lut_conv_sum(
+        self,
+        x: Tensor,
+        w: Tensor,
+        table: Tensor,
+        kernel: Sequence[int],
+        stride: Sequence[int],
+        dilation: Sequence[int],
+    ) -> Tensor:
+        """``Y [1, N*Ho*Wo, O] = SUM_k table[im2col(x), w]`` (int32, as :meth:`lut_bmm` on the
+        im2col matrix) for channels-last indices ``x [N, H, W, C]`` and ``w [1, kh*kw*C, O]``;
+        the AVX-512 kernels read each window of ``x`` in place (no im2col matrix)."""
+        (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+        return self._ext.lut_conv_sum(x, w, table, kh, kw, sh, sw, dh, dw, self.isa)
 
     def lut_bmm_grad_a(self, g: Tensor, a: Tensor, w: Tensor, ga: Tensor) -> Tensor:
         """``dA = SUM_n g * ga[a, w]`` (float32)."""

@@ -408,10 +408,7 @@ ConvWindows conv_windows(const torch::Tensor& x, int64_t kh, int64_t kw, int64_t
 torch::Tensor im2col_matrix(const torch::Tensor& x, const ConvWindows& cw) {
   auto a = torch::empty({1, cw.M, cw.K}, x.options());
   const int64_t* cols = cw.cols.data_ptr<int64_t>();
-  std::vector<int64_t> runs;  // first k of each run, then K
-  for (int64_t k = 0; k < cw.K; ++k)
-    if (k == 0 || cols[k] != cols[k - 1] + 1) runs.push_back(k);
-  runs.push_back(cw.K);
+  const auto runs = appmult_rows::contiguous_runs([cols](int64_t k) { return cols[k]; }, cw.K);
   uint8_t* out = a.data_ptr<uint8_t>();
   at::parallel_for(0, cw.M, 256, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i)

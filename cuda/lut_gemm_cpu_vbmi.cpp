@@ -131,12 +131,10 @@ void pack_cols(const Codes& src, int64_t B, int64_t cols, int64_t K, uint8_t* ds
                int nthreads) {
   constexpr int64_t T = 64;
   const int64_t cchunks = (cols + T - 1) / T;
-  std::vector<int64_t> runs;  // first k of each run of contiguous codes, then K
-  if (src.win != nullptr || src.sk == 1) {
-    for (int64_t k = 0; k < K; ++k)
-      if (k == 0 || src.off(k) != src.off(k - 1) + 1) runs.push_back(k);
-    runs.push_back(K);
-  }
+  const std::vector<int64_t> runs =
+      src.win != nullptr || src.sk == 1
+          ? appmult_rows::contiguous_runs([&src](int64_t k) { return src.off(k); }, K)
+          : std::vector<int64_t>{};
 #pragma omp parallel for num_threads(nthreads) schedule(static)
   for (int64_t task = 0; task < B * cchunks; ++task) {
     const int64_t b = task / cchunks, c0 = (task % cchunks) * T;

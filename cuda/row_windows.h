@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace appmult_rows {
 
@@ -16,5 +17,16 @@ struct Windows {
   const int64_t* rows;  // [M]
   const int64_t* cols;  // [K]
 };
+
+// The first k of each run of contiguous codes (off(k) == off(k - 1) + 1 continues a run), then
+// K: copies of a row's codes move whole runs.
+template <class Offset>
+std::vector<int64_t> contiguous_runs(Offset off, int64_t K) {
+  std::vector<int64_t> runs;
+  for (int64_t k = 0; k < K; ++k)
+    if (k == 0 || off(k) != off(k - 1) + 1) runs.push_back(k);
+  runs.push_back(K);
+  return runs;
+}
 
 }  // namespace appmult_rows

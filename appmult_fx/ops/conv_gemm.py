@@ -4,10 +4,11 @@
 groups) -> f32[N,O,Ho,Wo]`` returns ``SUM AM(qx, qw)`` over each window (no padding: the caller
 pads the codes), the same sums as :func:`~.lut_gemm.approx_bmm` over an im2col matrix.
 
-The codes are turned into uint8 table indices *before* im2col, and the windows are gathered
-channels-last (``K`` ordered ``kh, kw, C/g``) so the copy moves contiguous runs of bytes: one
-byte per element instead of the float im2col, transpose and index conversion of a generic
-matmul. Gradients: the gradient LUTs through ``lut_bmm_grad_a`` / ``lut_bmm_grad_w`` and col2im
+The codes are turned into uint8 table indices *before* im2col, channels-last (``K`` ordered
+``kh, kw, C/g``): one byte per element instead of the float im2col, transpose and index
+conversion of a generic matmul. The forward of one group on the CPU reads each window of those
+indices in place (``lut_conv_sum``, no im2col matrix); elsewhere, and in the LUT backward, the
+windows are gathered into the matrix, a copy of contiguous runs of bytes. Gradients: the gradient LUTs through ``lut_bmm_grad_a`` / ``lut_bmm_grad_w`` and col2im
 (``gradient="lut"``), or the exact product's gradient, an ordinary float convolution backward
 (``gradient="ste"``).
 """

@@ -172,7 +172,9 @@ torch::Tensor forward_vbmi(const RowCodes& a, const torch::Tensor& w, const torc
   // Rows over M: columns are codes of w, planes hold T[:, v]; over N: the roles swap (T^T).
   const auto columns = (over_n ? entries : entries.t()).contiguous();
   // planes[v] = low bytes of column v (entries over the row operand's codes), then the high
-  // bytes, P each (zero-padded: a row code past the table reads 0, never outside the planes).
+  // bytes, P each, zero-padded past the table. A permute reads only the low log2(P) bits of a
+  // code, so no code reads outside the planes; codes past the table (refused by the ops' range
+  // check) would read the padding or, from P on, alias another entry.
   const int64_t ncol = columns.size(0), nrow = columns.size(1);
   const int64_t P = nrow <= 64 ? 64 : nrow <= 128 ? 128 : 256;
   const auto bytes = columns.view(torch::kUInt8).view({ncol, nrow, 2});  // little-endian: lo, hi
@@ -422,9 +424,11 @@ torch::Tensor im2col_matrix(const torch::Tensor& x, const ConvWindows& cw) {
 }  // namespace
 
 // Y [1, N*Ho*Wo, O] = SUM_k TBL[im2col(x), w] (int32, mod 2**32) for channels-last indices
-// x [N, H, W, C] and w [1, kh*kw*C, O] (K ordered kh, kw, C): the AVX-512 kernels read each
-// window in place; elsewhere (another instruction set, a narrow activation side, a table that
-// does not narrow to 16 bits) the im2col matrix is built here for lut_bmm. The same sums.
+// x [N, H, W, C] and w [1, kh*kw*C, O] (K ordered kh, kw, C): the AVX-512 kernels read the
+// windows where they lie (no im2col matrix where x is their row operand; the VBMI column
+// packing copies them once); elsewhere (another instruction set, a narrow activation side, a
+// table that does not narrow to 16 bits) the im2col matrix is built here for lut_bmm. The
+// same sums.
 torch::Tensor lut_conv_sum(torch::Tensor x, torch::Tensor w, torch::Tensor table, int64_t kh,
                            int64_t kw, int64_t sh, int64_t sw, int64_t dh, int64_t dw,
                            std::string isa) {

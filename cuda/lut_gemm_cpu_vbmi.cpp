@@ -23,6 +23,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <new>
 #include <vector>
 
 #include "lut_gemm_cpu.h"
@@ -255,6 +257,16 @@ void products(const uint8_t* apack, const uint8_t* wt, const uint8_t* planes,
   }
 }
 
+using Bytes = std::unique_ptr<uint8_t, decltype(&std::free)>;
+
+// `bytes` (rounded up to 64) of 64-byte aligned memory, freed with the owner; std::bad_alloc (a
+// Python MemoryError) when there is none.
+Bytes aligned_bytes(int64_t bytes) {
+  void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+  if (p == nullptr) throw std::bad_alloc();
+  return Bytes(static_cast<uint8_t*>(p), &std::free);
+}
+
 using Products = void (*)(const uint8_t*, const uint8_t*, const uint8_t*, int64_t, int64_t,
                          int64_t, int64_t, int32_t, int32_t*, int64_t, int64_t, int64_t, int);
 
@@ -281,13 +293,15 @@ void lut_fwd(const uint8_t* row_codes, const int64_t* row_strides, const uint8_t
   // each table load over 256 rows; smaller blocks where those would pad much.
   const int64_t RB = rows % 256 == 0 || rows >= 1024 ? 256 : rows % 128 == 0 ? 128 : 64;
   const int64_t blocks = (rows + RB - 1) / RB;
-  uint8_t* apack = static_cast<uint8_t*>(std::aligned_alloc(64, B * blocks * RB * K + 64));
+  const Bytes apack_owner = aligned_bytes(B * blocks * RB * K + 64);
+  uint8_t* apack = apack_owner.get();
   pack_rows({row_codes, row_strides[0], row_strides[1], row_strides[2], row_win}, B, rows, K, RB,
             blocks, apack, nthreads);
   // The column operand is used in place when it already is [B][cols][K].
   const bool packed = col_win == nullptr && col_strides[2] == 1 && col_strides[1] == K &&
                       col_strides[0] == cols * K;
-  uint8_t* wt = packed ? nullptr : static_cast<uint8_t*>(std::aligned_alloc(64, B * cols * K + 64));
+  const Bytes wt_owner = packed ? Bytes(nullptr, &std::free) : aligned_bytes(B * cols * K + 64);
+  uint8_t* wt = wt_owner.get();
   if (!packed)
     pack_cols({col_codes, col_strides[0], col_strides[1], col_strides[2], col_win}, B, cols, K,
               wt, nthreads);
@@ -296,8 +310,6 @@ void lut_fwd(const uint8_t* row_codes, const int64_t* row_strides, const uint8_t
                                                                   : products_for<1>(P);
   run(apack, wp, planes, B, rows, K, cols, start, out, out_strides[0], out_strides[1],
       out_strides[2], nthreads);
-  std::free(apack);
-  std::free(wt);
 }
 
 }  // namespace appmult_cpu_vbmi

@@ -1,5 +1,7 @@
-// A row operand read in place: the im2col rows of a convolution taken straight from its
-// channels-last codes, so that no [N*Ho*Wo, kh*kw*C] matrix is built (9x the input at 3x3).
+// An operand read through windows: the im2col rows of a convolution taken straight from its
+// channels-last codes. As a row operand (packed by k blocks anyway) no [N*Ho*Wo, kh*kw*C]
+// matrix (9x the input at 3x3) is built; as a column operand its packing copies each window's
+// runs once, which is that matrix.
 #pragma once
 
 #include <cstdint>

@@ -6,11 +6,12 @@ pads the codes), the same sums as :func:`~.lut_gemm.approx_bmm` over an im2col m
 
 The codes are turned into uint8 table indices *before* im2col, channels-last (``K`` ordered
 ``kh, kw, C/g``): one byte per element instead of the float im2col, transpose and index
-conversion of a generic matmul. The forward of one group on the CPU reads each window of those
-indices in place (``lut_conv_sum``, no im2col matrix); elsewhere, and in the LUT backward, the
-windows are gathered into the matrix, a copy of contiguous runs of bytes. Gradients: the gradient LUTs through ``lut_bmm_grad_a`` / ``lut_bmm_grad_w`` and col2im
-(``gradient="lut"``), or the exact product's gradient, an ordinary float convolution backward
-(``gradient="ste"``).
+conversion of a generic matmul. The forward of one group on the CPU hands those indices to the
+kernels with the windows' offsets (``lut_conv_sum``), which read each window in place where the
+activations are their row operand; elsewhere, and in the LUT backward, the windows are gathered
+into the im2col matrix, a copy of contiguous runs of bytes. Gradients: the gradient LUTs
+through ``lut_bmm_grad_a`` / ``lut_bmm_grad_w`` and col2im (``gradient="lut"``), or the exact
+product's gradient, an ordinary float convolution backward (``gradient="ste"``).
 """
 
 from __future__ import annotations
@@ -253,9 +254,10 @@ def _window_sums(
     stride: Sequence[int],
     dilation: Sequence[int],
 ) -> Tensor | None:
-    """The exact sums ``[1, N*Ho*Wo, O]`` of one group with the CPU kernels reading each window
-    of the channels-last indices ``ix`` in place, without the im2col matrix (9x the input at 3x3,
-    fresh pages at every call); ``None`` where they do not serve: the conditions of
+    """The exact sums ``[1, N*Ho*Wo, O]`` of one group by the CPU kernels given the channels-last
+    indices ``ix`` and the windows' offsets (``CPUBackend.lut_conv_sum``): no im2col matrix (9x
+    the input at 3x3, fresh pages at every call) where the activations are the kernel's row
+    operand, the matrix built in C++ elsewhere; ``None`` where they do not serve: the conditions of
     :func:`.dispatch.one_pass_cpu`, or a ``K`` past the int32 bound (:func:`.lut_sum`'s int64
     split). The table rows read are those the largest index of ``ix`` reaches (every window's
     indices are among them), as :func:`.lut_bmm` reads those of the im2col matrix."""

@@ -217,8 +217,9 @@ class CPUBackend:
         dilation: Sequence[int],
     ) -> Tensor:
         """``Y [1, N*Ho*Wo, O] = SUM_k table[im2col(x), w]`` (int32, as :meth:`lut_bmm` on the
-        im2col matrix) for channels-last indices ``x [N, H, W, C]`` and ``w [1, kh*kw*C, O]``;
-        the AVX-512 kernels read each window of ``x`` in place (no im2col matrix)."""
+        im2col matrix) for channels-last indices ``x [N, H, W, C]`` and ``w [1, kh*kw*C, O]``
+        below the table's row and column counts (unchecked here, as in :meth:`lut_bmm`; the ops
+        check them); the AVX-512 kernels read each window of ``x`` where it lies."""
         (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
         return self._ext.lut_conv_sum(x, w, table, kh, kw, sh, sw, dh, dw, self.isa)
 

@@ -19,6 +19,7 @@ GEOMETRIES = [
     (2, 16, 6, 6, 1, 1, 2, 2, 1, 1, 33),
     (1, 12, 5, 7, 5, 7, 1, 1, 1, 1, 4),
     (2, 64, 6, 5, 3, 3, 1, 1, 1, 1, 70),
+    (2, 16, 18, 18, 3, 3, 1, 1, 1, 1, 130),  # 512 rows, 130 columns: blocks of 256 either way
 ]
 
 # (rows, columns, entries): square 8-bit (256 planes), an 8x4 table (the narrow forward), a 4x8

@@ -1,9 +1,8 @@
 // Torch binding of the CPU LUT-GEMM kernels: argument checks, padding, orientation, ISA dispatch.
 #include <torch/extension.h>
 
-#include <cstring>
+#include <optional>
 #include <string>
-#include <vector>
 
 #include "bit_limits.h"
 #include "lut_gemm_cpu.h"
@@ -164,7 +163,9 @@ torch::Tensor forward_vbmi(const RowCodes& a, const torch::Tensor& w, const torc
   // with the row side's codes (vpermb at <= 64, vpermi2b at <= 128, two and a blend beyond:
   // measured 1 : 1.5 : 2.5 per 64 codes with the unpacks), which weighs an orientation in for
   // rectangular tables (8x5 .. 8x7: rows over the narrower side).
-  const auto permutes = [](int64_t codes) -> int64_t { return codes > 128 ? 5 : codes > 64 ? 3 : 2; };
+  const auto permutes = [](int64_t codes) -> int64_t {
+    return codes > 128 ? 5 : codes > 64 ? 3 : 2;
+  };
   const int64_t na = table.size(0), nb = table.size(1);
   const bool over_n = round_up(N, 64) * M * permutes(nb) <=
                       4 * round_up(M, 64) * N * permutes(na) / 3;
@@ -400,38 +401,23 @@ ConvWindows conv_windows(const torch::Tensor& x, int64_t kh, int64_t kw, int64_t
   });
   for (int64_t i = 0; i < kh; ++i)
     for (int64_t j = 0; j < kw; ++j)
-      for (int64_t ch = 0; ch < c; ++ch) cols[(i * kw + j) * c + ch] = (i * dh * wd + j * dw) * c + ch;
+      for (int64_t ch = 0; ch < c; ++ch)
+        cols[(i * kw + j) * c + ch] = (i * dh * wd + j * dw) * c + ch;
   cw.view = {x.data_ptr<uint8_t>(), rows, cols};
   return cw;
-}
-
-// The im2col matrix [1, M, K] of the windows: contiguous runs of codes (a tap's channels, or
-// all of a kernel row's when dw == 1) copied whole.
-torch::Tensor im2col_matrix(const torch::Tensor& x, const ConvWindows& cw) {
-  auto a = torch::empty({1, cw.M, cw.K}, x.options());
-  const int64_t* cols = cw.cols.data_ptr<int64_t>();
-  const auto runs = appmult_rows::contiguous_runs([cols](int64_t k) { return cols[k]; }, cw.K);
-  uint8_t* out = a.data_ptr<uint8_t>();
-  at::parallel_for(0, cw.M, 256, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i)
-      for (size_t r = 0; r + 1 < runs.size(); ++r)
-        std::memcpy(out + i * cw.K + runs[r], cw.view.base + cw.view.rows[i] + cols[runs[r]],
-                    runs[r + 1] - runs[r]);
-  });
-  return a;
 }
 
 }  // namespace
 
 // Y [1, N*Ho*Wo, O] = SUM_k TBL[im2col(x), w] (int32, mod 2**32) for channels-last indices
-// x [N, H, W, C] and w [1, kh*kw*C, O] (K ordered kh, kw, C): the AVX-512 kernels read the
-// windows where they lie (no im2col matrix where x is their row operand; the VBMI column
-// packing copies them once); elsewhere (another instruction set, a narrow activation side, a
-// table that does not narrow to 16 bits) the im2col matrix is built here for lut_bmm. The
-// same sums.
-torch::Tensor lut_conv_sum(torch::Tensor x, torch::Tensor w, torch::Tensor table, int64_t kh,
-                           int64_t kw, int64_t sh, int64_t sw, int64_t dh, int64_t dw,
-                           std::string isa) {
+// x [N, H, W, C] and w [1, kh*kw*C, O] (K ordered kh, kw, C), with the AVX-512 kernels reading
+// the windows where they lie (no im2col matrix where x is their row operand; the VBMI column
+// packing copies them once); None where those kernels do not serve (another instruction set, a
+// narrow activation side, a table that does not narrow to 16 bits): the caller then gathers
+// the im2col matrix for lut_bmm.
+std::optional<torch::Tensor> lut_conv_sum(torch::Tensor x, torch::Tensor w, torch::Tensor table,
+                                          int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                                          int64_t dh, int64_t dw, std::string isa) {
   TORCH_CHECK(x.device().is_cpu() && x.dim() == 4 && x.scalar_type() == torch::kUInt8 &&
                   x.is_contiguous(),
               "appmult-fx: expected contiguous uint8 channels-last indices [N, H, W, C] on the "
@@ -445,18 +431,16 @@ torch::Tensor lut_conv_sum(torch::Tensor x, torch::Tensor w, torch::Tensor table
               w.scalar_type(), " ", w.sizes());
   const auto [na, nb] = table_dims(table);
   const int64_t N = w.size(2);
+  if (resolve_isa(isa) != "avx512") return std::nullopt;
+  const Narrowing nr = narrowing(table.to(torch::kInt64));
+  if (!nr.fits || (!appmult_narrow::serves(nb) && appmult_narrow::serves(na))) return std::nullopt;
   if (cw.M == 0 || cw.K == 0 || N == 0)
     return torch::zeros({1, cw.M, N}, x.options().dtype(torch::kInt32));
   w = w.contiguous();
-  if (resolve_isa(isa) == "avx512") {
-    const Narrowing nr = narrowing(table.to(torch::kInt64));
-    const int32_t start = nr.start(cw.K);
-    if (nr.fits && appmult_narrow::serves(nb))
-      return appmult_narrow::forward_windows(cw.view, cw.M, cw.K, w, table, nr.offset, start);
-    if (nr.fits && !appmult_narrow::serves(na))
-      return forward_vbmi({nullptr, &cw.view, 1, cw.M, cw.K}, w, table, nr);
-  }
-  return lut_bmm(im2col_matrix(x, cw), w, table, isa);
+  const int32_t start = nr.start(cw.K);
+  if (appmult_narrow::serves(nb))
+    return appmult_narrow::forward_windows(cw.view, cw.M, cw.K, w, table, nr.offset, start);
+  return forward_vbmi({nullptr, &cw.view, 1, cw.M, cw.K}, w, table, nr);
 }
 
 // The two gradient products are each other's transpose: with G' = G^T, a' = w^T, w' = a^T,
@@ -509,7 +493,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("resolve_isa", &resolve_isa, "instruction set a request for `isa` runs on this CPU");
   m.def("bit_limits", &appmult::bit_limits, "(MIN_BITS, MAX_BITS) the table checks use");
   m.def("lut_bmm", &lut_bmm, "Y = SUM_k T[a, w] (int32, mod 2**32)");
-  m.def("lut_conv_sum", &lut_conv_sum, "Y = SUM_k T[im2col(x), w], windows read in place");
+  m.def("lut_conv_sum", &lut_conv_sum, "Y = SUM_k T[im2col(x), w] by the AVX-512 kernels, or None");
   m.def("lut_bmm_grad_a", &lut_bmm_grad_a, "dA = SUM_n G * GA[a, w]");
   m.def("lut_bmm_grad_w", &lut_bmm_grad_w, "dW = SUM_m G * GW[a, w]");
   m.def("quantize_forward", &quantize_forward,

@@ -350,8 +350,8 @@ inline void copy_runs(const uint8_t* s, int64_t sm, int64_t m0, int64_t m1, uint
   for (int64_t m = m0; m < m1; ++m) memcpy(o + m * W, s + m * sm, W);
 }
 
-// Row codes by groups of R k (2, 4 or 8): out[b][k / R][m][k % R] = src[b * sb + m * sm + k * sk] (0 for the
-// k past K that pad the last group).
+// Row codes by groups of R k (2, 4 or 8): out[b][k / R][m][k % R] = src[b * sb + m * sm +
+// k * sk] (0 for the k past K that pad the last group).
 void pack_codes(const uint8_t* src, int64_t sb, int64_t sm, int64_t sk, int64_t B, int64_t M,
                 int64_t K, int64_t R, uint8_t* out, int nthreads) {
   constexpr int64_t T = 256;  // rows per block

@@ -254,13 +254,13 @@ def _window_sums(
     stride: Sequence[int],
     dilation: Sequence[int],
 ) -> Tensor | None:
-    """The exact sums ``[1, N*Ho*Wo, O]`` of one group by the CPU kernels given the channels-last
-    indices ``ix`` and the windows' offsets (``CPUBackend.lut_conv_sum``): no im2col matrix (9x
-    the input at 3x3, fresh pages at every call) where the activations are the kernel's row
-    operand, the matrix built in C++ elsewhere; ``None`` where they do not serve: the conditions of
-    :func:`.dispatch.one_pass_cpu`, or a ``K`` past the int32 bound (:func:`.lut_sum`'s int64
-    split). The table rows read are those the largest index of ``ix`` reaches (every window's
-    indices are among them), as :func:`.lut_bmm` reads those of the im2col matrix."""
+    """The exact sums ``[1, N*Ho*Wo, O]`` of one group by the AVX-512 CPU kernels given the
+    channels-last indices ``ix`` and the windows' offsets (``CPUBackend.lut_conv_sum``): no
+    im2col matrix (9x the input at 3x3, fresh pages at every call) where the activations are the
+    kernel's row operand; ``None`` where they do not serve (see there), outside the conditions
+    of :func:`.dispatch.one_pass_cpu`, or for a ``K`` past the int32 bound (:func:`.lut_sum`'s
+    int64 split). The table rows read are those the largest index of ``ix`` reaches (every
+    window's indices are among them), as :func:`.lut_bmm` reads those of the im2col matrix."""
     nhwc = ix.permute(0, 2, 3, 1)
     if not dispatch.one_pass_cpu(nhwc) or ib.shape[1] > int32_safe_k(table):
         return None

@@ -215,11 +215,13 @@ class CPUBackend:
         kernel: Sequence[int],
         stride: Sequence[int],
         dilation: Sequence[int],
-    ) -> Tensor:
+    ) -> Tensor | None:
         """``Y [1, N*Ho*Wo, O] = SUM_k table[im2col(x), w]`` (int32, as :meth:`lut_bmm` on the
         im2col matrix) for channels-last indices ``x [N, H, W, C]`` and ``w [1, kh*kw*C, O]``
         below the table's row and column counts (unchecked here, as in :meth:`lut_bmm`; the ops
-        check them); the AVX-512 kernels read each window of ``x`` where it lies."""
+        check them), by the AVX-512 kernels reading each window of ``x`` where it lies; ``None``
+        where they do not serve (another instruction set, an activation side of at most 16
+        codes against a wider weight side, a table that does not narrow to 16 bits)."""
         (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
         return self._ext.lut_conv_sum(x, w, table, kh, kw, sh, sw, dh, dw, self.isa)
 

@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iterations", type=int, default=100_000_000)
     p.add_argument("--json", help="write the figures to this JSON file")
     args = p.parse_args(argv)
+    if args.iterations < 1000:
+        p.error(f"--iterations must be at least 1000 (fewer time nothing), got {args.iterations}")
     ns = instruction_ns(args.iterations)
     cycle_ns = ns["vpaddd_chain"]
     ghz = 1 / cycle_ns

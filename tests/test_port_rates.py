@@ -37,3 +37,9 @@ def test_probe_reports_every_instruction() -> None:
     expected = {"vpaddd_chain", "vpermb", "vpermi2b", "vpunpcklbw", "vpdpwssd", "vpblendmb"}
     assert set(ns) == expected
     assert all(value > 0 for value in ns.values())
+
+
+def test_too_few_iterations_are_refused(capsys) -> None:
+    with pytest.raises(SystemExit):
+        _module().main(["--iterations", "0"])
+    assert "at least 1000" in capsys.readouterr().err

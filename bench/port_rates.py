@@ -81,21 +81,27 @@ def compiler() -> str:
     raise SystemExit("port_rates: needs a C compiler (cc, gcc or clang) on PATH")
 
 
-def instruction_ns(iterations: int) -> dict[str, float]:
-    """Nanoseconds per instruction of each probe (median of three runs of the program)."""
+def probe_medians(program: str, flags: list[str], argument: int) -> dict[str, float]:
+    """Compile the C ``program`` with ``flags``, run it three times with ``argument`` and return,
+    per name (the first field of each output line), the median of the second field."""
     with tempfile.TemporaryDirectory() as tmp:
         source, binary = Path(tmp) / "probe.c", Path(tmp) / "probe"
-        source.write_text(_PROGRAM)
-        subprocess.run([compiler(), *_FLAGS, str(source), "-o", str(binary)], check=True)
+        source.write_text(program)
+        subprocess.run([compiler(), *flags, str(source), "-o", str(binary)], check=True)
         runs: dict[str, list[float]] = {}
         for _ in range(3):
             out = subprocess.run(
-                [str(binary), str(iterations)], check=True, capture_output=True, text=True
+                [str(binary), str(argument)], check=True, capture_output=True, text=True
             ).stdout
             for line in out.splitlines():
-                name, ns, _ = line.split()
-                runs.setdefault(name, []).append(float(ns))
+                name, value = line.split()[:2]
+                runs.setdefault(name, []).append(float(value))
     return {name: sorted(values)[1] for name, values in runs.items()}
+
+
+def instruction_ns(iterations: int) -> dict[str, float]:
+    """Nanoseconds per instruction of each probe (median of three runs of the program)."""
+    return probe_medians(_PROGRAM, _FLAGS, iterations)
 
 
 def mm_gmacs(m: int = 4096, k: int = 1152, n: int = 128, repeats: int = 7) -> float:

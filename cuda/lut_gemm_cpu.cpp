@@ -230,16 +230,20 @@ constexpr Cost512 kGradA512 = {0.050, 0.16}, kGradW512 = {0.053, 0.075};
 // dA through the dW kernel packs G (as the direct dW does).
 constexpr double kCopies512 = 1.25;
 
-double cost512(int64_t rows, int64_t cols, int64_t n, const Cost512& c) {
+// n: the table rows' worth of work a build takes per k (rows_reached: fewer where few rows are
+// reached).
+double cost512(int64_t rows, int64_t cols, double n, const Cost512& c) {
   const double padded = static_cast<double>(16 * ((cols + 15) / 16));
-  return padded * (static_cast<double>(rows) * c.per_row + static_cast<double>(n) * c.per_entry);
+  return padded * (static_cast<double>(rows) * c.per_row + n * c.per_entry);
 }
 
 torch::Tensor transposed(const torch::Tensor& t) { return t.transpose(-2, -1).contiguous(); }
 
 // dA [B, M, K] = SUM_n g * GA[a, w], direct (rows over M, vector columns over N).
+// reached: the AVX-512 kernel's RowsReached of a's codes (null: every table row is built).
 torch::Tensor grad_a_direct(const torch::Tensor& g, const torch::Tensor& a, const torch::Tensor& w,
-                            const torch::Tensor& ga, GradIsa isa) {
+                            const torch::Tensor& ga, GradIsa isa,
+                            const uint64_t* reached = nullptr) {
   const int64_t n = ga.size(0), B = a.size(0), M = a.size(1), K = a.size(2), N = w.size(2);
   auto lt = ga.t().contiguous();
   const int threads = at::get_num_threads();
@@ -247,8 +251,9 @@ torch::Tensor grad_a_direct(const torch::Tensor& g, const torch::Tensor& a, cons
   if (isa == GradIsa::kAvx512) {
     auto da = torch::empty({B, M, K}, g.options());
     appmult_cpu_avx512::lut_grad_a(g.data_ptr<float>(), a.data_ptr<uint8_t>(),
-                                   w.data_ptr<uint8_t>(), lt.data_ptr<float>(), n, B, M, K, N,
-                                   da.data_ptr<float>(), threads, kGradABudget512);
+                                   w.data_ptr<uint8_t>(), lt.data_ptr<float>(),
+                                   ga.data_ptr<float>(), n, ga.size(1), B, M, K, N,
+                                   da.data_ptr<float>(), threads, kGradABudget512, reached);
     return da;
   }
 #endif
@@ -270,7 +275,8 @@ torch::Tensor grad_a_direct(const torch::Tensor& g, const torch::Tensor& a, cons
 
 // dW [B, K, N] = SUM_m g * GW[a, w], direct (accumulators over M, vector columns over N).
 torch::Tensor grad_w_direct(const torch::Tensor& g, const torch::Tensor& a, const torch::Tensor& w,
-                            const torch::Tensor& gw, GradIsa isa) {
+                            const torch::Tensor& gw, GradIsa isa,
+                            const uint64_t* reached = nullptr) {
   const int64_t n = gw.size(0), B = a.size(0), M = a.size(1), K = a.size(2), N = w.size(2);
   auto lt = gw.t().contiguous();
   const int threads = at::get_num_threads();
@@ -278,8 +284,9 @@ torch::Tensor grad_w_direct(const torch::Tensor& g, const torch::Tensor& a, cons
   if (isa == GradIsa::kAvx512) {
     auto dw = torch::empty({B, K, N}, g.options());
     appmult_cpu_avx512::lut_grad_w(g.data_ptr<float>(), a.data_ptr<uint8_t>(),
-                                   w.data_ptr<uint8_t>(), lt.data_ptr<float>(), n, B, M, K, N,
-                                   dw.data_ptr<float>(), threads, kGradWBudget512);
+                                   w.data_ptr<uint8_t>(), lt.data_ptr<float>(),
+                                   gw.data_ptr<float>(), n, gw.size(1), B, M, K, N,
+                                   dw.data_ptr<float>(), threads, kGradWBudget512, reached);
     return dw;
   }
 #endif
@@ -303,30 +310,56 @@ torch::Tensor grad_w_direct(const torch::Tensor& g, const torch::Tensor& a, cons
 // dA [B, M, K] through the AVX-512 dW kernel on the transposed product (rows over N), G, codes
 // and result read and written in place.
 torch::Tensor grad_a_transposed512(const torch::Tensor& g, const torch::Tensor& a,
-                                   const torch::Tensor& w, const torch::Tensor& ga) {
+                                   const torch::Tensor& w, const torch::Tensor& ga,
+                                   const uint64_t* reached) {
   // The kernel's table is GA itself, read as the transposed table of GA^T (rows: codes of w).
-  const int64_t n = ga.size(1), B = a.size(0), M = a.size(1), K = a.size(2), N = w.size(2);
+  const int64_t B = a.size(0), M = a.size(1), K = a.size(2), N = w.size(2);
   auto da = torch::empty({B, M, K}, g.options());
 #if defined(APPMULT_CPU_HAS_VBMI_PATH)
+  auto gat = ga.t().contiguous();
   appmult_cpu_avx512::lut_grad_a_t(g.data_ptr<float>(), a.data_ptr<uint8_t>(),
-                                   w.data_ptr<uint8_t>(), ga.data_ptr<float>(), n, B, M, K, N,
-                                   da.data_ptr<float>(), at::get_num_threads(), kGradWBudget512);
+                                   w.data_ptr<uint8_t>(), ga.data_ptr<float>(),
+                                   gat.data_ptr<float>(), ga.size(0), ga.size(1), B, M, K, N,
+                                   da.data_ptr<float>(), at::get_num_threads(), kGradWBudget512,
+                                   reached);
 #endif
   return da;
 }
 
 // Whether dA (grad_a) or dW is cheaper through the other product's kernel on the transposed
-// operands (rows over N, tables of nb rows) than through its own kernel (rows over M, na rows).
-bool grad_transposed(int64_t M, int64_t N, int64_t na, int64_t nb, GradIsa isa, bool grad_a) {
-  if (isa == GradIsa::kAvx512) {
-    const Cost512& own = grad_a ? kGradA512 : kGradW512;
-    const Cost512& other = grad_a ? kGradW512 : kGradA512;
-    return kCopies512 * cost512(N, M, nb, other) < cost512(M, N, na, own);
-  }
+// operands (rows over N, tables of nb rows) than through its own kernel (rows over M, na rows),
+// for the table-rows kernels (AVX2, portable).
+bool grad_transposed(int64_t M, int64_t N, int64_t na, int64_t nb, bool grad_a) {
   const double own = grad_a ? kGradAPerRow : kGradWPerRow;
   const double other = grad_a ? kGradWPerRow : kGradAPerRow;
   return cost(N, M, nb, other) < cost(M, N, na, own);
 }
+
+#if defined(APPMULT_CPU_HAS_VBMI_PATH)
+// The table rows the AVX-512 gradient kernels build for either orientation of a product: the
+// codes of a (rows over M, swept in the direct orientation) and of w (rows over N, swept in the
+// transposed one), each scanned only when few rows meet a wide table (rows_reached).
+struct BothSides {
+  appmult_cpu_avx512::RowsReached a, w;
+};
+
+BothSides rows_reached_both(const torch::Tensor& a, const torch::Tensor& w, int64_t na,
+                            int64_t nb) {
+  const int64_t B = a.size(0), M = a.size(1), K = a.size(2), N = w.size(2);
+  const int threads = at::get_num_threads();
+  return {appmult_cpu_avx512::rows_reached(a.data_ptr<uint8_t>(), M * K, K, 1, B, M, K, na,
+                                           threads),
+          appmult_cpu_avx512::rows_reached(w.data_ptr<uint8_t>(), K * N, 1, N, B, N, K, nb,
+                                           threads)};
+}
+
+// As grad_transposed, for the AVX-512 kernels, with the rows their table builds take.
+bool grad_transposed512(int64_t M, int64_t N, const BothSides& rows, bool grad_a) {
+  const Cost512& own = grad_a ? kGradA512 : kGradW512;
+  const Cost512& other = grad_a ? kGradW512 : kGradA512;
+  return kCopies512 * cost512(N, M, rows.w.built, other) < cost512(M, N, rows.a.built, own);
+}
+#endif
 
 // The transpose of every operand of a product: the codes swap roles (a' = w^T, w' = a^T) and so
 // do the table's rows and columns.
@@ -459,12 +492,18 @@ torch::Tensor lut_bmm_grad_a(torch::Tensor g, torch::Tensor a, torch::Tensor w, 
   if (B * M * K == 0 || N == 0) return torch::zeros({B, M, K}, g.options());
   if (gi == GradIsa::kAvx512 && appmult_narrow::serves(nb))
     return appmult_narrow::grad_a(g, a, w, ga);
-  if (grad_transposed(M, N, na, nb, gi, true)) {
-    if (gi == GradIsa::kAvx512)
-      return grad_a_transposed512(g.contiguous(), a.contiguous(), w.contiguous(), ga.contiguous());
+#if defined(APPMULT_CPU_HAS_VBMI_PATH)
+  if (gi == GradIsa::kAvx512) {
+    a = a.contiguous(), w = w.contiguous();
+    const BothSides rows = rows_reached_both(a, w, na, nb);
+    if (grad_transposed512(M, N, rows, true))
+      return grad_a_transposed512(g.contiguous(), a, w, ga.contiguous(), rows.w.data());
+    return grad_a_direct(g.contiguous(), a, w, ga.contiguous(), gi, rows.a.data());
+  }
+#endif
+  if (grad_transposed(M, N, na, nb, true))
     return transposed(grad_w_direct(transposed(g), transposed(w), transposed(a),
                                     ga.t().contiguous(), gi));
-  }
   return grad_a_direct(g.contiguous(), a.contiguous(), w.contiguous(), ga.contiguous(), gi);
 }
 
@@ -481,7 +520,17 @@ torch::Tensor lut_bmm_grad_w(torch::Tensor g, torch::Tensor a, torch::Tensor w, 
   if (B * K * N == 0 || M == 0) return torch::zeros({B, K, N}, g.options());
   if (gi == GradIsa::kAvx512 && appmult_narrow::serves(nb))
     return appmult_narrow::grad_w(g, a, w, gw);
-  if (grad_transposed(M, N, na, nb, gi, false))
+#if defined(APPMULT_CPU_HAS_VBMI_PATH)
+  if (gi == GradIsa::kAvx512) {
+    a = a.contiguous(), w = w.contiguous();
+    const BothSides rows = rows_reached_both(a, w, na, nb);
+    if (grad_transposed512(M, N, rows, false))  // the dA kernel sweeps w^T's codes
+      return transposed(grad_a_direct(transposed(g), transposed(w), transposed(a),
+                                      gw.t().contiguous(), gi, rows.w.data()));
+    return grad_w_direct(g.contiguous(), a, w, gw.contiguous(), gi, rows.a.data());
+  }
+#endif
+  if (grad_transposed(M, N, na, nb, false))
     return transposed(grad_a_direct(transposed(g), transposed(w), transposed(a),
                                     gw.t().contiguous(), gi));
   return grad_w_direct(g.contiguous(), a.contiguous(), w.contiguous(), gw.contiguous(), gi);

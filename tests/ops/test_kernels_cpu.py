@@ -8,6 +8,7 @@ from functools import partial
 import pytest
 import torch
 from appmult_fx.luts.indexing import MAX_BITS, MIN_BITS, check_bits, operand_values
+from torch import Tensor
 
 from appmult_fx.ops import kernels, reference
 from appmult_fx.ops import lut_gemm as _ops  # noqa: F401  (registers torch.ops.appmult)
@@ -158,6 +159,43 @@ def test_cpu_gradient_blocks(cpu_backend) -> None:
             assert_float_product_close(da, reference.lut_bmm_grad_a, g, a, w, ga)
             dw = cpu_backend.lut_bmm_grad_w(g, a, w, gw)
             assert_float_product_close(dw, reference.lut_bmm_grad_w, g, a, w, gw)
+
+
+def skewed_codes(shape: tuple[int, ...], rows: int, rare: int, gen: torch.Generator) -> Tensor:
+    """Codes < ``rows`` that are mostly 0 and ``rows - 1`` (as after a ReLU that saturates),
+    with ``rare`` other codes per k along dim 1, each in a single random position."""
+    b, m, k = shape
+    coin = torch.rand(shape, generator=gen)
+    codes = torch.where(coin < 0.6, 0, rows - 1).to(torch.uint8)
+    for _ in range(rare):
+        at = torch.randint(0, m, (b, k), generator=gen)
+        other = torch.randint(1, rows - 1, (b, k), generator=gen, dtype=torch.uint8)
+        codes.scatter_(1, at.unsqueeze(1), other.unsqueeze(1))
+    return codes
+
+
+def test_cpu_gradients_with_few_codes_per_k(cpu_backend) -> None:
+    """The AVX-512 gradient kernels build only the table rows a k's codes reach when those are
+    fewer than half the rows (few rows swept against a wide table): codes that are mostly two
+    values, with a few others in one row each (a scan that missed one would leave a stale table
+    row), ragged columns, both orientations of dA, and few / many other codes (both build
+    modes), square and rectangular tables."""
+    gen = torch.Generator().manual_seed(11)
+    for bits_a, bits_b, (b, m, k, n), rare in [
+        (8, 8, (1, 200, 70, 37), 3),
+        (8, 8, (2, 96, 33, 150), 100),
+        (7, 8, (1, 300, 40, 20), 5),
+        (8, 7, (1, 24, 45, 400), 2),
+    ]:
+        ga = torch.randn(1 << bits_a, 1 << bits_b, generator=gen)
+        gw = torch.randn(1 << bits_a, 1 << bits_b, generator=gen)
+        a = skewed_codes((b, m, k), 1 << bits_a, rare, gen)
+        w = skewed_codes((b, n, k), 1 << bits_b, rare, gen).transpose(1, 2).contiguous()
+        g = torch.randn(b, m, n, generator=gen)
+        da = cpu_backend.lut_bmm_grad_a(g, a, w, ga)
+        assert_float_product_close(da, reference.lut_bmm_grad_a, g, a, w, ga)
+        dw = cpu_backend.lut_bmm_grad_w(g, a, w, gw)
+        assert_float_product_close(dw, reference.lut_bmm_grad_w, g, a, w, gw)
 
 
 def test_cpu_forward_row_blocks(cpu_backend) -> None:

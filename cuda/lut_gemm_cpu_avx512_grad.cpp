@@ -21,9 +21,9 @@
 // fp32 torch.mm with the tables in L1 and 0.32-0.44x from L2 (bench/grad_bound.py). dA is
 // bound by those reads from L2 (a per-k table over a chunk of up to 128 columns is 16-128 KB);
 // dW by the same reads and, for short sweeps (256-1024 rows at 8 bits), by building the tables
-// (a 16 x n transpose per k and tile, about 2 multiply-accumulates' worth per entry). The binding (lut_gemm_cpu.cpp) picks the orientation;
-// lut_grad_a_t runs dA through the dW kernel on the transposed product (rows over N) reading
-// G and the codes and writing dA in place.
+// (a 16 x n transpose per k and tile, about 2 multiply-accumulates' worth per entry). The
+// binding (lut_gemm_cpu.cpp) picks the orientation; lut_grad_a_t runs dA through the dW kernel
+// on the transposed product (rows over N) reading G and the codes and writing dA in place.
 #if defined(__x86_64__)
 #include <immintrin.h>
 
@@ -327,11 +327,12 @@ RowsReached rows_reached(const uint8_t* a, int64_t sb, int64_t sm, int64_t sk, i
 
 constexpr int64_t kChunk = 8 * kLanes;  // columns per pass: a chunk of a G row fits 8 registers
 
-// da [B, M, K] = SUM_n g * GA[a, w] for g [B, M, N]; lt = GA^T. N is taken in chunks of up to
-// 128 columns (so a G row chunk stays in registers across the k of a group, and more k share
-// the budget than with whole rows when N > 128; the partial dots add up in da). Tables of a group of
-// k cover one chunk and stay within `budget` bytes (L2); each task sweeps its rows once per
-// group and chunk.
+// da [B, M, K] = SUM_n g * GA[a, w] for g [B, M, N]; lt = GA^T, ga = GA (the rows gathered
+// where `reached`, the rows a's codes reach per (b, k), is given and sparse). N is taken in
+// chunks of up to 128 columns (so a G row chunk stays in registers across the k of a group, and
+// more k share the budget than with whole rows when N > 128; the partial dots add up in da).
+// Tables of a group of k cover one chunk and stay within `budget` bytes (L2); each task sweeps
+// its rows once per group and chunk.
 void lut_grad_a(const float* g, const uint8_t* a, const uint8_t* w, const float* lt,
                 const float* ga, int64_t n, int64_t nb, int64_t B, int64_t M, int64_t K,
                 int64_t N, float* da, int nthreads, int64_t budget, const uint64_t* reached) {

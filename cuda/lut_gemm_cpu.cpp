@@ -251,8 +251,7 @@ torch::Tensor grad_a_direct(const torch::Tensor& g, const torch::Tensor& a, cons
   if (isa == GradIsa::kAvx512) {
     auto da = torch::empty({B, M, K}, g.options());
     appmult_cpu_avx512::lut_grad_a(g.data_ptr<float>(), a.data_ptr<uint8_t>(),
-                                   w.data_ptr<uint8_t>(), lt.data_ptr<float>(),
-                                   ga.data_ptr<float>(), n, ga.size(1), B, M, K, N,
+                                   w.data_ptr<uint8_t>(), lt.data_ptr<float>(), n, B, M, K, N,
                                    da.data_ptr<float>(), threads, kGradABudget512, reached);
     return da;
   }
@@ -284,8 +283,7 @@ torch::Tensor grad_w_direct(const torch::Tensor& g, const torch::Tensor& a, cons
   if (isa == GradIsa::kAvx512) {
     auto dw = torch::empty({B, K, N}, g.options());
     appmult_cpu_avx512::lut_grad_w(g.data_ptr<float>(), a.data_ptr<uint8_t>(),
-                                   w.data_ptr<uint8_t>(), lt.data_ptr<float>(),
-                                   gw.data_ptr<float>(), n, gw.size(1), B, M, K, N,
+                                   w.data_ptr<uint8_t>(), lt.data_ptr<float>(), n, B, M, K, N,
                                    dw.data_ptr<float>(), threads, kGradWBudget512, reached);
     return dw;
   }
@@ -313,13 +311,11 @@ torch::Tensor grad_a_transposed512(const torch::Tensor& g, const torch::Tensor& 
                                    const torch::Tensor& w, const torch::Tensor& ga,
                                    const uint64_t* reached) {
   // The kernel's table is GA itself, read as the transposed table of GA^T (rows: codes of w).
-  const int64_t B = a.size(0), M = a.size(1), K = a.size(2), N = w.size(2);
+  const int64_t n = ga.size(1), B = a.size(0), M = a.size(1), K = a.size(2), N = w.size(2);
   auto da = torch::empty({B, M, K}, g.options());
 #if defined(APPMULT_CPU_HAS_VBMI_PATH)
-  auto gat = ga.t().contiguous();
   appmult_cpu_avx512::lut_grad_a_t(g.data_ptr<float>(), a.data_ptr<uint8_t>(),
-                                   w.data_ptr<uint8_t>(), ga.data_ptr<float>(),
-                                   gat.data_ptr<float>(), ga.size(0), ga.size(1), B, M, K, N,
+                                   w.data_ptr<uint8_t>(), ga.data_ptr<float>(), n, B, M, K, N,
                                    da.data_ptr<float>(), at::get_num_threads(), kGradWBudget512,
                                    reached);
 #endif

@@ -44,30 +44,29 @@ void lut_fwd(const uint8_t* row_codes, const int64_t* row_strides, const uint8_t
 // AVX-512 (F + BW) gradient products (lut_gemm_cpu_avx512_grad.cpp); g [B, M, N] and outputs
 // unpadded, lt = the transposed float table; tables of a task within `budget` bytes.
 namespace appmult_cpu_avx512 {
-// The table rows the codes of a product's swept side reach, per (b, k) of
-// a[b * sb + m * sm + k * sk] (m < M): bits[(b * K + k) * 4 + c / 64] bit c % 64 for code c;
-// only when M < 16 n (few rows swept against a table of n rows; else empty: every row is
-// built). `built`: the mean table rows' worth of work per k that the builds then take.
+// The groups of 4 table rows the codes of a product's swept side reach, per (b, k) of
+// a[b * sb + m * sm + k * sk] (m < M): quads[b * K + k] bit q for rows 4q .. 4q + 3; only when
+// M < 16 n (few rows swept against a table of n rows; else empty: every row is built).
+// `built`: the mean table rows per k the builds then take.
 struct RowsReached {
-  std::vector<uint64_t> bits;
+  std::vector<uint64_t> quads;
   double built = 0;
-  const uint64_t* data() const { return bits.empty() ? nullptr : bits.data(); }
+  const uint64_t* data() const { return quads.empty() ? nullptr : quads.data(); }
 };
 RowsReached rows_reached(const uint8_t* a, int64_t sb, int64_t sm, int64_t sk, int64_t B,
                          int64_t M, int64_t K, int64_t n, int nthreads);
-// lt = the transposed table, tab = the table itself ([n][nb]: n codes of the swept side);
-// reached: RowsReached::data() of the swept side's codes, or null.
-void lut_grad_a(const float* g, const uint8_t* a, const uint8_t* w, const float* lt,
-                const float* ga, int64_t n, int64_t nb, int64_t B, int64_t M, int64_t K,
-                int64_t N, float* da, int nthreads, int64_t budget, const uint64_t* reached);
-void lut_grad_w(const float* g, const uint8_t* a, const uint8_t* w, const float* lt,
-                const float* gw, int64_t n, int64_t nb, int64_t B, int64_t M, int64_t K,
-                int64_t N, float* dw, int nthreads, int64_t budget, const uint64_t* reached);
-// dA through the dW kernel on the transposed product, g [B, M, N] read across, ga = GA
-// [na][nb] itself, gat = GA^T; reached: of w's codes (the swept side).
+// lt = the transposed table; reached: RowsReached::data() of the swept side's codes, or null.
+void lut_grad_a(const float* g, const uint8_t* a, const uint8_t* w, const float* lt, int64_t n,
+                int64_t B, int64_t M, int64_t K, int64_t N, float* da, int nthreads,
+                int64_t budget, const uint64_t* reached);
+void lut_grad_w(const float* g, const uint8_t* a, const uint8_t* w, const float* lt, int64_t n,
+                int64_t B, int64_t M, int64_t K, int64_t N, float* dw, int nthreads,
+                int64_t budget, const uint64_t* reached);
+// dA through the dW kernel on the transposed product, g [B, M, N] read across, ga = GA itself
+// (n = its columns); reached: of w's codes (the swept side).
 void lut_grad_a_t(const float* g, const uint8_t* a, const uint8_t* w, const float* ga,
-                  const float* gat, int64_t na, int64_t nb, int64_t B, int64_t M, int64_t K,
-                  int64_t N, float* da, int nthreads, int64_t budget, const uint64_t* reached);
+                  int64_t n, int64_t B, int64_t M, int64_t K, int64_t N, float* da,
+                  int nthreads, int64_t budget, const uint64_t* reached);
 }  // namespace appmult_cpu_avx512
 
 // Narrow-column fast path (lut_gemm_cpu_narrow.cpp, AVX-512 VBMI/VNNI): the column operand w

@@ -2,10 +2,9 @@
 //
 // For a fixed k and a set of columns j, the table restricted to the column codes,
 // Tk[u][j] = TBL[u][code(k, j)], is built by 4 x 4 in-lane transposes of 128-bit pieces of the
-// transposed table (one load, three inserts and two shuffles per 16-entry row), or, where few
-// rows are swept against a wide table and a k's codes reach under a quarter of its rows
-// (rows_reached: after a ReLU, ResNet-18's layer4 at batch 16), only those rows, each gathered
-// from the table. Then
+// transposed table (one load, three inserts and two shuffles per 16-entry row); where few rows
+// are swept against a wide table (rows_reached: after a ReLU, ResNet-18's layer4 at batch 16),
+// only for the groups of 4 rows a k's codes reach. Then
 //   dA  dA[m, k]  = dot(G[m, :], Tk[a[m, k]][:])   N in chunks of up to 128 columns (a G row
 //                   chunk in registers, tables of a group of k in L2), the dots of 16 (m, k)
 //                   pairs reduced to one vector by a shuffle tree, chunks added up in dA;
@@ -66,90 +65,50 @@ inline __m512 quarters(const float* p0, const float* p1, const float* p2, const 
   return _mm512_insertf32x4(v, _mm_loadu_ps(p3), 3);
 }
 
-// A float table as the kernels read it: lt, the transposed table (lt[v * n + u] = TBL[u][v]),
-// for the 4 x 4 transposes, and rows, the table itself (rows[u * ncodes + v]), for gathering a
-// single row.
-struct TableSource {
-  const float* lt;
-  const float* rows;
-  int64_t n, ncodes;  // rows (codes of the swept side) and columns of TBL
-};
-
-// The codes of the swept side a product reads, per (b, k): 256 bits (rows_reached). A table
-// build skips the rows no code reaches.
+// The groups of 4 table rows the codes of a product's swept side reach, per (b, k): bit q for
+// rows 4q .. 4q + 3 (rows_reached). A table build skips the groups no code reaches.
 struct UsedRows {
-  const uint64_t* bits;  // [B * K][4], or nullptr: every row
-  const uint64_t* of(int64_t bk) const { return bits == nullptr ? nullptr : bits + 4 * bk; }
+  const uint64_t* quads;  // [B * K], or nullptr: every row
+  uint64_t of(int64_t bk) const { return quads == nullptr ? ~0ull : quads[bk]; }
 };
 
-// out[u * ldt + j] = src[j][u] for u < n (n a multiple of 4), j < 16: output rows 4q..4q+3
-// come from a 4 x 4 transpose within each 128-bit lane L of the vectors holding
-// src[4L + s][4q .. 4q + 3] (s = 0..3).
-void build_table(const float* const* src, int64_t n, float* out, int64_t ldt) {
-  for (int64_t u = 0; u < n; u += 4) {
-    __m512 in[4];
-    for (int s = 0; s < 4; ++s) in[s] = quarters(src[s] + u, src[4 + s] + u, src[8 + s] + u,
-                                                 src[12 + s] + u);
-    const __m512 t0 = _mm512_unpacklo_ps(in[0], in[1]), t1 = _mm512_unpackhi_ps(in[0], in[1]);
-    const __m512 t2 = _mm512_unpacklo_ps(in[2], in[3]), t3 = _mm512_unpackhi_ps(in[2], in[3]);
-    const __m512d d0 = _mm512_castps_pd(t0), d1 = _mm512_castps_pd(t1);
-    const __m512d d2 = _mm512_castps_pd(t2), d3 = _mm512_castps_pd(t3);
-    _mm512_storeu_ps(out + (u + 0) * ldt, _mm512_castpd_ps(_mm512_unpacklo_pd(d0, d2)));
-    _mm512_storeu_ps(out + (u + 1) * ldt, _mm512_castpd_ps(_mm512_unpackhi_pd(d0, d2)));
-    _mm512_storeu_ps(out + (u + 2) * ldt, _mm512_castpd_ps(_mm512_unpacklo_pd(d1, d3)));
-    _mm512_storeu_ps(out + (u + 3) * ldt, _mm512_castpd_ps(_mm512_unpackhi_pd(d1, d3)));
-  }
+// out[u * ldt + j] = src[j][u] for u = 4q .. 4q + 3, j < 16: a 4 x 4 transpose within each
+// 128-bit lane L of the vectors holding src[4L + s][4q .. 4q + 3] (s = 0..3).
+inline void build_quad(const float* const* src, int64_t q, float* out, int64_t ldt) {
+  const int64_t u = 4 * q;
+  __m512 in[4];
+  for (int s = 0; s < 4; ++s)
+    in[s] = quarters(src[s] + u, src[4 + s] + u, src[8 + s] + u, src[12 + s] + u);
+  const __m512 t0 = _mm512_unpacklo_ps(in[0], in[1]), t1 = _mm512_unpackhi_ps(in[0], in[1]);
+  const __m512 t2 = _mm512_unpacklo_ps(in[2], in[3]), t3 = _mm512_unpackhi_ps(in[2], in[3]);
+  const __m512d d0 = _mm512_castps_pd(t0), d1 = _mm512_castps_pd(t1);
+  const __m512d d2 = _mm512_castps_pd(t2), d3 = _mm512_castps_pd(t3);
+  _mm512_storeu_ps(out + (u + 0) * ldt, _mm512_castpd_ps(_mm512_unpacklo_pd(d0, d2)));
+  _mm512_storeu_ps(out + (u + 1) * ldt, _mm512_castpd_ps(_mm512_unpackhi_pd(d0, d2)));
+  _mm512_storeu_ps(out + (u + 2) * ldt, _mm512_castpd_ps(_mm512_unpacklo_pd(d1, d3)));
+  _mm512_storeu_ps(out + (u + 3) * ldt, _mm512_castpd_ps(_mm512_unpackhi_pd(d1, d3)));
 }
 
-// The 16 column codes code[j * sj] (j < 16) as int32 lanes, 0 from lane `ncols` on.
-inline __m512i column_codes(const uint8_t* code, int64_t sj, int64_t ncols) {
-  if (sj == 1) {
-    const __mmask64 real = ncols >= kLanes ? 0xFFFFull : (1ull << ncols) - 1;
-    return _mm512_cvtepu8_epi32(_mm512_castsi512_si128(_mm512_maskz_loadu_epi8(real, code)));
-  }
-  alignas(64) int32_t cols[kLanes];
-  for (int64_t j = 0; j < kLanes; ++j) cols[j] = j < ncols ? code[j * sj] : 0;
-  return _mm512_load_si512(cols);
-}
+// The groups of 4 rows of a table of n rows (a multiple of 4, at most 256) as a bit mask.
+inline uint64_t all_quads(int64_t n) { return n >= 256 ? ~0ull : (1ull << (n / 4)) - 1; }
 
-// A row gathered (16 lanes from a table row, for each 16 columns) costs about as much as this
-// many rows of the 4 x 4 transposes: measured 3-4 on Sapphire Rapids (ResNet-18's layer4
-// shapes, 12-45 rows reached of 128; gathering 44 rows ran slower than building all 128).
-constexpr int64_t kGatherRows = 4;
-
-// Table rows' worth of work to build a table of n rows for the 4 x 64 bits `used`:
-// kGatherRows per row reached when that is under n, else n.
-inline int64_t built_rows(const uint64_t* used, int64_t n) {
-  const int64_t reached = __builtin_popcountll(used[0]) + __builtin_popcountll(used[1]) +
-                          __builtin_popcountll(used[2]) + __builtin_popcountll(used[3]);
-  return kGatherRows * reached < n ? kGatherRows * reached : n;
+// Table rows a build takes for a table of n rows: 4 per group in `quads`.
+inline int64_t built_rows(uint64_t quads, int64_t n) {
+  return 4 * __builtin_popcountll(quads & all_quads(n));
 }
 
 // Tk[u * ldt + j] = TBL[u][code[j * sj]] for j < ncols, 0 for ncols <= j < width (width a
-// multiple of 16, at most ldt); `zero` holds n zeros. With `used` (the rows the product's codes
-// reach) and fewer than n / kGatherRows rows in it, only those rows are built, each gathered
-// from t.rows; the other rows are left as they are, as no code of the product reads them.
-void build_tables(const TableSource& t, const uint8_t* code, int64_t sj, int64_t ncols,
-                  int64_t width, const float* zero, float* tk, int64_t ldt,
-                  const uint64_t* used) {
-  const bool gather = used != nullptr && built_rows(used, t.n) < t.n;
+// multiple of 16, at most ldt), from lt, the transposed table (lt[v * n + u] = TBL[u][v]);
+// `zero` holds n zeros. Only the groups of 4 rows in `quads` are built (UsedRows); the other
+// rows are left as they are, as no code of the product reads them.
+void build_tables(const float* lt, int64_t n, const uint8_t* code, int64_t sj, int64_t ncols,
+                  int64_t width, const float* zero, float* tk, int64_t ldt, uint64_t quads) {
+  quads &= all_quads(n);
   for (int64_t j0 = 0; j0 < width; j0 += kLanes) {
-    if (gather) {
-      const __m512i cols = column_codes(code + j0 * sj, sj, ncols - j0);
-      const __mmask16 real = lanes_below(ncols - j0);
-      for (int q = 0; q < 4; ++q)
-        for (uint64_t bits = used[q]; bits != 0; bits &= bits - 1) {
-          const int64_t row = 64 * q + __builtin_ctzll(bits);
-          _mm512_storeu_ps(tk + row * ldt + j0,
-                           _mm512_mask_i32gather_ps(_mm512_setzero_ps(), real, cols,
-                                                    t.rows + row * t.ncodes, 4));
-        }
-      continue;
-    }
     const float* src[kLanes];
     for (int64_t j = 0; j < kLanes; ++j)
-      src[j] = j0 + j < ncols ? t.lt + static_cast<int64_t>(code[(j0 + j) * sj]) * t.n : zero;
-    build_table(src, t.n, tk + j0, ldt);
+      src[j] = j0 + j < ncols ? lt + static_cast<int64_t>(code[(j0 + j) * sj]) * n : zero;
+    for (uint64_t q = quads; q != 0; q &= q - 1) build_quad(src, __builtin_ctzll(q), tk + j0, ldt);
   }
 }
 
@@ -296,7 +255,7 @@ RowsReached rows_reached(const uint8_t* a, int64_t sb, int64_t sm, int64_t sk, i
   out.built = static_cast<double>(n);
   if (M >= kUsedRowsScan * n || B * K == 0) return out;
   constexpr int64_t kBlock = 64;
-  out.bits.assign(B * K * 4, 0);
+  out.quads.assign(B * K, 0);
   const int64_t blocks = ceil_div(K, kBlock);
   uint8_t* const flags = allocate<uint8_t>(nthreads * kBlock * 256);
 #pragma omp parallel num_threads(nthreads)
@@ -310,33 +269,32 @@ RowsReached rows_reached(const uint8_t* a, int64_t sb, int64_t sm, int64_t sk, i
         const uint8_t* row = a + b * sb + m * sm + k0 * sk;
         for (int64_t k = 0; k < kc; ++k) seen[k * 256 + row[k * sk]] = 1;
       }
-      uint64_t* bits = out.bits.data() + (b * K + k0) * 4;
-      for (int64_t k = 0; k < kc; ++k)
-        for (int q = 0; q < 4; ++q) {
-          const __m512i v = _mm512_loadu_si512(seen + k * 256 + 64 * q);
-          bits[k * 4 + q] = _mm512_test_epi8_mask(v, v);
-        }
+      for (int64_t k = 0; k < kc; ++k) {  // a group's 4 flag bytes as one 32-bit word
+        const uint32_t* words = reinterpret_cast<const uint32_t*>(seen + k * 256);
+        uint64_t quads = 0;
+        for (int q = 0; q < 64; ++q) quads |= static_cast<uint64_t>(words[q] != 0) << q;
+        out.quads[b * K + k0 + k] = quads;
+      }
     }
   }
   free(flags);
   int64_t built = 0;
-  for (int64_t bk = 0; bk < B * K; ++bk) built += built_rows(out.bits.data() + 4 * bk, n);
+  for (const uint64_t quads : out.quads) built += built_rows(quads, n);
   out.built = static_cast<double>(built) / static_cast<double>(B * K);
   return out;
 }
 
 constexpr int64_t kChunk = 8 * kLanes;  // columns per pass: a chunk of a G row fits 8 registers
 
-// da [B, M, K] = SUM_n g * GA[a, w] for g [B, M, N]; lt = GA^T, ga = GA (the rows gathered
-// where `reached`, the rows a's codes reach per (b, k), is given and sparse). N is taken in
+// da [B, M, K] = SUM_n g * GA[a, w] for g [B, M, N]; lt = GA^T; reached: the rows a's codes
+// reach per (b, k), or null (every row is built). N is taken in
 // chunks of up to 128 columns (so a G row chunk stays in registers across the k of a group, and
 // more k share the budget than with whole rows when N > 128; the partial dots add up in da).
 // Tables of a group of k cover one chunk and stay within `budget` bytes (L2); each task sweeps
 // its rows once per group and chunk.
-void lut_grad_a(const float* g, const uint8_t* a, const uint8_t* w, const float* lt,
-                const float* ga, int64_t n, int64_t nb, int64_t B, int64_t M, int64_t K,
-                int64_t N, float* da, int nthreads, int64_t budget, const uint64_t* reached) {
-  const TableSource src = {lt, ga, n, nb};
+void lut_grad_a(const float* g, const uint8_t* a, const uint8_t* w, const float* lt, int64_t n,
+                int64_t B, int64_t M, int64_t K, int64_t N, float* da, int nthreads,
+                int64_t budget, const uint64_t* reached) {
   const UsedRows used = {reached};
   const int64_t ldt = kLanes * ceil_div(min64(N, kChunk), kLanes), tsz = n * ldt;
   const int64_t kg = min64(K, max64(1, budget / (tsz * 4)));
@@ -359,7 +317,7 @@ void lut_grad_a(const float* g, const uint8_t* a, const uint8_t* w, const float*
       for (int64_t c0 = 0; c0 < N; c0 += kChunk) {
         const int64_t nc = min64(kChunk, N - c0), width = kLanes * ceil_div(nc, kLanes);
         for (int64_t kk = 0; kk < kc; ++kk)
-          build_tables(src, w + (b * K + k0 + kk) * N + c0, 1, nc, width, zero,
+          build_tables(lt, n, w + (b * K + k0 + kk) * N + c0, 1, nc, width, zero,
                        tables + kk * n * width, width, used.of(b * K + k0 + kk));
         const GradA p = {g + b * M * N + c0, a + b * M * K, tables, da + b * M * K,
                          M, K, nc, N, n, k0, c0 > 0};
@@ -516,9 +474,8 @@ struct GradWArgs {
 // dw [B, K, N] = SUM_m g * GW[a, w]; lt = GW^T. G is packed by 16-column tiles and the row codes
 // by groups of R k (both then stream from consecutive lines). A task takes a tile and kTaskK k;
 // per block of rows it sweeps groups of R k (tile_k).
-void grad_w_impl(const GradWArgs& x, const TableSource& src, int64_t B, int64_t M, int64_t K,
+void grad_w_impl(const GradWArgs& x, const float* lt, int64_t n, int64_t B, int64_t M, int64_t K,
                  int64_t N, int nthreads, int64_t budget, const uint64_t* reached) {
-  const int64_t n = src.n;
   const UsedRows used = {reached};
   const int64_t R = tile_k(n, budget, min64(M, kRowBlock));
   const TileFn tile = tile_fn(R);
@@ -545,7 +502,7 @@ void grad_w_impl(const GradWArgs& x, const TableSource& src, int64_t B, int64_t 
         for (int64_t k0 = (rest % chunks) * kstep; k0 < k1; k0 += R) {
           const int64_t rc = min64(R, K - k0);
           for (int64_t r = 0; r < rc; ++r)
-            build_tables(src, x.w + b * x.sb + (k0 + r) * x.sk + n0 * x.sj, x.sj, ncols,
+            build_tables(lt, n, x.w + b * x.sb + (k0 + r) * x.sk + n0 * x.sj, x.sj, ncols,
                          kLanes, zero, tables + r * kLanes, R * kLanes, used.of(b * K + k0 + r));
           const GradW p = {gp + ((b * tiles + n0 / kLanes) * M + m0) * kLanes,
                            codes + ((b * groups + k0 / R) * M + m0) * R, tables,
@@ -562,24 +519,22 @@ void grad_w_impl(const GradWArgs& x, const TableSource& src, int64_t B, int64_t 
 
 }  // namespace
 
-// dw [B, K, N] = SUM_m g * GW[a, w] for g [B, M, N]; lt = GW^T, gw = GW [n][nb].
-void lut_grad_w(const float* g, const uint8_t* a, const uint8_t* w, const float* lt,
-                const float* gw, int64_t n, int64_t nb, int64_t B, int64_t M, int64_t K,
-                int64_t N, float* dw, int nthreads, int64_t budget, const uint64_t* reached) {
+// dw [B, K, N] = SUM_m g * GW[a, w] for g [B, M, N]; lt = GW^T.
+void lut_grad_w(const float* g, const uint8_t* a, const uint8_t* w, const float* lt, int64_t n,
+                int64_t B, int64_t M, int64_t K, int64_t N, float* dw, int nthreads,
+                int64_t budget, const uint64_t* reached) {
   const GradWArgs x = {g, a, w, dw, M * N, N, 1, M * K, K, 1, K * N, N, 1, K * N, N, 1};
-  grad_w_impl(x, {lt, gw, n, nb}, B, M, K, N, nthreads, budget, reached);
+  grad_w_impl(x, lt, n, B, M, K, N, nthreads, budget, reached);
 }
 
 // da [B, M, K] = SUM_n g * GA[a, w] through the dW kernel on the transposed product (rows over
 // N, 16-column tiles over M) for g [B, M, N] read across: w holds the row codes (w[b][k][n]), a
-// the column codes (stride K), and the results go to columns of da. The kernel's table is GA^T
-// [nb][na]: ga is its transposed table, gat (= GA^T) its rows.
+// the column codes (stride K), and the results go to columns of da.
 void lut_grad_a_t(const float* g, const uint8_t* a, const uint8_t* w, const float* ga,
-                  const float* gat, int64_t na, int64_t nb, int64_t B, int64_t M, int64_t K,
-                  int64_t N, float* da, int nthreads, int64_t budget,
-                  const uint64_t* reached) {
+                  int64_t n, int64_t B, int64_t M, int64_t K, int64_t N, float* da,
+                  int nthreads, int64_t budget, const uint64_t* reached) {
   const GradWArgs x = {g, w, a, da, M * N, 1, N, K * N, 1, N, M * K, 1, K, M * K, 1, K};
-  grad_w_impl(x, {ga, gat, nb, na}, B, N, K, M, nthreads, budget, reached);
+  grad_w_impl(x, ga, n, B, N, K, M, nthreads, budget, reached);
 }
 
 }  // namespace appmult_cpu_avx512

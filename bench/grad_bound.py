@@ -10,11 +10,12 @@ a small C program (a C compiler and AVX-512 F are needed) that runs that loop as
 does (8 accumulating k per row of G, 2 rows in flight, G rows streamed) and times it
 
 * with the table rows drawn at random from tables of 4 KB (in L1) up to 1 MB (in L2), the
-  working sets of the kernels' per-k tables (at 8 bits: 16 KB per k and 16 columns for dW,
-  32 KB per k for dA over 64 columns, 1 MB for a dA group);
+  working sets of the kernels' per-k tables (at 8 bits, 256 rows: 16 KB per k and 16 columns
+  for dW, 64 KB per k for dA over 64 columns, 32 KB with the 128 rows a ReLU leaves; 1 MB for a
+  dA group);
 * with every code 0 (the same code loads and addresses, the rows always in L1);
-* without codes (an FMA with a memory operand at fixed offsets: what the loop costs without
-  the lookup),
+* without codes (the same table-row loads and FMAs at fixed offsets: what the loop costs
+  without the code loads and addresses),
 
 and prints G-MAC/s and the ratio to fp32 ``torch.mm`` measured in the same run (one thread,
 CPU clock), so a reader can see how far a table-row kernel can go on this machine.
@@ -45,6 +46,7 @@ static double now(void) {
   for (long s = 0; s < sweeps; ++s) {                                                        \
     __asm__ volatile("" ::: "memory");                                                       \
     for (int m = 0; m < ROWS; m += 2) {                                                      \
+      __asm__ volatile("" : "+r"(tab)); /* FIXED: the rows stay loads, not registers */     \
       const __m512 g0 = _mm512_load_ps(g + m * 16), g1 = _mm512_load_ps(g + m * 16 + 16);   \
       _Pragma("GCC unroll 8") for (int r = 0; r < R; ++r) {                                  \
         acc[r] = _mm512_fmadd_ps(g0, LOOKUP(m, r), acc[r]);                                  \
@@ -70,6 +72,7 @@ static double now(void) {
 TIMED(coded, CODED)
 TIMED(fixed, FIXED)
 int main(int argc, char** argv) {
+  if (argc < 2) return 2;
   const long sweeps = atol(argv[1]);
   const long sizes[] = {4096, 16384, 32768, 131072, 1048576};  // table bytes
   float* g = aligned_alloc(64, ROWS * 64);

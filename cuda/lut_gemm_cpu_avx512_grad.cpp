@@ -16,8 +16,8 @@
 //                   (the G tile read in place, N floats apart, ran 4x slower from L2) and each
 //                   lookup is a byte load, a shift and an FMA at a constant offset.
 // Every multiply-accumulate is one lane of an FMA and the table is read with one row load per
-// (m, k, 16 columns): a code load, an address and an FMA, which bounds the loop at about 0.58x
-// fp32 torch.mm with the tables in L1 and 0.32-0.44x from L2 (bench/grad_bound.py). dA is
+// (m, k, 16 columns): a code load, an address and an FMA, which bounds the loop at about 0.6x
+// fp32 torch.mm with the tables in L1 and 0.32-0.45x from L2 (bench/grad_bound.py). dA is
 // bound by those reads from L2 (a per-k table over a chunk of up to 128 columns is 16-128 KB);
 // dW by the same reads and, for short sweeps (256-1024 rows at 8 bits), by building the tables
 // (a 16 x n transpose per k and tile, about 2 multiply-accumulates' worth per entry). The

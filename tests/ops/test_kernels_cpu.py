@@ -175,17 +175,19 @@ def skewed_codes(shape: tuple[int, ...], rows: int, rare: int, gen: torch.Genera
 
 
 def test_cpu_gradients_with_few_codes_per_k(cpu_backend) -> None:
-    """The AVX-512 gradient kernels build only the table rows a k's codes reach when those are
-    fewer than half the rows (few rows swept against a wide table): codes that are mostly two
-    values, with a few others in one row each (a scan that missed one would leave a stale table
-    row), ragged columns, both orientations of dA, and few / many other codes (both build
-    modes), square and rectangular tables."""
+    """The AVX-512 gradient kernels build only the groups of 4 table rows a k's codes reach
+    where few rows are swept against a wide table (under 16 per table row): codes that are
+    mostly two values, with a few others in one row each (a scan that missed one would leave a
+    stale table row), ragged columns, both orientations of dA and dW, batches, few and many
+    other codes, square, rectangular and small tables."""
     gen = torch.Generator().manual_seed(11)
     for bits_a, bits_b, (b, m, k, n), rare in [
         (8, 8, (1, 200, 70, 37), 3),
         (8, 8, (2, 96, 33, 150), 100),
         (7, 8, (1, 300, 40, 20), 5),
         (8, 7, (1, 24, 45, 400), 2),
+        (5, 8, (2, 40, 70, 33), 4),
+        (8, 6, (3, 64, 20, 900), 3),
     ]:
         ga = torch.randn(1 << bits_a, 1 << bits_b, generator=gen)
         gw = torch.randn(1 << bits_a, 1 << bits_b, generator=gen)

@@ -1,6 +1,7 @@
 // Torch binding of the CPU LUT-GEMM kernels: argument checks, padding, orientation, ISA dispatch.
 #include <torch/extension.h>
 
+#include <array>
 #include <optional>
 #include <string>
 
@@ -239,6 +240,25 @@ double cost512(int64_t rows, int64_t cols, double n, const Cost512& c) {
 
 torch::Tensor transposed(const torch::Tensor& t) { return t.transpose(-2, -1).contiguous(); }
 
+// Flags of the lines of a float table that are all zero (the AVX-512 dW kernel skips the rows
+// whose codes reach only those): rows (`rows`) or columns, 0 past the table.
+struct ZeroLines {
+  std::array<uint8_t, 256> flags{};
+  bool any = false;
+  const uint8_t* data() const { return any ? flags.data() : nullptr; }
+};
+
+ZeroLines zero_lines(const torch::Tensor& table, bool rows) {
+  ZeroLines out;
+  const auto zero = table.eq(0).all(rows ? 1 : 0).to(torch::kUInt8).contiguous();
+  const uint8_t* z = zero.data_ptr<uint8_t>();
+  for (int64_t u = 0; u < zero.numel() && u < 256; ++u) {
+    out.flags[u] = z[u];
+    out.any = out.any || z[u] != 0;
+  }
+  return out;
+}
+
 // dA [B, M, K] = SUM_n g * GA[a, w], direct (rows over M, vector columns over N).
 // reached: the AVX-512 kernel's RowsReached of a's codes (null: every table row is built).
 torch::Tensor grad_a_direct(const torch::Tensor& g, const torch::Tensor& a, const torch::Tensor& w,
@@ -282,9 +302,11 @@ torch::Tensor grad_w_direct(const torch::Tensor& g, const torch::Tensor& a, cons
 #if defined(APPMULT_CPU_HAS_VBMI_PATH)
   if (isa == GradIsa::kAvx512) {
     auto dw = torch::empty({B, K, N}, g.options());
+    const ZeroLines dead = zero_lines(gw, true);  // rows of GW, reached by a's codes
     appmult_cpu_avx512::lut_grad_w(g.data_ptr<float>(), a.data_ptr<uint8_t>(),
                                    w.data_ptr<uint8_t>(), lt.data_ptr<float>(), n, B, M, K, N,
-                                   dw.data_ptr<float>(), threads, kGradWBudget512, reached);
+                                   dw.data_ptr<float>(), threads, kGradWBudget512, reached,
+                                   dead.data());
     return dw;
   }
 #endif
@@ -314,10 +336,11 @@ torch::Tensor grad_a_transposed512(const torch::Tensor& g, const torch::Tensor& 
   const int64_t n = ga.size(1), B = a.size(0), M = a.size(1), K = a.size(2), N = w.size(2);
   auto da = torch::empty({B, M, K}, g.options());
 #if defined(APPMULT_CPU_HAS_VBMI_PATH)
+  const ZeroLines dead = zero_lines(ga, false);  // columns of GA, reached by w's codes
   appmult_cpu_avx512::lut_grad_a_t(g.data_ptr<float>(), a.data_ptr<uint8_t>(),
                                    w.data_ptr<uint8_t>(), ga.data_ptr<float>(), n, B, M, K, N,
                                    da.data_ptr<float>(), at::get_num_threads(), kGradWBudget512,
-                                   reached);
+                                   reached, dead.data());
 #endif
   return da;
 }

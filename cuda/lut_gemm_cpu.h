@@ -59,14 +59,16 @@ RowsReached rows_reached(const uint8_t* a, int64_t sb, int64_t sm, int64_t sk, i
 void lut_grad_a(const float* g, const uint8_t* a, const uint8_t* w, const float* lt, int64_t n,
                 int64_t B, int64_t M, int64_t K, int64_t N, float* da, int nthreads,
                 int64_t budget, const uint64_t* reached);
+// dead: 256 flags of the table rows (indexed by the swept side's codes) that are all zero, or
+// null; where G is finite, the swept rows whose codes reach only those are skipped.
 void lut_grad_w(const float* g, const uint8_t* a, const uint8_t* w, const float* lt, int64_t n,
                 int64_t B, int64_t M, int64_t K, int64_t N, float* dw, int nthreads,
-                int64_t budget, const uint64_t* reached);
+                int64_t budget, const uint64_t* reached, const uint8_t* dead);
 // dA through the dW kernel on the transposed product, g [B, M, N] read across, ga = GA itself
-// (n = its columns); reached: of w's codes (the swept side).
+// (n = its columns); reached and dead: of w's codes (the swept side).
 void lut_grad_a_t(const float* g, const uint8_t* a, const uint8_t* w, const float* ga,
                   int64_t n, int64_t B, int64_t M, int64_t K, int64_t N, float* da,
-                  int nthreads, int64_t budget, const uint64_t* reached);
+                  int nthreads, int64_t budget, const uint64_t* reached, const uint8_t* dead);
 }  // namespace appmult_cpu_avx512
 
 // Narrow-column fast path (lut_gemm_cpu_narrow.cpp, AVX-512 VBMI/VNNI): the column operand w

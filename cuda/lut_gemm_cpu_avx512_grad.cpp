@@ -36,7 +36,7 @@
 #include "lut_gemm_cpu.h"
 
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx2,fma")
+#pragma GCC target("avx512f,avx512bw,avx512vbmi,avx2,fma")
 #include "lut_gemm_cpu_avx512.h"
 
 namespace appmult_cpu_avx512 {
@@ -331,10 +331,17 @@ void lut_grad_a(const float* g, const uint8_t* a, const uint8_t* w, const float*
 
 namespace {
 
+// Rows per block of packed row codes (pack_codes); sweeps start at multiples of it.
+constexpr int64_t kCodeBlock = 256;
+
 // Operands of one dW sweep: a 16-column tile of G and dW, codes by row, tables of R k from k0.
+// Where `live` is set, a block of kCodeBlock rows holds only its live[block] rows whose codes
+// reach a table row that is not all zero (pack_codes), at their offsets `offs` in the block.
 struct GradW {
   const float* g;         // [rows][16] packed tile of G, from the sweep's first row
   const uint8_t* codes;   // [rows][R] row codes of the R k, from the sweep's first row
+  const uint16_t* live;   // live rows per block of the sweep, or nullptr: every row
+  const uint8_t* offs;    // [rows] offsets of the live rows in their block
   const float* tab;       // [n][R][16] tables, interleaved by k
   float* dw;              // dw[k * ok + j * oj], offset to the tile
   int64_t rows, k0, ok, oj;
@@ -345,27 +352,39 @@ struct GradW {
 // dw[k0 + r, tile] (+)= SUM_m g[m, tile] * Tk[code(m, r)] for r < R (rc of which are real), U
 // rows of m per step so that U * R accumulators hide the FMA latency. A row's R codes are one
 // run of bytes and its R table rows sit R lines apart from a common base, so each lookup is a
-// byte load, a shift and an FMA with a memory operand at a constant offset.
+// byte load, a shift and an FMA with a memory operand at a constant offset. A block with rows
+// left out reads each live row's G line at its offset.
 template <int R, int U>
 void grad_w_tile(const GradW& p, int64_t rc) {
   __m512 acc[U][R];
   for (int r = 0; r < R; ++r)
     for (int u = 0; u < U; ++u) acc[u][r] = _mm512_setzero_ps();
-  const auto lookup = [&](int64_t m, int r) {
-    return _mm512_load_ps(p.tab + (static_cast<int64_t>(p.codes[m * R + r]) * R + r) * kLanes);
-  };
-  int64_t m = 0;
-  for (; m + U <= p.rows; m += U) {
-#pragma GCC unroll 4
-    for (int u = 0; u < U; ++u) {
-      const __m512 gv = _mm512_load_ps(p.g + (m + u) * kLanes);
+  // acc[u] += G line `gl` times the table rows of the R codes at `c`.
+  const auto step = [&](int u, const float* gl, const uint8_t* c) {
+    const __m512 gv = _mm512_load_ps(gl);
 #pragma GCC unroll 16
-      for (int r = 0; r < R; ++r) acc[u][r] = _mm512_fmadd_ps(gv, lookup(m + u, r), acc[u][r]);
+    for (int r = 0; r < R; ++r)
+      acc[u][r] = _mm512_fmadd_ps(
+          gv, _mm512_load_ps(p.tab + (static_cast<int64_t>(c[r]) * R + r) * kLanes), acc[u][r]);
+  };
+  for (int64_t s = 0; s < p.rows; s += kCodeBlock) {
+    const int64_t len = min64(kCodeBlock, p.rows - s);
+    const float* g = p.g + s * kLanes;
+    const uint8_t* codes = p.codes + s * R;
+    const int64_t live = p.live == nullptr ? len : p.live[s / kCodeBlock];
+    int64_t i = 0;
+    if (live == len) {
+      for (; i + U <= len; i += U)
+#pragma GCC unroll 4
+        for (int u = 0; u < U; ++u) step(u, g + (i + u) * kLanes, codes + (i + u) * R);
+      for (; i < len; ++i) step(0, g + i * kLanes, codes + i * R);
+    } else {
+      const uint8_t* offs = p.offs + s;
+      for (; i + U <= live; i += U)
+#pragma GCC unroll 4
+        for (int u = 0; u < U; ++u) step(u, g + offs[i + u] * kLanes, codes + (i + u) * R);
+      for (; i < live; ++i) step(0, g + offs[i] * kLanes, codes + i * R);
     }
-  }
-  for (; m < p.rows; ++m) {
-    const __m512 gv = _mm512_load_ps(p.g + m * kLanes);
-    for (int r = 0; r < R; ++r) acc[0][r] = _mm512_fmadd_ps(gv, lookup(m, r), acc[0][r]);
   }
   for (int r = 0; r < rc; ++r) {
     for (int u = 1; u < U; ++u) acc[0][r] = _mm512_add_ps(acc[0][r], acc[u][r]);
@@ -411,12 +430,71 @@ inline void copy_runs(const uint8_t* s, int64_t sm, int64_t m0, int64_t m1, uint
   for (int64_t m = m0; m < m1; ++m) memcpy(o + m * W, s + m * sm, W);
 }
 
+// Which table rows are not all zero, as 4 registers of 64 byte flags for lookups by live_bytes
+// (`dead`: 256 flags of the all-zero rows, or nullptr: none).
+struct LiveTable {
+  __m512i t[4];
+  explicit LiveTable(const uint8_t* dead) {
+    alignas(64) uint8_t live[256];
+    for (int u = 0; u < 256; ++u) live[u] = dead == nullptr || dead[u] == 0 ? 1 : 0;
+    for (int i = 0; i < 4; ++i) t[i] = _mm512_load_si512(live + 64 * i);
+  }
+  // Byte i: the flag of code v[i].
+  __m512i live_bytes(__m512i v) const {
+    return _mm512_mask_blend_epi8(_mm512_movepi8_mask(v), _mm512_permutex2var_epi8(t[0], v, t[1]),
+                                  _mm512_permutex2var_epi8(t[2], v, t[3]));
+  }
+};
+
+// Rows (of R bytes each) among the 64 / R whose bytes hold a nonzero flag.
+template <int R>
+inline uint64_t rows_with_flags(__m512i flags) {
+  if constexpr (R == 8) return _mm512_test_epi64_mask(flags, flags);
+  else if constexpr (R == 4) return _mm512_test_epi32_mask(flags, flags);
+  else return _mm512_test_epi16_mask(flags, flags);
+}
+
+// Drops the rows of a packed block (`rows` rows of R codes at o) whose R codes all reach all-zero
+// table rows (their products add only zeros): the live rows move to the front, in order, and
+// offs[i] = the block offset of the i-th; returns their count. A block with fewer than one row
+// in kDropAtLeast to drop is left whole (returns `rows`): reading G through the offsets would
+// cost more than the rows save.
+constexpr int64_t kDropAtLeast = 8;
+
+template <int R>
+int64_t keep_live_rows(uint8_t* o, int64_t rows, const LiveTable& lt, uint8_t* offs) {
+  constexpr int64_t per = 64 / R;  // rows per vector
+  uint64_t sets[kCodeBlock / per];  // the live rows of each vector
+  int64_t live = 0;
+  for (int64_t r0 = 0; r0 < rows; r0 += per) {
+    const int64_t n = min64(per, rows - r0);
+    const __mmask64 bytes = n * R >= 64 ? ~0ull : (1ull << (n * R)) - 1;
+    const __m512i flags = lt.live_bytes(_mm512_maskz_loadu_epi8(bytes, o + r0 * R));
+    sets[r0 / per] = rows_with_flags<R>(flags) & (n >= 64 ? ~0ull : (1ull << n) - 1);
+    live += __builtin_popcountll(sets[r0 / per]);
+  }
+  if ((rows - live) * kDropAtLeast < rows) return rows;
+  int64_t kept = 0;
+  for (int64_t r0 = 0; r0 < rows; r0 += per)
+    for (uint64_t set = sets[r0 / per]; set != 0; set &= set - 1) {
+      const int64_t r = r0 + __builtin_ctzll(set);
+      if (kept != r) memcpy(o + kept * R, o + r * R, R);  // kept <= r: unread rows stay intact
+      offs[kept++] = static_cast<uint8_t>(r);
+    }
+  return kept;
+}
+
 // Row codes by groups of R k (2, 4 or 8): out[b][k / R][m][k % R] = src[b * sb + m * sm +
-// k * sk] (0 for the k past K that pad the last group).
+// k * sk] (0 for the k past K that pad the last group), in blocks of kCodeBlock rows. Where
+// `dead` (256 flags: the table rows that are all zero) is given, each block keeps only its live
+// rows (keep_live_rows): live[(b * groups + k / R) * blocks + block] of them, their offsets in
+// offs[b][k / R][m].
 void pack_codes(const uint8_t* src, int64_t sb, int64_t sm, int64_t sk, int64_t B, int64_t M,
-                int64_t K, int64_t R, uint8_t* out, int nthreads) {
-  constexpr int64_t T = 256;  // rows per block
+                int64_t K, int64_t R, uint8_t* out, const uint8_t* dead, uint16_t* live,
+                uint8_t* offs, int nthreads) {
+  constexpr int64_t T = kCodeBlock;
   const int64_t groups = ceil_div(K, R), mb = ceil_div(M, T);
+  const LiveTable table(dead);
 #pragma omp parallel for num_threads(nthreads) schedule(static)
   for (int64_t blk = 0; blk < B * groups * mb; ++blk) {
     const int64_t b = blk / (groups * mb), grp = blk / mb % groups, m0 = blk % mb * T;
@@ -434,15 +512,24 @@ void pack_codes(const uint8_t* src, int64_t sb, int64_t sm, int64_t sk, int64_t 
       for (int64_t r = 0; r < kc; ++r)
         for (int64_t m = m0; m < m1; ++m) o[m * R + r] = s[m * sm + r * sk];
     }
+    if (dead == nullptr) continue;
+    uint8_t* const block = o + m0 * R;
+    uint8_t* const at = offs + (b * groups + grp) * M + m0;
+    live[blk] = static_cast<uint16_t>(
+        R == 8   ? keep_live_rows<8>(block, m1 - m0, table, at)
+        : R == 4 ? keep_live_rows<4>(block, m1 - m0, table, at)
+                 : keep_live_rows<2>(block, m1 - m0, table, at));
   }
 }
 
 // gp[b][t][r][j] = g[b * sb + r * sr + (16 t + j) * sc] for rows r < M and columns 16 t + j < N
 // (zero past N): G by 16-column tiles, rows read in place (sc == 1) or across (sr == 1).
-void pack_tiles(const float* g, int64_t sb, int64_t sr, int64_t sc, int64_t B, int64_t M,
+// Returns whether every entry of G is finite.
+bool pack_tiles(const float* g, int64_t sb, int64_t sr, int64_t sc, int64_t B, int64_t M,
                 int64_t N, float* gp, int nthreads) {
   const int64_t tiles = ceil_div(N, kLanes);
-#pragma omp parallel for num_threads(nthreads) schedule(static)
+  bool finite = true;
+#pragma omp parallel for num_threads(nthreads) schedule(static) reduction(&& : finite)
   for (int64_t bt = 0; bt < B * tiles; ++bt) {
     const int64_t b = bt / tiles, t = bt % tiles, ncols = min64(kLanes, N - t * kLanes);
     const float* src = g + b * sb + t * kLanes * sc;
@@ -455,7 +542,13 @@ void pack_tiles(const float* g, int64_t sb, int64_t sr, int64_t sc, int64_t B, i
       for (int64_t j = 0; j < ncols; ++j)
         for (int64_t r = 0; r < M; ++r) dst[r * kLanes + j] = src[j * sc + r * sr];
     }
+    // x * 0 is 0 for finite x and NaN for NaN and inf, so `nan` stays 0 unless one is met.
+    __m512 nan = _mm512_setzero_ps();
+    const __m512 zero = _mm512_setzero_ps();
+    for (int64_t r = 0; r < M; ++r) nan = _mm512_fmadd_ps(_mm512_load_ps(dst + r * kLanes), zero, nan);
+    finite = finite && _mm512_cmp_ps_mask(nan, nan, _CMP_UNORD_Q) == 0;
   }
+  return finite;
 }
 
 constexpr int64_t kRowBlock = 8192;  // rows per sweep: their G tile lines (512 KB) stay in L2
@@ -473,9 +566,14 @@ struct GradWArgs {
 
 // dw [B, K, N] = SUM_m g * GW[a, w]; lt = GW^T. G is packed by 16-column tiles and the row codes
 // by groups of R k (both then stream from consecutive lines). A task takes a tile and kTaskK k;
-// per block of rows it sweeps groups of R k (tile_k).
+// per block of rows it sweeps groups of R k (tile_k). Where `dead` flags all-zero table rows and
+// G is finite, the rows whose R codes all reach such rows are left out of the sweeps: they add
+// only zeros (and an accumulator that starts at +0 never becomes -0, so the sums are the same
+// sums of the other terms). A NaN or inf in G would turn those zeros into NaN, so then every
+// row is swept.
 void grad_w_impl(const GradWArgs& x, const float* lt, int64_t n, int64_t B, int64_t M, int64_t K,
-                 int64_t N, int nthreads, int64_t budget, const uint64_t* reached) {
+                 int64_t N, int nthreads, int64_t budget, const uint64_t* reached,
+                 const uint8_t* dead) {
   const UsedRows used = {reached};
   const int64_t R = tile_k(n, budget, min64(M, kRowBlock));
   const TileFn tile = tile_fn(R);
@@ -485,9 +583,14 @@ void grad_w_impl(const GradWArgs& x, const float* lt, int64_t n, int64_t B, int6
   const int64_t kstep = R * min64(ceil_div(kTaskK, R), split);
   const int64_t chunks = ceil_div(K, kstep), ntasks = B * tiles * chunks;
   float* gp = allocate<float>(B * tiles * M * kLanes * 4);
-  pack_tiles(x.g, x.sgb, x.sgm, x.sgj, B, M, N, gp, nthreads);
+  const bool finite = pack_tiles(x.g, x.sgb, x.sgm, x.sgj, B, M, N, gp, nthreads);
   uint8_t* codes = allocate<uint8_t>(B * groups * M * R);
-  pack_codes(x.a, x.sab, x.sam, x.sak, B, M, K, R, codes, nthreads);
+  const bool skip = dead != nullptr && finite;
+  const int64_t blocks = ceil_div(M, kCodeBlock);
+  uint16_t* live = skip ? allocate<uint16_t>(B * groups * blocks * 2) : nullptr;
+  uint8_t* offs = skip ? allocate<uint8_t>(B * groups * M) : nullptr;
+  pack_codes(x.a, x.sab, x.sam, x.sak, B, M, K, R, codes, skip ? dead : nullptr, live, offs,
+             nthreads);
   const Scratch scratch(nthreads, R * n * kLanes, n, true);
 #pragma omp parallel num_threads(nthreads)
   {
@@ -504,15 +607,26 @@ void grad_w_impl(const GradWArgs& x, const float* lt, int64_t n, int64_t B, int6
           for (int64_t r = 0; r < rc; ++r)
             build_tables(lt, n, x.w + b * x.sb + (k0 + r) * x.sk + n0 * x.sj, x.sj, ncols,
                          kLanes, zero, tables + r * kLanes, R * kLanes, used.of(b * K + k0 + r));
+          const int64_t grp = b * groups + k0 / R;
           const GradW p = {gp + ((b * tiles + n0 / kLanes) * M + m0) * kLanes,
-                           codes + ((b * groups + k0 / R) * M + m0) * R, tables,
-                           x.dw + b * x.ob + n0 * x.oj, min64(kRowBlock, M - m0), k0, x.ok, x.oj,
-                           lanes_below(ncols), m0 > 0};
+                           codes + (grp * M + m0) * R,
+                           skip ? live + grp * blocks + m0 / kCodeBlock : nullptr,
+                           skip ? offs + grp * M + m0 : nullptr,
+                           tables,
+                           x.dw + b * x.ob + n0 * x.oj,
+                           min64(kRowBlock, M - m0),
+                           k0,
+                           x.ok,
+                           x.oj,
+                           lanes_below(ncols),
+                           m0 > 0};
           tile(p, rc);
         }
       }
     }
   }
+  free(offs);
+  free(live);
   free(codes);
   free(gp);
 }
@@ -522,9 +636,9 @@ void grad_w_impl(const GradWArgs& x, const float* lt, int64_t n, int64_t B, int6
 // dw [B, K, N] = SUM_m g * GW[a, w] for g [B, M, N]; lt = GW^T.
 void lut_grad_w(const float* g, const uint8_t* a, const uint8_t* w, const float* lt, int64_t n,
                 int64_t B, int64_t M, int64_t K, int64_t N, float* dw, int nthreads,
-                int64_t budget, const uint64_t* reached) {
+                int64_t budget, const uint64_t* reached, const uint8_t* dead) {
   const GradWArgs x = {g, a, w, dw, M * N, N, 1, M * K, K, 1, K * N, N, 1, K * N, N, 1};
-  grad_w_impl(x, lt, n, B, M, K, N, nthreads, budget, reached);
+  grad_w_impl(x, lt, n, B, M, K, N, nthreads, budget, reached, dead);
 }
 
 // da [B, M, K] = SUM_n g * GA[a, w] through the dW kernel on the transposed product (rows over
@@ -532,9 +646,9 @@ void lut_grad_w(const float* g, const uint8_t* a, const uint8_t* w, const float*
 // the column codes (stride K), and the results go to columns of da.
 void lut_grad_a_t(const float* g, const uint8_t* a, const uint8_t* w, const float* ga,
                   int64_t n, int64_t B, int64_t M, int64_t K, int64_t N, float* da,
-                  int nthreads, int64_t budget, const uint64_t* reached) {
+                  int nthreads, int64_t budget, const uint64_t* reached, const uint8_t* dead) {
   const GradWArgs x = {g, w, a, da, M * N, 1, N, K * N, 1, N, M * K, 1, K, M * K, 1, K};
-  grad_w_impl(x, ga, n, B, N, K, M, nthreads, budget, reached);
+  grad_w_impl(x, ga, n, B, N, K, M, nthreads, budget, reached, dead);
 }
 
 }  // namespace appmult_cpu_avx512

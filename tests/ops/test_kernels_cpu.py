@@ -200,6 +200,70 @@ def test_cpu_gradients_with_few_codes_per_k(cpu_backend) -> None:
         assert_float_product_close(dw, reference.lut_bmm_grad_w, g, a, w, gw)
 
 
+def codes_with_dead_rows(
+    shape: tuple[int, int, int], n: int, dead: Tensor, gen: torch.Generator
+) -> Tensor:
+    """Codes < ``n`` along dim 2 of ``shape`` where ``dead`` (1-D, the codes of all-zero table
+    rows) is common: a third of the rows (dim 1) hold only dead codes, the others a dead code
+    at half their places and random codes elsewhere, so runs of dead codes of every length
+    occur."""
+    b, m, k = shape
+    pick = dead[torch.randint(0, len(dead), shape, generator=gen)].to(torch.uint8)
+    other = torch.randint(0, n, shape, generator=gen, dtype=torch.uint8)
+    row_dead = torch.rand(b, m, 1, generator=gen) < 1 / 3
+    place_dead = torch.rand(shape, generator=gen) < 0.5
+    return torch.where(row_dead | place_dead, pick, other)
+
+
+def test_cpu_gradients_skip_rows_of_zeros(cpu_backend) -> None:
+    """A gradient table with all-zero rows (GW's row of code 0 for any multiplier with
+    ``T[0, :] = 0``; -0.0 too): the AVX-512 dW kernel leaves out the swept rows whose codes
+    reach only those, which must give the reference's sums, for every group width R of the
+    kernel (8 bits < 4096 rows: 2; 7 bits: 4; 8 bits >= 4096 rows and <= 6 bits: 8), ragged
+    blocks of 256 rows, several 8192-row sweeps, batches, and dA through the same kernel (GA's
+    zero columns reached by the weight codes, M small against N). With a NaN or an inf in G
+    the zeros are NaN and nothing may be left out."""
+    gen = torch.Generator().manual_seed(12)
+    for bits_a, bits_b, (b, m, k, n) in [
+        (8, 8, (1, 300, 21, 37)),
+        (8, 8, (2, 256, 9, 16)),
+        (7, 8, (1, 777, 13, 20)),
+        (8, 8, (1, 9000, 10, 17)),
+        (6, 6, (2, 530, 19, 33)),
+        (8, 5, (1, 4100, 6, 40)),
+        (8, 8, (1, 16, 40, 600)),
+    ]:
+        na, nb = 1 << bits_a, 1 << bits_b
+        gw = torch.randn(na, nb, generator=gen)
+        ga = torch.randn(na, nb, generator=gen)
+        dead_a = torch.cat([torch.tensor([0, na - 1]), torch.randint(1, na, (3,), generator=gen)])
+        dead_b = torch.cat([torch.tensor([0]), torch.randint(1, nb, (2,), generator=gen)])
+        gw[dead_a] = 0.0
+        gw[dead_a[1]] = -0.0
+        ga[:, dead_b] = 0.0
+        a = codes_with_dead_rows((b, m, k), na, dead_a, gen)
+        w = codes_with_dead_rows((b, n, k), nb, dead_b, gen).transpose(1, 2).contiguous()
+        g = torch.randn(b, m, n, generator=gen)
+        dw = cpu_backend.lut_bmm_grad_w(g, a, w, gw)
+        assert_float_product_close(dw, reference.lut_bmm_grad_w, g, a, w, gw)
+        da = cpu_backend.lut_bmm_grad_a(g, a, w, ga)
+        assert_float_product_close(da, reference.lut_bmm_grad_a, g, a, w, ga)
+        dead_row = int(torch.nonzero(torch.isin(a[0], dead_a).all(1))[0])  # a row left out
+        g[0, dead_row, n // 2] = float("inf")
+        g[0, dead_row, 0] = float("nan")
+        for impl, oracle, table in (
+            (cpu_backend.lut_bmm_grad_w, reference.lut_bmm_grad_w, gw),
+            (cpu_backend.lut_bmm_grad_a, reference.lut_bmm_grad_a, ga),
+        ):
+            got = impl(g, a, w, table).double()
+            want = oracle(g.double(), a, w, table.double()).double()
+            assert torch.equal(got.isnan(), want.isnan()) and bool(got.isnan().any())
+            assert torch.equal(got.isinf(), want.isinf())
+            assert torch.equal(got[got.isinf()], want[want.isinf()])
+            finite = want.isfinite()
+            assert torch.allclose(got[finite], want[finite], rtol=1e-4, atol=1e-4)
+
+
 def test_cpu_forward_row_blocks(cpu_backend) -> None:
     """Shapes that take every row block of the byte-permute forward (64, 128, 256 rows, partial
     blocks) in both orientations, 5 to 8 bits (one-, two- and four-register planes)."""

@@ -10,7 +10,10 @@ side of at most 4 bits the same product is also timed through the generic kernel
 the narrow side's table padded to 5 bits, which the register fast path does not take). The
 reference is timed on at most ``--reference-rows`` rows of the shape (its throughput does not
 depend on M) so that a full run stays short. ``--e2e`` adds one training step of a converted
-ResNet-18 (LUT gradients) against the float model.
+ResNet-18 (LUT gradients) against the float model. ``--zeros Z`` sets a share Z of the
+activation codes to 0 and the gradient table's row 0 to zero, as after a ReLU with any
+multiplier whose ``T[0, :]`` is 0 (the product table here is exact, so its row 0 is): the
+forward and dW skip those codes' steps.
 """
 
 from __future__ import annotations
@@ -116,7 +119,11 @@ def bench_shape(shape, width: tuple[int, int], device: torch.device, backend, ar
     va, vb = operand_values(bits_a, signed=False), operand_values(bits_b, signed=False)
     table = torch.outer(va, vb).to(torch.int32).to(device)
     gtab = torch.randn(1 << bits_a, 1 << bits_b, generator=gen).to(device)
-    a = torch.randint(0, 1 << bits_a, (1, m, k), dtype=torch.uint8, generator=gen).to(device)
+    a = torch.randint(0, 1 << bits_a, (1, m, k), dtype=torch.uint8, generator=gen)
+    if args.zeros > 0:
+        a = torch.where(torch.rand(a.shape, generator=gen) < args.zeros, 0, a).to(torch.uint8)
+        gtab[0] = 0.0
+    a = a.to(device)
     w = torch.randint(0, 1 << bits_b, (1, k, n), dtype=torch.uint8, generator=gen).to(device)
     g = torch.randn(1, m, n, generator=gen).to(device)
     af, wf = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
@@ -233,6 +240,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="cpu: process CPU time (robust on a shared machine; use with --threads 1)",
     )
     p.add_argument("--no-vit", action="store_true", help="only the ResNet-18 shapes")
+    p.add_argument(
+        "--zeros",
+        type=float,
+        default=0.0,
+        help="share of activation codes set to 0 (a ReLU's zeros), 0 <= Z < 1",
+    )
     p.add_argument("--e2e", action="store_true", help="also time a ResNet-18 training step")
     return p.parse_args(argv)
 
@@ -240,6 +253,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     global clock
     args = parse_args(argv)
+    if not 0.0 <= args.zeros < 1.0:
+        print(f"--zeros must be in [0, 1), got {args.zeros}", file=sys.stderr)
+        return 2
     clock = CLOCKS[args.clock]
     if args.threads:
         torch.set_num_threads(args.threads)

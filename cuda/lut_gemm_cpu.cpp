@@ -145,13 +145,51 @@ torch::Tensor forward_oriented(const torch::Tensor& a, const torch::Tensor& w,
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
+// Flags of the lines of a table that are all zero (products through them add nothing, so the
+// AVX-512 kernels skip them): rows (`rows`) or columns, 0 past the table.
+struct ZeroLines {
+  std::array<uint8_t, 256> flags{};
+  bool any = false;
+  const uint8_t* data() const { return any ? flags.data() : nullptr; }
+};
+
+ZeroLines zero_lines(const torch::Tensor& table, bool rows) {
+  ZeroLines out;
+  const auto zero = table.eq(0).all(rows ? 1 : 0).to(torch::kUInt8).contiguous();
+  const uint8_t* z = zero.data_ptr<uint8_t>();
+  for (int64_t u = 0; u < zero.numel() && u < 256; ++u) {
+    out.flags[u] = z[u];
+    out.any = out.any || z[u] != 0;
+  }
+  return out;
+}
+
 // The row-side codes a [B, M, K] of a forward: dense (`data`, [B][M][K]) or, where `win` is
-// set, read through windows (B = 1).
+// set, read through windows (B = 1); `pool` holds every code (the windows' source), `size` of
+// them.
 struct RowCodes {
   const uint8_t* data;
   const appmult_rows::Windows* win;
   int64_t B, M, K;
+  const uint8_t* pool;
+  int64_t size;
 };
+
+// The share of a's codes that `dead` flags, from at most 2**16 codes spread over its pool.
+double dead_share(const RowCodes& a, const ZeroLines& dead) {
+  if (!dead.any || a.size == 0) return 0.0;
+  const int64_t step = std::max<int64_t>(1, a.size >> 16);
+  int64_t hits = 0, seen = 0;
+  for (int64_t i = 0; i < a.size; i += step, ++seen) hits += dead.flags[a.pool[i]];
+  return static_cast<double>(hits) / static_cast<double>(seen);
+}
+
+// Weight of the skipped steps in the orientation choice below. Fitted on the ResNet-18 shapes
+// with a 128 x 256 table (rows over N at P = 256 against rows over M at P = 128; `python
+// bench/lut_gemm.py --zeros`): rows over N with the skips run 1.05-1.20x the time of rows over M
+// at 30% of zero codes, 0.92-1.03x at 40%, 0.72-0.79x at 55% and 0.52-0.62x at 70%, and this
+// weight puts the model's crossing at 37%.
+constexpr double kSkipGain = 0.55;
 
 // Y [B, M, N] = SUM_k TBL[a, w] with the AVX-512 VBMI kernel (int32 table whose entries fit 16
 // bits after narrowing `nr`); the kernel writes Y in place through strides.
@@ -168,9 +206,14 @@ torch::Tensor forward_vbmi(const RowCodes& a, const torch::Tensor& w, const torc
     return codes > 128 ? 5 : codes > 64 ? 3 : 2;
   };
   const int64_t na = table.size(0), nb = table.size(1);
-  const bool over_n = round_up(N, 64) * M * permutes(nb) <=
-                      4 * round_up(M, 64) * N * permutes(na) / 3;
   const auto entries = (table.to(torch::kInt64) - nr.offset).to(torch::kInt16);
+  // Over N (a's codes as the columns) the kernel skips each column's steps through codes whose
+  // entries are all zero (T[0, :] = 0 for a zero operand: a ReLU's zeros and the padding), so
+  // that side weighs by the share of a's codes that still take steps.
+  const ZeroLines dead = zero_lines(entries, true);
+  const double live = 1.0 - kSkipGain * dead_share(a, dead);
+  const bool over_n = static_cast<double>(round_up(N, 64) * M * permutes(nb)) * live <=
+                      static_cast<double>(4 * round_up(M, 64) * N * permutes(na)) / 3.0;
   // Rows over M: columns are codes of w, planes hold T[:, v]; over N: the roles swap (T^T).
   const auto columns = (over_n ? entries : entries.t()).contiguous();
   // planes[v] = low bytes of column v (entries over the row operand's codes), then the high
@@ -189,7 +232,7 @@ torch::Tensor forward_vbmi(const RowCodes& a, const torch::Tensor& w, const torc
   if (over_n)
     appmult_cpu_vbmi::lut_fwd(wp, w_str, a.data, a_str, planes.data_ptr<uint8_t>(), P, B, N, K, M,
                               nr.start(K), y.data_ptr<int32_t>(), yt_str, at::get_num_threads(),
-                              nullptr, a.win);
+                              nullptr, a.win, dead.data());
   else
     appmult_cpu_vbmi::lut_fwd(a.data, a_str, wp, w_str, planes.data_ptr<uint8_t>(), P, B, M, K, N,
                               nr.start(K), y.data_ptr<int32_t>(), y_str, at::get_num_threads(),
@@ -239,25 +282,6 @@ double cost512(int64_t rows, int64_t cols, double n, const Cost512& c) {
 }
 
 torch::Tensor transposed(const torch::Tensor& t) { return t.transpose(-2, -1).contiguous(); }
-
-// Flags of the lines of a float table that are all zero (the AVX-512 dW kernel skips the rows
-// whose codes reach only those): rows (`rows`) or columns, 0 past the table.
-struct ZeroLines {
-  std::array<uint8_t, 256> flags{};
-  bool any = false;
-  const uint8_t* data() const { return any ? flags.data() : nullptr; }
-};
-
-ZeroLines zero_lines(const torch::Tensor& table, bool rows) {
-  ZeroLines out;
-  const auto zero = table.eq(0).all(rows ? 1 : 0).to(torch::kUInt8).contiguous();
-  const uint8_t* z = zero.data_ptr<uint8_t>();
-  for (int64_t u = 0; u < zero.numel() && u < 256; ++u) {
-    out.flags[u] = z[u];
-    out.any = out.any || z[u] != 0;
-  }
-  return out;
-}
 
 // dA [B, M, K] = SUM_n g * GA[a, w], direct (rows over M, vector columns over N).
 // reached: the AVX-512 kernel's RowsReached of a's codes (null: every table row is built).
@@ -409,7 +433,9 @@ torch::Tensor lut_bmm(torch::Tensor a, torch::Tensor w, torch::Tensor table, std
     if (nr.fits && appmult_narrow::serves(na))
       return t3(appmult_narrow::forward(t3(w), t3(a), table.t(), nr.offset, start)).contiguous();
     if (nr.fits)
-      return forward_vbmi({a.data_ptr<uint8_t>(), nullptr, a.size(0), M, a.size(2)}, w, table, nr);
+      return forward_vbmi({a.data_ptr<uint8_t>(), nullptr, a.size(0), M, a.size(2),
+                           a.data_ptr<uint8_t>(), a.numel()},
+                          w, table, nr);
   }
   if (cost(N, M, nb, kFwdPerRow) < cost(M, N, na, kFwdPerRow)) {
     // Y^T = SUM_k TBL^T[w^T, a^T]: rows over N (codes of w: nb table rows), columns over M.
@@ -492,7 +518,8 @@ std::optional<torch::Tensor> lut_conv_sum(torch::Tensor x, torch::Tensor w, torc
   const int32_t start = nr.start(cw.K);
   if (appmult_narrow::serves(nb))
     return appmult_narrow::forward_windows(cw.view, cw.M, cw.K, w, table, nr.offset, start);
-  return forward_vbmi({nullptr, &cw.view, 1, cw.M, cw.K}, w, table, nr);
+  return forward_vbmi({nullptr, &cw.view, 1, cw.M, cw.K, x.data_ptr<uint8_t>(), x.numel()}, w,
+                      table, nr);
 }
 
 // The two gradient products are each other's transpose: with G' = G^T, a' = w^T, w' = a^T,

@@ -34,11 +34,13 @@ bool supported();
 // base pointers and (batch, index, k) strides, or (B = 1) read through windows where row_win /
 // col_win is given (the pointer and strides of that operand then unused); out strides (batch,
 // row, column); planes of P = 64, 128 or 256 bytes per column code (row codes below P).
+// col_dead: 256 flags of the column codes whose planes are all zero (their steps are skipped),
+// or null.
 void lut_fwd(const uint8_t* row_codes, const int64_t* row_strides, const uint8_t* col_codes,
              const int64_t* col_strides, const uint8_t* planes, int64_t P, int64_t B, int64_t rows,
              int64_t K, int64_t cols, int32_t start, int32_t* out, const int64_t* out_strides,
              int nthreads, const appmult_rows::Windows* row_win = nullptr,
-             const appmult_rows::Windows* col_win = nullptr);
+             const appmult_rows::Windows* col_win = nullptr, const uint8_t* col_dead = nullptr);
 }  // namespace appmult_cpu_vbmi
 
 // AVX-512 (F + BW) gradient products (lut_gemm_cpu_avx512_grad.cpp); g [B, M, N] and outputs

@@ -1,7 +1,10 @@
-// AVX-512 helpers shared by the translation units compiled under an AVX-512 target pragma
-// (lut_gemm_cpu_avx512_grad.cpp, lut_gemm_cpu_narrow.cpp); include after that pragma.
+// AVX-512 helpers shared by the translation units compiled under an AVX-512 (F, BW, VBMI) target
+// pragma (lut_gemm_cpu_avx512_grad.cpp, lut_gemm_cpu_narrow.cpp, lut_gemm_cpu_vbmi.cpp); include
+// after that pragma.
 #pragma once
 #include <immintrin.h>
+
+#include <cstdint>
 
 namespace appmult_avx512 {
 
@@ -23,5 +26,21 @@ inline __m512 reduce16(const __m512* acc) {
 
 // Slot of acc (see reduce16) whose sum lands in lane i.
 constexpr int slot_of(int i) { return 4 * (i % 4) + i / 4; }
+
+// Which table rows are not all zero, as 4 registers of 64 byte flags for lookups by live_bytes
+// (`dead`: 256 flags of the all-zero rows, or nullptr: none).
+struct LiveTable {
+  __m512i t[4];
+  explicit LiveTable(const uint8_t* dead) {
+    alignas(64) uint8_t live[256];
+    for (int u = 0; u < 256; ++u) live[u] = dead == nullptr || dead[u] == 0 ? 1 : 0;
+    for (int i = 0; i < 4; ++i) t[i] = _mm512_load_si512(live + 64 * i);
+  }
+  // Byte i: the flag of code v[i].
+  __m512i live_bytes(__m512i v) const {
+    return _mm512_mask_blend_epi8(_mm512_movepi8_mask(v), _mm512_permutex2var_epi8(t[0], v, t[1]),
+                                  _mm512_permutex2var_epi8(t[2], v, t[3]));
+  }
+};
 
 }  // namespace appmult_avx512

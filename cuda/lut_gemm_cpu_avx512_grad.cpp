@@ -42,6 +42,7 @@
 namespace appmult_cpu_avx512 {
 namespace {
 
+using appmult_avx512::LiveTable;
 using appmult_avx512::reduce16;
 using appmult_avx512::slot_of;
 
@@ -429,22 +430,6 @@ template <int64_t W>
 inline void copy_runs(const uint8_t* s, int64_t sm, int64_t m0, int64_t m1, uint8_t* o) {
   for (int64_t m = m0; m < m1; ++m) memcpy(o + m * W, s + m * sm, W);
 }
-
-// Which table rows are not all zero, as 4 registers of 64 byte flags for lookups by live_bytes
-// (`dead`: 256 flags of the all-zero rows, or nullptr: none).
-struct LiveTable {
-  __m512i t[4];
-  explicit LiveTable(const uint8_t* dead) {
-    alignas(64) uint8_t live[256];
-    for (int u = 0; u < 256; ++u) live[u] = dead == nullptr || dead[u] == 0 ? 1 : 0;
-    for (int i = 0; i < 4; ++i) t[i] = _mm512_load_si512(live + 64 * i);
-  }
-  // Byte i: the flag of code v[i].
-  __m512i live_bytes(__m512i v) const {
-    return _mm512_mask_blend_epi8(_mm512_movepi8_mask(v), _mm512_permutex2var_epi8(t[0], v, t[1]),
-                                  _mm512_permutex2var_epi8(t[2], v, t[3]));
-  }
-};
 
 // Rows (of R bytes each) among the 64 / R whose bytes hold a nonzero flag.
 template <int R>

@@ -74,6 +74,29 @@ def test_window_sums_equal_the_reference_over_im2col(isa: str) -> None:
             assert got.dtype == torch.int32 and torch.equal(got, want), (rows, cols, n, c, h, w)
 
 
+def test_window_sums_skip_zero_rows_bit_for_bit() -> None:
+    """Activations that are mostly zero (a ReLU's, and the padding) against a table whose zero
+    row and a few others are all zero: the forward then runs its rows over the weights and
+    skips each window's steps through those rows; the sums stay the reference's."""
+    if "avx512" not in _isas():
+        pytest.skip("this CPU lacks the avx512 instruction set")
+    backend = kernels.CPUBackend("avx512")
+    gen = torch.Generator().manual_seed(1)
+    for rows, cols in [(256, 256), (128, 256), (64, 128)]:
+        table = _table(rows, cols, 9000, gen)
+        dead = torch.tensor([0, 1, rows - 1])
+        table[dead] = 0
+        for n, c, h, w, kh, kw, sh, sw, dh, dw, o in GEOMETRIES:
+            codes = torch.randint(0, rows, (n, h, w, c), generator=gen, dtype=torch.uint8)
+            zeros = torch.rand(n, h, w, c, generator=gen) < 0.7
+            nhwc = torch.where(zeros, dead[codes.long() % 3].to(torch.uint8), codes)
+            ib = torch.randint(0, cols, (1, kh * kw * c, o), generator=gen, dtype=torch.uint8)
+            kernel, stride, dilation = (kh, kw), (sh, sw), (dh, dw)
+            got = backend.lut_conv_sum(nhwc, ib, table, kernel, stride, dilation)
+            want = _reference(nhwc, ib, table, kernel, stride, dilation)
+            assert torch.equal(got, want), (rows, cols, n, c, h, w)
+
+
 def test_window_sums_refuse_bad_geometry() -> None:
     backend = kernels.CPUBackend()  # the checks come before any instruction-set decision
     nhwc = torch.zeros(1, 4, 4, 2, dtype=torch.uint8)

@@ -282,6 +282,37 @@ def test_cpu_forward_row_blocks(cpu_backend) -> None:
             assert torch.equal(cpu_backend.lut_bmm(a, w, table), reference.lut_bmm(a, w, table))
 
 
+def test_cpu_forward_skips_steps_of_zero_rows(cpu_backend) -> None:
+    """Tables with all-zero rows (``T[0, :] = 0``, as any multiplier has for a zero operand,
+    and a few more) against codes that reach them often (a ReLU's zeros): the byte-permute
+    forward, which then runs its rows over N and skips each column's steps through those rows,
+    gives the reference's sums bit for bit, for ragged slices of k (64- and 256-row blocks),
+    columns with no live step, batches and every plane size. A zero row of T that narrowing
+    shifts by an offset is not all-zero in the planes and must not be skipped."""
+    gen = torch.Generator().manual_seed(13)
+    for bits_a, bits_b, shape, share in [
+        (8, 8, (1, 130, 1100, 70), 0.6),
+        (7, 8, (2, 300, 700, 300), 0.7),
+        (8, 8, (1, 200, 300, 1030), 0.65),
+        (8, 6, (1, 90, 530, 129), 0.8),
+        (8, 7, (2, 65, 260, 64), 0.9),
+        (6, 8, (1, 100, 600, 40), 0.7),
+    ]:
+        for offset in (0, 40000):
+            table = make_table(bits_a, False, gen, bits_b) + offset
+            dead = torch.cat(
+                [torch.tensor([0]), torch.randint(1, 1 << bits_a, (3,), generator=gen)]
+            )
+            table[dead] = 0
+            b, m, k, n = shape
+            a, w, _ = make_operands(shape, bits_a, gen, bits_b)
+            pick = dead[torch.randint(0, len(dead), a.shape, generator=gen)].to(torch.uint8)
+            a = torch.where(torch.rand(a.shape, generator=gen) < share, pick, a)
+            a[0, m // 2] = pick[0, m // 2]  # a row (a column over N) with no live step
+            got = cpu_backend.lut_bmm(a, w, table)
+            assert torch.equal(got, reference.lut_bmm(a, w, table)), (bits_a, bits_b, shape)
+
+
 def test_cpu_empty_shapes(cpu_backend) -> None:
     table = torch.ones(4, 4, dtype=torch.int32)
     a = torch.zeros(1, 3, 0, dtype=torch.uint8)

@@ -186,9 +186,9 @@ double dead_share(const RowCodes& a, const ZeroLines& dead) {
 
 // Weight of the skipped steps in the orientation choice below. Fitted on the ResNet-18 shapes
 // with a 128 x 256 table (rows over N at P = 256 against rows over M at P = 128; `python
-// bench/lut_gemm.py --zeros`): rows over N with the skips run 1.05-1.20x the time of rows over M
-// at 30% of zero codes, 0.92-1.03x at 40%, 0.72-0.79x at 55% and 0.52-0.62x at 70%, and this
-// weight puts the model's crossing at 37%.
+// bench/lut_gemm.py --bits 7x8 --zeros Z`): rows over N take 1.47-1.56x the time of rows over M
+// with no zero codes, 1.07-1.12x at 30%, 0.93-1.01x at 40%, 0.71-0.76x at 55% and 0.51-0.58x at
+// 70%; this weight puts the model's crossing at 36%.
 constexpr double kSkipGain = 0.55;
 
 // Y [B, M, N] = SUM_k TBL[a, w] with the AVX-512 VBMI kernel (int32 table whose entries fit 16

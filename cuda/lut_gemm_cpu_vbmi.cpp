@@ -38,9 +38,6 @@ namespace {
 
 constexpr int64_t kCols = 16;  // output columns per task
 
-// Steps of k per slice for row blocks of RB rows: the slice's packed codes (32 KB) stay in L1.
-constexpr int64_t slice_steps(int64_t RB) { return 32768 / RB; }
-
 // Adds the 16-bit entries of 64 codes (`lo`/`hi`: their low/high byte planes) to the four
 // accumulators. unpacklo/hi work in 128-bit lanes L (16 codes each) and dword t of a lane holds
 // words 2t and 2t + 1, so lane 4L + t of accumulator q receives the code at byte position
@@ -198,10 +195,10 @@ inline void lookup(const __m512i* t, __m512i idx, __m512i& lo, __m512i& hi) {
 }
 
 // One column (codes wcol[0..ks)) over ks steps of a packed row block ablk [ks][64R], added to
-// dst by add_block; where `live` is given, only its `count` steps (the k whose column code has
-// planes that are not all zero: the others add nothing).
+// dst by add_block. Where `live` is given, the steps whose column code it does not flag (codes
+// whose planes are all zero: they add nothing) are skipped, 64 codes' flags at a time.
 template <int R, int P>
-void column_block(const uint8_t* ablk, const uint8_t* wcol, const uint16_t* live, int64_t count,
+void column_block(const uint8_t* ablk, const uint8_t* wcol, const appmult_avx512::LiveTable* live,
                   const uint8_t* planes, int64_t ks, int64_t rows, bool first, int32_t start,
                   int32_t* dst) {
   constexpr int64_t RB = 64 * R, V = 2 * P / 64;  // V: registers of a column's two planes
@@ -220,45 +217,17 @@ void column_block(const uint8_t* ablk, const uint8_t* wcol, const uint16_t* live
       accumulate(lo, hi, even, odd, acc[r]);
     }
   };
-  if (live == nullptr)
+  if (live == nullptr) {
     for (int64_t k = 0; k < ks; ++k) step(k);
-  else
-    for (int64_t i = 0; i < count; ++i) step(live[i]);
-  add_block<R>(acc, rows, first, start, dst);
-}
-
-// The steps of each column's K-slices of KS steps whose code `dead` does not flag: for column
-// (b, c) and slice s, live[(b * cols + c) * K + s * KS + i] = the i-th such k - s * KS, for
-// i < count[(b * cols + c) * slices + s]. Codes wt [B][cols][K].
-void live_steps(const uint8_t* wt, int64_t B, int64_t cols, int64_t K, int64_t KS,
-                const uint8_t* dead, uint16_t* live, uint16_t* count, int nthreads) {
-  const appmult_avx512::LiveTable table(dead);
-  const int64_t slices = (K + KS - 1) / KS;
-  const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-  for (int64_t bc = 0; bc < B * cols; ++bc) {
-    const uint8_t* codes = wt + bc * K;
-    for (int64_t s = 0; s < slices; ++s) {
-      const int64_t k0 = s * KS, k1 = k0 + KS < K ? k0 + KS : K;
-      uint16_t* out = live + bc * K + k0;
-      int64_t n = 0;
-      for (int64_t k = k0; k < k1; k += 64) {
-        const int64_t len = k1 - k < 64 ? k1 - k : 64;
-        const __mmask64 in = len == 64 ? ~0ull : (1ull << len) - 1;
-        const __m512i flags = table.live_bytes(_mm512_maskz_loadu_epi8(in, codes + k));
-        const uint64_t set = _mm512_test_epi8_mask(flags, flags) & in;
-        for (int q = 0; q < 4; ++q) {  // 16 steps at a time: compress their offsets
-          const __mmask16 m = static_cast<__mmask16>(set >> (16 * q));
-          const __m512i offs = _mm512_add_epi32(iota, _mm512_set1_epi32(k - k0 + 16 * q));
-          const int taken = __builtin_popcount(m);
-          _mm512_mask_cvtepi32_storeu_epi16(out + n, static_cast<__mmask16>((1u << taken) - 1),
-                                            _mm512_maskz_compress_epi32(m, offs));
-          n += taken;
-        }
-      }
-      count[bc * slices + s] = static_cast<uint16_t>(n);
+  } else {
+    for (int64_t k0 = 0; k0 < ks; k0 += 64) {
+      const __mmask64 in = ks - k0 >= 64 ? ~0ull : (1ull << (ks - k0)) - 1;
+      const __m512i flags = live->live_bytes(_mm512_maskz_loadu_epi8(in, wcol + k0));
+      for (uint64_t set = _mm512_test_epi8_mask(flags, flags) & in; set != 0; set &= set - 1)
+        step(k0 + __builtin_ctzll(set));
     }
   }
+  add_block<R>(acc, rows, first, start, dst);
 }
 
 // out[b, r, c] for all rows and columns. A task owns one row block and kCols columns and walks K
@@ -267,12 +236,11 @@ void live_steps(const uint8_t* wt, int64_t B, int64_t cols, int64_t K, int64_t K
 // in a column-major [kCols][64R] tile that leaves as row segments, so no output line is written
 // by many tasks.
 template <int R, int P>
-void products(const uint8_t* apack, const uint8_t* wt, const uint16_t* live,
-              const uint16_t* count, const uint8_t* planes, int64_t B, int64_t rows, int64_t K,
-              int64_t cols, int32_t start, int32_t* out, int64_t os_b, int64_t os_r, int64_t os_c,
+void products(const uint8_t* apack, const uint8_t* wt, const appmult_avx512::LiveTable* live,
+              const uint8_t* planes, int64_t B, int64_t rows, int64_t K, int64_t cols,
+              int32_t start, int32_t* out, int64_t os_b, int64_t os_r, int64_t os_c,
               int nthreads) {
-  constexpr int64_t RB = 64 * R, KS = slice_steps(RB);
-  const int64_t slices = (K + KS - 1) / KS;
+  constexpr int64_t RB = 64 * R, KS = 32768 / RB;
   const int64_t blocks = (rows + RB - 1) / RB, cchunks = (cols + kCols - 1) / kCols;
   const bool tiled = os_r != 1;
 #pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
@@ -286,13 +254,9 @@ void products(const uint8_t* apack, const uint8_t* wt, const uint16_t* live,
     for (int64_t k0 = 0; k0 < K || k0 == 0; k0 += KS) {
       const int64_t ks = K - k0 < KS ? K - k0 : KS;
       for (int64_t c = c0; c < c1; ++c) {
-        const int64_t bc = b * cols + c;
-        const uint8_t* wcol = wt + bc * K + k0;
+        const uint8_t* wcol = wt + (b * cols + c) * K + k0;
         int32_t* dst = tiled ? tile + (c - c0) * RB : out + b * os_b + c * os_c + row0;
-        const uint16_t* steps = live == nullptr ? nullptr : live + bc * K + k0;
-        const int64_t n = live == nullptr ? ks : count[bc * slices + k0 / KS];
-        column_block<R, P>(ablk + k0 * RB, wcol, steps, n, planes, ks, nrows, k0 == 0, start,
-                           dst);
+        column_block<R, P>(ablk + k0 * RB, wcol, live, planes, ks, nrows, k0 == 0, start, dst);
       }
     }
     if (tiled) {
@@ -317,7 +281,7 @@ Bytes aligned_bytes(int64_t bytes) {
   return Bytes(static_cast<uint8_t*>(p), &std::free);
 }
 
-using Products = void (*)(const uint8_t*, const uint8_t*, const uint16_t*, const uint16_t*,
+using Products = void (*)(const uint8_t*, const uint8_t*, const appmult_avx512::LiveTable*,
                          const uint8_t*, int64_t, int64_t, int64_t, int64_t, int32_t, int32_t*,
                          int64_t, int64_t, int64_t, int);
 
@@ -357,17 +321,12 @@ void lut_fwd(const uint8_t* row_codes, const int64_t* row_strides, const uint8_t
     pack_cols({col_codes, col_strides[0], col_strides[1], col_strides[2], col_win}, B, cols, K,
               wt, nthreads);
   const uint8_t* wp = packed ? col_codes : wt;
-  // The k each column steps through, where some column codes have all-zero planes.
-  const int64_t KS = slice_steps(RB), slices = (K + KS - 1) / KS;
-  const bool skip = col_dead != nullptr;
-  const Bytes live_owner = skip ? aligned_bytes(2 * B * cols * K) : Bytes(nullptr, &std::free);
-  const Bytes count_owner = skip ? aligned_bytes(2 * B * cols * slices) : Bytes(nullptr, &std::free);
-  uint16_t* live = reinterpret_cast<uint16_t*>(live_owner.get());
-  uint16_t* count = reinterpret_cast<uint16_t*>(count_owner.get());
-  if (skip) live_steps(wp, B, cols, K, KS, col_dead, live, count, nthreads);
+  // The column codes whose planes are all zero, whose steps are skipped.
+  const appmult_avx512::LiveTable table(col_dead);
+  const appmult_avx512::LiveTable* live = col_dead != nullptr ? &table : nullptr;
   const Products run = RB == 256 ? products_for<4>(P) : RB == 128 ? products_for<2>(P)
                                                                   : products_for<1>(P);
-  run(apack, wp, live, count, planes, B, rows, K, cols, start, out, out_strides[0],
+  run(apack, wp, live, planes, B, rows, K, cols, start, out, out_strides[0],
       out_strides[1], out_strides[2], nthreads);
 }
 

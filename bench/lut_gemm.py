@@ -12,8 +12,10 @@ reference is timed on at most ``--reference-rows`` rows of the shape (its throug
 depend on M) so that a full run stays short. ``--e2e`` adds one training step of a converted
 ResNet-18 (LUT gradients) against the float model. ``--zeros Z`` sets a share Z of the
 activation codes to 0 and the gradient table's row 0 to zero, as after a ReLU with any
-multiplier whose ``T[0, :]`` is 0 (the product table here is exact, so its row 0 is): the
-forward and dW skip those codes' steps.
+multiplier whose ``T[0, :]`` is 0 (the product table here is exact, so its row 0 is). dW skips
+rows whose group of codes are all 0 (few, with codes drawn apart); the forward skips the zero
+codes where the table narrows to 16 bits without an offset (``--bits 7x8``: a 128 x 256 table;
+the unsigned 8 x 8 table needs an offset, which leaves its zero row non-zero in the planes).
 """
 
 from __future__ import annotations

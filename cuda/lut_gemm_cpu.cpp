@@ -582,6 +582,16 @@ torch::Tensor lut_bmm_grad_w(torch::Tensor g, torch::Tensor a, torch::Tensor w, 
   return grad_w_direct(g.contiguous(), a.contiguous(), w.contiguous(), gw.contiguous(), gi);
 }
 
+// Counters of the zero-row skips since the extension loaded: (VBMI forward calls that skipped,
+// dW row blocks that left rows out); (0, 0) on builds without the AVX-512 kernels.
+std::pair<int64_t, int64_t> skip_counts() {
+#if defined(APPMULT_CPU_HAS_VBMI_PATH)
+  return {appmult_cpu_vbmi::skipping_calls(), appmult_cpu_avx512::compacted_blocks()};
+#else
+  return {0, 0};
+#endif
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "appmult-fx CPU LUT-GEMM kernels";
   m.def("best_isa", &best_isa, "instruction set 'auto' selects on this CPU");
@@ -591,6 +601,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lut_conv_sum", &lut_conv_sum, "Y = SUM_k T[im2col(x), w] by the AVX-512 kernels, or None");
   m.def("lut_bmm_grad_a", &lut_bmm_grad_a, "dA = SUM_n G * GA[a, w]");
   m.def("lut_bmm_grad_w", &lut_bmm_grad_w, "dW = SUM_m G * GW[a, w]");
+  m.def("skip_counts", &skip_counts,
+        "(forward calls that skipped all-zero rows, dW row blocks that left rows out) so far");
   m.def("quantize_forward", &quantize_forward,
         "(round(clamp(x / s - zp)), clamp mask, any NaN or inf in x)");
   m.def("quantize_backward", &quantize_backward, "g / s, 0 where clamped");

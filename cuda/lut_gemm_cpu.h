@@ -30,6 +30,9 @@ APPMULT_CPU_DECLARE(appmult_cpu_avx2)
 // AVX-512 VBMI + VNNI forward (lut_gemm_cpu_vbmi.cpp); layouts documented there.
 namespace appmult_cpu_vbmi {
 bool supported();
+// Calls that skipped the steps of all-zero column codes since the extension loaded (for tests:
+// they show the skipping took place).
+int64_t skipping_calls();
 // out[b, r, c] = start + SUM_k T[row(b, r, k), col(b, c, k)] (mod 2**32) for codes given by
 // base pointers and (batch, index, k) strides, or (B = 1) read through windows where row_win /
 // col_win is given (the pointer and strides of that operand then unused); out strides (batch,
@@ -66,6 +69,9 @@ void lut_grad_a(const float* g, const uint8_t* a, const uint8_t* w, const float*
 void lut_grad_w(const float* g, const uint8_t* a, const uint8_t* w, const float* lt, int64_t n,
                 int64_t B, int64_t M, int64_t K, int64_t N, float* dw, int nthreads,
                 int64_t budget, const uint64_t* reached, const uint8_t* dead);
+// Blocks of 256 swept rows the dW kernel (and dA through it) has left rows out of since the
+// extension loaded (for tests: they show the skipping took place).
+int64_t compacted_blocks();
 // dA through the dW kernel on the transposed product, g [B, M, N] read across, ga = GA itself
 // (n = its columns); reached and dead: of w's codes (the swept side).
 void lut_grad_a_t(const float* g, const uint8_t* a, const uint8_t* w, const float* ga,

@@ -26,6 +26,7 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -439,23 +440,28 @@ inline uint64_t rows_with_flags(__m512i flags) {
   else return _mm512_test_epi16_mask(flags, flags);
 }
 
-// Drops the rows of a packed block (`rows` rows of R codes at o) whose R codes all reach all-zero
-// table rows (their products add only zeros): the live rows move to the front, in order, and
+// Drops the rows of a packed block (`rows` rows of R codes at o) whose kc real codes (the others
+// pad K; their sums are never stored) all reach all-zero table rows (their products add only
+// zeros): the live rows move to the front, in order, and
 // offs[i] = the block offset of the i-th; returns their count. A block with fewer than one row
 // in kDropAtLeast to drop is left whole (returns `rows`): reading G through the offsets would
 // cost more than the rows save.
 constexpr int64_t kDropAtLeast = 8;
 
 template <int R>
-int64_t keep_live_rows(uint8_t* o, int64_t rows, const LiveTable& lt, uint8_t* offs) {
+int64_t keep_live_rows(uint8_t* o, int64_t rows, int64_t kc, const LiveTable& lt,
+                       uint8_t* offs) {
   constexpr int64_t per = 64 / R;  // rows per vector
   uint64_t sets[kCodeBlock / per];  // the live rows of each vector
+  uint64_t real = 0;  // the bytes of the kc real codes of each row (the others pad K)
+  for (int64_t p = 0; p < 64; ++p) real |= static_cast<uint64_t>(p % R < kc) << p;
   int64_t live = 0;
   for (int64_t r0 = 0; r0 < rows; r0 += per) {
     const int64_t n = min64(per, rows - r0);
-    const __mmask64 bytes = n * R >= 64 ? ~0ull : (1ull << (n * R)) - 1;
-    const __m512i flags = lt.live_bytes(_mm512_maskz_loadu_epi8(bytes, o + r0 * R));
-    sets[r0 / per] = rows_with_flags<R>(flags) & (n >= 64 ? ~0ull : (1ull << n) - 1);
+    const __mmask64 bytes = real & (n * R >= 64 ? ~0ull : (1ull << (n * R)) - 1);
+    const __m512i flags =
+        _mm512_maskz_mov_epi8(bytes, lt.live_bytes(_mm512_maskz_loadu_epi8(bytes, o + r0 * R)));
+    sets[r0 / per] = rows_with_flags<R>(flags);  // rows past `rows` have no flag
     live += __builtin_popcountll(sets[r0 / per]);
   }
   if ((rows - live) * kDropAtLeast < rows) return rows;
@@ -473,14 +479,15 @@ int64_t keep_live_rows(uint8_t* o, int64_t rows, const LiveTable& lt, uint8_t* o
 // k * sk] (0 for the k past K that pad the last group), in blocks of kCodeBlock rows. Where
 // `dead` (256 flags: the table rows that are all zero) is given, each block keeps only its live
 // rows (keep_live_rows): live[(b * groups + k / R) * blocks + block] of them, their offsets in
-// offs[b][k / R][m].
-void pack_codes(const uint8_t* src, int64_t sb, int64_t sm, int64_t sk, int64_t B, int64_t M,
-                int64_t K, int64_t R, uint8_t* out, const uint8_t* dead, uint16_t* live,
-                uint8_t* offs, int nthreads) {
+// offs[b][k / R][m]. Returns the number of blocks that left rows out.
+int64_t pack_codes(const uint8_t* src, int64_t sb, int64_t sm, int64_t sk, int64_t B, int64_t M,
+                   int64_t K, int64_t R, uint8_t* out, const uint8_t* dead, uint16_t* live,
+                   uint8_t* offs, int nthreads) {
   constexpr int64_t T = kCodeBlock;
   const int64_t groups = ceil_div(K, R), mb = ceil_div(M, T);
   const LiveTable table(dead);
-#pragma omp parallel for num_threads(nthreads) schedule(static)
+  int64_t compacted = 0;
+#pragma omp parallel for num_threads(nthreads) schedule(static) reduction(+ : compacted)
   for (int64_t blk = 0; blk < B * groups * mb; ++blk) {
     const int64_t b = blk / (groups * mb), grp = blk / mb % groups, m0 = blk % mb * T;
     const int64_t m1 = min64(M, m0 + T), k0 = grp * R, kc = min64(R, K - k0);
@@ -500,11 +507,13 @@ void pack_codes(const uint8_t* src, int64_t sb, int64_t sm, int64_t sk, int64_t 
     if (dead == nullptr) continue;
     uint8_t* const block = o + m0 * R;
     uint8_t* const at = offs + (b * groups + grp) * M + m0;
-    live[blk] = static_cast<uint16_t>(
-        R == 8   ? keep_live_rows<8>(block, m1 - m0, table, at)
-        : R == 4 ? keep_live_rows<4>(block, m1 - m0, table, at)
-                 : keep_live_rows<2>(block, m1 - m0, table, at));
+    const int64_t kept = R == 8   ? keep_live_rows<8>(block, m1 - m0, kc, table, at)
+                         : R == 4 ? keep_live_rows<4>(block, m1 - m0, kc, table, at)
+                                  : keep_live_rows<2>(block, m1 - m0, kc, table, at);
+    live[blk] = static_cast<uint16_t>(kept);
+    compacted += kept < m1 - m0 ? 1 : 0;
   }
+  return compacted;
 }
 
 // gp[b][t][r][j] = g[b * sb + r * sr + (16 t + j) * sc] for rows r < M and columns 16 t + j < N
@@ -536,6 +545,8 @@ bool pack_tiles(const float* g, int64_t sb, int64_t sr, int64_t sc, int64_t B, i
   return finite;
 }
 
+std::atomic<int64_t> g_compacted_blocks{0};  // compacted_blocks()
+
 constexpr int64_t kRowBlock = 8192;  // rows per sweep: their G tile lines (512 KB) stay in L2
 constexpr int64_t kTaskK = 64;       // k per task: sweeps of one row block share its G tile
 
@@ -552,10 +563,11 @@ struct GradWArgs {
 // dw [B, K, N] = SUM_m g * GW[a, w]; lt = GW^T. G is packed by 16-column tiles and the row codes
 // by groups of R k (both then stream from consecutive lines). A task takes a tile and kTaskK k;
 // per block of rows it sweeps groups of R k (tile_k). Where `dead` flags all-zero table rows and
-// G is finite, the rows whose R codes all reach such rows are left out of the sweeps: they add
-// only zeros (and an accumulator that starts at +0 never becomes -0, so the sums are the same
-// sums of the other terms). A NaN or inf in G would turn those zeros into NaN, so then every
-// row is swept.
+// G is finite, the rows whose R codes all reach such rows are left out of the sweeps: their
+// terms are all +-0. The other terms are summed as before but in other accumulators (the kept
+// rows shift), so the last bits can differ, as between orientations, and a sum of nothing but
+// underflowed negative terms can come out -0 where the full sweep gives +0. A NaN or inf in G
+// would turn the skipped zeros into NaN, so then every row is swept.
 void grad_w_impl(const GradWArgs& x, const float* lt, int64_t n, int64_t B, int64_t M, int64_t K,
                  int64_t N, int nthreads, int64_t budget, const uint64_t* reached,
                  const uint8_t* dead) {
@@ -574,8 +586,8 @@ void grad_w_impl(const GradWArgs& x, const float* lt, int64_t n, int64_t B, int6
   const int64_t blocks = ceil_div(M, kCodeBlock);
   uint16_t* live = skip ? allocate<uint16_t>(B * groups * blocks * 2) : nullptr;
   uint8_t* offs = skip ? allocate<uint8_t>(B * groups * M) : nullptr;
-  pack_codes(x.a, x.sab, x.sam, x.sak, B, M, K, R, codes, skip ? dead : nullptr, live, offs,
-             nthreads);
+  g_compacted_blocks += pack_codes(x.a, x.sab, x.sam, x.sak, B, M, K, R, codes,
+                                   skip ? dead : nullptr, live, offs, nthreads);
   const Scratch scratch(nthreads, R * n * kLanes, n, true);
 #pragma omp parallel num_threads(nthreads)
   {
@@ -617,6 +629,8 @@ void grad_w_impl(const GradWArgs& x, const float* lt, int64_t n, int64_t B, int6
 }
 
 }  // namespace
+
+int64_t compacted_blocks() { return g_compacted_blocks.load(); }
 
 // dw [B, K, N] = SUM_m g * GW[a, w] for g [B, M, N]; lt = GW^T.
 void lut_grad_w(const float* g, const uint8_t* a, const uint8_t* w, const float* lt, int64_t n,

@@ -20,6 +20,7 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -293,6 +294,12 @@ Products products_for(int64_t P) {
 
 }  // namespace
 
+namespace {
+std::atomic<int64_t> g_skipping_calls{0};  // skipping_calls()
+}  // namespace
+
+int64_t skipping_calls() { return g_skipping_calls.load(); }
+
 bool supported() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -324,6 +331,7 @@ void lut_fwd(const uint8_t* row_codes, const int64_t* row_strides, const uint8_t
   // The column codes whose planes are all zero, whose steps are skipped.
   const appmult_avx512::LiveTable table(col_dead);
   const appmult_avx512::LiveTable* live = col_dead != nullptr ? &table : nullptr;
+  if (live != nullptr) ++g_skipping_calls;
   const Products run = RB == 256 ? products_for<4>(P) : RB == 128 ? products_for<2>(P)
                                                                   : products_for<1>(P);
   run(apack, wp, live, planes, B, rows, K, cols, start, out, out_strides[0],

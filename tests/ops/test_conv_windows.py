@@ -76,25 +76,37 @@ def test_window_sums_equal_the_reference_over_im2col(isa: str) -> None:
 
 def test_window_sums_skip_zero_rows_bit_for_bit() -> None:
     """Activations that are mostly zero (a ReLU's, and the padding) against a table whose zero
-    row and a few others are all zero: the forward then runs its rows over the weights and
-    skips each window's steps through those rows; the sums stay the reference's."""
+    row and a few others are all zero (or a few others only): where the forward runs its rows
+    over the weights it skips each window's steps through those rows (the extension's counter
+    shows it did, in blocks of 64, 128 and 256 weights); the sums stay the reference's."""
     if "avx512" not in _isas():
         pytest.skip("this CPU lacks the avx512 instruction set")
     backend = kernels.CPUBackend("avx512")
     gen = torch.Generator().manual_seed(1)
-    for rows, cols in [(256, 256), (128, 256), (64, 128)]:
+    skipped = 0
+    for rows, cols, dead in [
+        (256, 256, [0, 1, 255]),
+        (128, 256, [5, 77]),
+        (64, 128, [0, 63]),
+        (256, 256, [3, 200]),
+    ]:
         table = _table(rows, cols, 9000, gen)
-        dead = torch.tensor([0, 1, rows - 1])
         table[dead] = 0
-        for n, c, h, w, kh, kw, sh, sw, dh, dw, o in GEOMETRIES:
+        for n, c, h, w, kh, kw, sh, sw, dh, dw, o in GEOMETRIES + [
+            (2, 8, 6, 6, 3, 3, 1, 1, 1, 1, 256)
+        ]:
             codes = torch.randint(0, rows, (n, h, w, c), generator=gen, dtype=torch.uint8)
             zeros = torch.rand(n, h, w, c, generator=gen) < 0.7
-            nhwc = torch.where(zeros, dead[codes.long() % 3].to(torch.uint8), codes)
+            pick = torch.tensor(dead, dtype=torch.uint8)[codes.long() % len(dead)]
+            nhwc = torch.where(zeros, pick, codes)
             ib = torch.randint(0, cols, (1, kh * kw * c, o), generator=gen, dtype=torch.uint8)
             kernel, stride, dilation = (kh, kw), (sh, sw), (dh, dw)
+            before = kernels.cpu_extension().skip_counts()[0]
             got = backend.lut_conv_sum(nhwc, ib, table, kernel, stride, dilation)
+            skipped += kernels.cpu_extension().skip_counts()[0] - before
             want = _reference(nhwc, ib, table, kernel, stride, dilation)
             assert torch.equal(got, want), (rows, cols, n, c, h, w)
+    assert skipped >= 12  # the geometries with O >= 33 run over the weights, skipping
 
 
 def test_window_sums_refuse_bad_geometry() -> None:

@@ -215,47 +215,71 @@ def codes_with_dead_rows(
     return torch.where(row_dead | place_dead, pick, other)
 
 
+def skip_counts() -> tuple[int, int]:
+    """(forward calls that skipped all-zero rows, dW row blocks that left rows out) so far."""
+    return tuple(kernels.cpu_extension().skip_counts())
+
+
+def dead_codes(n: int, with_zero: bool, gen: torch.Generator) -> Tensor:
+    """Codes of all-zero table rows: code 0 (a zero operand) and others, or others only, so
+    that code 0, which masked loads read past a run of codes, is sometimes a live code."""
+    others = torch.randperm(n - 1, generator=gen)[:4] + 1
+    return torch.cat([torch.tensor([0]), others[:2]]) if with_zero else others
+
+
 def test_cpu_gradients_skip_rows_of_zeros(cpu_backend) -> None:
     """A gradient table with all-zero rows (GW's row of code 0 for any multiplier with
     ``T[0, :] = 0``; -0.0 too): the AVX-512 dW kernel leaves out the swept rows whose codes
-    reach only those, which must give the reference's sums, for every group width R of the
-    kernel (8 bits < 4096 rows: 2; 7 bits: 4; 8 bits >= 4096 rows and <= 6 bits: 8), ragged
-    blocks of 256 rows, several 8192-row sweeps, batches, and dA through the same kernel (GA's
-    zero columns reached by the weight codes, M small against N). With a NaN or an inf in G
-    the zeros are NaN and nothing may be left out."""
+    reach only those (the extension's counter shows it did), which must give the reference's
+    sums, for every group width R of the kernel (8 bits < 4096 rows: 2; 7 bits: 4; 8 bits
+    >= 4096 rows and <= 6 bits: 8), ragged blocks of 256 rows, several 8192-row sweeps,
+    batches, dead codes with and without code 0, and dA through the same kernel (GA's zero
+    columns reached by the weight codes): with M small against N (`transposed`) both products
+    run through the other's kernel, so dA skips and dW does not. With a NaN or an inf in G
+    where a row or column would be left out, nothing may be left out."""
     gen = torch.Generator().manual_seed(12)
-    for bits_a, bits_b, (b, m, k, n) in [
-        (8, 8, (1, 300, 21, 37)),
-        (8, 8, (2, 256, 9, 16)),
-        (7, 8, (1, 777, 13, 20)),
-        (8, 8, (1, 9000, 10, 17)),
-        (6, 6, (2, 530, 19, 33)),
-        (8, 5, (1, 4100, 6, 40)),
-        (8, 8, (1, 16, 40, 600)),
-    ]:
+    counts = cpu_backend.resolved_isa() == "avx512"
+    for case, (bits_a, bits_b, (b, m, k, n), transposed) in enumerate(
+        [
+            (8, 8, (1, 300, 21, 37), False),
+            (8, 8, (2, 256, 9, 16), False),
+            (7, 8, (1, 777, 13, 20), False),
+            (8, 8, (1, 9000, 10, 17), False),
+            (6, 6, (2, 530, 19, 33), False),
+            (8, 5, (1, 4100, 6, 40), False),
+            (8, 8, (1, 16, 40, 600), True),
+            (7, 7, (2, 8, 33, 900), True),
+        ]
+    ):
         na, nb = 1 << bits_a, 1 << bits_b
-        gw = torch.randn(na, nb, generator=gen)
-        ga = torch.randn(na, nb, generator=gen)
-        dead_a = torch.cat([torch.tensor([0, na - 1]), torch.randint(1, na, (3,), generator=gen)])
-        dead_b = torch.cat([torch.tensor([0]), torch.randint(1, nb, (2,), generator=gen)])
+        gw, ga = torch.randn(na, nb, generator=gen), torch.randn(na, nb, generator=gen)
+        dead_a = dead_codes(na, case % 2 == 0, gen)
+        dead_b = dead_codes(nb, case % 2 == 1, gen)
         gw[dead_a] = 0.0
         gw[dead_a[1]] = -0.0
         ga[:, dead_b] = 0.0
         a = codes_with_dead_rows((b, m, k), na, dead_a, gen)
         w = codes_with_dead_rows((b, n, k), nb, dead_b, gen).transpose(1, 2).contiguous()
         g = torch.randn(b, m, n, generator=gen)
+        before = skip_counts()
         dw = cpu_backend.lut_bmm_grad_w(g, a, w, gw)
         assert_float_product_close(dw, reference.lut_bmm_grad_w, g, a, w, gw)
+        assert not counts or (skip_counts()[1] > before[1]) != transposed, ("dW", case)
+        before = skip_counts()
         da = cpu_backend.lut_bmm_grad_a(g, a, w, ga)
         assert_float_product_close(da, reference.lut_bmm_grad_a, g, a, w, ga)
-        dead_row = int(torch.nonzero(torch.isin(a[0], dead_a).all(1))[0])  # a row left out
-        g[0, dead_row, n // 2] = float("inf")
-        g[0, dead_row, 0] = float("nan")
+        assert not counts or (skip_counts()[1] > before[1]) == transposed, ("dA", case)
+        row = int(torch.nonzero(torch.isin(a[0], dead_a).all(1))[0])  # a dW row left out
+        col = int(torch.nonzero(torch.isin(w[0], dead_b).all(0))[0])  # a dA row left out
+        g[0, row, n // 2] = float("inf")
+        g[0, m // 2, col] = float("nan")
         for impl, oracle, table in (
             (cpu_backend.lut_bmm_grad_w, reference.lut_bmm_grad_w, gw),
             (cpu_backend.lut_bmm_grad_a, reference.lut_bmm_grad_a, ga),
         ):
+            before = skip_counts()
             got = impl(g, a, w, table).double()
+            assert skip_counts() == before, ("rows left out despite a NaN in G", case)
             want = oracle(g.double(), a, w, table.double()).double()
             assert torch.equal(got.isnan(), want.isnan()) and bool(got.isnan().any())
             assert torch.equal(got.isinf(), want.isinf())
@@ -283,34 +307,43 @@ def test_cpu_forward_row_blocks(cpu_backend) -> None:
 
 
 def test_cpu_forward_skips_steps_of_zero_rows(cpu_backend) -> None:
-    """Tables with all-zero rows (``T[0, :] = 0``, as any multiplier has for a zero operand,
-    and a few more) against codes that reach them often (a ReLU's zeros): the byte-permute
-    forward, which then runs its rows over N and skips each column's steps through those rows,
-    gives the reference's sums bit for bit, for ragged slices of k (64- and 256-row blocks),
-    columns with no live step, batches and every plane size. A zero row of T that narrowing
-    shifts by an offset is not all-zero in the planes and must not be skipped."""
+    """Tables with all-zero rows (``T[0, :] = 0``, as any multiplier has for a zero operand, or
+    other rows) against codes that reach them often (a ReLU's zeros): the byte-permute forward
+    then runs its rows over N and skips each column's steps through those rows (the
+    extension's counter shows it did), bit for bit the reference, for row blocks of 64, 128
+    and 256, ragged slices of k, a column with no live step, batches, every plane size, and
+    a table narrowed with an offset whose rows equal to the offset are skipped. Rows of zeros
+    that the narrowing shifts by an offset are not all-zero in the planes and must not be
+    skipped."""
     gen = torch.Generator().manual_seed(13)
-    for bits_a, bits_b, shape, share in [
-        (8, 8, (1, 130, 1100, 70), 0.6),
-        (7, 8, (2, 300, 700, 300), 0.7),
-        (8, 8, (1, 200, 300, 1030), 0.65),
-        (8, 6, (1, 90, 530, 129), 0.8),
-        (8, 7, (2, 65, 260, 64), 0.9),
-        (6, 8, (1, 100, 600, 40), 0.7),
-    ]:
-        for offset in (0, 40000):
-            table = make_table(bits_a, False, gen, bits_b) + offset
-            dead = torch.cat(
-                [torch.tensor([0]), torch.randint(1, 1 << bits_a, (3,), generator=gen)]
-            )
-            table[dead] = 0
-            b, m, k, n = shape
-            a, w, _ = make_operands(shape, bits_a, gen, bits_b)
-            pick = dead[torch.randint(0, len(dead), a.shape, generator=gen)].to(torch.uint8)
-            a = torch.where(torch.rand(a.shape, generator=gen) < share, pick, a)
-            a[0, m // 2] = pick[0, m // 2]  # a row (a column over N) with no live step
+    counts = cpu_backend.resolved_isa() == "avx512"
+    for case, (bits_a, bits_b, shape, share) in enumerate(
+        [
+            (8, 8, (1, 130, 1100, 70), 0.6),  # rows over N in blocks of 64, 3 slices of k
+            (7, 8, (2, 300, 700, 128), 0.7),  # blocks of 128
+            (8, 8, (1, 200, 300, 1030), 0.65),  # blocks of 256, a partial one
+            (8, 7, (1, 90, 530, 256), 0.8),  # 128 planes of weight codes
+            (8, 6, (2, 65, 260, 64), 0.9),  # 64 planes
+            (6, 8, (1, 100, 601, 512), 0.8),
+        ]
+    ):
+        b, m, k, n = shape
+        a, w, _ = make_operands(shape, bits_a, gen, bits_b)
+        dead = dead_codes(1 << bits_a, case % 2 == 0, gen)
+        pick = dead[torch.randint(0, len(dead), a.shape, generator=gen)].to(torch.uint8)
+        a = torch.where(torch.rand(a.shape, generator=gen) < share, pick, a)
+        a[0, m // 2] = pick[0, m // 2]  # a column over N with no live step
+        signed = make_table(bits_a, True, gen, bits_b)  # fits 16 bits: no offset
+        shifted = torch.randint(40000, 100000, signed.shape, generator=gen, dtype=torch.int32)
+        offset = int(shifted.min()) + 32768  # the narrowing's offset: entries T - offset
+        wide = torch.randint(1, 65000, signed.shape, generator=gen, dtype=torch.int32)
+        for table, value, skips in ((signed, 0, True), (shifted, offset, True), (wide, 0, False)):
+            table = table.clone()
+            table[dead] = value  # all-zero entries, but for `wide` (offset 32768: -32768)
+            before = skip_counts()[0]
             got = cpu_backend.lut_bmm(a, w, table)
-            assert torch.equal(got, reference.lut_bmm(a, w, table)), (bits_a, bits_b, shape)
+            assert torch.equal(got, reference.lut_bmm(a, w, table)), (case, value)
+            assert not counts or (skip_counts()[0] > before) == skips, (case, value)
 
 
 def test_cpu_empty_shapes(cpu_backend) -> None:

@@ -518,9 +518,11 @@ int64_t pack_codes(const uint8_t* src, int64_t sb, int64_t sm, int64_t sk, int64
 
 // gp[b][t][r][j] = g[b * sb + r * sr + (16 t + j) * sc] for rows r < M and columns 16 t + j < N
 // (zero past N): G by 16-column tiles, rows read in place (sc == 1) or across (sr == 1).
-// Returns whether every entry of G is finite.
+// With `check`, returns whether every entry of G is finite (else true): x * 0 is 0 for finite x
+// and NaN for NaN and inf, so a sum of them stays 0 unless one is met; read in place, the sum
+// rides on the copy.
 bool pack_tiles(const float* g, int64_t sb, int64_t sr, int64_t sc, int64_t B, int64_t M,
-                int64_t N, float* gp, int nthreads) {
+                int64_t N, float* gp, bool check, int nthreads) {
   const int64_t tiles = ceil_div(N, kLanes);
   bool finite = true;
 #pragma omp parallel for num_threads(nthreads) schedule(static) reduction(&& : finite)
@@ -528,18 +530,22 @@ bool pack_tiles(const float* g, int64_t sb, int64_t sr, int64_t sc, int64_t B, i
     const int64_t b = bt / tiles, t = bt % tiles, ncols = min64(kLanes, N - t * kLanes);
     const float* src = g + b * sb + t * kLanes * sc;
     float* dst = gp + bt * M * kLanes;
+    const __m512 zero = _mm512_setzero_ps();
+    __m512 nan = zero;
     if (sc == 1) {
-      for (int64_t r = 0; r < M; ++r)
-        _mm512_store_ps(dst + r * kLanes, _mm512_maskz_loadu_ps(lanes_below(ncols), src + r * sr));
+      for (int64_t r = 0; r < M; ++r) {
+        const __m512 v = _mm512_maskz_loadu_ps(lanes_below(ncols), src + r * sr);
+        _mm512_store_ps(dst + r * kLanes, v);
+        if (check) nan = _mm512_fmadd_ps(v, zero, nan);
+      }
     } else {
       memset(dst, 0, M * kLanes * 4);
       for (int64_t j = 0; j < ncols; ++j)
         for (int64_t r = 0; r < M; ++r) dst[r * kLanes + j] = src[j * sc + r * sr];
+      if (check)
+        for (int64_t r = 0; r < M; ++r)
+          nan = _mm512_fmadd_ps(_mm512_load_ps(dst + r * kLanes), zero, nan);
     }
-    // x * 0 is 0 for finite x and NaN for NaN and inf, so `nan` stays 0 unless one is met.
-    __m512 nan = _mm512_setzero_ps();
-    const __m512 zero = _mm512_setzero_ps();
-    for (int64_t r = 0; r < M; ++r) nan = _mm512_fmadd_ps(_mm512_load_ps(dst + r * kLanes), zero, nan);
     finite = finite && _mm512_cmp_ps_mask(nan, nan, _CMP_UNORD_Q) == 0;
   }
   return finite;
@@ -580,7 +586,8 @@ void grad_w_impl(const GradWArgs& x, const float* lt, int64_t n, int64_t B, int6
   const int64_t kstep = R * min64(ceil_div(kTaskK, R), split);
   const int64_t chunks = ceil_div(K, kstep), ntasks = B * tiles * chunks;
   float* gp = allocate<float>(B * tiles * M * kLanes * 4);
-  const bool finite = pack_tiles(x.g, x.sgb, x.sgm, x.sgj, B, M, N, gp, nthreads);
+  const bool finite =
+      pack_tiles(x.g, x.sgb, x.sgm, x.sgj, B, M, N, gp, dead != nullptr, nthreads);
   uint8_t* codes = allocate<uint8_t>(B * groups * M * R);
   const bool skip = dead != nullptr && finite;
   const int64_t blocks = ceil_div(M, kCodeBlock);

@@ -1,11 +1,14 @@
 // Torch binding of the CPU LUT-GEMM kernels: argument checks, padding, orientation, ISA dispatch.
 #include <torch/extension.h>
 
+#include <algorithm>
 #include <array>
+#include <atomic>
 #include <optional>
 #include <string>
 
 #include "bit_limits.h"
+#include "dead_runs_cpu.h"
 #include "lut_gemm_cpu.h"
 #include "lut_gemm_cpu_narrow.h"
 #include "permute_cpu.h"
@@ -285,9 +288,10 @@ torch::Tensor transposed(const torch::Tensor& t) { return t.transpose(-2, -1).co
 
 // dA [B, M, K] = SUM_n g * GA[a, w], direct (rows over M, vector columns over N).
 // reached: the AVX-512 kernel's RowsReached of a's codes (null: every table row is built).
+// dead: the AVX-512 kernel's [B, M, ceil(K / 16)] flags of runs of dA left 0 (null: none).
 torch::Tensor grad_a_direct(const torch::Tensor& g, const torch::Tensor& a, const torch::Tensor& w,
                             const torch::Tensor& ga, GradIsa isa,
-                            const uint64_t* reached = nullptr) {
+                            const uint64_t* reached = nullptr, const uint8_t* dead = nullptr) {
   const int64_t n = ga.size(0), B = a.size(0), M = a.size(1), K = a.size(2), N = w.size(2);
   auto lt = ga.t().contiguous();
   const int threads = at::get_num_threads();
@@ -296,7 +300,8 @@ torch::Tensor grad_a_direct(const torch::Tensor& g, const torch::Tensor& a, cons
     auto da = torch::empty({B, M, K}, g.options());
     appmult_cpu_avx512::lut_grad_a(g.data_ptr<float>(), a.data_ptr<uint8_t>(),
                                    w.data_ptr<uint8_t>(), lt.data_ptr<float>(), n, B, M, K, N,
-                                   da.data_ptr<float>(), threads, kGradABudget512, reached);
+                                   da.data_ptr<float>(), threads, kGradABudget512, reached,
+                                   dead);
     return da;
   }
 #endif
@@ -396,11 +401,14 @@ BothSides rows_reached_both(const torch::Tensor& a, const torch::Tensor& w, int6
                                            threads)};
 }
 
-// As grad_transposed, for the AVX-512 kernels, with the rows their table builds take.
-bool grad_transposed512(int64_t M, int64_t N, const BothSides& rows, bool grad_a) {
+// As grad_transposed, for the AVX-512 kernels, with the rows their table builds take; `sweep`
+// scales the direct orientation's per-row work (dA with dead runs: the share it computes).
+bool grad_transposed512(int64_t M, int64_t N, const BothSides& rows, bool grad_a,
+                        double sweep = 1.0) {
   const Cost512& own = grad_a ? kGradA512 : kGradW512;
   const Cost512& other = grad_a ? kGradW512 : kGradA512;
-  return kCopies512 * cost512(N, M, rows.w.built, other) < cost512(M, N, rows.a.built, own);
+  const Cost512 direct = {own.per_row * sweep, own.per_entry};
+  return kCopies512 * cost512(N, M, rows.w.built, other) < cost512(M, N, rows.a.built, direct);
 }
 #endif
 
@@ -525,8 +533,41 @@ std::optional<torch::Tensor> lut_conv_sum(torch::Tensor x, torch::Tensor w, torc
 // The two gradient products are each other's transpose: with G' = G^T, a' = w^T, w' = a^T,
 // dA = (grad_w(G', a', w', GA^T))^T and dW = (grad_a(G', a', w', GW^T))^T; the binding runs the
 // orientation whose table builds are amortised over more rows.
+namespace {
+
+constexpr int64_t kRun = 16;  // k per run of dA a dead flag leaves 0
+
+// Share of the set flags among at most 65536 of `dead`.
+double flag_share(const torch::Tensor& dead) {
+  const int64_t size = dead.numel();
+  if (size == 0) return 0.0;
+  const uint8_t* flags = dead.data_ptr<uint8_t>();
+  const int64_t step = std::max<int64_t>(1, size >> 16);
+  int64_t hits = 0, seen = 0;
+  for (int64_t i = 0; i < size; i += step, ++seen) hits += flags[i] != 0;
+  return static_cast<double>(hits) / static_cast<double>(seen);
+}
+
+// da [B, M, K] with the runs `dead` [B, M, ceil(K / 16)] flags set to 0.
+torch::Tensor zero_runs(torch::Tensor da, const torch::Tensor& dead) {
+  const int64_t K = da.size(2), R = dead.size(2);
+  float* out = da.data_ptr<float>();
+  const uint8_t* flags = dead.data_ptr<uint8_t>();
+  at::parallel_for(0, da.size(0) * da.size(1), 1024, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row)
+      for (int64_t r = 0; r < R; ++r)
+        if (flags[row * R + r] != 0)
+          std::fill(out + row * K + r * kRun, out + row * K + std::min(K, (r + 1) * kRun), 0.0f);
+  });
+  return da;
+}
+
+std::atomic<int64_t> g_dead_run_calls{0};  // skip_counts(): dA calls that skipped dead runs
+
+}  // namespace
+
 torch::Tensor lut_bmm_grad_a(torch::Tensor g, torch::Tensor a, torch::Tensor w, torch::Tensor ga,
-                             std::string isa) {
+                             std::string isa, std::optional<torch::Tensor> dead) {
   check_indices(a, w);
   TORCH_CHECK(ga.scalar_type() == torch::kFloat32, "appmult-fx: expected a float32 ga, got ",
               ga.scalar_type());
@@ -534,23 +575,37 @@ torch::Tensor lut_bmm_grad_a(torch::Tensor g, torch::Tensor a, torch::Tensor w, 
   const int64_t B = a.size(0), M = a.size(1), K = a.size(2), N = w.size(2);
   TORCH_CHECK(g.dim() == 3 && g.size(0) == B && g.size(1) == M && g.size(2) == N,
               "appmult-fx: expected g of shape [", B, ",", M, ",", N, "], got ", g.sizes());
+  const int64_t R = (K + kRun - 1) / kRun;
+  TORCH_CHECK(!dead.has_value() ||
+                  (dead->device().is_cpu() && dead->scalar_type() == torch::kUInt8 &&
+                   dead->dim() == 3 && dead->size(0) == B && dead->size(1) == M &&
+                   dead->size(2) == R && dead->is_contiguous()),
+              "appmult-fx: expected contiguous uint8 dead-run flags [", B, ", ", M, ", ", R,
+              "] on the CPU");
   const GradIsa gi = grad_isa(isa);
   if (B * M * K == 0 || N == 0) return torch::zeros({B, M, K}, g.options());
+  const auto zeroed = [&](torch::Tensor da) {
+    return dead.has_value() ? zero_runs(da.contiguous(), *dead) : da;
+  };
   if (gi == GradIsa::kAvx512 && appmult_narrow::serves(nb))
-    return appmult_narrow::grad_a(g, a, w, ga);
+    return zeroed(appmult_narrow::grad_a(g, a, w, ga));
 #if defined(APPMULT_CPU_HAS_VBMI_PATH)
   if (gi == GradIsa::kAvx512) {
     a = a.contiguous(), w = w.contiguous();
     const BothSides rows = rows_reached_both(a, w, na, nb);
-    if (grad_transposed512(M, N, rows, true))
-      return grad_a_transposed512(g.contiguous(), a, w, ga.contiguous(), rows.w.data());
-    return grad_a_direct(g.contiguous(), a, w, ga.contiguous(), gi, rows.a.data());
+    const double sweep = dead.has_value() ? 1.0 - flag_share(*dead) : 1.0;
+    if (grad_transposed512(M, N, rows, true, sweep))
+      return zeroed(grad_a_transposed512(g.contiguous(), a, w, ga.contiguous(), rows.w.data()));
+    if (dead.has_value()) g_dead_run_calls.fetch_add(1, std::memory_order_relaxed);
+    return grad_a_direct(g.contiguous(), a, w, ga.contiguous(), gi, rows.a.data(),
+                         dead.has_value() ? dead->data_ptr<uint8_t>() : nullptr);
   }
 #endif
   if (grad_transposed(M, N, na, nb, true))
-    return transposed(grad_w_direct(transposed(g), transposed(w), transposed(a),
-                                    ga.t().contiguous(), gi));
-  return grad_a_direct(g.contiguous(), a.contiguous(), w.contiguous(), ga.contiguous(), gi);
+    return zeroed(transposed(grad_w_direct(transposed(g), transposed(w), transposed(a),
+                                           ga.t().contiguous(), gi)));
+  return zeroed(
+      grad_a_direct(g.contiguous(), a.contiguous(), w.contiguous(), ga.contiguous(), gi));
 }
 
 torch::Tensor lut_bmm_grad_w(torch::Tensor g, torch::Tensor a, torch::Tensor w, torch::Tensor gw,
@@ -582,13 +637,15 @@ torch::Tensor lut_bmm_grad_w(torch::Tensor g, torch::Tensor a, torch::Tensor w, 
   return grad_w_direct(g.contiguous(), a.contiguous(), w.contiguous(), gw.contiguous(), gi);
 }
 
-// Counters of the zero-row skips since the extension loaded: (VBMI forward calls that skipped,
-// dW row blocks that left rows out); (0, 0) on builds without the AVX-512 kernels.
-std::pair<int64_t, int64_t> skip_counts() {
+// Counters of the skips since the extension loaded: (VBMI forward calls that skipped all-zero
+// rows, dW row blocks that left rows out, dA calls whose direct kernel skipped dead runs); the
+// first two 0 on builds without the AVX-512 kernels.
+std::tuple<int64_t, int64_t, int64_t> skip_counts() {
 #if defined(APPMULT_CPU_HAS_VBMI_PATH)
-  return {appmult_cpu_vbmi::skipping_calls(), appmult_cpu_avx512::compacted_blocks()};
+  return {appmult_cpu_vbmi::skipping_calls(), appmult_cpu_avx512::compacted_blocks(),
+          g_dead_run_calls.load()};
 #else
-  return {0, 0};
+  return {0, 0, g_dead_run_calls.load()};
 #endif
 }
 
@@ -599,10 +656,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("bit_limits", &appmult::bit_limits, "(MIN_BITS, MAX_BITS) the table checks use");
   m.def("lut_bmm", &lut_bmm, "Y = SUM_k T[a, w] (int32, mod 2**32)");
   m.def("lut_conv_sum", &lut_conv_sum, "Y = SUM_k T[im2col(x), w] by the AVX-512 kernels, or None");
-  m.def("lut_bmm_grad_a", &lut_bmm_grad_a, "dA = SUM_n G * GA[a, w]");
+  m.def("lut_bmm_grad_a", &lut_bmm_grad_a,
+        "dA = SUM_n G * GA[a, w], 0 in the runs of 16 k flagged dead", pybind11::arg("g"),
+        pybind11::arg("a"), pybind11::arg("w"), pybind11::arg("ga"), pybind11::arg("isa"),
+        pybind11::arg("dead") = pybind11::none());
   m.def("lut_bmm_grad_w", &lut_bmm_grad_w, "dW = SUM_m G * GW[a, w]");
   m.def("skip_counts", &skip_counts,
-        "(forward calls that skipped all-zero rows, dW row blocks that left rows out) so far");
+        "(forward calls that skipped all-zero rows, dW row blocks that left rows out, dA calls "
+        "that skipped dead runs) so far");
   m.def("quantize_forward", &quantize_forward,
         "(round(clamp(x / s - zp)), clamp mask, any NaN or inf in x)");
   m.def("quantize_backward", &quantize_backward, "g / s, 0 where clamped");
@@ -610,6 +671,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("contiguous_3d", &contiguous_3d, "a contiguous copy of a 3-D float32 view");
   m.def("planes_from_rows", &planes_from_rows, "float32 [N, C, P] of int32 rows [N, P, C]");
   m.def("fold_into_planes", &fold_into_planes, "col2im of one group's columns into out");
+  m.def("dead_runs", &dead_runs, "flags of the runs of 16 im2col entries of a conv that are 0");
   m.def("rescale_forward", &rescale_forward, "float32(double(acc) * scale)");
   m.def("rescale_backward", &rescale_backward, "double(g) * scale, as acc's dtype");
 }

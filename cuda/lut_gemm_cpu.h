@@ -60,10 +60,11 @@ struct RowsReached {
 };
 RowsReached rows_reached(const uint8_t* a, int64_t sb, int64_t sm, int64_t sk, int64_t B,
                          int64_t M, int64_t K, int64_t n, int nthreads);
-// lt = the transposed table; reached: RowsReached::data() of the swept side's codes, or null.
+// lt = the transposed table; reached: RowsReached::data() of the swept side's codes, or null;
+// dead: [B, M, ceil(K / 16)] flags of the runs of 16 k of dA to leave 0 (no dots), or null.
 void lut_grad_a(const float* g, const uint8_t* a, const uint8_t* w, const float* lt, int64_t n,
                 int64_t B, int64_t M, int64_t K, int64_t N, float* da, int nthreads,
-                int64_t budget, const uint64_t* reached);
+                int64_t budget, const uint64_t* reached, const uint8_t* dead);
 // dead: 256 flags of the table rows (indexed by the swept side's codes) that are all zero, or
 // null; where G is finite, the swept rows whose codes reach only those are skipped.
 void lut_grad_w(const float* g, const uint8_t* a, const uint8_t* w, const float* lt, int64_t n,

@@ -48,6 +48,7 @@ using appmult_avx512::reduce16;
 using appmult_avx512::slot_of;
 
 constexpr int64_t kLanes = 16;
+constexpr int64_t kRun = 16;  // k per run of dA a flag can leave out (lut_grad_a's `dead`)
 
 inline int64_t min64(int64_t x, int64_t y) { return x < y ? x : y; }
 inline int64_t max64(int64_t x, int64_t y) { return x > y ? x : y; }
@@ -154,6 +155,13 @@ struct GradA {
   float* da;         // [M, K]
   int64_t M, K, N, ldg, n, k0;  // N: columns of the chunk
   bool add;          // add to da (a later chunk) or store
+  const uint8_t* dead;  // [M, R] flags of the runs of 16 k left 0 (no dots), or null
+  int64_t R;            // runs per row: ceil(K / 16)
+  // Whether row m's run holding k (of the group) is left out; a block of k never straddles
+  // runs (lut_grad_a aligns the groups).
+  bool skipped(int64_t m, int64_t kk) const {
+    return dead != nullptr && dead[m * R + (k0 + kk) / kRun] != 0;
+  }
 };
 
 // One block of 16 dots: rows m0 .. m0 + 16/KK - 1 times k = kk0 .. kk0 + KK - 1 (relative to
@@ -190,14 +198,20 @@ inline void dot_block(const GradA& p, int64_t m0, int64_t kk0, __m512* acc) {
 }
 
 // dA[m, k0 + kk0 + kk] for the rows m0 .. m0 + 15 and KK k of the group (kc of which are real).
+// Rows whose run holding the block is flagged dead take no dots (a block of 16 k: the whole
+// block is skipped) and keep 0 in every chunk.
 template <int KK, int NV>
 void dots_for_rows(const GradA& p, int64_t m0, int64_t kk0, int64_t kc) {
   constexpr int MM = 16 / KK;
   for (int64_t mb = m0; mb < m0 + 16 && mb < p.M; mb += MM) {
+    float* out = p.da + mb * p.K + p.k0 + kk0;
+    if (KK == 16 && p.skipped(mb, kk0)) {
+      if (!p.add) _mm512_mask_storeu_ps(out, lanes_below(kc), _mm512_setzero_ps());
+      continue;
+    }
     __m512 acc[16];
     dot_block<KK, NV>(p, mb, kk0, acc);
     const __m512 sums = reduce16(acc);
-    float* out = p.da + mb * p.K + p.k0 + kk0;
     if (KK == 16) {
       const __mmask16 real = lanes_below(kc);
       _mm512_mask_storeu_ps(out, real,
@@ -205,9 +219,13 @@ void dots_for_rows(const GradA& p, int64_t m0, int64_t kk0, int64_t kc) {
     } else {
       alignas(64) float buf[16];
       _mm512_store_ps(buf, sums);
-      for (int mm = 0; mm < MM && mb + mm < p.M; ++mm)
-        for (int64_t kk = 0; kk < kc; ++kk)
-          out[mm * p.K + kk] = p.add ? out[mm * p.K + kk] + buf[mm * KK + kk] : buf[mm * KK + kk];
+      for (int mm = 0; mm < MM && mb + mm < p.M; ++mm) {
+        const bool zero = p.skipped(mb + mm, kk0);
+        for (int64_t kk = 0; kk < kc; ++kk) {
+          float& o = out[mm * p.K + kk];
+          o = zero ? 0.0f : p.add ? o + buf[mm * KK + kk] : buf[mm * KK + kk];
+        }
+      }
     }
   }
 }
@@ -296,10 +314,14 @@ constexpr int64_t kChunk = 8 * kLanes;  // columns per pass: a chunk of a G row 
 // its rows once per group and chunk.
 void lut_grad_a(const float* g, const uint8_t* a, const uint8_t* w, const float* lt, int64_t n,
                 int64_t B, int64_t M, int64_t K, int64_t N, float* da, int nthreads,
-                int64_t budget, const uint64_t* reached) {
+                int64_t budget, const uint64_t* reached, const uint8_t* dead) {
   const UsedRows used = {reached};
   const int64_t ldt = kLanes * ceil_div(min64(N, kChunk), kLanes), tsz = n * ldt;
-  const int64_t kg = min64(K, max64(1, budget / (tsz * 4)));
+  int64_t kg = min64(K, max64(1, budget / (tsz * 4)));
+  // With dead runs, groups start at multiples of 16 (or of a power of two below 16), so that
+  // the blocks of 16, 8, .. 1 k a group splits into never straddle runs.
+  if (dead != nullptr && kg < K) kg = kg >= kRun ? kg / kRun * kRun : 1 << (63 - __builtin_clzll(kg));
+  const int64_t R = ceil_div(K, kRun);
   const int64_t groups = ceil_div(K, kg);
   // Split M when there are too few groups to balance the threads (each part builds the tables).
   const int64_t mchunks = max64(1, min64(ceil_div(4 * nthreads, groups * B), M / 1024));
@@ -322,7 +344,8 @@ void lut_grad_a(const float* g, const uint8_t* a, const uint8_t* w, const float*
           build_tables(lt, n, w + (b * K + k0 + kk) * N + c0, 1, nc, width, zero,
                        tables + kk * n * width, width, used.of(b * K + k0 + kk));
         const GradA p = {g + b * M * N + c0, a + b * M * K, tables, da + b * M * K,
-                         M, K, nc, N, n, k0, c0 > 0};
+                         M, K, nc, N, n, k0, c0 > 0,
+                         dead == nullptr ? nullptr : dead + b * M * R, R};
         rows_fn(width / kLanes)(p, kc, m0, m1);
       }
     }

@@ -21,6 +21,7 @@ from .context import Quantized, RewriteContext, register_builder
 from .match import LayerSite
 from .operands import conv_args, linear_args, pad_list
 from .records import LayerRecord
+from .relu_inputs import is_relu_output
 from .spec import Rule
 
 
@@ -64,10 +65,12 @@ def weighted_layer(
     a: dict[str, Any],
     x: Any,
     gemm: tuple[Any, dict[str, Any], int],
+    extra: dict[str, Any] | None = None,
 ) -> LayerRecord:
     """Quantizers -> GEMM op -> ``rescale`` (+ bias) for a layer with a weight; finishes it.
 
-    ``gemm`` is ``(op, its keyword arguments, the output's channel dimension)``.
+    ``gemm`` is ``(op, its geometry keyword arguments, the output's channel dimension)``;
+    ``extra`` more keyword arguments of the op that are not geometry (not recorded).
     """
     fn, geometry, channel_dim = gemm
     qx, qw = quantized_operands(ctx, site, rule, x, a["weight"], rule.per_channel)
@@ -84,7 +87,7 @@ def weighted_layer(
             luts.get("grad_a"),
             luts.get("grad_b"),
         ),
-        geometry,
+        {**geometry, **(extra or {})},
         name=f"{site.name}_lut_gemm",
     )
     bias = ctx.operand(a["bias"], f"{site.name}_bias")
@@ -109,10 +112,15 @@ def weighted_layer(
 
 @register_builder("int", "conv1d", "conv2d")
 def build_conv(ctx: RewriteContext, site: LayerSite, rule: Rule) -> LayerRecord:
-    """Rewrite a conv node into pad -> quantizers -> ``lut_conv`` -> ``rescale``."""
+    """Rewrite a conv node into pad -> quantizers -> ``lut_conv`` -> ``rescale``; with LUT
+    gradients, a conv whose input is a ReLU's output also hands ``lut_conv`` that (padded)
+    input, so the input gradient is left 0 where the ReLU discards it."""
     a = conv_args(site)
     geometry = {"stride": a["stride"], "dilation": a["dilation"], "groups": a["groups"]}
-    return weighted_layer(ctx, site, rule, a, padded_input(ctx, site, a), (lut_conv, geometry, 1))
+    x = padded_input(ctx, site, a)
+    relu = rule.gradient == "lut" and is_relu_output(ctx.gm, a["input"])
+    extra = {"relu_input": x} if relu else None
+    return weighted_layer(ctx, site, rule, a, x, (lut_conv, geometry, 1), extra)
 
 
 @register_builder("int", "linear")

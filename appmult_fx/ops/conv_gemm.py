@@ -1,8 +1,15 @@
 """``appmult::approx_conv2d``: a 2-D convolution of integer codes through a multiplier's table.
 
 ``approx_conv2d(qx f32[N,C,H,W], qw f32[O,C/g,kh,kw], table, grad_a?, grad_b?, stride, dilation,
-groups) -> f32[N,O,Ho,Wo]`` returns ``SUM AM(qx, qw)`` over each window (no padding: the caller
-pads the codes), the same sums as :func:`~.lut_gemm.approx_bmm` over an im2col matrix.
+groups, relu_input?) -> f32[N,O,Ho,Wo]`` returns ``SUM AM(qx, qw)`` over each window (no
+padding: the caller pads the codes), the same sums as :func:`~.lut_gemm.approx_bmm` over an
+im2col matrix.
+
+``relu_input`` (optional, shaped as ``qx``) is the float tensor the codes were quantized from,
+given by the graph pass when it is a ReLU's output (after the padding): the ReLU's backward (and
+the padding's) discards the input gradient wherever it is 0, so the LUT input gradient is 0
+there, and on the CPU the dA kernel leaves out the runs of 16 im2col entries that are all 0
+(``dead_runs``). Every other entry gets the same sums as without it.
 
 The codes are turned into uint8 table indices *before* im2col, channels-last (``K`` ordered
 ``kh, kw, C/g``): one byte per element instead of the float im2col, transpose and index
@@ -53,7 +60,15 @@ def _check_conv(
     stride: Sequence[int],
     dilation: Sequence[int],
     groups: int,
+    relu_input: Tensor | None = None,
 ) -> None:
+    torch._check(
+        relu_input is None or (relu_input.shape == qx.shape and relu_input.dtype == torch.float32),
+        lambda: (
+            f"expected relu_input shaped as qx {tuple(qx.shape)} (float32), got "
+            f"{tuple(relu_input.shape)} {relu_input.dtype}"
+        ),
+    )
     torch._check(
         qx.dim() == 4 and qw.dim() == 4,
         lambda: (
@@ -230,9 +245,11 @@ def approx_conv2d(
     stride: Sequence[int],
     dilation: Sequence[int],
     groups: int,
+    relu_input: Tensor | None = None,
 ) -> Tensor:
-    """``SUM AM(qx, qw)`` over every window of the (already padded) codes ``qx``, as float32."""
-    _check_conv(qx, qw, table, grad_a, grad_b, stride, dilation, groups)
+    """``SUM AM(qx, qw)`` over every window of the (already padded) codes ``qx``, as float32
+    (``relu_input``: see the module docstring)."""
+    _check_conv(qx, qw, table, grad_a, grad_b, stride, dilation, groups, relu_input)
     bits_a, bits_b = table_widths(table)
     n, _, h, w = qx.shape
     kernel = tuple(qw.shape[2:])
@@ -280,18 +297,21 @@ def _approx_conv2d_fake(
     stride: Sequence[int],
     dilation: Sequence[int],
     groups: int,
+    relu_input: Tensor | None = None,
 ) -> Tensor:
-    _check_conv(qx, qw, table, grad_a, grad_b, stride, dilation, groups)
+    _check_conv(qx, qw, table, grad_a, grad_b, stride, dilation, groups, relu_input)
     return qx.new_empty(
         (qx.shape[0], qw.shape[0], *_out_hw(qx.shape[2:], qw.shape[2:], stride, dilation))
     )
 
 
 def _setup(ctx, inputs, output) -> None:  # noqa: ANN001
-    qx, qw, table, grad_a, grad_b, stride, dilation, groups = inputs
+    qx, qw, table, grad_a, grad_b, stride, dilation, groups, relu_input = inputs
     ctx.widths = table_widths(table)
     ctx.conv = (list(stride), list(dilation), groups)
-    ctx.save_for_backward(qx, qw, grad_a, grad_b)
+    # relu_input matters to the LUT input gradient only
+    kept = relu_input if grad_a is not None and ctx.needs_input_grad[0] else None
+    ctx.save_for_backward(qx, qw, grad_a, grad_b, kept)
 
 
 # Bytes of float32 im2col columns the input gradient computes at a time (whole images): a
@@ -301,40 +321,62 @@ def _setup(ctx, inputs, output) -> None:  # noqa: ANN001
 _COLS_CHUNK_BYTES = 16 << 20
 
 
+def _dead_runs(
+    relu_input: Tensor | None,
+    grad_a: Tensor,
+    kernel: tuple[int, int],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+) -> Tensor | None:
+    """Flags ``[1, N*Ho*Wo, ceil(K / 16)]`` of the runs of 16 im2col entries of ``relu_input``
+    that are all 0 (one pass of the CPU kernel), where they serve (one group,
+    :func:`.dispatch.one_pass_cpu`, a table of more than 16 columns: the narrow fast path for
+    weights of at most 4 bits takes no flags); else ``None``."""
+    if relu_input is None or groups != 1 or not dispatch.one_pass_cpu(relu_input):
+        return None
+    if grad_a.shape[1] <= 16:
+        return None
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    return kernels.cpu_extension().dead_runs(relu_input, kh, kw, sh, sw, dh, dw)
+
+
 def _input_grad(
     rows: Tensor,
     ia: Tensor,
     ib: Tensor,
     grad_a: Tensor,
     qx: Tensor,
-    kernel: tuple[int, int],
-    stride: Sequence[int],
-    dilation: Sequence[int],
+    conv: tuple[tuple[int, int], Sequence[int], Sequence[int]],
+    dead: Tensor | None,
 ) -> Tensor:
-    """The LUT gradient of the padded codes ``qx``: ``lut_bmm_grad_a`` on the output rows and
-    col2im, over near-equal chunks of whole images whose columns fit :data:`_COLS_CHUNK_BYTES`.
+    """The LUT gradient of the padded codes ``qx``: ``lut_bmm_grad_a`` on the output rows
+    (``dead``: the runs it may leave 0) and col2im over ``conv`` (kernel, stride, dilation),
+    over near-equal chunks of whole images whose columns fit :data:`_COLS_CHUNK_BYTES`.
     Each row's sums are the same in a chunk; the CPU binding picks its kernel (direct or
     transposed, different summation orders) by a call's row count, so a chunk's last bits can
     differ from the whole batch's, within 1e-5, as between batches of different sizes."""
+    kernel, stride, dilation = conv
     n = qx.shape[0]
     groups, m, k = ia.shape
     per_image = m // max(1, n)
     fits = max(1, _COLS_CHUNK_BYTES // max(1, groups * per_image * k * 4))
     if n <= fits:
-        cols = lut_bmm_grad_a(rows, ia, ib, grad_a)  # [groups, N*Ho*Wo, kh*kw*C/g]
+        cols = lut_bmm_grad_a(rows, ia, ib, grad_a, dead)  # [groups, N*Ho*Wo, kh*kw*C/g]
         return col2im_rows(cols, qx.shape, kernel, stride, dilation)
     chunks = -(-n // fits)
     bounds = [n * i // chunks for i in range(chunks + 1)]  # near-equal: no tiny last chunk
     dx = qx.new_empty(qx.shape, dtype=rows.dtype)
     for i0, i1 in zip(bounds[:-1], bounds[1:]):
         part = slice(i0 * per_image, i1 * per_image)
-        cols = lut_bmm_grad_a(rows[:, part], ia[:, part], ib, grad_a)
+        runs = None if dead is None else dead[:, part]
+        cols = lut_bmm_grad_a(rows[:, part], ia[:, part], ib, grad_a, runs)
         col2im_rows(cols, (i1 - i0, *qx.shape[1:]), kernel, stride, dilation, out=dx[i0:i1])
     return dx
 
 
 def _backward(ctx, g: Tensor):  # noqa: ANN001, ANN202
-    qx, qw, grad_a, grad_b = ctx.saved_tensors
+    qx, qw, grad_a, grad_b, relu_input = ctx.saved_tensors
     stride, dilation, groups = ctx.conv
     need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
     dx = dw = None
@@ -352,17 +394,21 @@ def _backward(ctx, g: Tensor):  # noqa: ANN001, ANN202
             groups,
             [need_a, need_b, False],
         )
-        return like_input(dx, qx), like_input(dw, qw), None, None, None, None, None, None
+        return like_input(dx, qx), like_input(dw, qw), None, None, None, None, None, None, None
     kh, kw = qw.shape[2:]
     rows = _nchw_to_rows(g.contiguous(), groups)
     bits_a, bits_b = ctx.widths
     ia = im2col_indices(nhwc_indices(qx, bits_a), (kh, kw), stride, dilation, groups)
     ib = weight_indices(qw, bits_b, groups)
     if need_a:
-        dx = _input_grad(rows, ia, ib, grad_a, qx, (kh, kw), stride, dilation)
+        conv = ((kh, kw), stride, dilation)
+        dead = _dead_runs(relu_input, grad_a, (kh, kw), stride, dilation, groups)
+        dx = _input_grad(rows, ia, ib, grad_a, qx, conv, dead)
+        if relu_input is not None:  # the ReLU's backward discards these entries: 0
+            dx = dx.masked_fill_(relu_input == 0, 0.0)
     if need_b:
         dw = _weight_grad_layout(lut_bmm_grad_w(rows, ia, ib, grad_b), qw.shape, groups)
-    return like_input(dx, qx), like_input(dw, qw), None, None, None, None, None, None
+    return like_input(dx, qx), like_input(dw, qw), None, None, None, None, None, None, None
 
 
 approx_conv2d.register_autograd(_backward, setup_context=_setup)

@@ -81,19 +81,25 @@ def lut_conv(
     stride: tuple[int, ...],
     dilation: tuple[int, ...],
     groups: int,
+    relu_input: Tensor | None = None,
 ) -> Tensor:
     """Integer-domain 1-D or 2-D convolution of already padded codes ``qx [N, C, *spatial]``
     with codes ``qw [O, C/groups, *kernel]`` (``appmult::approx_conv2d``; the zero-point terms
-    from window sums, a box filter over the channel sums of ``qx``)."""
+    from window sums, a box filter over the channel sums of ``qx``). ``relu_input``: the float
+    tensor ``qx`` was quantized from, when it is a ReLU's output (the LUT input gradient is 0
+    where it is 0; see :mod:`.conv_gemm`)."""
     one_d = qw.dim() == 3
     if one_d:
         qx, qw = qx.unsqueeze(2), qw.unsqueeze(2)
+        relu_input = None if relu_input is None else relu_input.unsqueeze(2)
         stride, dilation = (1, stride[0]), (1, dilation[0])
     nb, c, h, w = qx.shape
     o, cg, kh, kw = qw.shape
     expected = cg * groups
     check(c == expected, lambda: f"expected {expected} input channels, got {c}")
-    acc = approx_conv2d(qx, qw, table, grad_a, grad_b, list(stride), list(dilation), groups)
+    acc = approx_conv2d(
+        qx, qw, table, grad_a, grad_b, list(stride), list(dilation), groups, relu_input
+    )
     if eager_on_cpu(qx) and not (zx.any() or zw.any()):
         # symmetric (signed) codes: every cross term is zero (skipping them, and their
         # backward, changes no value or gradient); the float32 sums stay float32, rescale

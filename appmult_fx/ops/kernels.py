@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from ..luts.indexing import MAX_BITS, MIN_BITS
+from . import reference
 
 CPU_SOURCES = (
     "lut_gemm_cpu.cpp",
@@ -51,6 +52,7 @@ CPU_SOURCES = (
     "quantize_cpu.cpp",
     "rescale_cpu.cpp",
     "permute_cpu.cpp",
+    "dead_runs_cpu.cpp",
     "lut_gemm_cpu_portable.cpp",
 )
 CPU_HEADERS = (
@@ -61,6 +63,7 @@ CPU_HEADERS = (
     "quantize_cpu.h",
     "rescale_cpu.h",
     "permute_cpu.h",
+    "dead_runs_cpu.h",
     "channel_runs.h",
     "row_windows.h",
     "bit_limits.h",
@@ -225,9 +228,12 @@ class CPUBackend:
         (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
         return self._ext.lut_conv_sum(x, w, table, kh, kw, sh, sw, dh, dw, self.isa)
 
-    def lut_bmm_grad_a(self, g: Tensor, a: Tensor, w: Tensor, ga: Tensor) -> Tensor:
-        """``dA = SUM_n g * ga[a, w]`` (float32)."""
-        return self._ext.lut_bmm_grad_a(g, a, w, ga, self.isa)
+    def lut_bmm_grad_a(
+        self, g: Tensor, a: Tensor, w: Tensor, ga: Tensor, dead: Tensor | None = None
+    ) -> Tensor:
+        """``dA = SUM_n g * ga[a, w]`` (float32), 0 in the runs of 16 ``k`` that ``dead``
+        (uint8 ``[B, M, ceil(K / 16)]``) flags: the AVX-512 kernel takes no dots there."""
+        return self._ext.lut_bmm_grad_a(g, a, w, ga, self.isa, dead)
 
     def lut_bmm_grad_w(self, g: Tensor, a: Tensor, w: Tensor, gw: Tensor) -> Tensor:
         """``dW = SUM_m g * gw[a, w]`` (float32)."""
@@ -244,9 +250,13 @@ class CUDABackend:
         """``Y = SUM_k table[a, w]`` (int32; sums wrap modulo 2**32 exactly like the reference)."""
         return self._ext.lut_bmm(a, w, table)
 
-    def lut_bmm_grad_a(self, g: Tensor, a: Tensor, w: Tensor, ga: Tensor) -> Tensor:
-        """``dA = SUM_n g * ga[a, w]`` (float32)."""
-        return self._ext.lut_bmm_grad_a(g, a, w, ga)
+    def lut_bmm_grad_a(
+        self, g: Tensor, a: Tensor, w: Tensor, ga: Tensor, dead: Tensor | None = None
+    ) -> Tensor:
+        """``dA = SUM_n g * ga[a, w]`` (float32), 0 in the runs ``dead`` flags (computed,
+        then zeroed: :func:`.reference.zero_dead_runs`)."""
+        da = self._ext.lut_bmm_grad_a(g, a, w, ga)
+        return da if dead is None else reference.zero_dead_runs(da, dead)
 
     def lut_bmm_grad_w(self, g: Tensor, a: Tensor, w: Tensor, gw: Tensor) -> Tensor:
         """``dW = SUM_m g * gw[a, w]`` (float32)."""

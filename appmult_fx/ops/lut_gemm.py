@@ -7,7 +7,9 @@ columns by the weight (column) operand ``w`` (square multipliers have ``bits_a =
 
 * ``appmult::lut_bmm(a u8[B,M,K], w u8[B,K,N], table i32[na,nb]) -> i32[B,M,N]``: refused
   (clear error) when ``max|T| x K`` does not fit int32; :func:`lut_sum` is the exact int64 sum
-* ``appmult::lut_bmm_grad_a(g f32[B,M,N], a, w, ga f32[na,nb]) -> f32[B,M,K]``
+* ``appmult::lut_bmm_grad_a(g f32[B,M,N], a, w, ga f32[na,nb], dead? u8[B,M,ceil(K/16)])
+  -> f32[B,M,K]``: 0 in the runs of 16 ``k`` (from ``k = 0``) that ``dead`` flags (the
+  AVX-512 kernel takes no dots there)
 * ``appmult::lut_bmm_grad_w(g f32[B,M,N], a, w, gw f32[na,nb]) -> f32[B,K,N]``
 
 All three refuse an index of ``a`` at or past ``na`` or of ``w`` past ``nb`` (a clear error,
@@ -214,6 +216,18 @@ def _lut_bmm_fake(a: Tensor, w: Tensor, table: Tensor) -> Tensor:
     return a.new_empty((a.shape[0], a.shape[1], w.shape[2]), dtype=torch.int32)
 
 
+def _check_dead(dead: Tensor | None, a: Tensor) -> None:
+    if dead is None:
+        return
+    runs = (a.shape[0], a.shape[1], -(-a.shape[2] // reference.RUN))
+    torch._check(
+        dead.dtype == torch.uint8 and tuple(dead.shape) == runs,
+        lambda: (
+            f"expected uint8 dead-run flags of shape {runs}, got {dead.dtype} {tuple(dead.shape)}"
+        ),
+    )
+
+
 def _lut_bmm_grad(
     impl,  # noqa: ANN001
     product: str,
@@ -222,25 +236,34 @@ def _lut_bmm_grad(
     w: Tensor,
     gt: Tensor,
     narrow: bool = False,
+    dead: Tensor | None = None,
 ) -> Tensor:
     _check_indices(a, w)
     _check_grad(g, a, w)
     check_table(gt, torch.float32, "ga" if product == "lut_bmm_grad_a" else "gw")
     gt = _kernel_table(a, w, gt, narrow)
     run = getattr(impl, product)
-    return run(g.contiguous(), a.contiguous(), w.contiguous(), gt.to(a.device).contiguous())
+    operands = (g.contiguous(), a.contiguous(), w.contiguous(), gt.to(a.device).contiguous())
+    return run(*operands) if dead is None else run(*operands, dead.contiguous())
 
 
 @torch.library.custom_op("appmult::lut_bmm_grad_a", mutates_args=())
-def lut_bmm_grad_a(g: Tensor, a: Tensor, w: Tensor, ga: Tensor) -> Tensor:
-    """Activation-gradient product ``dA[b,m,k] = SUM_n g[b,m,n] * ga[a[b,m,k], w[b,k,n]]``."""
-    return _lut_bmm_grad(reference, "lut_bmm_grad_a", g, a, w, ga)
+def lut_bmm_grad_a(
+    g: Tensor, a: Tensor, w: Tensor, ga: Tensor, dead: Tensor | None = None
+) -> Tensor:
+    """Activation-gradient product ``dA[b,m,k] = SUM_n g[b,m,n] * ga[a[b,m,k], w[b,k,n]]``, 0
+    in the runs of 16 ``k`` that ``dead`` flags (``reference.zero_dead_runs``)."""
+    _check_dead(dead, a)
+    return _lut_bmm_grad(reference, "lut_bmm_grad_a", g, a, w, ga, dead=dead)
 
 
 @lut_bmm_grad_a.register_fake
-def _lut_bmm_grad_a_fake(g: Tensor, a: Tensor, w: Tensor, ga: Tensor) -> Tensor:
+def _lut_bmm_grad_a_fake(
+    g: Tensor, a: Tensor, w: Tensor, ga: Tensor, dead: Tensor | None = None
+) -> Tensor:
     _check_indices(a, w)
     _check_grad(g, a, w)
+    _check_dead(dead, a)
     return g.new_empty(a.shape, dtype=torch.float32)
 
 
@@ -265,9 +288,19 @@ def _compiled_lut_bmm(a: Tensor, w: Tensor, table: Tensor) -> Tensor:
     return _lut_bmm(kernels.backend_for(a.device), a, w, table, a.device.type == "cpu")
 
 
-def _compiled_grad_a(g: Tensor, a: Tensor, w: Tensor, ga: Tensor) -> Tensor:
+def _compiled_grad_a(
+    g: Tensor, a: Tensor, w: Tensor, ga: Tensor, dead: Tensor | None = None
+) -> Tensor:
+    _check_dead(dead, a)
     backend = kernels.backend_for(a.device)
-    return _lut_bmm_grad(backend, "lut_bmm_grad_a", g, a, w, ga, a.device.type == "cpu")
+    return _lut_bmm_grad(backend, "lut_bmm_grad_a", g, a, w, ga, a.device.type == "cpu", dead)
+
+
+def _reference_grad_a(
+    g: Tensor, a: Tensor, w: Tensor, ga: Tensor, dead: Tensor | None = None
+) -> Tensor:
+    _check_dead(dead, a)
+    return _lut_bmm_grad(reference, "lut_bmm_grad_a", g, a, w, ga, dead=dead)
 
 
 def _compiled_grad_w(g: Tensor, a: Tensor, w: Tensor, gw: Tensor) -> Tensor:
@@ -279,10 +312,7 @@ register_device_kernels(
     lut_bmm, partial(_lut_bmm, reference), cpu=_compiled_lut_bmm, cuda=_compiled_lut_bmm
 )
 register_device_kernels(
-    lut_bmm_grad_a,
-    partial(_lut_bmm_grad, reference, "lut_bmm_grad_a"),
-    cpu=_compiled_grad_a,
-    cuda=_compiled_grad_a,
+    lut_bmm_grad_a, _reference_grad_a, cpu=_compiled_grad_a, cuda=_compiled_grad_a
 )
 register_device_kernels(
     lut_bmm_grad_w,

@@ -46,10 +46,25 @@ def lut_bmm(a: torch.Tensor, w: torch.Tensor, table: torch.Tensor) -> torch.Tens
     return out.to(torch.int32)
 
 
+RUN = 16  # k per run of dA a dead flag leaves 0
+
+
+def zero_dead_runs(da: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
+    """``da [B, M, K]`` with the runs of :data:`RUN` ``k`` (from ``k = 0``) that ``dead``
+    ``[B, M, ceil(K / RUN)]`` flags set to 0, in place."""
+    entries = dead.to(torch.bool).repeat_interleave(RUN, dim=2)[:, :, : da.shape[2]]
+    return da.masked_fill_(entries, 0.0)
+
+
 def lut_bmm_grad_a(
-    g: torch.Tensor, a: torch.Tensor, w: torch.Tensor, ga: torch.Tensor
+    g: torch.Tensor,
+    a: torch.Tensor,
+    w: torch.Tensor,
+    ga: torch.Tensor,
+    dead: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Activation-gradient product ``dA = SUM_n G * GA[a, w]`` (float32)."""
+    """Activation-gradient product ``dA = SUM_n G * GA[a, w]`` (float32), 0 in the runs of
+    :data:`RUN` ``k`` that ``dead`` flags (:func:`zero_dead_runs`)."""
     bsz, m, k = a.shape
     n = w.shape[2]
     out = torch.empty(bsz, m, k, dtype=torch.float32, device=a.device)
@@ -58,7 +73,7 @@ def lut_bmm_grad_a(
     for k0 in range(0, k, step):
         k1 = min(k, k0 + step)
         out[:, :, k0:k1] = (_gather(ga, a, w, k0, k1) * g[:, :, None, :]).sum(dim=3)
-    return out
+    return out if dead is None else zero_dead_runs(out, dead)
 
 
 def lut_bmm_grad_w(

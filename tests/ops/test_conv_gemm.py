@@ -254,3 +254,82 @@ def test_input_gradient_in_image_chunks(monkeypatch, kernels_active, case) -> No
     out = approx_conv2d(empty, qw, *tables, stride, dilation, groups)
     (dx,) = torch.autograd.grad(out.sum(), empty)
     assert dx.shape == empty.shape
+
+
+def _relu_input(qx: torch.Tensor, share: float, gen: torch.Generator) -> torch.Tensor:
+    """A float input for ``qx`` with zeros where a ReLU would leave them: whole pixels, single
+    entries and -0.0, the rest positive."""
+    n, c, h, w = qx.shape
+    x = torch.rand(qx.shape, generator=gen) + 0.1
+    x[(torch.rand(n, 1, h, w, generator=gen) < share).expand_as(x)] = 0.0
+    x[torch.rand(qx.shape, generator=gen) < share / 2] = 0.0
+    x[torch.rand(qx.shape, generator=gen) < 0.05] = -0.0
+    return x
+
+
+def test_dead_runs_match_unfold() -> None:
+    """The CPU kernel's flags of all-zero runs of 16 im2col entries (K ordered kh, kw, C) against
+    ``F.unfold`` of the zero mask, for C a multiple of 16 (runs within a pixel) and not, strides,
+    dilations, a last run shorter than 16, and -0.0 counted as 0."""
+    from appmult_fx.ops import kernels
+
+    ext = kernels.cpu_extension()
+    gen = torch.Generator().manual_seed(3)
+    for c, kernel, stride, dilation, size in [
+        (32, (3, 3), (1, 1), (1, 1), (9, 8)),
+        (16, (3, 2), (2, 1), (1, 2), (11, 9)),
+        (24, (1, 1), (2, 2), (1, 1), (7, 7)),
+        (3, (3, 3), (1, 1), (1, 1), (8, 8)),
+        (48, (2, 2), (1, 1), (2, 2), (6, 7)),
+    ]:
+        x = _relu_input(torch.zeros(2, c, *size), 0.5, gen)
+        got = ext.dead_runs(x, *kernel, *stride, *dilation)
+        zero = F.unfold((x == 0).float(), kernel, dilation=dilation, stride=stride)
+        n, _, length = zero.shape
+        cols = zero.reshape(n, c, kernel[0] * kernel[1], length).permute(0, 3, 2, 1)
+        cols = cols.reshape(1, n * length, -1)  # [1, M, K], K ordered (kh, kw, C)
+        k = cols.shape[2]
+        runs = -(-k // 16)
+        padded = F.pad(cols, (0, runs * 16 - k), value=1.0)
+        want = padded.reshape(1, n * length, runs, 16).all(-1).to(torch.uint8)
+        assert got.dtype == torch.uint8 and torch.equal(got, want), (c, kernel, stride)
+        assert 0 < int(want.sum()) < want.numel()
+
+
+@pytest.mark.parametrize("case", ["large", "large rgb", "strided", "large grouped", "1x1"])
+def test_relu_input_leaves_the_input_gradient_zero_where_it_is_zero(case: str) -> None:
+    """With ``relu_input``, the LUT input gradient is 0 where that input is 0 and within 1e-5 of
+    the full one elsewhere; the output and the weight gradient are unchanged. A CPU conv of one
+    group hands the dA kernel the dead runs (the extension counts the calls)."""
+    from appmult_fx.ops import kernels
+
+    gen = torch.Generator().manual_seed(4)
+    torch.manual_seed(4)
+    mult = amx.multiplier("mul7u_trunc7")
+    grads = (torch.randn(mult.table.shape), torch.randn(mult.table.shape))
+    cin, cout, kernel, stride, dilation, groups, size = CASES[case]
+    qx, qw, stride, dilation, groups = _case(case, mult, batch=4)
+    relu_input = _relu_input(qx.detach(), 0.5, gen)
+    args = (mult.table, *grads, stride, dilation, groups)
+    full = approx_conv2d(qx, qw, *args)
+    before = kernels.cpu_extension().skip_counts()[2]
+    out = approx_conv2d(qx, qw, *args, relu_input)
+    assert torch.equal(out, full)
+    g = torch.randn_like(out)
+    dx, dw = torch.autograd.grad(out, (qx, qw), g)
+    fx, fw = torch.autograd.grad(full, (qx, qw), g)
+    dead = relu_input == 0
+    assert bool((dx[dead] == 0).all()) and torch.equal(dw, fw)
+    torch.testing.assert_close(dx[~dead], fx[~dead], rtol=1e-5, atol=1e-4)
+    runs = groups == 1 and qx.numel() >= 4096 and kernels.cpu_extension().best_isa() == "avx512"
+    assert not runs or kernels.cpu_extension().skip_counts()[2] > before
+
+
+def test_relu_input_opcheck_and_errors() -> None:
+    mult = amx.multiplier("mul4u_exact")
+    qx, qw, stride, dilation, groups = _case("large", mult)
+    relu_input = _relu_input(qx.detach(), 0.4, torch.Generator().manual_seed(5))
+    args = (qx, qw, mult.table, mult.grad_a, mult.grad_b, stride, dilation, groups)
+    torch.library.opcheck(approx_conv2d, (*args, relu_input))
+    with pytest.raises(RuntimeError, match="relu_input shaped as qx"):
+        approx_conv2d(*args, relu_input[:, :, 1:])

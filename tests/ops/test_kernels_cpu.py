@@ -215,8 +215,9 @@ def codes_with_dead_rows(
     return torch.where(row_dead | place_dead, pick, other)
 
 
-def skip_counts() -> tuple[int, int]:
-    """(forward calls that skipped all-zero rows, dW row blocks that left rows out) so far."""
+def skip_counts() -> tuple[int, int, int]:
+    """(forward calls that skipped all-zero rows, dW row blocks that left rows out, dA calls
+    that skipped dead runs) so far."""
     return tuple(kernels.cpu_extension().skip_counts())
 
 
@@ -515,3 +516,61 @@ def test_ops_read_only_the_table_rows_the_indices_reach(
             assert torch.equal(y, reference.lut_bmm(a, w, table)), (top, shape)
             assert_float_product_close(da, reference.lut_bmm_grad_a, g, a, w, ga)
             assert_float_product_close(dw, reference.lut_bmm_grad_w, g, a, w, gw)
+
+
+def dead_run_flags(shape: tuple[int, int, int], share: float, gen: torch.Generator) -> Tensor:
+    """uint8 flags ``[B, M, ceil(K / 16)]``: about ``share`` of the runs dead, whole rows of
+    them in some rows (as the padding's taps are)."""
+    b, m, k = shape
+    runs = (b, m, -(-k // reference.RUN))
+    dead = torch.rand(runs, generator=gen) < share
+    dead |= torch.rand(b, m, 1, generator=gen) < 0.1
+    return dead.to(torch.uint8)
+
+
+def test_cpu_grad_a_leaves_dead_runs_zero(cpu_backend) -> None:
+    """dA with dead-run flags: exactly 0 in every flagged run of 16 k, the reference's sums
+    elsewhere (1e-5), for groups of k that the AVX-512 kernel aligns to the runs (tables of 64,
+    128 and 256 rows against 1 to 3 chunks of columns, K not a multiple of 16, batches); the
+    extension's counter shows that its direct kernel took the flags where M is large against N.
+    Flags of the wrong shape are refused."""
+    gen = torch.Generator().manual_seed(31)
+    counts = cpu_backend.resolved_isa() == "avx512"
+    for bits_a, bits_b, (b, m, k, n), direct in [
+        (8, 8, (1, 3000, 70, 40), True),
+        (7, 8, (2, 1500, 600, 130), True),
+        (6, 8, (1, 2100, 48, 300), True),
+        (8, 8, (1, 4000, 37, 20), True),
+        (8, 8, (1, 12, 200, 700), False),
+        (8, 4, (1, 500, 33, 30), False),
+    ]:
+        ga = torch.randn(1 << bits_a, 1 << bits_b, generator=gen)
+        a, w, g = make_operands((b, m, k, n), bits_a, gen, bits_b)
+        dead = dead_run_flags((b, m, k), 0.4, gen)
+        before = skip_counts()
+        got = cpu_backend.lut_bmm_grad_a(g, a, w, ga, dead)
+        taken = skip_counts()[2] > before[2]
+        assert not counts or taken == direct, (bits_a, m, k, n)
+        entries = dead.bool().repeat_interleave(reference.RUN, dim=2)[:, :, :k]
+        assert bool((got[entries] == 0).all()) and not bool(got[entries].signbit().any())
+        want = reference.lut_bmm_grad_a(g.double(), a, w, ga.double())
+        scale = reference.lut_bmm_grad_a(g.abs().double(), a, w, ga.abs().double())
+        err = (got.double() - want).abs()[~entries]
+        assert bool((err <= RELATIVE_TOLERANCE * scale[~entries] + 1e-30).all())
+    with pytest.raises(RuntimeError, match="dead-run flags"):
+        cpu_backend.lut_bmm_grad_a(g, a, w, ga, dead[:, :, :-1].contiguous())
+
+
+def test_grad_a_op_takes_dead_runs() -> None:
+    """``appmult::lut_bmm_grad_a`` with dead-run flags: the reference's zeroed runs on the
+    compiled CPU kernel, and opcheck (schema, fake tensor, dispatch)."""
+    gen = torch.Generator().manual_seed(32)
+    a, w, g = make_operands((2, 50, 40, 9), 6, gen)
+    ga = torch.randn(64, 64, generator=gen)
+    dead = dead_run_flags((2, 50, 40), 0.5, gen)
+    got = torch.ops.appmult.lut_bmm_grad_a(g, a, w, ga, dead)
+    want = reference.zero_dead_runs(reference.lut_bmm_grad_a(g, a, w, ga), dead)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    torch.library.opcheck(torch.ops.appmult.lut_bmm_grad_a, (g, a, w, ga, dead))
+    with pytest.raises(RuntimeError, match="dead-run flags"):
+        torch.ops.appmult.lut_bmm_grad_a(g, a, w, ga, dead[:, :, :2])

@@ -1,0 +1,94 @@
+"""Convs whose input is a ReLU's output hand ``lut_conv`` that input (``relu_input``), and a
+converted model's gradients stay those of the conversion without it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+import appmult_fx as amx
+
+
+class Block(nn.Module):
+    """Each way of writing a ReLU before a conv, plus a conv after a non-ReLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+        self.module_relu = nn.Conv2d(16, 16, 3, padding=1)
+        self.function_relu = nn.Conv2d(16, 16, 3, padding=1, padding_mode="reflect")
+        self.method_relu = nn.Conv2d(16, 32, 1, stride=2)
+        self.after_tanh = nn.Conv2d(32, 16, 3, padding=1)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.module_relu(self.relu(self.stem(x)))
+        x = self.function_relu(F.relu(x))
+        x = self.method_relu(x.relu())
+        x = self.after_tanh(torch.tanh(x))
+        return self.fc(x.mean((2, 3)))
+
+
+def _relu_inputs(gm: fx.GraphModule) -> dict[str, bool]:
+    """Per LUT-GEMM node: whether it was given a ``relu_input``."""
+    return {
+        n.name: "relu_input" in n.kwargs
+        for n in gm.graph.nodes
+        if n.op == "call_function" and n.name.endswith("_lut_gemm")
+    }
+
+
+def _convert(model: nn.Module, gradient: str) -> fx.GraphModule:
+    mult = amx.with_gradients(amx.multiplier("mul8s_trunc8"))
+    return amx.convert(model, amx.Spec().set_global(mult), gradient=gradient)
+
+
+def test_only_convs_after_a_relu_get_it() -> None:
+    found = _relu_inputs(_convert(Block(), "lut"))
+    assert found == {
+        "stem_lut_gemm": False,
+        "module_relu_lut_gemm": True,
+        "function_relu_lut_gemm": True,
+        "method_relu_lut_gemm": True,
+        "after_tanh_lut_gemm": False,
+        "fc_lut_gemm": False,
+    }
+    assert not any(_relu_inputs(_convert(Block(), "ste")).values())  # STE: float conv backward
+
+
+@pytest.mark.parametrize("hook", ["forward", "backward"])
+def test_a_hooked_relu_module_is_not_trusted(hook: str) -> None:
+    model = Block()
+    if hook == "forward":
+        model.relu.register_forward_hook(lambda m, i, o: o + 1)
+    else:
+        model.relu.register_full_backward_hook(lambda m, gi, go: None)
+    assert not _relu_inputs(_convert(model, "lut"))["module_relu_lut_gemm"]
+
+
+def test_gradients_equal_those_without_relu_inputs() -> None:
+    """Every parameter's gradient and the input's of a converted model: the same (1e-5) as the
+    same graph with the ``relu_input`` arguments removed, where the input gradient of each conv
+    is computed everywhere and the ReLUs' backward discards it."""
+    torch.manual_seed(0)
+    model = Block().train()
+    x = torch.randn(4, 3, 20, 20)
+    converted = _convert(model, "lut").train()
+    amx.calibrate(converted, [x], progress=False)
+    plain = _convert(model, "lut").train()
+    plain.load_state_dict(converted.state_dict())
+    for node in plain.graph.nodes:
+        if "relu_input" in node.kwargs:
+            node.kwargs = {k: v for k, v in node.kwargs.items() if k != "relu_input"}
+    plain.recompile()
+    grads = []
+    for gm in (converted, plain):
+        xi = x.clone().requires_grad_()
+        gm(xi).square().sum().backward()
+        grads.append([xi.grad] + [p.grad for p in gm.parameters()])
+        assert all(g is not None for g in grads[-1])
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

@@ -98,3 +98,18 @@ torch::Tensor dead_runs(const torch::Tensor& x, int64_t kh, int64_t kw, int64_t 
   });
   return flags;
 }
+
+void zero_where_zero(torch::Tensor& grad, const torch::Tensor& x) {
+  TORCH_CHECK(grad.device().is_cpu() && x.device().is_cpu() &&
+                  grad.scalar_type() == torch::kFloat32 && x.scalar_type() == torch::kFloat32 &&
+                  grad.is_contiguous() && x.is_contiguous() && grad.sizes() == x.sizes(),
+              "appmult-fx: expected contiguous float32 tensors of one shape on the CPU, got ",
+              grad.sizes(), " and ", x.sizes());
+  float* const g = grad.data_ptr<float>();
+  const float* const v = x.data_ptr<float>();
+  at::parallel_for(0, x.numel(), 1 << 16, [&](int64_t begin, int64_t end) {
+    float* __restrict__ out = g;
+    const float* __restrict__ in = v;
+    for (int64_t i = begin; i < end; ++i) out[i] = in[i] == 0.0f ? 0.0f : out[i];
+  });
+}

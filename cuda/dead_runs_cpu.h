@@ -10,3 +10,7 @@
 // dilation. An entry is 0 when its value is +0 or -0.
 torch::Tensor dead_runs(const torch::Tensor& x, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
                         int64_t dh, int64_t dw);
+
+// grad = 0 where x is +0 or -0 (both contiguous float32 of one shape), in one pass: the masked
+// fill of torch's two (x == 0, then masked_fill_).
+void zero_where_zero(torch::Tensor& grad, const torch::Tensor& x);

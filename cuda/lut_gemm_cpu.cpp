@@ -672,6 +672,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("planes_from_rows", &planes_from_rows, "float32 [N, C, P] of int32 rows [N, P, C]");
   m.def("fold_into_planes", &fold_into_planes, "col2im of one group's columns into out");
   m.def("dead_runs", &dead_runs, "flags of the runs of 16 im2col entries of a conv that are 0");
+  m.def("zero_where_zero", &zero_where_zero, "grad = 0 where x is 0, in place");
   m.def("rescale_forward", &rescale_forward, "float32(double(acc) * scale)");
   m.def("rescale_backward", &rescale_backward, "double(g) * scale, as acc's dtype");
 }

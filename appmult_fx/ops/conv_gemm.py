@@ -341,6 +341,15 @@ def _dead_runs(
     return kernels.cpu_extension().dead_runs(relu_input, kh, kw, sh, sw, dh, dw)
 
 
+def _zero_where_zero(dx: Tensor, relu_input: Tensor) -> Tensor:
+    """``dx`` set to 0 where ``relu_input`` is 0, in place: one pass of the CPU kernel where it
+    serves (:func:`.dispatch.one_pass_cpu`), else ``masked_fill_`` (the same values)."""
+    if dispatch.one_pass_cpu(dx) and dx.dtype == torch.float32 and relu_input.is_contiguous():
+        kernels.cpu_extension().zero_where_zero(dx, relu_input)
+        return dx
+    return dx.masked_fill_(relu_input == 0, 0.0)
+
+
 def _input_grad(
     rows: Tensor,
     ia: Tensor,
@@ -405,7 +414,7 @@ def _backward(ctx, g: Tensor):  # noqa: ANN001, ANN202
         dead = _dead_runs(relu_input, grad_a, (kh, kw), stride, dilation, groups)
         dx = _input_grad(rows, ia, ib, grad_a, qx, conv, dead)
         if relu_input is not None:  # the ReLU's backward discards these entries: 0
-            dx = dx.masked_fill_(relu_input == 0, 0.0)
+            dx = _zero_where_zero(dx, relu_input)
     if need_b:
         dw = _weight_grad_layout(lut_bmm_grad_w(rows, ia, ib, grad_b), qw.shape, groups)
     return like_input(dx, qx), like_input(dw, qw), None, None, None, None, None, None, None

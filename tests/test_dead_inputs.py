@@ -3,26 +3,17 @@ shares counted independently (``F.unfold``)."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+from tests.bench_scripts import load_bench_script
 
 
 def _module():
-    sys.path.insert(0, str(BENCH))  # the script imports bench/e2e_resnet18.py, as when run
-    try:
-        spec = importlib.util.spec_from_file_location("dead_inputs", BENCH / "dead_inputs.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCH))
-    return module
+    return load_bench_script("dead_inputs")
 
 
 @pytest.mark.parametrize("stride", [1, 2])

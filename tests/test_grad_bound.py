@@ -3,24 +3,13 @@ the CPU (AVX-512 F) and a C compiler allow it."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+from tests.bench_scripts import load_bench_script
 
 
 def _module():
-    sys.path.insert(0, str(BENCH))  # the script imports bench/port_rates.py, as when run
-    try:
-        spec = importlib.util.spec_from_file_location("grad_bound", BENCH / "grad_bound.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCH))
-    return module
+    return load_bench_script("grad_bound")
 
 
 def test_labels_name_the_table_size_and_the_controls() -> None:

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+from tests.bench_scripts import load_bench_script
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("lut_gemm_bench", BENCH / "lut_gemm.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("lut_gemm")
 
 
 @pytest.mark.parametrize("share", ["1", "1.5", "-0.1"])

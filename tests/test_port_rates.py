@@ -3,19 +3,13 @@ figures), and the probe itself where the CPU and a C compiler allow it."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "port_rates.py"
+from tests.bench_scripts import load_bench_script
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("port_rates", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("port_rates")
 
 
 def test_bound_counts_two_permutes_and_two_unpacks_per_64_codes() -> None:

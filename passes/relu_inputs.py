@@ -3,8 +3,9 @@ wherever the input is 0, so the LUT input gradient need not be computed there
 (``approx_conv2d``'s ``relu_input``).
 
 Only a plain ReLU qualifies: ``nn.ReLU`` without hooks (a forward hook may change what the
-output holds, a backward hook would see the gradient there), ``F.relu`` / ``torch.relu`` and
-their in-place forms, and the ``relu`` / ``relu_`` tensor methods.
+output holds, a backward hook may pass a gradient where it is 0; checked again at every call,
+:func:`unless_hooked`), ``F.relu`` / ``torch.relu`` and their in-place forms, and the
+``relu`` / ``relu_`` tensor methods.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.nn.modules import module as module_hooks
 
+from .context import RewriteContext
+
 _RELU_FUNCTIONS = (F.relu, F.relu_, torch.relu, torch.relu_)
 _RELU_METHODS = ("relu", "relu_")
+RELU_INPUT = "relu_input"  # the conv GEMM node's keyword argument (export drops it)
 
 
 def _global_hooks() -> bool:
@@ -33,15 +37,15 @@ def _global_hooks() -> bool:
     )
 
 
-def _plain_relu(module: nn.Module) -> bool:
-    """An ``nn.ReLU`` without hooks of its own."""
+def _hooked(module: nn.Module) -> bool:
+    """Whether ``module`` has hooks of its own, or every module has some."""
     hooks = (
         module._forward_hooks,
         module._forward_pre_hooks,
         module._backward_hooks,
         module._backward_pre_hooks,
     )
-    return type(module) is nn.ReLU and not any(hooks)
+    return any(hooks) or _global_hooks()
 
 
 def is_relu_output(gm: fx.GraphModule, node: Any) -> bool:
@@ -53,5 +57,24 @@ def is_relu_output(gm: fx.GraphModule, node: Any) -> bool:
     if node.op == "call_method":
         return node.target in _RELU_METHODS
     if node.op == "call_module":
-        return _plain_relu(gm.get_submodule(str(node.target)))
+        module = gm.get_submodule(str(node.target))
+        return type(module) is nn.ReLU and not _hooked(module)
     return False
+
+
+def unless_hooked(x: torch.Tensor, relu: nn.Module) -> torch.Tensor | None:
+    """``x`` while the ReLU module it comes from has no hooks, else ``None``: checked at every
+    call, as a hook registered after conversion (an attribution method's, say) may pass a
+    gradient where the ReLU's output is 0."""
+    return None if _hooked(relu) else x
+
+
+def relu_input(ctx: RewriteContext, relu_node: fx.Node, padded: Any) -> Any:
+    """The ``relu_input`` argument for a conv whose input ``relu_node`` is a ReLU's output and
+    whose (padded) quantizer input is ``padded``: that node, behind :func:`unless_hooked` for
+    an ``nn.ReLU`` module."""
+    if relu_node.op != "call_module":
+        return padded
+    module = ctx.node("get_attr", str(relu_node.target), (), name=f"{relu_node.name}_module")
+    name = f"{relu_node.name}_unhooked"
+    return ctx.node("call_function", unless_hooked, (padded, module), {}, name=name)

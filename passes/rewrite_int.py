@@ -21,7 +21,7 @@ from .context import Quantized, RewriteContext, register_builder
 from .match import LayerSite
 from .operands import conv_args, linear_args, pad_list
 from .records import LayerRecord
-from .relu_inputs import is_relu_output
+from .relu_inputs import RELU_INPUT, is_relu_output, relu_input
 from .spec import Rule
 
 
@@ -119,7 +119,7 @@ def build_conv(ctx: RewriteContext, site: LayerSite, rule: Rule) -> LayerRecord:
     geometry = {"stride": a["stride"], "dilation": a["dilation"], "groups": a["groups"]}
     x = padded_input(ctx, site, a)
     relu = rule.gradient == "lut" and is_relu_output(ctx.gm, a["input"])
-    extra = {"relu_input": x} if relu else None
+    extra = {RELU_INPUT: relu_input(ctx, a["input"], x)} if relu else None
     return weighted_layer(ctx, site, rule, a, x, (lut_conv, geometry, 1), extra)
 
 

@@ -28,6 +28,7 @@ from ..luts.multiplier import Multiplier
 from ..ops.quantizers import ActivationQuantizer, WeightQuantizer, qparams
 from ..passes.context import LUT_MODULE, LutStore, safe_name
 from ..passes.records import META_KEY, LayerRecord
+from ..passes.relu_inputs import RELU_INPUT
 from . import torch_ops  # noqa: F401  (registers torch.ops.appmult_export)
 from .domain import OP_CONV, OP_GEMM, OP_MATMUL
 
@@ -301,6 +302,15 @@ _EXPORTED_OPS = {
 }
 
 
+def _drop_relu_inputs(gm: fx.GraphModule) -> None:
+    """Remove the convs' ``relu_input`` arguments (they serve the backward only) and the nodes
+    that only they used, so a conv's explicit padding feeds its quantizer alone again."""
+    for node in gm.graph.nodes:
+        if RELU_INPUT in node.kwargs:
+            node.kwargs = {k: v for k, v in node.kwargs.items() if k != RELU_INPUT}
+    gm.graph.eliminate_dead_code()
+
+
 def freeze(gm: fx.GraphModule) -> tuple[fx.GraphModule, list[FrozenLayer]]:
     """An eval-mode copy of converted ``gm`` with frozen approximate layers, and their details."""
     if not isinstance(gm, fx.GraphModule):
@@ -311,6 +321,7 @@ def freeze(gm: fx.GraphModule) -> tuple[fx.GraphModule, list[FrozenLayer]]:
         luts.verify("export")
     if hasattr(gm, FROZEN_MODULE):
         raise ValueError(f"the model already has an attribute {FROZEN_MODULE!r}")
+    _drop_relu_inputs(gm)
     store = _Constants()
     gm.add_submodule(FROZEN_MODULE, store)
     frozen: list[FrozenLayer] = []

@@ -330,12 +330,12 @@ def _dead_runs(
     groups: int,
 ) -> Tensor | None:
     """Flags ``[1, N*Ho*Wo, ceil(K / 16)]`` of the runs of 16 im2col entries of ``relu_input``
-    that are all 0 (one pass of the CPU kernel), where they serve (one group,
-    :func:`.dispatch.one_pass_cpu`, a table of more than 16 columns: the narrow fast path for
-    weights of at most 4 bits takes no flags); else ``None``."""
+    that are all 0 (one pass of the CPU kernel), where a kernel skips them (one group,
+    :func:`.dispatch.one_pass_cpu`, the AVX-512 kernels, a table of more than 16 columns: the
+    narrow fast path for weights of at most 4 bits takes no flags); else ``None``."""
     if relu_input is None or groups != 1 or not dispatch.one_pass_cpu(relu_input):
         return None
-    if grad_a.shape[1] <= 16:
+    if grad_a.shape[1] <= 16 or kernels.backend_for(relu_input.device).resolved_isa() != "avx512":
         return None
     (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
     return kernels.cpu_extension().dead_runs(relu_input, kh, kw, sh, sw, dh, dw)

@@ -119,6 +119,42 @@ def test_lut_conv_lowering_matches_torch_op(case) -> None:
     np.testing.assert_array_equal(out, expected.numpy())
 
 
+class _AfterRelu(torch.nn.Module):
+    """Padded convs after an ``nn.ReLU`` module and after ``F.relu``: with LUT gradients they
+    get ``relu_input`` arguments, which export drops."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.relu = torch.nn.ReLU()
+        self.c2 = torch.nn.Conv2d(16, 16, 3, padding=1)
+        self.c3 = torch.nn.Conv2d(16, 8, 3, padding=2, dilation=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c3(torch.relu(self.c2(self.relu(self.c1(x)))))
+
+
+def test_freeze_of_a_lut_model_equals_that_of_an_ste_model() -> None:
+    """The same layers, pads absorbed into the convs and outputs with either gradient mode (the
+    ``relu_input`` arguments and the nodes only they use are gone)."""
+    torch.manual_seed(0)
+    model, x = _AfterRelu(), torch.randn(2, 3, 10, 10)
+    mult = amx.with_gradients(amx.multiplier("mul8s_trunc8"))
+    frozen = {}
+    for gradient in ("ste", "lut"):
+        gm = amx.convert(model, amx.Spec().set_global(mult), gradient=gradient)
+        amx.calibrate(gm, [x], progress=False)
+        frozen[gradient] = freeze(gm.eval())
+    (ste_gm, ste_layers), (lut_gm, lut_layers) = frozen["ste"], frozen["lut"]
+    assert [layer.geometry for layer in lut_layers] == [layer.geometry for layer in ste_layers]
+    assert [layer.geometry["pads"] for layer in lut_layers] == [[1] * 4, [1] * 4, [2] * 4]
+    targets = [str(n.target) for n in lut_gm.graph.nodes]
+    assert targets == [str(n.target) for n in ste_gm.graph.nodes]
+    assert not any("pad" in t or "unless_hooked" in t for t in targets)
+    with torch.no_grad():
+        assert torch.equal(lut_gm(x), ste_gm(x))
+
+
 @pytest.mark.parametrize(
     "name,x_shape,per_channel,with_bias",
     [

@@ -69,13 +69,9 @@ def test_a_hooked_relu_module_is_not_trusted(hook: str) -> None:
     assert not _relu_inputs(_convert(model, "lut"))["module_relu_lut_gemm"]
 
 
-def test_gradients_equal_those_without_relu_inputs() -> None:
-    """Every parameter's gradient and the input's of a converted model: the same (1e-5) as the
-    same graph with the ``relu_input`` arguments removed, where the input gradient of each conv
-    is computed everywhere and the ReLUs' backward discards it."""
-    torch.manual_seed(0)
-    model = Block().train()
-    x = torch.randn(4, 3, 20, 20)
+def _pair(model: nn.Module, x: torch.Tensor) -> tuple[fx.GraphModule, fx.GraphModule]:
+    """``model`` converted with LUT gradients and calibrated, and the same graph with the
+    ``relu_input`` arguments removed (each conv's input gradient computed everywhere)."""
     converted = _convert(model, "lut").train()
     amx.calibrate(converted, [x], progress=False)
     plain = _convert(model, "lut").train()
@@ -83,12 +79,44 @@ def test_gradients_equal_those_without_relu_inputs() -> None:
     for node in plain.graph.nodes:
         if "relu_input" in node.kwargs:
             node.kwargs = {k: v for k, v in node.kwargs.items() if k != "relu_input"}
+    plain.graph.eliminate_dead_code()
     plain.recompile()
-    grads = []
+    return converted, plain
+
+
+def _gradients(gm: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """The input's and every parameter's gradient of ``sum(gm(x)**2)``."""
+    gm.zero_grad()
+    xi = x.clone().requires_grad_()
+    gm(xi).square().sum().backward()
+    grads = [xi.grad] + [p.grad.clone() for p in gm.parameters()]
+    assert all(g is not None for g in grads)
+    return grads
+
+
+def test_gradients_equal_those_without_relu_inputs() -> None:
+    """Every parameter's gradient and the input's of a converted model: the same (1e-5) as the
+    same graph with the ``relu_input`` arguments removed, where the input gradient of each conv
+    is computed everywhere and the ReLUs' backward discards it; compiled too."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 20, 20)
+    converted, plain = _pair(Block().train(), x)
+    want = _gradients(plain, x)
+    for got in (_gradients(converted, x), _gradients(torch.compile(converted, fullgraph=True), x)):
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+
+
+def test_a_hook_registered_after_conversion_is_honoured() -> None:
+    """A backward hook that passes the gradient where the ReLU's output is 0 (as an attribution
+    method's does), registered on the converted model: its gradients are those of the graph
+    without ``relu_input`` (the module's hooks are checked at every call)."""
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 16, 16)
+    block = Block().train()
+    block.relu = nn.ReLU()  # torch refuses full backward hooks on an in-place module
+    converted, plain = _pair(block, x)
     for gm in (converted, plain):
-        xi = x.clone().requires_grad_()
-        gm(xi).square().sum().backward()
-        grads.append([xi.grad] + [p.grad for p in gm.parameters()])
-        assert all(g is not None for g in grads[-1])
-    for got, want in zip(*grads):
+        gm.relu.register_full_backward_hook(lambda m, gi, go: (F.relu(go[0]),))
+    for got, want in zip(_gradients(converted, x), _gradients(plain, x)):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

@@ -12,9 +12,11 @@
 #include <cstring>
 #include <vector>
 
+#include "lut_gemm_cpu.h"
+
 namespace {
 
-constexpr int64_t kRun = 16;
+constexpr int64_t kRun = appmult::kDeadRun;
 
 // Channels-last flags, one per pixel and group of 16 channels (c a multiple of 16): 1 where
 // all 16 values are 0. Per image and group, the 16 planes are read in order and and-ed into

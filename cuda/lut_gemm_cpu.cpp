@@ -535,7 +535,7 @@ std::optional<torch::Tensor> lut_conv_sum(torch::Tensor x, torch::Tensor w, torc
 // orientation whose table builds are amortised over more rows.
 namespace {
 
-constexpr int64_t kRun = 16;  // k per run of dA a dead flag leaves 0
+constexpr int64_t kRun = appmult::kDeadRun;
 
 // Share of the set flags among at most 65536 of `dead`.
 double flag_share(const torch::Tensor& dead) {
@@ -673,6 +673,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("fold_into_planes", &fold_into_planes, "col2im of one group's columns into out");
   m.def("dead_runs", &dead_runs, "flags of the runs of 16 im2col entries of a conv that are 0");
   m.def("zero_where_zero", &zero_where_zero, "grad = 0 where x is 0, in place");
+  m.def("dead_run", [] { return appmult::kDeadRun; }, "k per run a dead-run flag covers");
   m.def("rescale_forward", &rescale_forward, "float32(double(acc) * scale)");
   m.def("rescale_backward", &rescale_backward, "double(g) * scale, as acc's dtype");
 }

@@ -5,6 +5,11 @@
 
 #include "row_windows.h"
 
+namespace appmult {
+// k per run of dA a dead flag leaves 0 (lut_bmm_grad_a's `dead`, dead_runs; ops/reference.RUN).
+constexpr int64_t kDeadRun = 16;
+}  // namespace appmult
+
 #define APPMULT_CPU_DECLARE(NS)                                                                  \
   namespace NS {                                                                                 \
   void lut_fwd(const uint8_t* a, const uint8_t* w, const uint32_t* lt, int64_t n, int64_t B,     \

@@ -48,7 +48,7 @@ using appmult_avx512::reduce16;
 using appmult_avx512::slot_of;
 
 constexpr int64_t kLanes = 16;
-constexpr int64_t kRun = 16;  // k per run of dA a flag can leave out (lut_grad_a's `dead`)
+constexpr int64_t kRun = appmult::kDeadRun;
 
 inline int64_t min64(int64_t x, int64_t y) { return x < y ? x : y; }
 inline int64_t max64(int64_t x, int64_t y) { return x > y ? x : y; }

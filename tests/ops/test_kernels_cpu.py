@@ -564,6 +564,7 @@ def test_cpu_grad_a_leaves_dead_runs_zero(cpu_backend) -> None:
 def test_grad_a_op_takes_dead_runs() -> None:
     """``appmult::lut_bmm_grad_a`` with dead-run flags: the reference's zeroed runs on the
     compiled CPU kernel, and opcheck (schema, fake tensor, dispatch)."""
+    assert kernels.cpu_extension().dead_run() == reference.RUN  # one run length everywhere
     gen = torch.Generator().manual_seed(32)
     a, w, g = make_operands((2, 50, 40, 9), 6, gen)
     ga = torch.randn(64, 64, generator=gen)

@@ -25,9 +25,10 @@ RELU_INPUT = "relu_input"  # the conv GEMM node's keyword argument (export drops
 
 
 def _global_hooks() -> bool:
-    """Whether any module hook is registered for every module."""
+    """Whether any module hook is registered for every module (also when torch no longer keeps
+    them where this looks: then no ReLU is trusted)."""
     return any(
-        getattr(module_hooks, name, None)
+        getattr(module_hooks, name, True)
         for name in (
             "_global_forward_hooks",
             "_global_forward_pre_hooks",

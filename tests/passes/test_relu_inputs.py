@@ -59,14 +59,23 @@ def test_only_convs_after_a_relu_get_it() -> None:
     assert not any(_relu_inputs(_convert(Block(), "ste")).values())  # STE: float conv backward
 
 
-@pytest.mark.parametrize("hook", ["forward", "backward"])
+@pytest.mark.parametrize("hook", ["forward", "backward", "global"])
 def test_a_hooked_relu_module_is_not_trusted(hook: str) -> None:
     model = Block()
+    handle = None
     if hook == "forward":
         model.relu.register_forward_hook(lambda m, i, o: o + 1)
-    else:
+    elif hook == "backward":
         model.relu.register_full_backward_hook(lambda m, gi, go: None)
-    assert not _relu_inputs(_convert(model, "lut"))["module_relu_lut_gemm"]
+    else:  # a hook for every module
+        handle = torch.nn.modules.module.register_module_forward_hook(lambda m, i, o: None)
+    try:
+        found = _relu_inputs(_convert(model, "lut"))
+    finally:
+        if handle is not None:
+            handle.remove()
+    assert not found["module_relu_lut_gemm"]
+    assert found["function_relu_lut_gemm"] != (hook == "global")
 
 
 def _pair(model: nn.Module, x: torch.Tensor) -> tuple[fx.GraphModule, fx.GraphModule]:

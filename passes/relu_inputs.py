@@ -21,7 +21,8 @@ from .context import RewriteContext
 
 _RELU_FUNCTIONS = (F.relu, F.relu_, torch.relu, torch.relu_)
 _RELU_METHODS = ("relu", "relu_")
-RELU_INPUT = "relu_input"  # the conv GEMM node's keyword argument (export drops it)
+RELU_INPUT = "relu_input"  # the conv GEMM node's keyword arguments (export drops them)
+RELU_KWARGS = (RELU_INPUT, "relu_pad", "relu_pad_mode")
 
 
 def _global_hooks() -> bool:
@@ -70,12 +71,16 @@ def unless_hooked(x: torch.Tensor, relu: nn.Module) -> torch.Tensor | None:
     return None if _hooked(relu) else x
 
 
-def relu_input(ctx: RewriteContext, relu_node: fx.Node, padded: Any) -> Any:
-    """The ``relu_input`` argument for a conv whose input ``relu_node`` is a ReLU's output and
-    whose (padded) quantizer input is ``padded``: that node, behind :func:`unless_hooked` for
-    an ``nn.ReLU`` module."""
-    if relu_node.op != "call_module":
-        return padded
-    module = ctx.node("get_attr", str(relu_node.target), (), name=f"{relu_node.name}_module")
-    name = f"{relu_node.name}_unhooked"
-    return ctx.node("call_function", unless_hooked, (padded, module), {}, name=name)
+def relu_arguments(
+    ctx: RewriteContext, relu_node: fx.Node, pads: list[int], mode: str
+) -> dict[str, Any]:
+    """The keyword arguments (:data:`RELU_KWARGS`) for a conv whose input ``relu_node`` is a
+    ReLU's output and that pads it by ``pads`` (``F.pad`` order) in ``mode``: that node, behind
+    :func:`unless_hooked` for an ``nn.ReLU`` module, unpadded (the op pads it again in its
+    backward, so it keeps no padded copy), and the padding."""
+    x: Any = relu_node
+    if relu_node.op == "call_module":
+        module = ctx.node("get_attr", str(relu_node.target), (), name=f"{relu_node.name}_module")
+        name = f"{relu_node.name}_unhooked"
+        x = ctx.node("call_function", unless_hooked, (relu_node, module), {}, name=name)
+    return {RELU_INPUT: x, "relu_pad": list(pads) if any(pads) else None, "relu_pad_mode": mode}

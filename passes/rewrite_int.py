@@ -21,7 +21,7 @@ from .context import Quantized, RewriteContext, register_builder
 from .match import LayerSite
 from .operands import conv_args, linear_args, pad_list
 from .records import LayerRecord
-from .relu_inputs import RELU_INPUT, is_relu_output, relu_input
+from .relu_inputs import is_relu_output, relu_arguments
 from .spec import Rule
 
 
@@ -113,13 +113,14 @@ def weighted_layer(
 @register_builder("int", "conv1d", "conv2d")
 def build_conv(ctx: RewriteContext, site: LayerSite, rule: Rule) -> LayerRecord:
     """Rewrite a conv node into pad -> quantizers -> ``lut_conv`` -> ``rescale``; with LUT
-    gradients, a conv whose input is a ReLU's output also hands ``lut_conv`` that (padded)
-    input, so the input gradient is left 0 where the ReLU discards it."""
+    gradients, a conv whose input is a ReLU's output also hands ``lut_conv`` that input
+    (unpadded) and its padding, so the input gradient is left 0 where the ReLU discards it."""
     a = conv_args(site)
     geometry = {"stride": a["stride"], "dilation": a["dilation"], "groups": a["groups"]}
     x = padded_input(ctx, site, a)
     relu = rule.gradient == "lut" and is_relu_output(ctx.gm, a["input"])
-    extra = {RELU_INPUT: relu_input(ctx, a["input"], x)} if relu else None
+    pads = pad_list(a["padding"], a["kernel"], a["dilation"])
+    extra = relu_arguments(ctx, a["input"], pads, a["mode"]) if relu else None
     return weighted_layer(ctx, site, rule, a, x, (lut_conv, geometry, 1), extra)
 
 

@@ -28,7 +28,7 @@ from ..luts.multiplier import Multiplier
 from ..ops.quantizers import ActivationQuantizer, WeightQuantizer, qparams
 from ..passes.context import LUT_MODULE, LutStore, safe_name
 from ..passes.records import META_KEY, LayerRecord
-from ..passes.relu_inputs import RELU_INPUT
+from ..passes.relu_inputs import RELU_INPUT, RELU_KWARGS
 from . import torch_ops  # noqa: F401  (registers torch.ops.appmult_export)
 from .domain import OP_CONV, OP_GEMM, OP_MATMUL
 
@@ -303,11 +303,11 @@ _EXPORTED_OPS = {
 
 
 def _drop_relu_inputs(gm: fx.GraphModule) -> None:
-    """Remove the convs' ``relu_input`` arguments (they serve the backward only) and the nodes
-    that only they used, so a conv's explicit padding feeds its quantizer alone again."""
+    """Remove the convs' ``relu_input`` arguments and their padding (they serve the backward
+    only) and the nodes that only they used."""
     for node in gm.graph.nodes:
         if RELU_INPUT in node.kwargs:
-            node.kwargs = {k: v for k, v in node.kwargs.items() if k != RELU_INPUT}
+            node.kwargs = {k: v for k, v in node.kwargs.items() if k not in RELU_KWARGS}
     gm.graph.eliminate_dead_code()
 
 

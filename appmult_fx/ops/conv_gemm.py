@@ -1,15 +1,19 @@
 """``appmult::approx_conv2d``: a 2-D convolution of integer codes through a multiplier's table.
 
 ``approx_conv2d(qx f32[N,C,H,W], qw f32[O,C/g,kh,kw], table, grad_a?, grad_b?, stride, dilation,
-groups, relu_input?) -> f32[N,O,Ho,Wo]`` returns ``SUM AM(qx, qw)`` over each window (no
-padding: the caller pads the codes), the same sums as :func:`~.lut_gemm.approx_bmm` over an
-im2col matrix.
+groups, relu_input?, relu_pad?, relu_pad_mode) -> f32[N,O,Ho,Wo]`` returns ``SUM AM(qx, qw)``
+over each window (no padding: the caller pads the codes), the same sums as
+:func:`~.lut_gemm.approx_bmm` over an im2col matrix.
 
-``relu_input`` (optional, shaped as ``qx``) is the float tensor the codes were quantized from,
-given by the graph pass when it is a ReLU's output (after the padding): the ReLU's backward (and
-the padding's) discards the input gradient wherever it is 0, so the LUT input gradient is 0
-there, and on the CPU the dA kernel leaves out the runs of 16 im2col entries that are all 0
-(``dead_runs``). Every other entry gets the same sums as without it.
+``relu_input`` (optional) is the float tensor the codes were quantized from, given by the graph
+pass when it is a ReLU's output, *before* the padding: ``relu_pad`` (``F.pad`` order over the
+last two dims, ``[left, right, top, bottom]``) and ``relu_pad_mode`` (``"constant"`` (zeros),
+``"reflect"``, ``"replicate"`` or ``"circular"``) pad it to ``qx``'s shape. The op keeps that
+unpadded tensor, which the ReLU's own backward keeps anyway, and pads it again in the backward,
+so the argument costs no memory until then. The ReLU's backward (and the padding's) discards
+the input gradient wherever the padded input is 0, so the LUT input gradient is 0 there, and on
+the CPU the dA kernel leaves out the runs of 16 im2col entries that are all 0 (``dead_runs``).
+Every other entry gets the same sums as without it.
 
 The codes are turned into uint8 table indices *before* im2col, channels-last (``K`` ordered
 ``kh, kw, C/g``): one byte per element instead of the float im2col, transpose and index
@@ -26,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..luts.indexing import codes_to_indices
@@ -61,14 +66,10 @@ def _check_conv(
     dilation: Sequence[int],
     groups: int,
     relu_input: Tensor | None = None,
+    relu_pad: Sequence[int] | None = None,
+    relu_pad_mode: str = "constant",
 ) -> None:
-    torch._check(
-        relu_input is None or (relu_input.shape == qx.shape and relu_input.dtype == torch.float32),
-        lambda: (
-            f"expected relu_input shaped as qx {tuple(qx.shape)} (float32), got "
-            f"{tuple(relu_input.shape)} {relu_input.dtype}"
-        ),
-    )
+    _check_relu_input(qx, relu_input, relu_pad, relu_pad_mode)
     torch._check(
         qx.dim() == 4 and qw.dim() == 4,
         lambda: (
@@ -95,6 +96,64 @@ def _check_conv(
         lambda: f"kernel {tuple(qw.shape[2:])} larger than the input {tuple(qx.shape[2:])}",
     )
     check_tables(table, grad_a, grad_b)
+
+
+RELU_PAD_MODES = ("constant", "reflect", "replicate", "circular")  # F.pad's modes
+
+
+def _padded_shape(x: Tensor, pad: Sequence[int]) -> tuple[int, ...]:
+    """The shape of ``F.pad(x, pad)`` for ``x [N, C, H, W]`` and ``pad [left, right, top,
+    bottom]``."""
+    left, right, top, bottom = pad
+    n, c, h, w = x.shape
+    return n, c, h + top + bottom, w + left + right
+
+
+def _check_relu_input(
+    qx: Tensor, relu_input: Tensor | None, relu_pad: Sequence[int] | None, relu_pad_mode: str
+) -> None:
+    """``relu_input`` float32 ``[N, C, H, W]`` that ``relu_pad`` (4 non-negative pads, or none)
+    pads to ``qx``'s shape in one of :data:`RELU_PAD_MODES`."""
+    torch._check(
+        relu_pad_mode in RELU_PAD_MODES,
+        lambda: f"relu_pad_mode must be one of {RELU_PAD_MODES}, got {relu_pad_mode!r}",
+    )
+    pad = [0, 0, 0, 0] if relu_pad is None else list(relu_pad)
+    torch._check(
+        len(pad) == 4 and min(pad) >= 0,
+        lambda: f"expected relu_pad [left, right, top, bottom] >= 0, got {relu_pad}",
+    )
+    torch._check(
+        relu_input is not None or relu_pad is None,
+        lambda: "relu_pad given without relu_input",
+    )
+    if relu_input is None:
+        return
+    torch._check(
+        relu_input.dim() == 4 and relu_input.dtype == torch.float32,
+        lambda: (
+            f"expected relu_input float32 [N,C,H,W], got {relu_input.dtype} "
+            f"{tuple(relu_input.shape)}"
+        ),
+    )
+    h, w = relu_input.shape[2:]
+    wraps = {"reflect": 1, "circular": 0}.get(relu_pad_mode)  # F.pad: pad < size, <= size
+    torch._check(
+        wraps is None or max(pad[2:]) <= h - wraps and max(pad[:2]) <= w - wraps,
+        lambda: f"relu_pad {pad} is too large for {relu_pad_mode} padding of {h}x{w}",
+    )
+    torch._check(
+        _padded_shape(relu_input, pad) == tuple(qx.shape),
+        lambda: (
+            f"relu_input {tuple(relu_input.shape)} padded by {pad} is not shaped as qx "
+            f"{tuple(qx.shape)}"
+        ),
+    )
+
+
+def _padded_relu_input(relu_input: Tensor, pad: Sequence[int], mode: str) -> Tensor:
+    """``relu_input`` padded to the codes' shape as the graph padded the conv's input."""
+    return F.pad(relu_input, list(pad), mode=mode) if any(pad) else relu_input
 
 
 def im2col_indices(
@@ -246,10 +305,14 @@ def approx_conv2d(
     dilation: Sequence[int],
     groups: int,
     relu_input: Tensor | None = None,
+    relu_pad: Sequence[int] | None = None,
+    relu_pad_mode: str = "constant",
 ) -> Tensor:
     """``SUM AM(qx, qw)`` over every window of the (already padded) codes ``qx``, as float32
-    (``relu_input``: see the module docstring)."""
-    _check_conv(qx, qw, table, grad_a, grad_b, stride, dilation, groups, relu_input)
+    (``relu_input``, ``relu_pad``, ``relu_pad_mode``: see the module docstring)."""
+    _check_conv(
+        qx, qw, table, grad_a, grad_b, stride, dilation, groups, relu_input, relu_pad, relu_pad_mode
+    )
     bits_a, bits_b = table_widths(table)
     n, _, h, w = qx.shape
     kernel = tuple(qw.shape[2:])
@@ -298,19 +361,24 @@ def _approx_conv2d_fake(
     dilation: Sequence[int],
     groups: int,
     relu_input: Tensor | None = None,
+    relu_pad: Sequence[int] | None = None,
+    relu_pad_mode: str = "constant",
 ) -> Tensor:
-    _check_conv(qx, qw, table, grad_a, grad_b, stride, dilation, groups, relu_input)
+    _check_conv(
+        qx, qw, table, grad_a, grad_b, stride, dilation, groups, relu_input, relu_pad, relu_pad_mode
+    )
     return qx.new_empty(
         (qx.shape[0], qw.shape[0], *_out_hw(qx.shape[2:], qw.shape[2:], stride, dilation))
     )
 
 
 def _setup(ctx, inputs, output) -> None:  # noqa: ANN001
-    qx, qw, table, grad_a, grad_b, stride, dilation, groups, relu_input = inputs
+    qx, qw, table, grad_a, grad_b, stride, dilation, groups, relu_input, pad, mode = inputs
     ctx.widths = table_widths(table)
     ctx.conv = (list(stride), list(dilation), groups)
-    # relu_input matters to the LUT input gradient only
+    # relu_input matters to the LUT input gradient only; kept unpadded (the ReLU keeps it too)
     kept = relu_input if grad_a is not None and ctx.needs_input_grad[0] else None
+    ctx.relu_pad = ([0, 0, 0, 0] if pad is None else list(pad), mode)
     ctx.save_for_backward(qx, qw, grad_a, grad_b, kept)
 
 
@@ -403,7 +471,7 @@ def _backward(ctx, g: Tensor):  # noqa: ANN001, ANN202
             groups,
             [need_a, need_b, False],
         )
-        return like_input(dx, qx), like_input(dw, qw), None, None, None, None, None, None, None
+        return like_input(dx, qx), like_input(dw, qw), *[None] * 9
     kh, kw = qw.shape[2:]
     rows = _nchw_to_rows(g.contiguous(), groups)
     bits_a, bits_b = ctx.widths
@@ -411,13 +479,15 @@ def _backward(ctx, g: Tensor):  # noqa: ANN001, ANN202
     ib = weight_indices(qw, bits_b, groups)
     if need_a:
         conv = ((kh, kw), stride, dilation)
+        if relu_input is not None:
+            relu_input = _padded_relu_input(relu_input, *ctx.relu_pad)
         dead = _dead_runs(relu_input, grad_a, (kh, kw), stride, dilation, groups)
         dx = _input_grad(rows, ia, ib, grad_a, qx, conv, dead)
         if relu_input is not None:  # the ReLU's backward discards these entries: 0
             dx = _zero_where_zero(dx, relu_input)
     if need_b:
         dw = _weight_grad_layout(lut_bmm_grad_w(rows, ia, ib, grad_b), qw.shape, groups)
-    return like_input(dx, qx), like_input(dw, qw), None, None, None, None, None, None, None
+    return like_input(dx, qx), like_input(dw, qw), *[None] * 9
 
 
 approx_conv2d.register_autograd(_backward, setup_context=_setup)

@@ -13,6 +13,7 @@ then multiplies by ``sx * sw`` and adds the bias. ``zw`` (and ``sw``) may be per
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -82,23 +83,38 @@ def lut_conv(
     dilation: tuple[int, ...],
     groups: int,
     relu_input: Tensor | None = None,
+    relu_pad: Sequence[int] | None = None,
+    relu_pad_mode: str = "constant",
 ) -> Tensor:
     """Integer-domain 1-D or 2-D convolution of already padded codes ``qx [N, C, *spatial]``
     with codes ``qw [O, C/groups, *kernel]`` (``appmult::approx_conv2d``; the zero-point terms
     from window sums, a box filter over the channel sums of ``qx``). ``relu_input``: the float
-    tensor ``qx`` was quantized from, when it is a ReLU's output (the LUT input gradient is 0
-    where it is 0; see :mod:`.conv_gemm`)."""
+    tensor ``qx`` was quantized from before ``F.pad(relu_input, relu_pad, relu_pad_mode)``, when
+    it is a ReLU's output (the LUT input gradient is 0 where the padded tensor is 0; see
+    :mod:`.conv_gemm`), or ``None`` (then the padding is ignored)."""
     one_d = qw.dim() == 3
     if one_d:
         qx, qw = qx.unsqueeze(2), qw.unsqueeze(2)
-        relu_input = None if relu_input is None else relu_input.unsqueeze(2)
+        if relu_input is not None:
+            relu_input = relu_input.unsqueeze(2)
+            relu_pad = None if relu_pad is None else [*relu_pad, 0, 0]
         stride, dilation = (1, stride[0]), (1, dilation[0])
     nb, c, h, w = qx.shape
     o, cg, kh, kw = qw.shape
     expected = cg * groups
     check(c == expected, lambda: f"expected {expected} input channels, got {c}")
     acc = approx_conv2d(
-        qx, qw, table, grad_a, grad_b, list(stride), list(dilation), groups, relu_input
+        qx,
+        qw,
+        table,
+        grad_a,
+        grad_b,
+        list(stride),
+        list(dilation),
+        groups,
+        relu_input,
+        None if relu_pad is None or relu_input is None else list(relu_pad),
+        relu_pad_mode,
     )
     if eager_on_cpu(qx) and not (zx.any() or zw.any()):
         # symmetric (signed) codes: every cross term is zero (skipping them, and their

@@ -296,28 +296,55 @@ def test_dead_runs_match_unfold() -> None:
         assert 0 < int(want.sum()) < want.numel()
 
 
-@pytest.mark.parametrize("case", ["large", "large rgb", "strided", "large grouped", "1x1"])
-def test_relu_input_leaves_the_input_gradient_zero_where_it_is_zero(case: str) -> None:
-    """With ``relu_input``, the LUT input gradient is 0 where that input is 0 and within 1e-5 of
-    the full one elsewhere; the output and the weight gradient are unchanged. A CPU conv of one
-    group hands the dA kernel the dead runs (the extension counts the calls)."""
+# (relu_pad [left, right, top, bottom], relu_pad_mode) of the relu_input tests
+RELU_PADS = {
+    "unpadded": (None, "constant"),
+    "zeros": ([1, 1, 1, 1], "constant"),
+    "reflect": ([2, 1, 0, 1], "reflect"),
+    "replicate": ([0, 2, 1, 1], "replicate"),
+    "circular": ([1, 0, 1, 0], "circular"),
+}
+
+
+def _unpadded(padded: torch.Tensor, pad: list[int] | None) -> torch.Tensor:
+    """The part of ``padded`` that ``pad`` added nothing to."""
+    left, right, top, bottom = pad or [0, 0, 0, 0]
+    h, w = padded.shape[2:]
+    return padded[:, :, top : h - bottom, left : w - right].contiguous()
+
+
+@pytest.mark.parametrize(
+    "case, padding",
+    [("large", "unpadded"), ("large rgb", "zeros"), ("strided", "reflect")]
+    + [("large grouped", "replicate"), ("1x1", "circular"), ("large", "zeros")],
+)
+def test_relu_input_leaves_the_input_gradient_zero_where_it_is_zero(
+    case: str, padding: str
+) -> None:
+    """With ``relu_input`` (unpadded, and ``relu_pad`` in each mode), the LUT input gradient is 0
+    where the padded input is 0 and within 1e-5 of the full one elsewhere, as with the padded
+    tensor itself; the output and the weight gradient are unchanged. A CPU conv of one group
+    hands the dA kernel the dead runs (the extension counts the calls)."""
     from appmult_fx.ops import kernels
 
     gen = torch.Generator().manual_seed(4)
     torch.manual_seed(4)
     mult = amx.multiplier("mul7u_trunc7")
     grads = (torch.randn(mult.table.shape), torch.randn(mult.table.shape))
-    cin, cout, kernel, stride, dilation, groups, size = CASES[case]
     qx, qw, stride, dilation, groups = _case(case, mult, batch=4)
-    relu_input = _relu_input(qx.detach(), 0.5, gen)
+    pad, mode = RELU_PADS[padding]
+    small = _unpadded(_relu_input(qx.detach(), 0.5, gen), pad)
+    relu_input = F.pad(small, pad, mode=mode) if pad else small
     args = (mult.table, *grads, stride, dilation, groups)
     full = approx_conv2d(qx, qw, *args)
     before = kernels.cpu_extension().skip_counts()[2]
-    out = approx_conv2d(qx, qw, *args, relu_input)
+    out = approx_conv2d(qx, qw, *args, small, pad, mode)
     assert torch.equal(out, full)
     g = torch.randn_like(out)
     dx, dw = torch.autograd.grad(out, (qx, qw), g)
     fx, fw = torch.autograd.grad(full, (qx, qw), g)
+    (as_padded,) = torch.autograd.grad(approx_conv2d(qx, qw, *args, relu_input), qx, g)
+    assert torch.equal(dx, as_padded)
     dead = relu_input == 0
     assert bool((dx[dead] == 0).all()) and torch.equal(dw, fw)
     torch.testing.assert_close(dx[~dead], fx[~dead], rtol=1e-5, atol=1e-4)
@@ -331,5 +358,21 @@ def test_relu_input_opcheck_and_errors() -> None:
     relu_input = _relu_input(qx.detach(), 0.4, torch.Generator().manual_seed(5))
     args = (qx, qw, mult.table, mult.grad_a, mult.grad_b, stride, dilation, groups)
     torch.library.opcheck(approx_conv2d, (*args, relu_input))
-    with pytest.raises(RuntimeError, match="relu_input shaped as qx"):
+    pad = [1, 2, 2, 1]
+    torch.library.opcheck(approx_conv2d, (*args, _unpadded(relu_input, pad), pad, "reflect"))
+    with pytest.raises(RuntimeError, match="is not shaped as qx"):
         approx_conv2d(*args, relu_input[:, :, 1:])
+    with pytest.raises(RuntimeError, match="is not shaped as qx"):
+        approx_conv2d(*args, relu_input, [1, 1, 1, 1])
+    with pytest.raises(RuntimeError, match="relu_pad_mode must be one of"):
+        approx_conv2d(*args, _unpadded(relu_input, pad), pad, "zeros")
+    with pytest.raises(RuntimeError, match="left, right, top, bottom"):
+        approx_conv2d(*args, relu_input, [0, 0, 0])
+    with pytest.raises(RuntimeError, match="left, right, top, bottom"):
+        approx_conv2d(*args, _unpadded(relu_input, [0, 2, 0, 0]), [-1, 3, 0, 0])
+    with pytest.raises(RuntimeError, match="too large for reflect padding"):
+        approx_conv2d(*args, relu_input[:, :, 14:], [0, 0, 14, 0], "reflect")
+    with pytest.raises(RuntimeError, match="relu_pad given without relu_input"):
+        approx_conv2d(*args, None, [0, 0, 0, 0])
+    with pytest.raises(RuntimeError, match="float32"):
+        approx_conv2d(*args, relu_input.double())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from appmult_fx.passes.relu_inputs import RELU_KWARGS
 from torch import fx, nn
 
 import appmult_fx as amx
@@ -87,7 +88,7 @@ def _pair(model: nn.Module, x: torch.Tensor) -> tuple[fx.GraphModule, fx.GraphMo
     plain.load_state_dict(converted.state_dict())
     for node in plain.graph.nodes:
         if "relu_input" in node.kwargs:
-            node.kwargs = {k: v for k, v in node.kwargs.items() if k != "relu_input"}
+            node.kwargs = {k: v for k, v in node.kwargs.items() if k not in RELU_KWARGS}
     plain.graph.eliminate_dead_code()
     plain.recompile()
     return converted, plain
@@ -129,3 +130,29 @@ def test_a_hook_registered_after_conversion_is_honoured() -> None:
         gm.relu.register_full_backward_hook(lambda m, gi, go: (F.relu(go[0]),))
     for got, want in zip(_gradients(converted, x), _gradients(plain, x)):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def _saved_bytes(gm: nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the distinct storages autograd keeps for the backward of ``gm(x)``."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        gm(x.clone().requires_grad_())
+    return sum(storages.values())
+
+
+def test_relu_inputs_keep_no_memory_of_their_own() -> None:
+    """The convs keep their ReLU's output unpadded, the tensor the ReLU's backward keeps anyway:
+    a converted model keeps exactly the bytes the graph without ``relu_input`` keeps (a padded
+    copy, 4 bytes per element of each padded conv's input, would be extra)."""
+    torch.manual_seed(2)
+    x = torch.randn(2, 3, 16, 16)
+    converted, plain = _pair(Block().train(), x)
+    padded = [n for n in converted.graph.nodes if n.kwargs.get("relu_pad") is not None]
+    assert len(padded) == 2  # module_relu (zeros) and function_relu (reflect)
+    assert _saved_bytes(converted, x) == _saved_bytes(plain, x)

@@ -5,7 +5,10 @@ wherever the input is 0, so the LUT input gradient need not be computed there
 Only a plain ReLU qualifies: ``nn.ReLU`` without hooks (a forward hook may change what the
 output holds, a backward hook may pass a gradient where it is 0; checked again at every call,
 :func:`unless_hooked`), ``F.relu`` / ``torch.relu`` and their in-place forms, and the
-``relu`` / ``relu_`` tensor methods.
+``relu`` / ``relu_`` tensor methods; also behind ``nn.Identity`` modules without hooks (the
+same tensor: a model's disabled max-pool, say). Autograd keeps a ReLU's output for its
+backward, so an in-place change to that output fails the backward instead of going
+unnoticed.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from torch import fx, nn
 from torch.nn.modules import module as module_hooks
 
 from .context import RewriteContext
+from .dead_code import erase_dead_nodes
 
 _RELU_FUNCTIONS = (F.relu, F.relu_, torch.relu, torch.relu_)
 _RELU_METHODS = ("relu", "relu_")
@@ -50,9 +54,29 @@ def _hooked(module: nn.Module) -> bool:
     return any(hooks) or _global_hooks()
 
 
+def _behind_identities(gm: fx.GraphModule, node: Any) -> tuple[Any, list[fx.Node]]:
+    """The node behind the ``nn.Identity`` modules ``node`` is the output of (the same tensor),
+    and those modules' nodes."""
+    identities: list[fx.Node] = []
+    while (
+        isinstance(node, fx.Node)
+        and node.op == "call_module"
+        and type(gm.get_submodule(str(node.target))) is nn.Identity
+        and len(node.args) == 1
+        and not node.kwargs
+    ):
+        identities.append(node)
+        node = node.args[0]
+    return node, identities
+
+
 def is_relu_output(gm: fx.GraphModule, node: Any) -> bool:
-    """Whether ``node`` is the output of a plain ReLU (see the module docstring)."""
+    """Whether ``node`` is the output of a plain ReLU, possibly behind ``nn.Identity`` modules
+    without hooks (see the module docstring)."""
+    node, identities = _behind_identities(gm, node)
     if not isinstance(node, fx.Node) or _global_hooks():
+        return False
+    if any(_hooked(gm.get_submodule(str(n.target))) for n in identities):
         return False
     if node.op == "call_function":
         return node.target in _RELU_FUNCTIONS
@@ -64,23 +88,37 @@ def is_relu_output(gm: fx.GraphModule, node: Any) -> bool:
     return False
 
 
-def unless_hooked(x: torch.Tensor, relu: nn.Module) -> torch.Tensor | None:
-    """``x`` while the ReLU module it comes from has no hooks, else ``None``: checked at every
-    call, as a hook registered after conversion (an attribution method's, say) may pass a
-    gradient where the ReLU's output is 0."""
-    return None if _hooked(relu) else x
+def unless_hooked(x: torch.Tensor, *modules: nn.Module) -> torch.Tensor | None:
+    """``x`` while the ReLU and identity modules it comes from have no hooks, else ``None``:
+    checked at every call, as a hook registered after conversion (an attribution method's,
+    say) may pass a gradient where the ReLU's output is 0, or change what the conv reads."""
+    return None if any(_hooked(module) for module in modules) else x
 
 
 def relu_arguments(
-    ctx: RewriteContext, relu_node: fx.Node, pads: list[int], mode: str
+    ctx: RewriteContext, conv_input: fx.Node, pads: list[int], mode: str
 ) -> dict[str, Any]:
-    """The keyword arguments (:data:`RELU_KWARGS`) for a conv whose input ``relu_node`` is a
-    ReLU's output and that pads it by ``pads`` (``F.pad`` order) in ``mode``: that node, behind
-    :func:`unless_hooked` for an ``nn.ReLU`` module, unpadded (the op pads it again in its
-    backward, so it keeps no padded copy), and the padding."""
-    x: Any = relu_node
-    if relu_node.op == "call_module":
-        module = ctx.node("get_attr", str(relu_node.target), (), name=f"{relu_node.name}_module")
-        name = f"{relu_node.name}_unhooked"
-        x = ctx.node("call_function", unless_hooked, (relu_node, module), {}, name=name)
+    """The keyword arguments (:data:`RELU_KWARGS`) for a conv whose input ``conv_input`` is a
+    ReLU's output (:func:`is_relu_output`) and that pads it by ``pads`` (``F.pad`` order) in
+    ``mode``: that node, behind :func:`unless_hooked` where modules are involved, unpadded (the
+    op pads it again in its backward, so it keeps no padded copy), and the padding."""
+    relu, identities = _behind_identities(ctx.gm, conv_input)
+    modules = [n for n in (relu, *identities) if n.op == "call_module"]
+    x: Any = conv_input
+    if modules:
+        attrs = tuple(
+            ctx.node("get_attr", str(n.target), (), name=f"{n.name}_module") for n in modules
+        )
+        name = f"{conv_input.name}_unhooked"
+        x = ctx.node("call_function", unless_hooked, (conv_input, *attrs), {}, name=name)
     return {RELU_INPUT: x, "relu_pad": list(pads) if any(pads) else None, "relu_pad_mode": mode}
+
+
+def drop_relu_inputs(gm: fx.GraphModule) -> None:
+    """Remove the convs' :data:`RELU_KWARGS` from ``gm`` (in place; they serve the backward
+    only) and the nodes that only they used; recompiles."""
+    for node in gm.graph.nodes:
+        if RELU_INPUT in node.kwargs:
+            node.kwargs = {k: v for k, v in node.kwargs.items() if k not in RELU_KWARGS}
+    erase_dead_nodes(gm)
+    gm.recompile()

@@ -118,7 +118,8 @@ def build_conv(ctx: RewriteContext, site: LayerSite, rule: Rule) -> LayerRecord:
     a = conv_args(site)
     geometry = {"stride": a["stride"], "dilation": a["dilation"], "groups": a["groups"]}
     x = padded_input(ctx, site, a)
-    relu = rule.gradient == "lut" and is_relu_output(ctx.gm, a["input"])
+    # one group: only there does the dA kernel leave out what the ReLU discards
+    relu = rule.gradient == "lut" and a["groups"] == 1 and is_relu_output(ctx.gm, a["input"])
     pads = pad_list(a["padding"], a["kernel"], a["dilation"])
     extra = relu_arguments(ctx, a["input"], pads, a["mode"]) if relu else None
     return weighted_layer(ctx, site, rule, a, x, (lut_conv, geometry, 1), extra)

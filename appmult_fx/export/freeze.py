@@ -27,8 +27,9 @@ from torch import fx, nn
 from ..luts.multiplier import Multiplier
 from ..ops.quantizers import ActivationQuantizer, WeightQuantizer, qparams
 from ..passes.context import LUT_MODULE, LutStore, safe_name
+from ..passes.dead_code import erase_dead_nodes
 from ..passes.records import META_KEY, LayerRecord
-from ..passes.relu_inputs import RELU_INPUT, RELU_KWARGS
+from ..passes.relu_inputs import drop_relu_inputs
 from . import torch_ops  # noqa: F401  (registers torch.ops.appmult_export)
 from .domain import OP_CONV, OP_GEMM, OP_MATMUL
 
@@ -302,15 +303,6 @@ _EXPORTED_OPS = {
 }
 
 
-def _drop_relu_inputs(gm: fx.GraphModule) -> None:
-    """Remove the convs' ``relu_input`` arguments and their padding (they serve the backward
-    only) and the nodes that only they used."""
-    for node in gm.graph.nodes:
-        if RELU_INPUT in node.kwargs:
-            node.kwargs = {k: v for k, v in node.kwargs.items() if k not in RELU_KWARGS}
-    gm.graph.eliminate_dead_code()
-
-
 def freeze(gm: fx.GraphModule) -> tuple[fx.GraphModule, list[FrozenLayer]]:
     """An eval-mode copy of converted ``gm`` with frozen approximate layers, and their details."""
     if not isinstance(gm, fx.GraphModule):
@@ -321,7 +313,7 @@ def freeze(gm: fx.GraphModule) -> tuple[fx.GraphModule, list[FrozenLayer]]:
         luts.verify("export")
     if hasattr(gm, FROZEN_MODULE):
         raise ValueError(f"the model already has an attribute {FROZEN_MODULE!r}")
-    _drop_relu_inputs(gm)
+    drop_relu_inputs(gm)
     store = _Constants()
     gm.add_submodule(FROZEN_MODULE, store)
     frozen: list[FrozenLayer] = []
@@ -345,7 +337,7 @@ def freeze(gm: fx.GraphModule) -> tuple[fx.GraphModule, list[FrozenLayer]]:
             frozen.append(_freeze_layer(layer, op, store))
     if not frozen:
         raise ValueError("the model has no approximate layers to export (was it converted?)")
-    gm.graph.eliminate_dead_code()
+    erase_dead_nodes(gm)
     gm.delete_all_unused_submodules()
     gm.graph.lint()
     gm.recompile()

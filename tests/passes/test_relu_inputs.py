@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from appmult_fx.passes.relu_inputs import RELU_KWARGS
+from appmult_fx.passes.relu_inputs import drop_relu_inputs
 from torch import fx, nn
 
 import appmult_fx as amx
@@ -58,6 +58,8 @@ def test_only_convs_after_a_relu_get_it() -> None:
         "fc_lut_gemm": False,
     }
     assert not any(_relu_inputs(_convert(Block(), "ste")).values())  # STE: float conv backward
+    grouped = nn.Sequential(nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1, groups=2))
+    assert _relu_inputs(_convert(grouped, "lut")) == {"_1_lut_gemm": False}  # nothing skips
 
 
 @pytest.mark.parametrize("hook", ["forward", "backward", "global"])
@@ -86,16 +88,14 @@ def _pair(model: nn.Module, x: torch.Tensor) -> tuple[fx.GraphModule, fx.GraphMo
     amx.calibrate(converted, [x], progress=False)
     plain = _convert(model, "lut").train()
     plain.load_state_dict(converted.state_dict())
-    for node in plain.graph.nodes:
-        if "relu_input" in node.kwargs:
-            node.kwargs = {k: v for k, v in node.kwargs.items() if k not in RELU_KWARGS}
-    plain.graph.eliminate_dead_code()
-    plain.recompile()
+    drop_relu_inputs(plain)
     return converted, plain
 
 
 def _gradients(gm: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-    """The input's and every parameter's gradient of ``sum(gm(x)**2)``."""
+    """The input's and every parameter's gradient of ``sum(gm(x)**2)`` (the same dropout masks
+    at every call)."""
+    torch.manual_seed(0)
     gm.zero_grad()
     xi = x.clone().requires_grad_()
     gm(xi).square().sum().backward()
@@ -156,3 +156,44 @@ def test_relu_inputs_keep_no_memory_of_their_own() -> None:
     padded = [n for n in converted.graph.nodes if n.kwargs.get("relu_pad") is not None]
     assert len(padded) == 2  # module_relu (zeros) and function_relu (reflect)
     assert _saved_bytes(converted, x) == _saved_bytes(plain, x)
+
+
+class Pooled(nn.Module):
+    """A ReLU behind ``nn.Identity`` modules (a disabled max-pool), as in the CIFAR ResNet-18."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.maxpool = nn.Identity()
+        self.identity = nn.Identity()
+        self.conv = nn.Conv2d(16, 16, 3, padding=1)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.identity(self.maxpool(self.relu(self.stem(x))))
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+def test_a_relu_behind_identities_gets_it_unless_they_are_hooked() -> None:
+    assert _relu_inputs(_convert(Pooled(), "lut"))["conv_lut_gemm"]
+    hooked = Pooled()
+    hooked.maxpool.register_forward_hook(lambda m, i, o: o - 0.5)
+    assert not _relu_inputs(_convert(hooked, "lut"))["conv_lut_gemm"]
+
+
+@pytest.mark.parametrize("hook", [False, True])
+def test_identities_keep_the_gradients(hook: bool) -> None:
+    """The gradients are those of the graph without ``relu_input``; also with a hook registered
+    on the identity after conversion that rounds straight through (its output is 0 where the
+    ReLU's is below 1/8, and the gradient passes there)."""
+    torch.manual_seed(6)
+    x = torch.randn(2, 3, 12, 12)
+    converted, plain = _pair(Pooled().train(), x)
+    if hook:
+        for gm in (converted, plain):
+            gm.maxpool.register_forward_hook(
+                lambda m, i, o: o + (torch.round(o * 4) / 4 - o).detach()
+            )
+    for got, want in zip(_gradients(converted, x), _gradients(plain, x)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

@@ -10,6 +10,7 @@ from appmult_fx.passes.relu_inputs import drop_relu_inputs
 from torch import fx, nn
 
 import appmult_fx as amx
+from tests.bench_scripts import load_bench_script
 
 
 class Block(nn.Module):
@@ -132,20 +133,6 @@ def test_a_hook_registered_after_conversion_is_honoured() -> None:
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
-def _saved_bytes(gm: nn.Module, x: torch.Tensor) -> int:
-    """Bytes of the distinct storages autograd keeps for the backward of ``gm(x)``."""
-    storages: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        gm(x.clone().requires_grad_())
-    return sum(storages.values())
-
-
 def test_relu_inputs_keep_no_memory_of_their_own() -> None:
     """The convs keep their ReLU's output unpadded, the tensor the ReLU's backward keeps anyway:
     a converted model keeps exactly the bytes the graph without ``relu_input`` keeps (a padded
@@ -155,7 +142,8 @@ def test_relu_inputs_keep_no_memory_of_their_own() -> None:
     converted, plain = _pair(Block().train(), x)
     padded = [n for n in converted.graph.nodes if n.kwargs.get("relu_pad") is not None]
     assert len(padded) == 2  # module_relu (zeros) and function_relu (reflect)
-    assert _saved_bytes(converted, x) == _saved_bytes(plain, x)
+    saved_bytes = load_bench_script("saved_memory").saved_bytes
+    assert saved_bytes(converted, x) == saved_bytes(plain, x)
 
 
 class Pooled(nn.Module):

@@ -88,11 +88,19 @@ def is_relu_output(gm: fx.GraphModule, node: Any) -> bool:
     return False
 
 
-def unless_hooked(x: torch.Tensor, *modules: nn.Module) -> torch.Tensor | None:
-    """``x`` while the ReLU and identity modules it comes from have no hooks, else ``None``:
-    checked at every call, as a hook registered after conversion (an attribution method's,
-    say) may pass a gradient where the ReLU's output is 0, or change what the conv reads."""
-    return None if any(_hooked(module) for module in modules) else x
+def unless_hooked(
+    x: torch.Tensor, relu: nn.Module | None, *identities: nn.Module
+) -> torch.Tensor | None:
+    """``x`` while the ReLU module (``None``: a ReLU function) and the identity modules it comes
+    from are still a plain ``nn.ReLU`` and ``nn.Identity`` modules without hooks, else ``None``:
+    checked at every call, as a module swapped after conversion (a quantizer in an identity's
+    place, say) or a hook registered since (an attribution method's) may pass a gradient where
+    the ReLU's output is 0, or change what the conv reads."""
+    plain = (relu is None or type(relu) is nn.ReLU) and all(
+        type(m) is nn.Identity for m in identities
+    )
+    hooked = _global_hooks() or any(_hooked(m) for m in (relu, *identities) if m is not None)
+    return x if plain and not hooked else None
 
 
 def relu_arguments(
@@ -103,14 +111,15 @@ def relu_arguments(
     ``mode``: that node, behind :func:`unless_hooked` where modules are involved, unpadded (the
     op pads it again in its backward, so it keeps no padded copy), and the padding."""
     relu, identities = _behind_identities(ctx.gm, conv_input)
-    modules = [n for n in (relu, *identities) if n.op == "call_module"]
     x: Any = conv_input
-    if modules:
-        attrs = tuple(
-            ctx.node("get_attr", str(n.target), (), name=f"{n.name}_module") for n in modules
-        )
+    if relu.op == "call_module" or identities:
+
+        def attr(n: fx.Node) -> fx.Node:
+            return ctx.node("get_attr", str(n.target), (), name=f"{n.name}_module")
+
+        modules = (attr(relu) if relu.op == "call_module" else None, *map(attr, identities))
         name = f"{conv_input.name}_unhooked"
-        x = ctx.node("call_function", unless_hooked, (conv_input, *attrs), {}, name=name)
+        x = ctx.node("call_function", unless_hooked, (conv_input, *modules), {}, name=name)
     return {RELU_INPUT: x, "relu_pad": list(pads) if any(pads) else None, "relu_pad_mode": mode}
 
 

@@ -74,3 +74,62 @@ def test_export_keeps_a_discarded_in_place_write() -> None:
     frozen, _ = freeze(gm)
     with torch.no_grad():
         torch.testing.assert_close(frozen(x), gm(x), rtol=1e-5, atol=1e-5)
+
+
+class Offset(nn.Module):
+    """A write (through a module returning its input) to a tensor made from a parameter, read
+    only through first arguments to the output, and a write to a weight that nothing reads
+    afterwards."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.offset = nn.Parameter(torch.ones(3, 5), requires_grad=False)
+        self.lin = nn.Linear(5, 5)
+        self.identity = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.offset * 1.0
+        self.identity(y).add_(2.0)  # the same tensor as y
+        self.lin.weight.data.clamp_(-0.1, 0.1)
+        return y * 2 + x
+
+
+def test_writes_reaching_the_output_stay_and_unread_ones_go() -> None:
+    x = torch.randn(3, 5)
+    gm = fx.symbolic_trace(Offset())
+    want = gm(x)
+    erase_dead_nodes(gm)
+    gm.recompile()
+    assert torch.equal(gm(x), want)
+    targets = [getattr(n.target, "__name__", n.target) for n in gm.graph.nodes]
+    assert "add_" in targets and "clamp_" not in targets and "lin.weight" not in targets
+
+
+class WeightClip(nn.Module):
+    """Weight clipping in the forward: after freezing, nothing reads the float weight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.conv.weight.data.clamp_(-0.05, 0.05)
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+def test_export_of_a_weight_clipping_model(tmp_path) -> None:  # noqa: ANN001
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 8)
+    mult = amx.with_gradients(amx.multiplier("mul8s_trunc8"))
+    gm = amx.convert(WeightClip(), amx.Spec().set_global(mult), gradient="lut")
+    amx.calibrate(gm, [x], progress=False)
+    gm.eval()
+    from appmult_fx.export.freeze import freeze
+
+    frozen, _ = freeze(gm)
+    assert "clamp_" not in frozen.code
+    with torch.no_grad():
+        torch.testing.assert_close(frozen(x), gm(x), rtol=1e-5, atol=1e-5)
+    amx.export(gm, x[:1], tmp_path / "out", progress=False)
+    assert (tmp_path / "out" / "model.onnx").exists()

@@ -170,18 +170,36 @@ def test_a_relu_behind_identities_gets_it_unless_they_are_hooked() -> None:
     assert not _relu_inputs(_convert(hooked, "lut"))["conv_lut_gemm"]
 
 
-@pytest.mark.parametrize("hook", [False, True])
-def test_identities_keep_the_gradients(hook: bool) -> None:
-    """The gradients are those of the graph without ``relu_input``; also with a hook registered
-    on the identity after conversion that rounds straight through (its output is 0 where the
-    ReLU's is below 1/8, and the gradient passes there)."""
+def _round_ste(t: torch.Tensor) -> torch.Tensor:
+    """Rounding to quarters, straight through: 0 below 1/8, and the gradient passes there."""
+    return t + (torch.round(t * 4) / 4 - t).detach()
+
+
+class RoundSTE(nn.Module):
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return _round_ste(t)
+
+
+class RoundedReLU(nn.Module):
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return _round_ste(F.relu(t))
+
+
+@pytest.mark.parametrize("change", [None, "hook", "identity swapped", "relu swapped"])
+def test_identities_keep_the_gradients(change: str | None) -> None:
+    """The gradients are those of the graph without ``relu_input``; also after conversion with a
+    hook on the identity that rounds straight through (its output is 0 where the ReLU's is below
+    1/8, and the gradient passes there), or with such a module in the identity's or the ReLU's
+    place."""
     torch.manual_seed(6)
     x = torch.randn(2, 3, 12, 12)
     converted, plain = _pair(Pooled().train(), x)
-    if hook:
-        for gm in (converted, plain):
-            gm.maxpool.register_forward_hook(
-                lambda m, i, o: o + (torch.round(o * 4) / 4 - o).detach()
-            )
+    for gm in (converted, plain):
+        if change == "hook":
+            gm.maxpool.register_forward_hook(lambda m, i, o: _round_ste(o))
+        elif change == "identity swapped":
+            gm.maxpool = RoundSTE()
+        elif change == "relu swapped":
+            gm.relu = RoundedReLU()
     for got, want in zip(_gradients(converted, x), _gradients(plain, x)):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

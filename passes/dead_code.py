@@ -6,7 +6,9 @@ side-effectful, and torch does not list in-place tensor operations: it would era
 what the model computes. :func:`erase_dead_nodes` keeps every node that may write to a tensor
 (:func:`may_write`) unless nothing can see the write: a write to a tensor that only the write
 itself and other such writes reach (say ``self.conv.weight.data.clamp_()`` in a forward whose
-conv was frozen away) goes with the tensor.
+conv was frozen away) goes with the tensor. A write to a parameter or buffer counts as
+observed while any other node reads that state (another ``get_attr`` of it, or the module
+holding it).
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ def _observed(node: fx.Node) -> bool:
     root = target
     while root.op.startswith("call_") and root.args and isinstance(root.args[0], fx.Node):
         root = root.args[0]
-    if root.op == "placeholder":
+    if root.op == "placeholder" or root.op == "get_attr" and _state_read(node.graph, root):
         return True
     aliases, frontier = {root}, [root]
     while frontier:  # the root and everything reached through first arguments
@@ -97,6 +99,25 @@ def _observed(node: fx.Node) -> bool:
     if any(a.op == "output" or a is not node and a.is_impure() for a in aliases):
         return True  # a view or a reader reaches the output
     return any(user not in aliases for a in aliases for user in a.users)
+
+
+def _related(path: str, other: str) -> bool:
+    """Whether two attribute paths name the same object or one holds the other."""
+    return path == other or path.startswith(other + ".") or other.startswith(path + ".")
+
+
+def _state_read(graph: fx.Graph, root: fx.Node) -> bool:
+    """Whether another node reads the parameter or buffer ``root`` fetches: a ``get_attr`` of
+    it (or of what holds it, or of what it holds) that something uses, or a module call that
+    reads it itself."""
+    path = str(root.target)
+    return any(
+        n is not root
+        and n.op in ("get_attr", "call_module")
+        and _related(path, str(n.target))
+        and (n.op == "call_module" or n.users)
+        for n in graph.nodes
+    )
 
 
 def erase_dead_nodes(gm: fx.GraphModule) -> None:

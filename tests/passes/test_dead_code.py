@@ -133,3 +133,30 @@ def test_export_of_a_weight_clipping_model(tmp_path) -> None:  # noqa: ANN001
         torch.testing.assert_close(frozen(x), gm(x), rtol=1e-5, atol=1e-5)
     amx.export(gm, x[:1], tmp_path / "out", progress=False)
     assert (tmp_path / "out" / "model.onnx").exists()
+
+
+class FloatConvClip(nn.Module):
+    """Weight clipping in the forward of a conv the module then calls (it reads its weight
+    itself), and a second ``get_attr`` of the same weight after a write through the first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.scale = nn.Parameter(torch.full((4,), 3.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.conv.weight.data.mul_(0.5)
+        self.scale.data.add_(1.0)
+        return self.conv(x) * self.scale.view(1, 4, 1, 1)
+
+
+def test_writes_to_state_that_is_read_stay() -> None:
+    x = torch.randn(1, 3, 6, 6)
+    gm = fx.symbolic_trace(FloatConvClip())
+    erase_dead_nodes(gm)
+    gm.recompile()
+    reference = FloatConvClip()
+    gm.load_state_dict(reference.state_dict())
+    for _ in range(2):  # the state each call leaves is the next call's
+        torch.testing.assert_close(gm(x), reference(x), rtol=0, atol=0)
+    assert "mul_" in gm.code and "add_" in gm.code

@@ -1,14 +1,13 @@
-"""Dead-code elimination that keeps in-place writes someone can observe.
+"""Erasing the nodes a graph edit left unused, and nothing else.
 
-``fx.Graph.eliminate_dead_code`` erases a node whose result nothing uses unless torch lists it as
-side-effectful, and torch does not list in-place tensor operations: it would erase a
-``y.add_(1)`` or ``F.relu(y, inplace=True)`` whose result the model discards, silently changing
-what the model computes. :func:`erase_dead_nodes` keeps every node that may write to a tensor
-(:func:`may_write`) unless nothing can see the write: a write to a tensor that only the write
-itself and other such writes reach (say ``self.conv.weight.data.clamp_()`` in a forward whose
-conv was frozen away) goes with the tensor. A write to a parameter or buffer counts as
-observed while any other node reads that state (another ``get_attr`` of it, or the module
-holding it).
+``fx.Graph.eliminate_dead_code`` erases every node whose result nothing uses unless torch lists it
+as side-effectful, and torch lists neither in-place tensor writes (``y.add_(1)``,
+``F.relu(y, inplace=True)``), nor modules that update their buffers (batch norm in training),
+nor random draws (dropout): erasing those silently changes what a model computes. So the edits
+here (export's freezing, dropping the ``relu_input`` arguments) note the nodes the model itself
+leaves unused before they edit (:func:`unused_nodes`) and afterwards erase only nodes *they*
+left unused (:func:`erase_unused`), and of those none that may write to a tensor
+(:func:`may_write`).
 """
 
 from __future__ import annotations
@@ -76,61 +75,25 @@ def may_write(gm: fx.GraphModule, node: fx.Node) -> bool:
     )
 
 
-def _observed(node: fx.Node) -> bool:
-    """Whether a write by ``node`` may be seen: anything but a write (to its first argument) to
-    a tensor that is not a graph input and whose aliases reach neither the output nor any other
-    node. Every call (a module's too: ``nn.Identity`` returns its input) is taken to return a
-    view of its first argument (so its result counts as an alias, and any use of an alias as a
-    possible read): this keeps a write whenever it could matter."""
-    target = node.kwargs.get("out", node.args[0] if node.args else None)
-    if node.op == "call_module" or not isinstance(target, fx.Node):
-        return True
-    root = target
-    while root.op.startswith("call_") and root.args and isinstance(root.args[0], fx.Node):
-        root = root.args[0]
-    if root.op == "placeholder" or root.op == "get_attr" and _state_read(node.graph, root):
-        return True
-    aliases, frontier = {root}, [root]
-    while frontier:  # the root and everything reached through first arguments
-        for user in frontier.pop().users:
-            if user not in aliases and user.args and user.args[0] in aliases:
-                aliases.add(user)
-                frontier.append(user)
-    if any(a.op == "output" or a is not node and a.is_impure() for a in aliases):
-        return True  # a view or a reader reaches the output
-    return any(user not in aliases for a in aliases for user in a.users)
+def unused_nodes(gm: fx.GraphModule) -> set[fx.Node]:
+    """The nodes of ``gm`` whose results nothing uses (what the model computes for its own
+    sake: writes, state updates, random draws), to keep through an edit."""
+    return {n for n in gm.graph.nodes if not n.users and n.op != "output"}
 
 
-def _related(path: str, other: str) -> bool:
-    """Whether two attribute paths name the same object or one holds the other."""
-    return path == other or path.startswith(other + ".") or other.startswith(path + ".")
-
-
-def _state_read(graph: fx.Graph, root: fx.Node) -> bool:
-    """Whether another node reads the parameter or buffer ``root`` fetches: a ``get_attr`` of
-    it (or of what holds it, or of what it holds) that something uses, or a module call that
-    reads it itself."""
-    path = str(root.target)
-    return any(
-        n is not root
-        and n.op in ("get_attr", "call_module")
-        and _related(path, str(n.target))
-        and (n.op == "call_module" or n.users)
-        for n in graph.nodes
-    )
-
-
-def erase_dead_nodes(gm: fx.GraphModule) -> None:
-    """Erase the nodes of ``gm`` whose results nothing uses, repeatedly, keeping impure nodes
-    and every write someone may observe (:func:`may_write`, :func:`_observed`)."""
+def erase_unused(gm: fx.GraphModule, keep: set[fx.Node]) -> None:
+    """Erase, repeatedly, the nodes of ``gm`` that nothing uses, except those in ``keep``
+    (:func:`unused_nodes` before the edit), impure ones and any that may write
+    (:func:`may_write`)."""
     while True:
         dead = [
             n
             for n in gm.graph.nodes
             if not n.users
             and n.op not in ("placeholder", "output")
+            and n not in keep
             and not n.is_impure()
-            and not (may_write(gm, n) and _observed(n))
+            and not may_write(gm, n)
         ]
         if not dead:
             return

@@ -21,7 +21,7 @@ from torch import fx, nn
 from torch.nn.modules import module as module_hooks
 
 from .context import RewriteContext
-from .dead_code import erase_dead_nodes
+from .dead_code import erase_unused, unused_nodes
 
 _RELU_FUNCTIONS = (F.relu, F.relu_, torch.relu, torch.relu_)
 _RELU_METHODS = ("relu", "relu_")
@@ -126,8 +126,9 @@ def relu_arguments(
 def drop_relu_inputs(gm: fx.GraphModule) -> None:
     """Remove the convs' :data:`RELU_KWARGS` from ``gm`` (in place; they serve the backward
     only) and the nodes that only they used; recompiles."""
+    keep = unused_nodes(gm)
     for node in gm.graph.nodes:
         if RELU_INPUT in node.kwargs:
             node.kwargs = {k: v for k, v in node.kwargs.items() if k not in RELU_KWARGS}
-    erase_dead_nodes(gm)
+    erase_unused(gm, keep)
     gm.recompile()

@@ -17,6 +17,7 @@ exported constant (activation ranges, scales, zero points, weights, biases) must
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +28,7 @@ from torch import fx, nn
 from ..luts.multiplier import Multiplier
 from ..ops.quantizers import ActivationQuantizer, WeightQuantizer, qparams
 from ..passes.context import LUT_MODULE, LutStore, safe_name
-from ..passes.dead_code import erase_dead_nodes
+from ..passes.dead_code import erase_unused, may_write, unused_nodes
 from ..passes.records import META_KEY, LayerRecord
 from ..passes.relu_inputs import drop_relu_inputs
 from . import torch_ops  # noqa: F401  (registers torch.ops.appmult_export)
@@ -303,6 +304,42 @@ _EXPORTED_OPS = {
 }
 
 
+def _written_state(node: fx.Node) -> bool:
+    """Whether a call writes (if it writes) to a parameter or buffer: its first argument leads
+    back, through first arguments, to a ``get_attr``."""
+    root = node
+    while root.op in ("call_function", "call_method") and root.args:
+        if not isinstance(root.args[0], fx.Node):
+            return False
+        root = root.args[0]
+    return root.op == "get_attr" and root is not node
+
+
+def _drop_state_writes(gm: fx.GraphModule, keep: set[fx.Node]) -> None:
+    """Erase, with a warning, the in-place writes to parameters and buffers whose results
+    nothing uses (weight clipping in the forward, a step counter): an exported graph holds no
+    state, and computes with their current values."""
+    writes = [
+        n
+        for n in gm.graph.nodes
+        if not n.users
+        and n.op in ("call_function", "call_method")
+        and may_write(gm, n)
+        and _written_state(n)
+    ]
+    if not writes:
+        return
+    warnings.warn(
+        f"export leaves out {len(writes)} in-place write(s) to parameters or buffers in the "
+        f"forward ({', '.join(n.name for n in writes)}): an exported graph holds no "
+        "state; it computes with their current values",
+        stacklevel=3,
+    )
+    for node in writes:
+        keep.discard(node)
+        gm.graph.erase_node(node)
+
+
 def freeze(gm: fx.GraphModule) -> tuple[fx.GraphModule, list[FrozenLayer]]:
     """An eval-mode copy of converted ``gm`` with frozen approximate layers, and their details."""
     if not isinstance(gm, fx.GraphModule):
@@ -313,6 +350,7 @@ def freeze(gm: fx.GraphModule) -> tuple[fx.GraphModule, list[FrozenLayer]]:
         luts.verify("export")
     if hasattr(gm, FROZEN_MODULE):
         raise ValueError(f"the model already has an attribute {FROZEN_MODULE!r}")
+    keep = unused_nodes(gm)  # what the model computes for its own sake stays
     drop_relu_inputs(gm)
     store = _Constants()
     gm.add_submodule(FROZEN_MODULE, store)
@@ -337,7 +375,8 @@ def freeze(gm: fx.GraphModule) -> tuple[fx.GraphModule, list[FrozenLayer]]:
             frozen.append(_freeze_layer(layer, op, store))
     if not frozen:
         raise ValueError("the model has no approximate layers to export (was it converted?)")
-    erase_dead_nodes(gm)
+    _drop_state_writes(gm, keep)
+    erase_unused(gm, keep)
     gm.delete_all_unused_submodules()
     gm.graph.lint()
     gm.recompile()

@@ -305,14 +305,17 @@ _EXPORTED_OPS = {
 
 
 def _written_state(node: fx.Node) -> bool:
-    """Whether a call writes (if it writes) to a parameter or buffer: its first argument leads
-    back, through first arguments, to a ``get_attr``."""
-    root = node
-    while root.op in ("call_function", "call_method") and root.args:
-        if not isinstance(root.args[0], fx.Node):
-            return False
-        root = root.args[0]
-    return root.op == "get_attr" and root is not node
+    """Whether a call writes to a parameter or buffer directly: its first argument is a
+    ``get_attr`` or that attribute's ``.data``."""
+    target = node.args[0] if node.args else None
+    if (
+        isinstance(target, fx.Node)
+        and target.op == "call_function"
+        and target.target is getattr
+        and target.args[1:] == ("data",)
+    ):
+        target = target.args[0]
+    return isinstance(target, fx.Node) and target.op == "get_attr"
 
 
 def _drop_state_writes(gm: fx.GraphModule, keep: set[fx.Node]) -> None:

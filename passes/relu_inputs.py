@@ -43,15 +43,15 @@ def _global_hooks() -> bool:
     )
 
 
-def _hooked(module: nn.Module) -> bool:
-    """Whether ``module`` has hooks of its own, or every module has some."""
+def _own_hooks(module: nn.Module) -> bool:
+    """Whether ``module`` has hooks of its own (the global ones: :func:`_global_hooks`)."""
     hooks = (
         module._forward_hooks,
         module._forward_pre_hooks,
         module._backward_hooks,
         module._backward_pre_hooks,
     )
-    return any(hooks) or _global_hooks()
+    return any(hooks)
 
 
 def _behind_identities(gm: fx.GraphModule, node: Any) -> tuple[Any, list[fx.Node]]:
@@ -76,7 +76,7 @@ def is_relu_output(gm: fx.GraphModule, node: Any) -> bool:
     node, identities = _behind_identities(gm, node)
     if not isinstance(node, fx.Node) or _global_hooks():
         return False
-    if any(_hooked(gm.get_submodule(str(n.target))) for n in identities):
+    if any(_own_hooks(gm.get_submodule(str(n.target))) for n in identities):
         return False
     if node.op == "call_function":
         return node.target in _RELU_FUNCTIONS
@@ -84,7 +84,7 @@ def is_relu_output(gm: fx.GraphModule, node: Any) -> bool:
         return node.target in _RELU_METHODS
     if node.op == "call_module":
         module = gm.get_submodule(str(node.target))
-        return type(module) is nn.ReLU and not _hooked(module)
+        return type(module) is nn.ReLU and not _own_hooks(module)
     return False
 
 
@@ -99,7 +99,7 @@ def unless_hooked(
     plain = (relu is None or type(relu) is nn.ReLU) and all(
         type(m) is nn.Identity for m in identities
     )
-    hooked = _global_hooks() or any(_hooked(m) for m in (relu, *identities) if m is not None)
+    hooked = _global_hooks() or any(_own_hooks(m) for m in (relu, *identities) if m is not None)
     return x if plain and not hooked else None
 
 

@@ -112,8 +112,8 @@ def _padded_shape(x: Tensor, pad: Sequence[int]) -> tuple[int, ...]:
 def _check_relu_input(
     qx: Tensor, relu_input: Tensor | None, relu_pad: Sequence[int] | None, relu_pad_mode: str
 ) -> None:
-    """``relu_input`` float32 ``[N, C, H, W]`` that ``relu_pad`` (4 non-negative pads, or none)
-    pads to ``qx``'s shape in one of :data:`RELU_PAD_MODES`."""
+    """``relu_input`` float32 ``[N, C, H, W]`` on the codes' device, that ``relu_pad`` (4
+    non-negative pads, or none) pads to ``qx``'s shape in one of :data:`RELU_PAD_MODES`."""
     torch._check(
         relu_pad_mode in RELU_PAD_MODES,
         lambda: f"relu_pad_mode must be one of {RELU_PAD_MODES}, got {relu_pad_mode!r}",
@@ -129,6 +129,10 @@ def _check_relu_input(
     )
     if relu_input is None:
         return
+    torch._check(
+        relu_input.device == qx.device,
+        lambda: f"relu_input is on {relu_input.device}, the codes on {qx.device}",
+    )
     torch._check(
         relu_input.dim() == 4 and relu_input.dtype == torch.float32,
         lambda: (

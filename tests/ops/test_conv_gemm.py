@@ -376,3 +376,5 @@ def test_relu_input_opcheck_and_errors() -> None:
         approx_conv2d(*args, None, [0, 0, 0, 0])
     with pytest.raises(RuntimeError, match="float32"):
         approx_conv2d(*args, relu_input.double())
+    with pytest.raises(RuntimeError, match="relu_input is on meta"):
+        approx_conv2d(*args, relu_input.to("meta"))

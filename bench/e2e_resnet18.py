@@ -3,11 +3,14 @@
 
     python bench/e2e_resnet18.py [--device cpu|cuda] [--batch 16] [--mult mul8s_trunc8]
                                  [--threads N] [--clock wall|cpu] [--repeats 2]
+                                 [--keep-freed-memory]
 
 Times (best of ``--repeats`` after a warm-up) the float training step, the converted model's
 training step with LUT gradients and with straight-through (STE) gradients, and the inference
 forward of both; ``--clock cpu`` uses the process CPU time (robust on a shared machine with
-``--threads 1``; with more threads it adds up the threads' time).
+``--threads 1``; with more threads it adds up the threads' time). ``--keep-freed-memory`` first
+calls :func:`appmult_fx.keep_freed_memory`, as the ``appmult-fx`` command line does
+(``bench/step_faults.py`` times the two settings against each other).
 """
 
 from __future__ import annotations
@@ -125,13 +128,19 @@ def main() -> None:
     p.add_argument("--threads", type=int, help="CPU threads (default: torch's default)")
     p.add_argument("--clock", choices=tuple(CLOCKS), default="wall")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="keep freed memory in the process first, as the command line does",
+    )
     args = p.parse_args()
+    kept = amx.keep_freed_memory() if args.keep_freed_memory else False
     global clock
     clock = CLOCKS[args.clock]
     if args.threads:
         torch.set_num_threads(args.threads)
     figures = training_step_figures(torch.device(args.device), args.batch, args.mult, args.repeats)
-    print(json.dumps({**figures, "clock": args.clock}))
+    print(json.dumps({**figures, "clock": args.clock, "keep_freed_memory": kept}))
 
 
 if __name__ == "__main__":

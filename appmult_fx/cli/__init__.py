@@ -38,9 +38,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from ..app.allocator import keep_freed_memory
     from ..app.checkpoint import CheckpointError
 
     try:
+        keep_freed_memory()  # this process is ours: steps reuse freed memory (opt-out: env)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,0 +1,168 @@
+"""Page faults and time of a training step, with glibc's default allocator settings and with
+:func:`appmult_fx.keep_freed_memory` (what the ``appmult-fx`` command line sets).
+
+    python bench/step_faults.py [--threads 1] [--batch 16] [--mult mul8s_trunc8]
+                                [--rounds 3] [--steps 3] [--clock cpu|wall] [--json out.json]
+
+Each round runs two fresh processes, one per setting, alternately (an allocator setting holds
+for a whole process). Each process builds the CIFAR ResNet-18 of ``bench/e2e_resnet18.py``
+(float, LUT gradients, straight-through), warms each up, and then measures ``--steps`` training
+steps of each: minor page faults and system time per step (``getrusage``) and the best time of
+a step (``--clock``: process CPU time, the default, or wall time, which is what counts with
+several threads, whose CPU time includes their waiting). The table gives the medians over the
+rounds and each model's step time with the setting over the step time without, and the peak
+resident size of a process (all three models built and stepped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from e2e_resnet18 import cifar_resnet18, training_step
+
+import appmult_fx as amx
+
+SETTINGS = ("default", "keep")
+CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
+MODELS = ("float", "lut", "ste")
+
+
+def models(batch: int, mult: str) -> tuple[dict[str, torch.nn.Module], torch.Tensor, torch.Tensor]:
+    """The float model and its LUT- and STE-gradient conversions, calibrated, with a batch."""
+    torch.manual_seed(0)
+    model = cifar_resnet18().train()
+    x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+    multiplier = amx.with_gradients(amx.multiplier(mult))
+    out = {"float": model}
+    for gradient in ("lut", "ste"):
+        converted = amx.convert(model, amx.Spec().set_global(multiplier), gradient=gradient)
+        converted.train()
+        amx.calibrate(converted, [x], progress=False)
+        out[gradient] = converted
+    return out, x, y
+
+
+def measure(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, clock: str = "cpu"
+) -> dict:
+    """Faults and system seconds per step (means) and the best seconds of a step (``clock``)."""
+    now = CLOCKS[clock]
+    step = training_step(model, x, y)
+    step()
+    step()
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    best = float("inf")
+    for _ in range(steps):
+        start = now()
+        step()
+        best = min(best, now() - start)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "faults": (after.ru_minflt - before.ru_minflt) / steps,
+        "system_s": (after.ru_stime - before.ru_stime) / steps,
+        "step_s": best,
+    }
+
+
+def child(args: argparse.Namespace) -> None:
+    """One process: the setting, then every model measured; JSON on stdout."""
+    torch.set_num_threads(args.threads)
+    kept = amx.keep_freed_memory() if args.child == "keep" else False
+    if args.child == "keep" and not kept:
+        raise SystemExit("keep_freed_memory() did not apply here (not glibc, or opted out)")
+    built, x, y = models(args.batch, args.mult)
+    figures = {name: measure(built[name], x, y, args.steps, args.clock) for name in MODELS}
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    print(json.dumps({**figures, "peak_rss_mib": peak_kib / 1024}))
+
+
+def run_child(setting: str, args: argparse.Namespace) -> dict:
+    """The figures of one fresh process with ``setting``."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", setting]
+    for flag in ("threads", "batch", "mult", "steps", "clock"):
+        command += [f"--{flag}", str(getattr(args, flag))]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def summary(runs: dict[str, list[dict]]) -> dict:
+    """Medians over the rounds per setting and model, and the step-time ratios keep / default."""
+    out: dict = {}
+    for setting in SETTINGS:
+        out[setting] = {
+            name: {
+                key: statistics.median(run[name][key] for run in runs[setting])
+                for key in ("faults", "system_s", "step_s")
+            }
+            for name in MODELS
+        }
+        out[setting]["peak_rss_mib"] = statistics.median(
+            run["peak_rss_mib"] for run in runs[setting]
+        )
+    out["keep_over_default"] = {
+        name: round(out["keep"][name]["step_s"] / out["default"][name]["step_s"], 3)
+        for name in MODELS
+    }
+    out["over_float"] = {
+        setting: {
+            name: round(out[setting][name]["step_s"] / out[setting]["float"]["step_s"], 3)
+            for name in ("lut", "ste")
+        }
+        for setting in SETTINGS
+    }
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--mult", default="mul8s_trunc8")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--clock", choices=tuple(CLOCKS), default="cpu")
+    p.add_argument("--json", help="write the figures here")
+    p.add_argument("--child", choices=SETTINGS, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        child(args)
+        return
+    runs: dict[str, list[dict]] = {setting: [] for setting in SETTINGS}
+    for r in range(args.rounds):
+        for setting in SETTINGS:
+            runs[setting].append(run_child(setting, args))
+            print(f"  round {r + 1}/{args.rounds}: {setting} measured", file=sys.stderr)
+    figures = {
+        "threads": args.threads,
+        "batch": args.batch,
+        "mult": args.mult,
+        "clock": args.clock,
+        **summary(runs),
+    }
+    print(f"| model | setting | faults / step | system ms / step | {args.clock} ms / step (best) |")
+    print("|---|---|---:|---:|---:|")
+    for name in MODELS:
+        for setting in SETTINGS:
+            f = figures[setting][name]
+            print(
+                f"| {name} | {setting} | {f['faults']:.0f} | {1e3 * f['system_s']:.1f} "
+                f"| {1e3 * f['step_s']:.1f} |"
+            )
+    print(f"step time keep / default: {figures['keep_over_default']}")
+    peaks = {setting: round(figures[setting]["peak_rss_mib"]) for setting in SETTINGS}
+    print(f"peak resident MiB of a process: {peaks}")
+    print(f"step time / float step: {figures['over_float']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -48,7 +48,7 @@ _LAZY = {
     "fit": "appmult_fx.app.train",
     "compare": "appmult_fx.app.compare",
     "retrain": "appmult_fx.app.workflow",
-    "keep_freed_memory": "appmult_fx.app.allocator",
+    "keep_freed_memory": "appmult_fx.allocator",
     "train_float": "appmult_fx.app.workflow",
     "SearchPoint": "appmult_fx.assignment",
     "SearchResult": "appmult_fx.assignment",

@@ -1,5 +1,5 @@
 """``python -m appmult_fx`` runs the command line."""
 
-from appmult_fx.cli import main
+from appmult_fx.cli import console_main
 
-raise SystemExit(main())
+raise SystemExit(console_main())

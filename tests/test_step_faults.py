@@ -17,31 +17,31 @@ def test_summary_takes_medians_and_ratios_per_setting() -> None:
                 "float": _run(10, 1.0),
                 "lut": _run(900, 3.0),
                 "ste": _run(500, 2.0),
-                "peak_rss_mib": 500,
+                "resident_mib": 500,
             },
             {
                 "float": _run(30, 1.2),
                 "lut": _run(700, 2.8),
                 "ste": _run(300, 1.8),
-                "peak_rss_mib": 520,
+                "resident_mib": 520,
             },
             {
                 "float": _run(20, 0.8),
                 "lut": _run(800, 2.6),
                 "ste": _run(400, 1.6),
-                "peak_rss_mib": 510,
+                "resident_mib": 510,
             },
         ],
         "keep": [
-            {"float": _run(0, 1.0), "lut": _run(5, 2.5), "ste": _run(1, 1.5), "peak_rss_mib": 600},
-            {"float": _run(0, 0.9), "lut": _run(3, 2.7), "ste": _run(2, 1.7), "peak_rss_mib": 610},
-            {"float": _run(0, 1.1), "lut": _run(4, 2.6), "ste": _run(3, 1.6), "peak_rss_mib": 590},
+            {"float": _run(0, 1.0), "lut": _run(5, 2.5), "ste": _run(1, 1.5), "resident_mib": 600},
+            {"float": _run(0, 0.9), "lut": _run(3, 2.7), "ste": _run(2, 1.7), "resident_mib": 610},
+            {"float": _run(0, 1.1), "lut": _run(4, 2.6), "ste": _run(3, 1.6), "resident_mib": 590},
         ],
     }
     out = module.summary(runs)
     assert out["default"]["lut"] == {"faults": 800, "system_s": 800 / 1e5, "step_s": 2.8}
     assert out["keep"]["float"]["step_s"] == 1.0
-    assert out["default"]["peak_rss_mib"] == 510 and out["keep"]["peak_rss_mib"] == 600
+    assert out["default"]["resident_mib"] == 510 and out["keep"]["resident_mib"] == 600
     assert out["keep_over_default"] == {"float": 1.0, "lut": round(2.6 / 2.8, 3), "ste": 0.889}
     assert out["over_float"]["default"] == {"lut": 2.8, "ste": 1.8}
     assert out["over_float"]["keep"] == {"lut": 2.6, "ste": 1.6}

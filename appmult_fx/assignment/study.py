@@ -22,6 +22,7 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 from torch import Tensor, nn
 
+from ..allocator import freed_memory_kept, keep_freed_memory
 from .energy import EnergyModel
 from .engine import Batches, Engine, accuracy
 
@@ -199,10 +200,14 @@ def run_worker(
     barrier: Any = None,
     backend: Any = None,
     limit: int | None = None,
+    keep_memory: bool = False,
 ) -> int:
     """Run trials of the study until it holds ``cfg.trials`` complete ones; returns how many
     trials this worker ran (at most ``limit``). ``barrier`` (spawned workers) makes every
-    worker start together."""
+    worker start together; ``keep_memory`` (spawned workers of a process that kept freed
+    memory) sets :func:`~appmult_fx.allocator.keep_freed_memory` here too."""
+    if keep_memory:
+        keep_freed_memory()
     if threads is not None:
         torch.set_num_threads(threads)
     engine = problem.engine()
@@ -237,7 +242,11 @@ def run_workers(problem: Problem, cfg: StudyConfig, workers: int, backend: Any =
     barrier = ctx.Barrier(workers)
     threads = max(1, torch.get_num_threads() // workers)
     procs = [
-        ctx.Process(target=run_worker, args=(problem, cfg, w, threads, barrier))
+        ctx.Process(
+            target=run_worker,
+            args=(problem, cfg, w, threads, barrier),
+            kwargs={"keep_memory": freed_memory_kept()},
+        )
         for w in range(workers)
     ]
     for p in procs:

@@ -31,18 +31,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def console_main() -> int:
+    """Entry point of the ``appmult-fx`` console script and ``python -m appmult_fx``: the
+    process is ours, so its steps keep freed memory (:func:`appmult_fx.keep_freed_memory`;
+    ``APPMULT_FX_KEEP_FREED_MEMORY=0`` opts out), then :func:`main`."""
+    from ..allocator import keep_freed_memory
+
+    try:
+        keep_freed_memory()
+    except ValueError as exc:
+        print(f"appmult-fx: error: {exc}", file=sys.stderr)
+        return 2
+    return main()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``appmult-fx`` console script."""
+    """The command line on ``argv`` (default: ``sys.argv[1:]``); returns the exit code. It leaves
+    the process's allocator as it is (:func:`console_main` sets it)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    from ..app.allocator import keep_freed_memory
     from ..app.checkpoint import CheckpointError
 
     try:
-        keep_freed_memory()  # this process is ours: steps reuse freed memory (opt-out: env)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

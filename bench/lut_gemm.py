@@ -5,7 +5,10 @@
 Prints, per shape (ResNet-18 CIFAR conv layers as GEMMs at batch 16, a ViT-B MLP linear), width
 (``8`` = an 8 x 8-bit table, ``8x4`` = 8-bit activations x 4-bit weights, a 256 x 16 table) and
 product (fwd, dA, dW), G-LUT-MAC/s of each implementation and its ratio to fp32 ``torch.mm``
-measured in the same run, then the median ratio over the ResNet-18 shapes. For a width with a
+of the forward shape measured in the same run (``ours/mm``, the issues' measure), and to the
+fp32 GEMM a float training step runs for the same product (``ours/prod``: ``G @ W^T`` for dA,
+``A^T @ G`` for dW, whose inner dimensions N and M run below the forward shape's speed on the
+narrow layers), then the median ratios over the ResNet-18 shapes. For a width with a
 side of at most 4 bits the same product is also timed through the generic kernels ("generic":
 the narrow side's table padded to 5 bits, which the register fast path does not take). The
 reference is timed on at most ``--reference-rows`` rows of the shape (its throughput does not
@@ -79,6 +82,17 @@ def product_fns(impl, a, w, g, table, gtab) -> dict[str, Callable[[], object]]:
     }
 
 
+def float_product_fns(af: Tensor, wf: Tensor, gf: Tensor) -> dict[str, Callable[[], object]]:
+    """The fp32 GEMMs a float training step runs for each product of ``A [M, K] @ W [K, N]``
+    with output gradient ``G [M, N]`` (as autograd runs them for a linear layer): forward
+    ``A @ W``, ``dA = G @ W^T`` (inner dimension N) and ``dW = A^T @ G`` (inner dimension M)."""
+    return {
+        "fwd": lambda: torch.mm(af, wf),
+        "dA": lambda: torch.mm(gf, wf.t()),
+        "dW": lambda: torch.mm(af.t(), gf),
+    }
+
+
 def int_mm_fn(m: int, k: int, n: int, device: torch.device) -> Callable[[], object] | None:
     """``torch._int_mm`` on int8 operands of this shape, or None where unsupported."""
     a8 = torch.randint(-128, 127, (m, k), dtype=torch.int8, device=device)
@@ -129,8 +143,14 @@ def bench_shape(shape, width: tuple[int, int], device: torch.device, backend, ar
     w = torch.randint(0, 1 << bits_b, (1, k, n), dtype=torch.uint8, generator=gen).to(device)
     g = torch.randn(1, m, n, generator=gen).to(device)
     af, wf = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
+    gf = torch.randn(m, n, device=device)
     macs = m * k * n / 1e9
     mm = macs / seconds(lambda: torch.mm(af, wf), device, args.repeats)
+    float_products = float_product_fns(af, wf, gf)
+    product_mm = {
+        p: mm if p == "fwd" else macs / seconds(float_products[p], device, args.repeats)
+        for p in PRODUCTS
+    }
     rows = min(m, args.reference_rows)
     ref_fns = product_fns(reference, a[:, :rows], w, g[:, :rows], table, gtab)
     ours_fns = product_fns(backend, a, w, g, table, gtab)
@@ -143,6 +163,7 @@ def bench_shape(shape, width: tuple[int, int], device: torch.device, backend, ar
     for product in PRODUCTS:
         gmacs = {
             "torch.mm": mm,
+            "float product": product_mm[product],
             "ours": macs / seconds(ours_fns[product], device, args.repeats),
             "reference": rows * k * n / 1e9 / seconds(ref_fns[product], device, 1),
         }
@@ -164,6 +185,7 @@ def bench_shape(shape, width: tuple[int, int], device: torch.device, backend, ar
                     "impl": impl,
                     "gmacs": round(value, 4),
                     "ratio_vs_mm": round(value / mm, 5),
+                    "ratio_vs_product": round(value / product_mm[product], 5),
                 }
             )
     return results
@@ -178,7 +200,7 @@ def print_table(results: list[dict]) -> None:
     print(
         f"{'shape':16} {'M':>6} {'K':>5} {'N':>5} {'bits':>4} {'prod':>4} "
         f"{'ours':>8} {'generic':>8} {'ref':>7} {'mm':>8} {'int_mm':>8} {'ours/mm':>8} "
-        f"{'ours/ref':>8}"
+        f"{'ours/ref':>8} {'ours/prod':>9}"
     )
     nan = float("nan")
     for (name, m, k, n, bits, product), impls in rows.items():
@@ -188,13 +210,17 @@ def print_table(results: list[dict]) -> None:
         gen = impls.get("generic", {}).get("gmacs", nan)
         print(
             f"{name:16} {m:6d} {k:5d} {n:5d} {bits:>4} {product:>4} {ours:8.2f} {gen:8.2f} "
-            f"{ref:7.3f} {mm:8.2f} {im:8.2f} {ours / mm:8.3f} {ours / ref:8.0f}"
+            f"{ref:7.3f} {mm:8.2f} {im:8.2f} {ours / mm:8.3f} {ours / ref:8.0f} "
+            f"{impls['ours']['ratio_vs_product']:9.3f}"
         )
 
 
 def print_medians(results: list[dict]) -> None:
     names = {s[0] for s in RESNET18_CIFAR}
-    print("\nmedian over the ResNet-18 CIFAR shapes (ours / torch.mm fp32, ours / reference):")
+    print(
+        "\nmedian over the ResNet-18 CIFAR shapes (ours / torch.mm fp32 of the forward shape,"
+        " ours / the fp32 GEMM of the same product, ours / reference):"
+    )
     for bits in dict.fromkeys(r["bits"] for r in results):
         for product in PRODUCTS:
             sel = [
@@ -207,6 +233,7 @@ def print_medians(results: list[dict]) -> None:
             if not ours:
                 continue
             ratio = statistics.median(r["ratio_vs_mm"] for r in ours.values())
+            vs_product = statistics.median(r["ratio_vs_product"] for r in ours.values())
             speedup = statistics.median(ours[s]["gmacs"] / ref[s] for s in ours)
             gm = statistics.median(r["gmacs"] for r in ours.values())
             generic = {r["shape"]: r["gmacs"] for r in sel if r["impl"] == "generic"}
@@ -217,7 +244,7 @@ def print_medians(results: list[dict]) -> None:
             )
             print(
                 f"  {bits:>4} {product:>3}: {gm:7.2f} G-LUT-MAC/s, {ratio:.3f} x torch.mm, "
-                f"{speedup:.0f} x reference{vs_generic}"
+                f"{vs_product:.3f} x the float product, {speedup:.0f} x reference{vs_generic}"
             )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -12,8 +13,18 @@ from collections.abc import Sequence
 _COMMAND_MODULES = ["layers", "train", "lut", "export", "fp", "search"]
 
 # exit codes: 0 success, 2 bad input or arguments, 3 a checkpoint that cannot be used
-# (corrupted, truncated, another model's, or resumed with other arguments), 130 Ctrl-C
+# (corrupted, truncated, another model's, or resumed with other arguments), 130 Ctrl-C, 141 the
+# reader of the output closed it (`| head`; 128 + SIGPIPE, as a shell reports a process the
+# signal ended)
 EXIT_CHECKPOINT = 3
+EXIT_CLOSED_OUTPUT = 141
+
+
+def _stdout_to_devnull() -> None:
+    """Point standard output at /dev/null, so that the interpreter's last flush at exit does not
+    raise again into a closed pipe (the recipe of Python's ``signal`` documentation)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,10 +67,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..app.checkpoint import CheckpointError
 
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, among the handlers, not at exit
+        return code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader closed our output: nothing is wrong, nothing to say
+        _stdout_to_devnull()
+        return EXIT_CLOSED_OUTPUT
     except CheckpointError as exc:
         print(f"appmult-fx: checkpoint error: {exc}", file=sys.stderr)
         return EXIT_CHECKPOINT

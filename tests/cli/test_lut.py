@@ -122,3 +122,21 @@ def test_grad_takes_one_window_per_axis(tmp_path: Path, monkeypatch: pytest.Monk
     assert main(["lut", "grad", "mul8x4u_trunc3", "--window", "8x-1"]) != 0
     with pytest.raises(SystemExit):
         main(["lut", "grad", "mul8x4u_trunc3", "--window", "8y2"])
+
+
+def test_a_closed_output_ends_quietly() -> None:
+    """``appmult-fx lut list | head -1``: the reader closes the pipe early; the command ends
+    with 141 (128 + SIGPIPE) and no error message, not ``[Errno 32] Broken pipe`` (or an
+    ignored exception at exit, where the output fits the buffer until the last flush)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appmult_fx", "lut", "list"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # the reader goes away before the command has written anything
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert "Broken pipe" not in err and "Traceback" not in err, err

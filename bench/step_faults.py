@@ -28,28 +28,14 @@ import time
 from pathlib import Path
 
 import torch
-from e2e_resnet18 import cifar_resnet18, training_step
+from e2e_resnet18 import training_step
+from profile_step import make_model
 
 import appmult_fx as amx
 
 SETTINGS = ("default", "keep")
 CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
 MODELS = ("float", "lut", "ste")
-
-
-def models(batch: int, mult: str) -> tuple[dict[str, torch.nn.Module], torch.Tensor, torch.Tensor]:
-    """The float model and its LUT- and STE-gradient conversions, calibrated, with a batch."""
-    torch.manual_seed(0)
-    model = cifar_resnet18().train()
-    x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
-    multiplier = amx.with_gradients(amx.multiplier(mult))
-    out = {"float": model}
-    for gradient in ("lut", "ste"):
-        converted = amx.convert(model, amx.Spec().set_global(multiplier), gradient=gradient)
-        converted.train()
-        amx.calibrate(converted, [x], progress=False)
-        out[gradient] = converted
-    return out, x, y
 
 
 def measure(
@@ -79,8 +65,13 @@ def child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     kept = amx.keep_freed_memory() if args.child == "keep" else False
     if args.child == "keep" and not kept:
-        raise SystemExit("keep_freed_memory() did not apply here (not glibc, or opted out)")
-    built, x, y = models(args.batch, args.mult)
+        raise SystemExit(
+            "keep_freed_memory() did not apply here (not glibc, another malloc preloaded, "
+            "opted out, or glibc's own thresholds set)"
+        )
+    torch.manual_seed(0)
+    x, y = torch.randn(args.batch, 3, 32, 32), torch.randint(0, 10, (args.batch,))
+    built = {name: make_model(name, args.mult, x) for name in MODELS}
     figures = {name: measure(built[name], x, y, args.steps, args.clock) for name in MODELS}
     pages = int(Path("/proc/self/statm").read_text().split()[1])  # resident, Linux
     print(json.dumps({**figures, "resident_mib": pages * os.sysconf("SC_PAGE_SIZE") / 2**20}))

@@ -82,7 +82,9 @@ def run_child(setting: str, args: argparse.Namespace) -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), "--child", setting]
     for flag in ("threads", "batch", "mult", "steps", "clock"):
         command += [f"--{flag}", str(getattr(args, flag))]
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"the {setting} process failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -114,20 +116,32 @@ def summary(runs: dict[str, list[dict]]) -> dict:
     return out
 
 
-def main() -> None:
+def positive(text: str) -> int:
+    """An argument that must be a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--threads", type=positive, default=1)
+    p.add_argument("--batch", type=positive, default=16)
     p.add_argument("--mult", default="mul8s_trunc8")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--rounds", type=positive, default=3)
+    p.add_argument("--steps", type=positive, default=3)
     p.add_argument("--clock", choices=tuple(CLOCKS), default="cpu")
     p.add_argument("--json", help="write the figures here")
     p.add_argument("--child", choices=SETTINGS, help=argparse.SUPPRESS)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.child:
         child(args)
         return
+    try:
+        amx.multiplier(args.mult)
+    except (KeyError, ValueError) as exc:
+        p.error(f"--mult: {exc}")
     runs: dict[str, list[dict]] = {setting: [] for setting in SETTINGS}
     for r in range(args.rounds):
         for setting in SETTINGS:

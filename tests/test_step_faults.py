@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.bench_scripts import load_bench_script
 
 
@@ -45,3 +47,20 @@ def test_summary_takes_medians_and_ratios_per_setting() -> None:
     assert out["keep_over_default"] == {"float": 1.0, "lut": round(2.6 / 2.8, 3), "ste": 0.889}
     assert out["over_float"]["default"] == {"lut": 2.8, "ste": 1.8}
     assert out["over_float"]["keep"] == {"lut": 2.6, "ste": 1.6}
+
+
+@pytest.mark.parametrize(
+    "argv", [["--rounds", "0"], ["--steps", "-1"], ["--threads", "0"], ["--batch", "0"]]
+)
+def test_counts_below_one_are_refused(argv: list[str], capsys) -> None:  # noqa: ANN001
+    with pytest.raises(SystemExit) as stop:
+        load_bench_script("step_faults").main(argv)
+    assert stop.value.code == 2
+    assert "expected a whole number >= 1" in capsys.readouterr().err
+
+
+def test_an_unknown_multiplier_is_refused_before_any_process(capsys) -> None:  # noqa: ANN001
+    with pytest.raises(SystemExit) as stop:
+        load_bench_script("step_faults").main(["--mult", "mul8s_nosuch"])
+    assert stop.value.code == 2
+    assert "--mult" in capsys.readouterr().err

@@ -118,6 +118,7 @@ __all__ = [
     "from_function",
     "from_netlist",
     "import_library",
+    "keep_freed_memory",
     "layers",
     "load_catalogue",
     "load_dataset",

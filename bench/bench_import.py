@@ -40,7 +40,7 @@ def test_import_8bit_folder_one_core(benchmark, library: Path, tmp_path: Path) -
     counter = itertools.count()
 
     def run() -> int:
-        os.environ["APPMULT_FX_CACHE"] = str(tmp_path / f"cache{next(counter)}")  # cold cache
+        os.environ["APPMULT_FX_CACHE_DIR"] = str(tmp_path / f"cache{next(counter)}")  # cold cache
         report = import_library(library, tmp_path / "cat", workers=1, progress=False)
         return len(report.entries) + len(report.refused)
 

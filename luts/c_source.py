@@ -12,12 +12,14 @@ of the ``bits_a + bits_b`` output bits, whatever the C return type (``uint16_t``
 The source is compiled (``compiler``, else ``$CC``/``cc`` for ``.c``, ``$CXX``/``c++``
 otherwise; a command with flags such as ``"gcc -O0"`` is split like a shell would) together
 with a small ``main`` that includes it (``-include``: any path works) and writes the table.
-The executable is cached under ``$APPMULT_FX_CACHE`` (default ``~/.cache/appmult_fx``) by a
-hash of the source, the wrapper and the command, and runs in a child process, so a crash in
-the user's function is an error naming it, never a dead interpreter. Headers the source
-includes are not part of the hash. An EvoApproxLib header comment block in the source gives
-the multiplier's ``hardware`` figures and the library's error figures (see
-:mod:`.evoapprox_header`).
+The executable is cached in ``c_multipliers`` under :func:`.cache.cache_root`
+(``$APPMULT_FX_CACHE_DIR``, default ``~/.cache/appmult_fx``) by a hash of the source, the
+wrapper and the command, and runs in a child process, so a crash in the user's function is an
+error naming it, never a dead interpreter. Headers the source includes are not part of the
+hash. An EvoApproxLib header comment block in the source gives the multiplier's ``hardware``
+figures and the library's error figures (see :mod:`.evoapprox_header`), which the table must
+agree with; a file named like EvoApproxLib gives the operand widths and signedness
+(:mod:`.evoapprox_names`).
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .evoapprox_header import with_header
-from .indexing import check_widths, output_range
+from .cache import cache_root
+from .evoapprox_header import check_header, with_header
+from .evoapprox_names import circuit_name, named_operands
+from .indexing import output_range
 from .multiplier import Multiplier
 
 C_SUFFIXES = {".c"}
@@ -62,9 +66,8 @@ int main(void) {{
 
 
 def cache_dir() -> Path:
-    """Where compiled C/C++ multipliers are cached (``$APPMULT_FX_CACHE`` or ~/.cache)."""
-    root = os.environ.get("APPMULT_FX_CACHE") or Path.home() / ".cache" / "appmult_fx"
-    return Path(root) / "c_multipliers"
+    """Where compiled C/C++ multipliers are cached (under :func:`.cache.cache_root`)."""
+    return cache_root() / "c_multipliers"
 
 
 def _strip_comments(text: str) -> str:
@@ -201,8 +204,8 @@ def signed_values(codes: np.ndarray, bits_a: int, bits_b: int) -> np.ndarray:
 
 def from_c_source(
     path: str | Path,
-    bits: int | tuple[int, int],
-    signed: bool = False,
+    bits: int | tuple[int, int] | None = None,
+    signed: bool | None = None,
     symbol: str | None = None,
     name: str | None = None,
     compiler: str | None = None,
@@ -213,13 +216,24 @@ def from_c_source(
 
     ``symbol`` defaults to the file stem when the source defines a function of that name
     (EvoApproxLib: ``mul8u_2AC.c`` defines ``mul8u_2AC``), else ``approx_mul``. ``bits`` is
-    an int or ``(bits_a, bits_b)``; ``operands`` names (or gives the positions of) the
-    parameters receiving A and B.
+    an int or ``(bits_a, bits_b)``, ``signed`` a bool; a file named like EvoApproxLib
+    (``mul8x4u_2AN.c``) gives both when omitted and refuses values that contradict its name
+    (:mod:`.evoapprox_names`), and a file whose header's error figures the table contradicts
+    is refused (:func:`.evoapprox_header.check_header`). Without a name to go by, ``bits`` is
+    required and ``signed`` defaults to False. ``operands`` names (or gives the positions of)
+    the parameters receiving A and B.
     """
     path = Path(path)
-    bits_a, bits_b = check_widths(bits)
     if not path.is_file():
         raise FileNotFoundError(f"C/C++ source {path} not found")
+    widths, named_signed = named_operands(circuit_name(path.stem), bits, signed)
+    if widths is None:
+        raise ValueError(
+            f"{path.name}: operand widths unknown; pass bits= (an int or (bits_a, bits_b)), or "
+            "name the file like EvoApproxLib (mul8u_..., mul8x4u_...)"
+        )
+    bits_a, bits_b = widths
+    signed = bool(named_signed)
     command = _compiler(path, compiler)
     text = path.read_text(errors="replace")
     if symbol is None:
@@ -242,4 +256,4 @@ def from_c_source(
         table.reshape(1 << bits_a, 1 << bits_b),
         provenance=provenance,
     )
-    return with_header(mult, text)
+    return check_header(with_header(mult, text), path.name)

@@ -1,11 +1,13 @@
 """Import a whole multiplier library (EvoApproxLib and the like) into a catalogue.
 
 Every file under the root with a known suffix is a source: C/C++ models (``.c .cc .cpp
-.cxx``), Verilog (``.v .sv``, gate-level ``*_pdk45.v`` included), BLIF (``.blif``) and LUT
-files (``.lut .npz .txt .bin``). Sources of one circuit share a name (file stem without
-``_pdk45``/``_sop``/``_lutfp...``) in one folder. Widths and signedness come from
-EvoApproxLib's naming (``mul8u_``, ``mul8s_``, ``mul8x4u_``: A x B bits, ``u``/``s``), else
-from the netlist's ports (unsigned unless ``signed=True``), else from ``bits=``.
+.cxx``), Verilog (``.v .sv``, gate-level ``*_pdk45.v`` and generic ``*_gen.v`` included),
+BLIF (``.blif``) and LUT files (``.lut .npz .txt .bin``). Sources of one circuit share a name
+(file stem without ``_pdk45``/``_gen``/``_sop``/``_lutfp...``) in one folder. Widths and
+signedness come from EvoApproxLib's naming (``mul8u_``, ``mul8s_``, ``mul8x4u_``: A x B bits,
+``u``/``s``; :mod:`.evoapprox_names`), else from the netlist's ports (unsigned unless
+``signed=True``), else from ``bits=``. Adders (``add8u_...``) and widths above 8 bits are
+refused with the reason.
 
 Each circuit is built from every source (in parallel, one process per circuit); a source
 that fails is reported and skipped, the others still count. All tables of a circuit must be
@@ -18,7 +20,6 @@ reported. Imported circuits are written as ``<name>.lut`` beside ``catalogue.jso
 from __future__ import annotations
 
 import os
-import re
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,17 +29,16 @@ import numpy as np
 from tqdm import tqdm
 
 from .catalogue import CATALOGUE_FILE, catalogue_entry, write_catalogue
-from .evoapprox_header import header_tolerance, with_header
+from .evoapprox_header import HeaderMismatch, header_mismatches
+from .evoapprox_names import circuit_name, evoapprox_widths
 from .formats import load_multiplier, save_multiplier
-from .metrics import evoapprox_metrics, metrics
+from .metrics import metrics
 from .multiplier import Multiplier
 from .user_defined import from_c_source, from_netlist
 
 C_SOURCES = {".c", ".cc", ".cpp", ".cxx"}
 NETLISTS = {".v", ".sv", ".blif"}
 LUT_FILES = {".lut", ".npz", ".txt", ".bin"}
-_VARIANT = re.compile(r"(_pdk45|_sop|_lutfp(\+bp_avg_\d+_\d+)?)$")
-_EVO_NAME = re.compile(r"^mul(\d)(?:x(\d))?([us])_")
 
 
 @dataclass
@@ -72,14 +72,6 @@ class ImportReport:
     refused: list[str]
 
 
-def evoapprox_widths(name: str) -> tuple[tuple[int, int], bool] | None:
-    """``((bits_a, bits_b), signed)`` from an EvoApproxLib circuit name, e.g. ``mul8x4u_2AN``."""
-    m = _EVO_NAME.match(name)
-    if m is None:
-        return None
-    return (int(m[1]), int(m[2] or m[1])), m[3] == "s"
-
-
 def find_circuits(
     root: Path, out: Path, bits: int | tuple[int, int] | None, signed: bool
 ) -> list[Circuit]:
@@ -89,7 +81,7 @@ def find_circuits(
     for path in sorted(root.rglob("*")):
         if not path.is_file() or path.suffix not in known or out in path.parents:
             continue
-        name = _VARIANT.sub("", path.stem) or path.stem
+        name = circuit_name(path.stem)
         groups.setdefault((path.parent, name), []).append(path)
     circuits = []
     for (_, name), sources in groups.items():
@@ -110,8 +102,7 @@ def _read(path: Path, circuit: Circuit) -> Multiplier:
             )
         return from_c_source(path, circuit.bits, bool(circuit.signed), name=circuit.name)
     if path.suffix in NETLISTS:
-        mult = from_netlist(path, signed=bool(circuit.signed), name=circuit.name)
-        return with_header(mult, path.read_text(errors="replace")[:20000])
+        return from_netlist(path, signed=bool(circuit.signed), name=circuit.name)
     return load_multiplier(path)
 
 
@@ -120,17 +111,6 @@ def _first_difference(a: Multiplier, b: Multiplier) -> str:
         return f"{a.widths}{'s' if a.signed else 'u'} vs {b.widths}{'s' if b.signed else 'u'}"
     i, j = (int(x) for x in np.argwhere((a.table != b.table).numpy())[0])
     return f"table[{i}][{j}] = {int(a.table[i, j])} vs {int(b.table[i, j])}"
-
-
-def _header_mismatches(mult: Multiplier, computed: dict[str, float]) -> list[str]:
-    printed = mult.provenance.get("header_metrics") or {}
-    rounding = mult.provenance.get("header_rounding") or {}
-    ours = evoapprox_metrics(mult, computed)
-    return [
-        f"{key}: computed {ours[key]:.6g}, header {value:g}"
-        for key, value in printed.items()
-        if key in ours and abs(ours[key] - value) > header_tolerance(value, rounding.get(key, 0))
-    ]
 
 
 def import_circuit(circuit: Circuit) -> CircuitResult:
@@ -144,6 +124,9 @@ def import_circuit(circuit: Circuit) -> CircuitResult:
         rel = path.relative_to(circuit.root).as_posix()
         try:
             mult = _read(path, circuit)
+        except HeaderMismatch as exc:  # the circuit is not what its header says
+            result.problems.append(f"{circuit.name}: refused: {exc}")
+            return result
         except Exception as exc:  # every failure of one source is reported, none aborts
             result.problems.append(f"{rel}: {type(exc).__name__}: {str(exc)[:300]}")
             continue
@@ -167,7 +150,7 @@ def import_circuit(circuit: Circuit) -> CircuitResult:
     mult = first if not hardware else first.with_hardware(**hardware)
     computed = metrics(mult)
     for _, m in built:
-        bad = _header_mismatches(m, computed)
+        bad = header_mismatches(m, computed)
         if bad:
             result.problems.append(
                 f"{circuit.name}: refused: metrics differ from the header ({'; '.join(bad)})"

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from .blif import parse_blif
 from .cells import Cell, cell_library
-from .evoapprox_header import with_header
+from .evoapprox_header import HeaderMismatch, check_header, with_header
+from .evoapprox_names import circuit_name, named_operands
 from .multiplier import Multiplier
 from .netlist import Netlist, NetlistError
 from .netlist_sim import simulate_multiplier
@@ -39,7 +41,7 @@ def _head(path: Path, lines: int = 80) -> str:
 
 def from_netlist(
     path: str | Path,
-    signed: bool = False,
+    signed: bool | None = None,
     name: str | None = None,
     top: str | None = None,
     *,
@@ -53,15 +55,32 @@ def from_netlist(
     two input ports are taken in port order, else the input bits are split in half (see
     :mod:`.netlist_sim`; ``provenance["operands"]`` says which). When ``signed``, entries are
     the two's-complement value of the ``bits_a + bits_b``-bit output, whatever the output
-    port's width. ``cells`` adds cell definitions to the built-in OSU FreePDK45 library
-    (:mod:`.cells`). An EvoApproxLib header sets :attr:`Multiplier.hardware` (plus ``cells``,
-    the number of library cells instantiated, for gate-level netlists) and its error figures
-    go to ``provenance["header_metrics"]`` (:func:`.evoapprox_header.with_header`). The
-    default name is the file stem without a ``_sop`` suffix.
+    port's width (an output narrower than that warns: an adder's, say). ``signed`` defaults to
+    what an EvoApproxLib file name says (``mul8s_...``), else False; widths or signedness that
+    contradict the name, an adder's name (``add8u_...``) and a table that contradicts the
+    header's error figures are refused (:mod:`.evoapprox_names`,
+    :func:`.evoapprox_header.check_header`). ``cells`` adds cell definitions to the built-in
+    OSU FreePDK45 library (:mod:`.cells`). An EvoApproxLib header sets
+    :attr:`Multiplier.hardware` (plus ``cells``, the number of library cells instantiated,
+    for gate-level netlists) and its error figures go to ``provenance["header_metrics"]``
+    (:func:`.evoapprox_header.with_header`). The default name is the file stem without a
+    ``_sop`` suffix.
     """
     path = Path(path)
     netlist = parse_netlist(path, top, cells)
     sim = simulate_multiplier(netlist, operands)
+    try:
+        _, named_signed = named_operands(circuit_name(path.stem), (sim.bits_a, sim.bits_b), signed)
+    except ValueError as exc:
+        raise NetlistError(path, None, f"{exc} (operands from the ports: {sim.binding})") from exc
+    signed = bool(named_signed)
+    if sim.out_bits < sim.bits_a + sim.bits_b:
+        warnings.warn(
+            f"{path.name}: output of {sim.out_bits} bits, narrower than the "
+            f"{sim.bits_a + sim.bits_b} bits of a {sim.bits_a}x{sim.bits_b} product: is this "
+            "a multiplier?",
+            stacklevel=2,
+        )
     fmt = "verilog" if path.suffix in VERILOG_SUFFIXES else "blif"
     provenance: dict[str, Any] = {
         "source": "netlist",
@@ -81,7 +100,9 @@ def from_netlist(
             provenance=provenance,
             hardware={"cells": count} if count else None,
         )
-        mult = with_header(mult, _head(path))
+        mult = check_header(with_header(mult, _head(path)), path.name)
+    except HeaderMismatch:
+        raise
     except ValueError as exc:  # widths out of range, outputs that do not fit, a bad header
         raise NetlistError(path, None, f"{exc} (operands: {sim.binding})") from exc
     if mult.hardware is not None and "source" not in mult.hardware:

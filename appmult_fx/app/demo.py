@@ -17,29 +17,7 @@ from .report import before_after_table, write_json
 from .train import TrainConfig
 from .workflow import datasets, retrain_model, train_float
 
-# The seed's headline multiplier (mul7u "syn2"), present beside a development checkout.
-SEED_SYN2 = (
-    Path(__file__).resolve().parents[3]
-    / "shared"
-    / "appmults"
-    / "resub_als"
-    / "Mult_7_7_MED_63.6771_size_178_depth_23_lutfp+bp_avg_8_8.txt"
-)
-
-
 DEMO_MULTIPLIER = "mul7u_trunc7"  # 7-bit, 7 partial-product columns removed (like the seed's rm6)
-
-
-def pick_multiplier() -> tuple[str, str]:
-    """The demo's default multiplier and why: the built-in ``mul7u_trunc7``, else the seed's
-    syn2 file when ``../shared`` is present, else the exact 7-bit multiplier."""
-    from appmult_fx import builtin_names
-
-    if DEMO_MULTIPLIER in builtin_names():
-        return DEMO_MULTIPLIER, "built-in truncated multiplier, like the seed's vert_trunc ones"
-    if SEED_SYN2.is_file():
-        return str(SEED_SYN2), "the seed's mul7u syn2 (from ../shared)"
-    return "mul7u_exact", "no approximate multiplier available: exact 7-bit (quantization only)"
 
 
 def run_demo(
@@ -59,7 +37,10 @@ def run_demo(
     start = time.perf_counter()
     why = "given on the command line"
     if multiplier is None:
-        multiplier, why = pick_multiplier()
+        multiplier, why = (
+            DEMO_MULTIPLIER,
+            "built-in truncated multiplier, like the seed's vert_trunc ones",
+        )
     print(f"appmult-fx demo: {model} on scikit-learn digits (8x8), multiplier {multiplier} ({why})")
     with tempfile.TemporaryDirectory(prefix="appmult-fx-demo-") as tmp:
         out = Path(out_dir or tmp)

@@ -44,7 +44,12 @@ def _import(args: argparse.Namespace) -> int:
         f"wrote {report.catalogue}: {len(report.entries)} multipliers imported, "
         f"{len(report.refused)} refused, {len(report.problems)} problems reported"
     )
-    return 0 if report.entries or not report.refused else 1
+    if report.refused:
+        print(
+            f"refused: {', '.join(report.refused)} (the catalogue holds the others; exit 1)",
+            file=sys.stderr,
+        )
+    return 1 if report.refused else 0
 
 
 def _sort_value(entry: dict[str, Any], key: str) -> tuple[int, Any]:
@@ -86,7 +91,8 @@ def register_import(cmds: argparse._SubParsersAction) -> None:
         "import",
         help="import every multiplier under a folder (C, Verilog, BLIF, LUT files)",
         description="Build every circuit under DIRECTORY from all its sources, cross-check "
-        "them and the header figures, write one .lut per multiplier and catalogue.json.",
+        "them and the header figures, write one .lut per multiplier and catalogue.json. "
+        "Exit status 1 when any circuit was refused (the catalogue then holds the others).",
     )
     p.add_argument("directory", help="library folder (e.g. an EvoApproxLib checkout)")
     p.add_argument("--out", required=True, help="catalogue folder to write")

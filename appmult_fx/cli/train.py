@@ -92,8 +92,8 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--multiplier",
         default=None,
-        help="multiplier name or LUT file (default: the seed's mul7u syn2 when "
-        "../shared is present, else a built-in approximate one)",
+        help="multiplier name or LUT file (default: the built-in mul7u_trunc7, 7-bit with 7 "
+        "partial-product columns removed)",
     )
     p.add_argument("--float-epochs", type=int, default=4)
     p.add_argument("--epochs", type=int, default=2, help="retraining epochs (default 2)")

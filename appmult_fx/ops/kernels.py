@@ -39,6 +39,7 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
+from ..luts.cache import cache_root
 from ..luts.indexing import MAX_BITS, MIN_BITS
 from . import reference
 
@@ -85,12 +86,8 @@ def source_dir() -> Path:
 
 
 def cache_dir() -> Path:
-    """Root folder of the compiled-module cache."""
-    env = os.environ.get("APPMULT_FX_CACHE_DIR")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "appmult_fx"
+    """Root folder of the compiled-module cache (:func:`appmult_fx.luts.cache.cache_root`)."""
+    return cache_root()
 
 
 def _module_name(prefix: str, files: tuple[str, ...], extra: str) -> str:

@@ -30,7 +30,7 @@ def test_build_from_seed_netlist_reproduces_gradient_file(
 
 
 def test_build_from_c_source_to_seed_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("APPMULT_FX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("APPMULT_FX_CACHE_DIR", str(tmp_path / "cache"))
     src = tmp_path / "m.c"
     src.write_text("long long approx_mul(long long a, long long b) { return a * b; }\n")
     out = tmp_path / "m_lutfp.txt"

@@ -14,7 +14,7 @@ from appmult_fx.luts.c_source import cache_dir, from_c_source
 
 @pytest.fixture(autouse=True)
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("APPMULT_FX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("APPMULT_FX_CACHE_DIR", str(tmp_path / "cache"))
     return cache_dir()
 
 

@@ -40,7 +40,7 @@ def test_header_figures_units_and_rounding() -> None:
 
 def test_no_header_and_bad_unit() -> None:
     assert parse_evoapprox_header("module m(a, b, o);\n") == {
-        "hardware": None, "metrics": {}, "rounding": {}
+        "hardware": None, "metrics": {}, "rounding": {}, "unchecked": {}
     }  # fmt: skip
     with pytest.raises(ValueError, match="line 1.*unknown unit 'furlong'"):
         parse_evoapprox_header("// PDK45_AREA = 3 furlong\n")

@@ -48,7 +48,7 @@ def _write(path: Path, text: str) -> None:
 
 @pytest.fixture
 def library(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("APPMULT_FX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("APPMULT_FX_CACHE_DIR", str(tmp_path / "cache"))
     root = tmp_path / "lib"
     head = HEADER.format(mae_pct="0.00", mae=0, power=0.02)
     for name in ("mul2u_ok", "mul2u_bad"):  # C + Verilog of the same circuit
@@ -86,7 +86,10 @@ def test_import_builds_checks_and_reports(library: Path, tmp_path: Path) -> None
     text = "\n".join(report.problems)
     assert "mul2u_bad: refused: mul2u_bad.v and mul2u_bad.c disagree (table[0][1] = 1 vs 0)" in text
     assert "2x2/mul2u_broken.c: ValueError: mul2u_broken takes 1 parameters" in text
-    assert "mul2u_liar: refused: metrics differ from the header (mae: computed 0, header 3)" in text
+    assert (
+        "mul2u_liar: refused: mul2u_liar.c: the table read as 2x2 unsigned contradicts the "
+        "file's EvoApproxLib header: metrics differ from the header (mae: computed 0, header 3)"
+    ) in text
     data = json.loads(report.catalogue.read_text())
     assert data["format"] == "appmult-fx-catalogue" and data["version"] == 1
     ok = data["multipliers"][0]
@@ -111,9 +114,10 @@ def test_import_builds_checks_and_reports(library: Path, tmp_path: Path) -> None
 
 def test_parallel_import_and_cli(library: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "cat"
-    assert main(["lut", "import", str(library), "--out", str(out), "--workers", "2"]) == 0
+    assert main(["lut", "import", str(library), "--out", str(out), "--workers", "2"]) == 1
     captured = capsys.readouterr()
     assert "3 multipliers imported, 3 refused" in captured.out
+    assert "refused: mul2u_bad, mul2u_broken, mul2u_liar (the catalogue holds" in captured.err
     assert "problem: mul2u_bad: refused" in captured.err
     assert [e["name"] for e in read_catalogue(out)] == [
         "mul2u_ok", "mul3u_trunc3", "mul4x2u_plus"
@@ -136,7 +140,7 @@ def test_parallel_import_and_cli(library: Path, tmp_path: Path, capsys) -> None:
 def test_evoapprox_sample_imports_right(shared: Path, tmp_path: Path, monkeypatch) -> None:
     """Every circuit imported from the sample equals the test's own harness; a circuit is
     only ever refused because a netlist disagrees with its C model, never silently."""
-    monkeypatch.setenv("APPMULT_FX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("APPMULT_FX_CACHE_DIR", str(tmp_path / "cache"))
     root = shared / "evoapprox"
     report = import_library(root, tmp_path / "cat", workers=1, progress=False)
     c_models = sorted(root.rglob("mul*.c"))

@@ -271,7 +271,7 @@ def test_evoapprox_8x4_c_and_verilog_give_usable_gradient_luts(
     the per-axis difference gradients (checked by the loop above) that gradient="lut" uses."""
     from appmult_fx.luts.user_defined import from_c_source, from_netlist
 
-    monkeypatch.setenv("APPMULT_FX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("APPMULT_FX_CACHE_DIR", str(tmp_path / "cache"))
     c_model = from_c_source(evo_8x4 / "mul8x4u_2AN.c", (8, 4))
     verilog = from_netlist(evo_8x4 / "mul8x4u_2AN.v")
     assert c_model.bits == verilog.bits == (8, 4) and c_model.table.shape == (256, 16)

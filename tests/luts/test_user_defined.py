@@ -46,7 +46,7 @@ int16_t mul4s_plain(int8_t A, int8_t B) { return (int16_t)(A * B); }
 
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("APPMULT_FX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("APPMULT_FX_CACHE_DIR", str(tmp_path / "cache"))
     return cache_dir()
 
 

@@ -1,0 +1,164 @@
+"""Single-file imports checked against EvoApproxLib's names and headers: widths and
+signedness from a ``mul8x4u_`` / ``mul8s_`` name, contradictions refused, adders refused,
+headers the table contradicts refused, EvoApprox8b's legacy header read, ``_gen.v`` twins
+grouped with their C model."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from appmult_fx.luts.evoapprox_header import HeaderMismatch, parse_evoapprox_header
+from appmult_fx.luts.evoapprox_names import circuit_name, evoapprox_widths
+from appmult_fx.luts.library import import_library
+from appmult_fx.luts.user_defined import from_c_source, from_netlist
+
+from .test_library import C_EXACT, HEADER, V_2x2
+
+LEGACY = """// Library = cgp-evoapproxlib
+// Circuit = {name}.v
+// Area   (45) = 662.000000
+// Delay  (45) = 1.190000
+// Power  (45) = 0.428700
+// MAE = {mae}
+// MSE = 0.000000
+// MRE = 1.990000 %
+// WCE = 0
+// WCRE = 560.000000 %
+// EP = 86.500000 %
+"""
+V_2x2_NARROW = """module {name}(A, B, O);
+  input [1:0] A;
+  input [1:0] B;
+  output [2:0] O;
+  assign O[0] = A[0] & B[0];
+  assign O[1] = A[1] ^ B[1];
+  assign O[2] = A[1] & B[1];
+endmodule
+"""
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APPMULT_FX_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def _file(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _exact_c(tmp_path: Path, name: str, header: str = "") -> Path:
+    text = header or "#include <stdint.h>\n"
+    return _file(tmp_path, f"{name}.c", text + C_EXACT.format(name=name, bias=0))
+
+
+def test_names_give_widths_and_signedness() -> None:
+    assert evoapprox_widths("mul8x4u_2AN") == ((8, 4), False)
+    assert evoapprox_widths("mul8s_1KVP_pdk45") == ((8, 8), True)
+    assert evoapprox_widths("mul12u_pwr_0_000_mae_18_7378") == ((12, 12), False)
+    assert evoapprox_widths("mul8_000") is None and evoapprox_widths("my_mult") is None
+    assert circuit_name("mul8u_pwr_0_000_mae_08_0380_gen") == "mul8u_pwr_0_000_mae_08_0380"
+
+
+def test_c_source_widths_from_the_name_and_contradictions_refused(tmp_path: Path) -> None:
+    path = _exact_c(tmp_path, "mul4x2u_ab")
+    mult = from_c_source(path)  # widths and signedness from the name
+    a, b = np.arange(16)[:, None], np.arange(4)[None, :]
+    assert mult.bits == (4, 2) and not mult.signed
+    assert np.array_equal(mult.table.numpy(), a * b)
+    with pytest.raises(ValueError, match=r"named as a 4x2 unsigned .* but bits=4 was given"):
+        from_c_source(path, bits=4)
+    with pytest.raises(ValueError, match=r"named as an unsigned .* but signed=True was given"):
+        from_c_source(path, bits=(4, 2), signed=True)
+    anonymous = _exact_c(tmp_path, "approx_mul")
+    with pytest.raises(ValueError, match="operand widths unknown; pass bits="):
+        from_c_source(anonymous)
+    assert from_c_source(anonymous, bits=2).table.shape == (4, 4)
+
+
+def test_widths_past_eight_bits_named_in_the_refusal(tmp_path: Path) -> None:
+    path = _exact_c(tmp_path, "mul12u_big")
+    with pytest.raises(ValueError, match=r"named as a 12x12 unsigned .*\[2, 8\]"):
+        from_c_source(path)
+
+
+def test_adders_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="adder"):
+        from_c_source(_exact_c(tmp_path, "add2u_x"), bits=2)
+    with pytest.raises(ValueError, match="adder"):
+        from_netlist(_file(tmp_path, "add2u_y.v", V_2x2.format(name="add2u_y", o0="A[0]&B[0]")))
+
+
+def test_netlist_signedness_from_the_name(tmp_path: Path) -> None:
+    text = V_2x2.format(name="mul2s_t", o0="A[0] & B[0]")  # the 4-bit unsigned product
+    mult = from_netlist(_file(tmp_path, "mul2s_t.v", text))
+    assert mult.signed  # read as the name says: output bits as two's complement
+    a, b = np.arange(4)[:, None], np.arange(4)[None, :]
+    raw = a * b
+    assert np.array_equal(mult.table.numpy(), np.where(raw >= 8, raw - 16, raw))
+    with pytest.raises(ValueError, match="named as a signed .* but signed=False"):
+        from_netlist(tmp_path / "mul2s_t.v", signed=False)
+
+
+def test_narrow_output_warns(tmp_path: Path) -> None:
+    path = _file(tmp_path, "narrow.v", V_2x2_NARROW.format(name="narrow"))
+    with pytest.warns(UserWarning, match="output of 3 bits, narrower than the 4 bits"):
+        from_netlist(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        from_netlist(_file(tmp_path, "full.v", V_2x2.format(name="full", o0="A[0] & B[0]")))
+
+
+def test_single_file_header_contradiction_refused(tmp_path: Path) -> None:
+    liar = HEADER.format(mae_pct="0.00", mae=3, power=0.01)
+    with pytest.raises(HeaderMismatch, match=r"mae: computed 0, header 3"):
+        from_c_source(_exact_c(tmp_path, "mul2u_liar", liar))
+    honest = HEADER.format(mae_pct="0.00", mae=0, power=0.01)
+    assert from_c_source(_exact_c(tmp_path, "mul2u_honest", honest)).hardware["power_mw"] == 0.01
+    with pytest.raises(HeaderMismatch, match="mae: computed 0, header 3"):
+        from_netlist(
+            _file(tmp_path, "m.v", liar.replace("#include <stdint.h>\n", "") + V_2x2.format(
+                name="m", o0="A[0] & B[0]"))
+        )  # fmt: skip
+
+
+def test_legacy_evoapprox8b_header() -> None:
+    got = parse_evoapprox_header(LEGACY.format(name="mul8_000", mae="98.527100"))
+    assert got["hardware"] == {
+        "area_um2": 662.0, "delay_ns": 1.19, "power_mw": 0.4287,
+        "source": "EvoApproxLib header (45 nm)",
+    }  # fmt: skip
+    assert got["metrics"] == {"mae": 98.5271, "mse": 0.0, "wce": 0.0}
+    assert got["unchecked"] == {"mre_pct": 1.99, "wcre_pct": 560.0, "ep_pct": 86.5}
+
+
+def test_legacy_header_on_a_netlist(tmp_path: Path) -> None:
+    text = LEGACY.format(name="mul2_old", mae="0.000000") + V_2x2.format(
+        name="mul2_old", o0="A[0] & B[0]"
+    )
+    mult = from_netlist(_file(tmp_path, "mul2_old.v", text))
+    assert mult.hardware["power_mw"] == 0.4287 and mult.hardware["area_um2"] == 662.0
+    assert mult.provenance["header_unchecked"]["ep_pct"] == 86.5
+    with pytest.raises(HeaderMismatch, match="mae: computed 0, header 1.5"):
+        from_netlist(_file(tmp_path, "mul2_bad.v", text.replace("0.000000\n// MSE", "1.5\n// MSE")))
+
+
+def test_gen_twin_grouped_with_its_c_model(tmp_path: Path) -> None:
+    root = tmp_path / "lib"
+    root.mkdir()
+    _exact_c(root, "mul2u_g")
+    _file(root, "mul2u_g_gen.v", V_2x2.format(name="mul2u_g_gen", o0="A[0] & B[0]"))
+    _exact_c(root, "mul2u_h")
+    _file(root, "mul2u_h_gen.v", V_2x2.format(name="mul2u_h_gen", o0="A[0] | B[0]"))
+    _file(root, "add2u_s_gen.v", V_2x2.format(name="add2u_s_gen", o0="A[0] & B[0]"))
+    report = import_library(root, tmp_path / "cat", workers=1, progress=False)
+    assert [e["name"] for e in report.entries] == ["mul2u_g"]
+    assert report.entries[0]["sources"] == ["mul2u_g.c", "mul2u_g_gen.v"]
+    assert sorted(report.refused) == ["add2u_s", "mul2u_h"]
+    text = "\n".join(report.problems)
+    assert "mul2u_h: refused: mul2u_h_gen.v and mul2u_h.c disagree" in text
+    assert "add2u_s_gen.v: NetlistError" in text and "named as an EvoApproxLib adder" in text

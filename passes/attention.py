@@ -67,22 +67,72 @@ def attention_bias(
     scores: Tensor, attn_mask: Tensor | None, key_padding_mask: Tensor | None, num_heads: int
 ) -> Tensor:
     """``scores [N, H, L, S]`` plus ``nn.MultiheadAttention``'s masks: ``attn_mask`` ``[L, S]``
-    or ``[N*H, L, S]``, ``key_padding_mask`` ``[N, S]``; boolean masks mark disallowed
-    positions (``-inf``), float masks are added."""
+    or ``[N*H, L, S]``, ``key_padding_mask`` ``[N, S]`` (``[S]`` for unbatched inputs, N = 1);
+    boolean masks mark disallowed positions (``-inf``), float masks are added."""
     for mask, shape in ((attn_mask, None), (key_padding_mask, "kpm")):
         if mask is None:
             continue
         if mask.dtype == torch.bool:
             mask = torch.zeros_like(mask, dtype=scores.dtype).masked_fill(mask, float("-inf"))
         if shape == "kpm":
-            mask = mask[:, None, None, :]
+            mask = mask.reshape(-1, 1, 1, mask.shape[-1])  # [N, S] or unbatched [S]
         elif mask.dim() == 3:
             mask = mask.reshape(-1, num_heads, *mask.shape[-2:])
         scores = scores + mask
     return scores
 
 
+def batch_first_inputs(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    key_padding_mask: Tensor | None,
+    attn_mask: Tensor | None,
+    batch_first: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``query``/``key``/``value`` as ``[N, L, E]``, after ``nn.MultiheadAttention``'s shape
+    checks: batched inputs are 3-D, unbatched ones 2-D ``[L, E]`` (then N = 1), with a
+    ``key_padding_mask`` ``[N, S]`` / ``[S]`` and a 2-D or 3-D ``attn_mask``."""
+    unbatched = query.dim() == 2
+    dims = 2 if unbatched else 3
+    if query.dim() not in (2, 3) or key.dim() != dims or value.dim() != dims:
+        raise ValueError(
+            "MultiheadAttention: query, key and value must all be 3-D (batched) or all 2-D "
+            f"(unbatched), got {query.dim()}-D, {key.dim()}-D and {value.dim()}-D"
+        )
+    if key_padding_mask is not None and key_padding_mask.dim() != dims - 1:
+        raise ValueError(
+            f"MultiheadAttention: key_padding_mask must be {dims - 1}-D for "
+            f"{'unbatched' if unbatched else 'batched'} inputs, got {key_padding_mask.dim()}-D"
+        )
+    if attn_mask is not None and attn_mask.dim() not in (2, 3):
+        raise ValueError(
+            f"MultiheadAttention: attn_mask must be 2-D or 3-D, got {attn_mask.dim()}-D"
+        )
+    if unbatched:
+        return query.unsqueeze(0), key.unsqueeze(0), value.unsqueeze(0)
+    if batch_first:
+        return query, key, value
+    return query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1)
+
+
+def unbatch_output(out: Tensor, query: Tensor, batch_first: bool) -> Tensor:
+    """The attention output ``out [N, L, E]`` laid out as ``query`` is: ``[L, E]`` unbatched,
+    else ``[N, L, E]`` or ``[L, N, E]``."""
+    if query.dim() == 2:
+        return out.squeeze(0)
+    return out if batch_first else out.transpose(0, 1)
+
+
+def unbatch_weights(weights: Tensor, query: Tensor) -> Tensor:
+    """Attention weights ``[N, (H,) L, S]`` without the batch dimension for unbatched input."""
+    return weights.squeeze(0) if query.dim() == 2 else weights
+
+
 torch.fx.wrap("attention_bias")
+torch.fx.wrap("batch_first_inputs")
+torch.fx.wrap("unbatch_output")
+torch.fx.wrap("unbatch_weights")
 
 
 class ApproxMultiheadAttention(nn.Module):
@@ -91,7 +141,7 @@ class ApproxMultiheadAttention(nn.Module):
     separately assignable layer: ``q_proj``, ``k_proj``, ``v_proj``, ``qk``, ``av``, ``out_proj``.
 
     The scores are scaled by ``1/sqrt(head_dim)`` after ``qk`` (so the multiplier sees the
-    projections themselves); inputs must be batched (3-D).
+    projections themselves); inputs are batched (3-D) or unbatched (2-D), as in torch.
     """
 
     def __init__(self, mha: nn.MultiheadAttention) -> None:
@@ -138,24 +188,25 @@ class ApproxMultiheadAttention(nn.Module):
         average_attn_weights: bool = True,
         is_causal: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
-        """Same signature and results as ``nn.MultiheadAttention.forward`` (batched inputs);
-        ``is_causal`` is a hint only, as there: the mask is ``attn_mask``."""
-        if not self.batch_first:
-            query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+        """Same signature and results as ``nn.MultiheadAttention.forward`` (batched or
+        unbatched inputs); ``is_causal`` is a hint only, as there: the mask is ``attn_mask``."""
+        q_in, k_in, v_in = batch_first_inputs(
+            query, key, value, key_padding_mask, attn_mask, self.batch_first
+        )
         heads = (self.num_heads, self.head_dim)
-        q = self.q_proj(query).unflatten(-1, heads).transpose(1, 2)  # [N, H, L, D]
-        k = self.k_proj(key).unflatten(-1, heads).transpose(1, 2)  # [N, H, S, D]
-        v = self.v_proj(value).unflatten(-1, heads).transpose(1, 2)  # [N, H, S, D]
+        q = self.q_proj(q_in).unflatten(-1, heads).transpose(1, 2)  # [N, H, L, D]
+        k = self.k_proj(k_in).unflatten(-1, heads).transpose(1, 2)  # [N, H, S, D]
+        v = self.v_proj(v_in).unflatten(-1, heads).transpose(1, 2)  # [N, H, S, D]
         scores = self.qk(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))
         if attn_mask is not None or key_padding_mask is not None:
             scores = attention_bias(scores, attn_mask, key_padding_mask, self.num_heads)
         weights = F.dropout(F.softmax(scores, dim=-1), p=self.dropout, training=self.training)
         out = self.out_proj(self.av(weights, v).transpose(1, 2).flatten(2))  # [N, L, E]
-        if not self.batch_first:
-            out = out.transpose(0, 1)
+        out = unbatch_output(out, query, self.batch_first)
         if not need_weights:
             return out, None
-        return out, weights.mean(dim=1) if average_attn_weights else weights
+        weights = weights.mean(dim=1) if average_attn_weights else weights
+        return out, unbatch_weights(weights, query)
 
 
 def swap_attention(

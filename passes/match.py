@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +12,15 @@ from torch import fx, nn
 
 from appmult_fx.ops.int_layers import einsum_as_bmm
 
-from .ops_table import FUNCTION_OPS, FUNCTION_SPELLINGS, module_op
+from .ops_table import (
+    FUNCTION_OPS,
+    FUNCTION_SPELLINGS,
+    UNCONVERTED_FUNCTIONS,
+    UNCONVERTED_MODULES,
+    UNCONVERTED_SPELLINGS,
+    module_op,
+)
+from .records import META_KEY, LayerRecord
 
 
 @dataclass
@@ -39,31 +48,47 @@ def _enclosing_path(node: fx.Node) -> str:
 
 
 def find_layers(gm: fx.GraphModule) -> list[LayerSite]:
-    """Every conv/linear (and other registered) multiply node, in graph order."""
+    """Every conv/linear (and other registered) multiply node, in graph order.
+
+    Multiplies the rewrite cannot build (``nn.Bilinear``, an einsum that is no batched matmul,
+    ...) stay float: each gets a float record (``node.meta["appmult"]``, listed by
+    ``amx.layers``) and one warning names them all.
+    """
     modules = dict(gm.named_modules())
     sites: list[LayerSite] = []
+    unconverted: list[LayerRecord] = []
     for node in gm.graph.nodes:
         if node.op == "call_module":
             module = modules[node.target]
             found = module_op(module)
             if found:
                 sites.append(LayerSite(node, str(node.target), found[1], found[0], module))
-        elif node.op in ("call_function", "call_method"):
-            fn = (
-                FUNCTION_SPELLINGS.get(node.target, node.target) if _hashable(node.target) else None
-            )
-            if fn not in FUNCTION_OPS or (
-                node.op == "call_method" and node.target not in FUNCTION_SPELLINGS
-            ):
-                continue
-            if fn is torch.einsum and _einsum_equation(node) is None:
-                continue  # not a two-operand batched matmul: left as it is
-            parent = _enclosing_path(node)
-            name = f"{parent}.{node.name}" if parent else node.name
-            sites.append(LayerSite(node, name, FUNCTION_OPS[fn], fn))
+            elif type(module) in UNCONVERTED_MODULES:
+                unconverted.append(_float_record(node, str(node.target), module))
+            continue
+        fn = _function(node)
+        if fn in FUNCTION_OPS and (fn is not torch.einsum or einsum_equation(node) is not None):
+            sites.append(LayerSite(node, _function_name(node), FUNCTION_OPS[fn], fn))
+        elif fn in UNCONVERTED_FUNCTIONS or (fn is torch.einsum and len(_einsum_args(node)[1]) > 1):
+            unconverted.append(_float_record(node, _function_name(node), None))
     for site in sites:
         site.macs = layer_macs(site)
+    _warn_unconverted(unconverted)
     return sites
+
+
+def _function(node: fx.Node) -> Any:
+    """The function a ``call_function`` / ``call_method`` node stands for (``None``: other)."""
+    if node.op == "call_method":
+        return FUNCTION_SPELLINGS.get(node.target) or UNCONVERTED_SPELLINGS.get(node.target)
+    if node.op != "call_function" or not _hashable(node.target):
+        return None
+    return FUNCTION_SPELLINGS.get(node.target, node.target)
+
+
+def _function_name(node: fx.Node) -> str:
+    parent = _enclosing_path(node)
+    return f"{parent}.{node.name}" if parent else node.name
 
 
 def _hashable(target: Any) -> bool:
@@ -74,29 +99,89 @@ def _hashable(target: Any) -> bool:
     return True
 
 
-def _einsum_equation(node: fx.Node) -> str | None:
+def _einsum_args(node: fx.Node) -> tuple[Any, tuple[Any, ...]]:
+    """An einsum node's equation and operands (given one by one or as one list)."""
     eq = node.args[0] if node.args else node.kwargs.get("equation")
-    operands = node.args[1:]
+    operands = tuple(node.args[1:])
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
         operands = tuple(operands[0])
-    if not isinstance(eq, str) or len(operands) != 2 or einsum_as_bmm(eq) is None:
+    return eq, operands
+
+
+def einsum_equation(node: fx.Node) -> str | None:
+    """The explicit equation (``"ij,jk->ik"`` for ``"ij,jk"``) of a two-operand einsum that is a
+    batched matmul, else ``None``."""
+    eq, operands = _einsum_args(node)
+    if not isinstance(eq, str) or len(operands) != 2:
         return None
-    return eq
+    eq = eq.replace(" ", "")
+    if "->" not in eq and "..." not in eq:  # implicit output: the once-seen indices, sorted
+        ins = eq.replace(",", "")
+        eq = f"{eq}->{''.join(sorted(c for c in set(ins) if ins.count(c) == 1))}"
+    return eq if einsum_as_bmm(eq) is not None else None
+
+
+def _float_record(node: fx.Node, name: str, module: nn.Module | None) -> LayerRecord:
+    """A float record for a multiply left unconverted, stored on its node."""
+    op = "einsum" if _function(node) is torch.einsum else _unconverted_op(node, module)
+    record = LayerRecord(name, op, macs=_unconverted_macs(node, op, module), nodes=[node.name])
+    node.meta[META_KEY] = record
+    return record
+
+
+def _unconverted_op(node: fx.Node, module: nn.Module | None) -> str:
+    if module is not None:
+        return UNCONVERTED_MODULES[type(module)]
+    return UNCONVERTED_FUNCTIONS[_function(node)]
+
+
+def _unconverted_macs(node: fx.Node, op: str, module: nn.Module | None) -> int | None:
+    """Multiplies of a bilinear or two-operand einsum for the recorded shapes (else ``None``)."""
+    out = node_shape(node)
+    if op == "bilinear" and out is not None:
+        w = tuple(module.weight.shape) if module is not None else node_shape(_call_arg(node, 2))
+        return None if w is None else math.prod(out) * w[1] * w[2]
+    if op == "einsum":
+        eq, operands = _einsum_args(node)
+        shapes = [node_shape(x) for x in operands]
+        if isinstance(eq, str) and len(shapes) == 2 and None not in shapes:
+            return _einsum_macs(eq, shapes[0], shapes[1])  # type: ignore[arg-type]
+    return None
+
+
+def _call_arg(node: fx.Node, i: int) -> Any:
+    return node.args[i] if len(node.args) > i else node.kwargs.get("weight")
+
+
+def _warn_unconverted(records: list[LayerRecord]) -> None:
+    if not records:
+        return
+    listed = ", ".join(f"{r.name!r} ({r.op})" for r in records)
+    warnings.warn(
+        f"appmult-fx cannot convert {len(records)} multiply layer(s), which stay float "
+        f"(float records in amx.layers()): {listed}. Write a convertible form (torch.matmul, "
+        "F.linear, a two-operand batched-matmul einsum) to approximate them",
+        stacklevel=3,
+    )
 
 
 def matmul_operands(site: LayerSite) -> tuple[Any, Any]:
     """The left (multiplier's first) and right operand of a matmul-like site."""
     node, args, kw = site.node, list(site.node.args), site.node.kwargs
     if site.op == "einsum":
-        operands = args[1:]
-        return tuple(operands[0]) if len(operands) == 1 else (operands[0], operands[1])  # type: ignore[return-value]
-    if site.op == "baddbmm":
+        return _einsum_args(node)[1]  # type: ignore[return-value]
+    if site.op in _ADDED_PRODUCTS:
+        first, second = _ADDED_PRODUCTS[site.op]
         args += [None] * 3
-        return kw.get("batch1", args[1]), kw.get("batch2", args[2])
+        return kw.get(first, args[1]), kw.get(second, args[2])
     args += [None] * 2
     first = kw.get("input", args[0]) if node.op != "call_module" else args[0]
-    second = kw.get("mat2", kw.get("other", args[1]))
+    second = next((kw[k] for k in ("other", "mat2", "vec", "tensor") if k in kw), args[1])
     return first, second
+
+
+# ``beta * input + alpha * (a @ b)`` ops: keyword names of their two factors.
+_ADDED_PRODUCTS = {"baddbmm": ("batch1", "batch2"), "addmm": ("mat1", "mat2")}
 
 
 def node_shape(node: Any) -> tuple[int, ...] | None:
@@ -119,7 +204,7 @@ def _attr(node: fx.Node) -> Any:
 
 def reduction_length(site: LayerSite) -> int | None:
     """Products summed per output element (K), or ``None`` when shapes are unknown."""
-    if site.op in ("matmul", "bmm", "baddbmm"):
+    if site.op in ("matmul", "bmm", "baddbmm", "addmm"):
         a = node_shape(matmul_operands(site)[0])
         return None if a is None else int(a[-1])
     if (
@@ -144,11 +229,7 @@ def layer_macs(site: LayerSite) -> int | None:
         return site.macs
     if site.op == "einsum":
         a, b = (node_shape(x) for x in matmul_operands(site))
-        lhs, rhs = str(site.node.args[0]).replace(" ", "").split("->")[0].split(",")
-        if a is None or b is None:
-            return None
-        sizes = dict(zip(lhs, a)) | {c: max(n, dict(zip(lhs, a)).get(c, 1)) for c, n in zip(rhs, b)}
-        return int(math.prod(sizes.values()))
+        return None if a is None or b is None else _einsum_macs(str(site.node.args[0]), a, b)
     if site.op.startswith(
         "conv_transpose"
     ):  # every input element meets (O/groups * kernel) weights
@@ -166,3 +247,29 @@ def layer_macs(site: LayerSite) -> int | None:
         )
     out, k = node_shape(site.node), reduction_length(site)
     return None if out is None or k is None else int(math.prod(out)) * k
+
+
+def _einsum_macs(equation: str, a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    """Multiplies of a two-operand ``einsum`` (the product of every index's size; an ellipsis
+    stands for the broadcast dimensions it covers)."""
+    lhs, rhs = equation.replace(" ", "").split("->")[0].split(",")
+    broadcast = torch.broadcast_shapes(_ellipsis_dims(lhs, a), _ellipsis_dims(rhs, b))
+    sizes = dict(zip(lhs.replace("...", ""), _without_ellipsis(lhs, a)))
+    for c, n in zip(rhs.replace("...", ""), _without_ellipsis(rhs, b)):
+        sizes[c] = max(n, sizes.get(c, 1))
+    return int(math.prod(sizes.values()) * math.prod(broadcast))
+
+
+def _ellipsis_dims(labels: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if "..." not in labels:
+        return ()
+    before = labels.index("...")
+    return shape[before : len(shape) - (len(labels) - before - 3)]
+
+
+def _without_ellipsis(labels: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if "..." not in labels:
+        return shape
+    before = labels.index("...")
+    after = len(labels) - before - 3
+    return shape[:before] + (shape[len(shape) - after :] if after else ())

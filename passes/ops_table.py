@@ -38,18 +38,46 @@ FUNCTION_OPS: dict[Any, str] = {
     F.conv_transpose2d: "conv_transpose2d",
     F.conv_transpose3d: "conv_transpose3d",
     torch.matmul: "matmul",
+    torch.mm: "matmul",
+    torch.mv: "matmul",
+    torch.dot: "matmul",
     torch.bmm: "bmm",
     torch.baddbmm: "baddbmm",
+    torch.addmm: "addmm",
     torch.einsum: "einsum",
 }
 
 # Other spellings of the same multiply, matched as the function they stand for: ``a @ b``
-# and tensor methods (``a.matmul(b)``, ``a.bmm(b)``, ``x.baddbmm(a, b)``).
+# and tensor methods (``a.matmul(b)``, ``a.mm(b)``, ``a.bmm(b)``, ``x.baddbmm(a, b)``, ...).
 FUNCTION_SPELLINGS: dict[object, object] = {
     operator.matmul: torch.matmul,
     "matmul": torch.matmul,
+    "mm": torch.mm,
+    "mv": torch.mv,
+    "dot": torch.dot,
     "bmm": torch.bmm,
     "baddbmm": torch.baddbmm,
+    "addmm": torch.addmm,
+}
+
+# Multiplies the rewrite cannot build (and einsums that are no batched matmul, found in
+# match.py): they stay float, with a warning and a float record, so none passes unseen.
+UNCONVERTED_MODULES: dict[type, str] = {nn.Bilinear: "bilinear"}
+UNCONVERTED_FUNCTIONS: dict[Any, str] = {
+    torch.bilinear: "bilinear",  # F.bilinear is torch.bilinear
+    torch.addmv: "addmv",
+    torch.addbmm: "addbmm",
+    torch.inner: "inner",
+    torch.vdot: "vdot",
+    torch.tensordot: "tensordot",
+    torch.chain_matmul: "chain_matmul",
+    torch.linalg.multi_dot: "multi_dot",
+}
+UNCONVERTED_SPELLINGS: dict[str, Any] = {
+    "addmv": torch.addmv,
+    "addbmm": torch.addbmm,
+    "inner": torch.inner,
+    "vdot": torch.vdot,
 }
 
 

@@ -71,7 +71,7 @@ def build_fp_linear(ctx: RewriteContext, site: LayerSite, rule: Rule) -> LayerRe
     return _fp_layer(ctx, site, rule, fp_linear, _weighted(ctx, site, a, a["input"]), {})
 
 
-@register_builder("fp", "matmul", "bmm", "baddbmm")
+@register_builder("fp", "matmul", "bmm", "baddbmm", "addmm")
 def build_fp_matmul(ctx: RewriteContext, site: LayerSite, rule: Rule) -> LayerRecord:
     """Rewrite a matmul-like node into ``fp_matmul`` (left operand = the table's rows)."""
     return _fp_layer(ctx, site, rule, fp_matmul, matmul_operands(site), {})

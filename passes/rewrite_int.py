@@ -122,7 +122,8 @@ def build_conv(ctx: RewriteContext, site: LayerSite, rule: Rule) -> LayerRecord:
     relu = rule.gradient == "lut" and a["groups"] == 1 and is_relu_output(ctx.gm, a["input"])
     pads = pad_list(a["padding"], a["kernel"], a["dilation"])
     extra = relu_arguments(ctx, a["input"], pads, a["mode"]) if relu else None
-    return weighted_layer(ctx, site, rule, a, x, (lut_conv, geometry, 1), extra)
+    channel_dim = -2 if site.op == "conv1d" else -3  # from the end: batched or unbatched input
+    return weighted_layer(ctx, site, rule, a, x, (lut_conv, geometry, channel_dim), extra)
 
 
 @register_builder("int", "linear")

@@ -43,12 +43,20 @@ class Rule:
     momentum: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.gradient is not None and self.gradient not in GRADIENT_MODES:
-            raise ValueError(f"gradient must be one of {GRADIENT_MODES}, got {self.gradient!r}")
-        if self.backward is not None and self.backward not in BACKWARD_MODES:
-            raise ValueError(f"backward must be one of {BACKWARD_MODES}, got {self.backward!r}")
-        if not 0.0 < float(self.momentum) <= 1.0:
+        _check_choice("gradient", self.gradient, GRADIENT_MODES)
+        _check_choice("backward", self.backward, BACKWARD_MODES)
+        if not isinstance(self.per_channel, bool):
+            raise TypeError(f"per_channel must be true or false (a bool), got {self.per_channel!r}")
+        if isinstance(self.momentum, bool) or not isinstance(self.momentum, (int, float)):
+            raise TypeError(f"momentum must be a number in (0, 1], got {self.momentum!r}")
+        if not 0.0 < self.momentum <= 1.0:
             raise ValueError(f"momentum must be in (0, 1], got {self.momentum!r}")
+
+
+def _check_choice(option: str, value: Any, choices: tuple[str, ...]) -> None:
+    """``value`` is ``None`` (``convert``'s default) or one of ``choices``."""
+    if value is not None and (not isinstance(value, str) or value not in choices):
+        raise ValueError(f"{option} must be one of {choices}, got {value!r}")
 
 
 _OPTION_KEYS = {f.name for f in fields(Rule)} - {"multiplier"}
@@ -76,10 +84,17 @@ def resolve_multiplier(ref: Any) -> Any:
     )
 
 
-def _make_rule(mult: Any, options: dict[str, Any]) -> Rule:
+def _make_rule(mult: Any, options: dict[str, Any], where: str) -> Rule:
+    """The rule ``where`` (e.g. ``module_name 'fc'``) describes; bad options name it."""
     unknown = set(options) - _OPTION_KEYS
     if unknown:
-        raise ValueError(f"unknown rule option(s) {sorted(unknown)}; known: {sorted(_OPTION_KEYS)}")
+        raise ValueError(
+            f"{where}: unknown rule option(s) {sorted(unknown)}; known: {sorted(_OPTION_KEYS)}"
+        )
+    try:
+        Rule(**options)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{where}: {exc}") from exc
     return Rule(resolve_multiplier(mult), **options)
 
 
@@ -94,12 +109,14 @@ class Spec:
 
     def set_global(self, mult: Any, **options: Any) -> Spec:
         """Rule for every layer no other rule matches."""
-        self.global_rule = _make_rule(mult, options)
+        self.global_rule = _make_rule(mult, options, "global rule")
         return self
 
     def set_object_type(self, object_type: Any, mult: Any, **options: Any) -> Spec:
         """Rule for layers of a module class (``nn.Linear``) or function (``F.conv2d``)."""
-        self.object_type_rules[canonical_object_type(object_type)] = _make_rule(mult, options)
+        key = canonical_object_type(object_type)
+        rule = _make_rule(mult, options, f"object_type {object_type_name(key)!r}")
+        self.object_type_rules[key] = rule
         return self
 
     def set_module_name_regex(self, pattern: str, mult: Any, **options: Any) -> Spec:
@@ -108,12 +125,14 @@ class Spec:
             re.compile(pattern)
         except re.error as exc:
             raise ValueError(f"bad module_name_regex {pattern!r}: {exc}") from exc
-        self.regex_rules.append((pattern, _make_rule(mult, options)))
+        self.regex_rules.append(
+            (pattern, _make_rule(mult, options, f"module_name_regex {pattern!r}"))
+        )
         return self
 
     def set_module_name(self, name: str, mult: Any, **options: Any) -> Spec:
         """Rule for the layer (or every layer inside the module) with qualified name ``name``."""
-        self.module_name_rules[name] = _make_rule(mult, options)
+        self.module_name_rules[name] = _make_rule(mult, options, f"module_name {name!r}")
         return self
 
     def rule_for(self, layer_name: str, object_type: Any) -> Rule | None:

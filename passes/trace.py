@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import types
 from collections.abc import Iterable
 from typing import Any
 
@@ -10,7 +11,12 @@ import torch
 from torch import fx, nn
 
 from .attention import TRACE_THROUGH, decompose_sdpa, swap_attention, tracing_patches
+from .leaf_layers import LEAF_KEY
 from .matmul_module import Matmul
+from .records import META_KEY
+
+SNAPSHOT = "appmult_graph"  # the converted GraphModule's GraphSnapshot submodule
+_NODE_KEYS = (META_KEY, LEAF_KEY)  # node.meta entries kept through pickling
 
 
 class TraceFailure(RuntimeError):
@@ -51,6 +57,68 @@ class _Tracer(fx.Tracer):
             ) from exc
 
 
+class GraphSnapshot(nn.Module):
+    """A stateless submodule of a converted GraphModule that pickles the node names and
+    appmult records of its graph.
+
+    torch.fx pickles a GraphModule as its generated code and re-traces that code on loading,
+    which renames nodes and drops ``node.meta``; :class:`Retracer` puts both back. (A
+    submodule, as torch.fx keeps submodules, not ``gm.meta``, through pickling and copying.)
+    """
+
+    def __init__(self, graph: fx.Graph | None, nodes: list[tuple] | None = None) -> None:
+        super().__init__()
+        self.graph, self.nodes = graph, nodes
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if self.graph is not None:
+            state["nodes"] = [
+                (n.name, n.op, {k: n.meta[k] for k in _NODE_KEYS if k in n.meta})
+                for n in self.graph.nodes
+            ]
+        state["graph"] = None
+        return state
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> GraphSnapshot:
+        copied = GraphSnapshot(copy.deepcopy(self.graph, memo), copy.deepcopy(self.nodes, memo))
+        return copied.train(self.training)
+
+    def restore(self, traced: fx.Graph) -> fx.Graph:
+        """``traced`` (the re-traced code) with the saved node names and records."""
+        old = list(traced.nodes)
+        if [n.op for n in old] != [op for _, op, _ in self.nodes]:
+            raise RuntimeError(
+                "appmult-fx: the unpickled model's code does not match its saved graph; "
+                "its layer records cannot be restored"
+            )
+        graph = fx.Graph(tracer_cls=Retracer)
+        env: dict[fx.Node, fx.Node] = {}
+        for node, (name, _, meta) in zip(old, self.nodes, strict=True):
+            args, kwargs = fx.map_arg((node.args, node.kwargs), env.__getitem__)
+            new = graph.create_node(node.op, node.target, args, kwargs, name, node.type)
+            new.meta.update({**node.meta, **meta})
+            env[node] = new
+        if [n.name for n in graph.nodes] != [name for name, _, _ in self.nodes]:
+            raise RuntimeError("appmult-fx: could not restore the unpickled model's node names")
+        self.graph = graph
+        return graph
+
+
+class Retracer(fx.Tracer):
+    """The tracer torch.fx uses to rebuild a converted GraphModule from its pickled code:
+    every plain function the code calls stays one node (as ``torch.fx.wrap`` made it), and
+    the graph's :class:`GraphSnapshot` restores node names and records."""
+
+    def trace(self, root: Any, concrete_args: dict[str, Any] | None = None) -> fx.Graph:
+        """Trace ``root`` (torch.fx's code-only module) and restore the saved graph."""
+        code = type(root).forward.__globals__.values()
+        self._autowrap_function_ids.update(id(f) for f in code if isinstance(f, types.FunctionType))
+        graph = super().trace(root, concrete_args)
+        snapshot = getattr(root, SNAPSHOT, None)
+        return snapshot.restore(graph) if isinstance(snapshot, GraphSnapshot) else graph
+
+
 def trace(
     model: nn.Module,
     leaf_modules: Iterable[str | type] = (),
@@ -81,7 +149,9 @@ def trace(
             "mark the offending submodules as leaf_modules."
         ) from exc
     name = model.__class__.__name__
+    graph._tracer_cls = Retracer  # torch.fx re-traces pickled GraphModules with it
     gm = fx.GraphModule(tracer.root, graph, name)
+    gm.add_module(SNAPSHOT, GraphSnapshot(gm.graph))
     decompose_sdpa(gm)
     gm.meta["appmult_leaf_modules"] = sorted(names) + [t.__name__ for t in types]
     return gm

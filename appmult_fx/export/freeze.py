@@ -301,6 +301,7 @@ _EXPORTED_OPS = {
     "matmul": OP_MATMUL,
     "bmm": OP_MATMUL,
     "baddbmm": OP_MATMUL,
+    "addmm": OP_MATMUL,
 }
 
 

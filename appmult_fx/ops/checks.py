@@ -26,3 +26,13 @@ def check(cond: bool | torch.SymBool, message: Callable[[], str]) -> None:
         torch._check(cond)
     else:
         torch._check(cond, message)
+
+
+def float32_message(a: torch.Tensor, b: torch.Tensor) -> str:
+    """The error for LUT-GEMM operands that are not float32, with the way out."""
+    return (
+        f"appmult-fx converted layers compute in float32, got {a.dtype} and {b.dtype} "
+        "operands: keep the converted model in float32 (no .double(), .half() or "
+        ".to(torch.float64) on it) and give it float32 inputs (x.float(); cast the output "
+        "back if needed)"
+    )

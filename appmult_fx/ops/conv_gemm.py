@@ -35,6 +35,7 @@ from torch import Tensor
 
 from ..luts.indexing import codes_to_indices
 from . import dispatch, kernels
+from .checks import float32_message
 from .grad_layout import like_input
 from .lut_gemm import (
     check_index_range,
@@ -78,7 +79,7 @@ def _check_conv(
     )
     torch._check(
         qx.dtype == torch.float32 and qw.dtype == torch.float32,
-        lambda: f"expected float32 codes, got {qx.dtype} and {qw.dtype}",
+        lambda: float32_message(qx, qw),
     )
     torch._check(
         len(stride) == 2 and len(dilation) == 2 and min(*stride, *dilation) >= 1,

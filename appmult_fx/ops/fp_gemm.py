@@ -25,6 +25,7 @@ from torch import Tensor
 
 from ..luts.fp_format import MAX_MANTISSA_BITS, ROUNDINGS
 from . import fp_kernels, fp_reference
+from .checks import float32_message
 from .dispatch import register_device_kernels
 
 BACKWARDS = ("approximate", "exact")
@@ -60,7 +61,7 @@ def _check_operands(a: Tensor, b: Tensor, table: Tensor, rounding: str) -> None:
     )
     torch._check(
         a.dtype == torch.float32 and b.dtype == torch.float32,
-        lambda: f"expected float32 operands, got {a.dtype} and {b.dtype}",
+        lambda: float32_message(a, b),
     )
     torch._check(a.device == b.device, lambda: f"a on {a.device} but b on {b.device}")
     torch._check(

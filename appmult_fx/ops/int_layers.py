@@ -91,7 +91,12 @@ def lut_conv(
     from window sums, a box filter over the channel sums of ``qx``). ``relu_input``: the float
     tensor ``qx`` was quantized from before ``F.pad(relu_input, relu_pad, relu_pad_mode)``, when
     it is a ReLU's output (the LUT input gradient is 0 where the padded tensor is 0; see
-    :mod:`.conv_gemm`), or ``None`` (then the padding is ignored)."""
+    :mod:`.conv_gemm`), or ``None`` (then the padding is ignored). Unbatched codes
+    ``[C, *spatial]`` are convolved as a batch of one, as torch's convolutions do."""
+    if qx.dim() == qw.dim() - 1:
+        relu = None if relu_input is None else relu_input.unsqueeze(0)
+        geometry = (stride, dilation, groups, relu, relu_pad, relu_pad_mode)
+        return lut_conv(qx.unsqueeze(0), zx, qw, zw, table, grad_a, grad_b, *geometry).squeeze(0)
     one_d = qw.dim() == 3
     if one_d:
         qx, qw = qx.unsqueeze(2), qw.unsqueeze(2)
@@ -315,6 +320,13 @@ def lut_conv_transpose(
     meets (``[N*H*W, C/g] x [C/g, O/g*kh*kw]``), the exact zero-point terms are added per
     product sum, and ``F.fold`` scatters the sums onto the output (col2im): no padding or
     inserted zero is ever multiplied."""
+    check(
+        qx.dim() == qw.dim(),
+        lambda: (
+            f"transposed convolution: expected batched input [N, C, *spatial], got "
+            f"{tuple(qx.shape)}; add the batch dimension (x.unsqueeze(0))"
+        ),
+    )
     one_d = qw.dim() == 3
     if one_d:
         qx, qw = qx.unsqueeze(2), qw.unsqueeze(2)

@@ -42,6 +42,7 @@ from torch import Tensor
 
 from ..luts.indexing import MAX_BITS, MIN_BITS, codes_to_indices
 from . import kernels, reference
+from .checks import float32_message
 from .dispatch import register_device_kernels
 from .grad_layout import like_input
 
@@ -335,7 +336,7 @@ def _check_codes(
     )
     torch._check(
         qa.dtype == torch.float32 and qb.dtype == torch.float32,
-        lambda: f"expected float32 codes, got {qa.dtype} and {qb.dtype}",
+        lambda: float32_message(qa, qb),
     )
     check_tables(table, grad_a, grad_b)
 

@@ -106,7 +106,7 @@ def test_input_errors_are_clear() -> None:
         approx_conv2d(qx[:, :, :2], qw, table, None, None, [1, 1], [1, 1], 1)
     with pytest.raises(RuntimeError, match="positive strides"):
         approx_conv2d(qx, qw, table, None, None, [0, 1], [1, 1], 1)
-    with pytest.raises(RuntimeError, match="float32 codes"):
+    with pytest.raises(RuntimeError, match="compute in float32"):
         approx_conv2d(qx.double(), qw, table, None, None, [1, 1], [1, 1], 1)
     with pytest.raises(RuntimeError, match="together"):
         approx_conv2d(qx, qw, table, torch.zeros(16, 16), None, [1, 1], [1, 1], 1)

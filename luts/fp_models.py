@@ -97,7 +97,8 @@ def entries_from_products(products: torch.Tensor, m: int) -> torch.Tensor:
     if not bool(ok.all()):
         i, j = (int(t) for t in (~ok).nonzero()[0])
         raise ValueError(
-            f"f(1.{i}/2^{m}, 1.{j}/2^{m}) = {float(p[i, j])!r} is outside [1, 4): "
+            f"f({1 + i / 2**m!r}, {1 + j / 2**m!r}) = {float(p[i, j])!r} (mantissa indices "
+            f"{i}, {j} of {2**m}) is outside [1, 4): "
             "an FP mantissa multiplier must map [1, 2) x [1, 2) into [1, 4)"
         )
     v = (ONE + (bits & (ONE - 1))) << (exponent - 127)

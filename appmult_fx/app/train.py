@@ -76,6 +76,8 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: no CUDA GPU is available here (use cpu or auto)")
     if device.type == "cuda" and device.index is None and dist.is_initialized():
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return device

@@ -126,6 +126,21 @@ def convert_model(
     return convert(model, spec, gradient=gradient, example_inputs=(example,))
 
 
+def training_modes(gm: nn.Module) -> list[str]:
+    """How the approximate layers of ``gm`` take gradients: ``"lut gradients"`` /
+    ``"ste gradients"`` (integer multipliers), ``"approximate FP backward"`` /
+    ``"exact FP backward"`` (floating-point ones)."""
+    from appmult_fx import layers
+
+    return sorted(
+        {
+            f"{r.gradient} gradients" if r.gradient else f"{r.backward} FP backward"
+            for r in layers(gm)
+            if r.multiplier is not None and (r.gradient or r.backward)
+        }
+    )
+
+
 def multipliers_used(gm: nn.Module) -> list[dict[str, Any]]:
     """Name, sha256, bits, signedness and layer count of each multiplier in ``gm``."""
     from appmult_fx import layers
@@ -204,6 +219,7 @@ def retrain_model(
         "spec_source": spec_source,
         "multipliers": multipliers_used(gm),
         "gradient": gradient,
+        "training_modes": training_modes(gm),
         "seed": cfg.seed,
         "epochs": cfg.epochs,
         "float_acc": float_acc,
@@ -231,8 +247,14 @@ def retrain(
 @torch.no_grad()
 def calibrate_model(gm: nn.Module, dataset: Dataset, cfg: TrainConfig, limit: int | None) -> None:
     """Run the observers over (the first ``limit``) training batches, in the same order on
-    every rank so that all ranks end with the same ranges."""
-    from appmult_fx import calibrate
+    every rank so that all ranks end with the same ranges; nothing to do for a model without
+    observers (floating-point multipliers only)."""
+    from appmult_fx import calibrate, quantizers
+
+    if limit is not None and limit < 1:
+        raise ValueError(f"calibration batches must be >= 1, got {limit}")
+    if not quantizers(gm):
+        return
 
     device = resolve_device(cfg.device)
     gm.to(device)

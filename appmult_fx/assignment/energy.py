@@ -38,9 +38,17 @@ def candidate_costs(
 ) -> dict[str, float]:
     """Cost of each candidate: ``costs[name]`` when given, else ``hardware[cost]``.
 
-    Raises (naming every multiplier without a figure and how to give one) rather than guess.
+    Raises (naming every multiplier without a figure and how to give one) rather than guess,
+    and for a ``costs`` name that is no candidate (a typo would leave its candidate's own
+    figure in use).
     """
     costs = dict(costs or {})
+    unknown = sorted(set(costs) - {m.name for m in candidates})
+    if unknown:
+        raise ValueError(
+            f"costs given for {unknown}, which are not candidates "
+            f"(candidates: {sorted(m.name for m in candidates)})"
+        )
     out: dict[str, float] = {}
     missing = []
     for m in candidates:

@@ -219,7 +219,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
         print(f"float {100 * report['float_acc']:.2f}%  initial {100 * report['initial_acc']:.2f}%")
         _print_history(report["history"])
         print(
-            f"retrained {100 * report['final_acc']:.2f}% ({args.gradient} gradients); "
+            f"retrained {100 * report['final_acc']:.2f}% ({', '.join(report['training_modes'])}); "
             f"checkpoint: {args.out}; report: {report_path}"
         )
     return 0

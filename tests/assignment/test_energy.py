@@ -58,6 +58,12 @@ def test_missing_power_is_refused(lenet, candidates, digits):
         amx.search(lenet, bare, digits[0], trials=1, **SEARCH_KW)
 
 
+def test_costs_for_names_that_are_not_candidates_are_refused(lenet, candidates, digits):
+    """A typo in ``costs`` would leave the candidate's own power figure in use."""
+    with pytest.raises(ValueError, match=r"costs given for \['mul8u_trnc4'\], which are not"):
+        amx.search(lenet, candidates, digits[0], trials=1, costs={"mul8u_trnc4": 0.1}, **SEARCH_KW)
+
+
 def test_missing_exact_reference_is_refused(lenet, candidates, digits):
     approx = [m for m in candidates if m.name != "mul8u_exact"]
     with pytest.raises(ValueError, match="no cost is known for an exact 8x8 unsigned"):

@@ -280,3 +280,31 @@ def test_bad_arguments_are_clear_errors(
     assert rc == 2 and "no_such_mult" in capsys.readouterr().err
     rc = main(["eval", str(tmp_path / "absent.pt")])
     assert rc == 2 and "absent.pt" in capsys.readouterr().err
+    train = ["train", "--model", "lenet5", "--out", str(tmp_path / "f.pt"), "--quiet"]
+    for bad, says in (
+        (["--epochs", "0"], "epochs must be an integer >= 1, got 0"),
+        (["--max-steps", "0"], "max_steps_per_epoch must be an integer >= 1, got 0"),
+        (["--lr-gamma", "0"], "lr_gamma must be a finite number > 0"),
+        (["--lr", "nan"], "lr must be a finite number > 0"),
+        (["--milestones", "1.5", "-2"], "each in (0, 1); got [1.5, -2.0]"),
+    ):
+        assert main(train + bad) == 2, bad
+        assert says in capsys.readouterr().err, bad
+    assert not (tmp_path / "f.pt").exists()
+    calib = ["--calib-batches", "0", "--out", str(tmp_path / "y.pt"), "--quiet"]
+    rc = main(
+        ["retrain", "--checkpoint", str(float_checkpoint), "--multiplier", "mul8u_exact"] + calib
+    )
+    assert rc == 2 and "calibration batches must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_fp_multiplier_retrains_through_the_generic_workflow(
+    tmp_path: Path, float_checkpoint: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "fp.pt"
+    args = ["retrain", "--checkpoint", str(float_checkpoint), "--multiplier", "fp_mbm5"]
+    assert main(args + ["--epochs", "1", "--max-steps", "2", "--out", str(out), "--quiet"]) == 0
+    assert "(approximate FP backward)" in capsys.readouterr().out
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["training_modes"] == ["approximate FP backward"]
+    assert [m["name"] for m in report["multipliers"]] == ["fp_mbm5"]

@@ -6,8 +6,7 @@ multiplies two activations, so each operand gets its own ``ActivationQuantizer``
 
     <layer>_a_quant, <layer>_b_quant -> lut_matmul / lut_einsum -> rescale [-> beta*in + alpha*y]
 
-A product that may be a dot product (1-D operands: a 0-d result) has a dimension of size one
-added before the LUT-GEMM (``rescale`` needs one) and removed after ``rescale``.
+Two 1-D operands (a dot product, ``"i,i->"``) give a 0-d result, as torch does.
 
 The left operand indexes the multiplier's rows (first operand), the right its columns.
 A transposed convolution becomes input/weight quantizers -> ``lut_conv_transpose`` -> rescale.
@@ -18,14 +17,13 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-import torch
 from torch import Tensor, fx
 
 from appmult_fx.ops.int_layers import lut_conv_transpose, lut_einsum, lut_matmul, rescale
 from appmult_fx.ops.quantizers import ActivationQuantizer
 
 from .context import Quantized, RewriteContext, register_builder
-from .match import LayerSite, einsum_equation, matmul_operands, node_shape
+from .match import LayerSite, einsum_equation, matmul_operands
 from .operands import baddbmm_terms, conv_transpose_args
 from .records import LayerRecord
 from .rewrite_int import weighted_layer
@@ -77,48 +75,6 @@ def _warn_parameter_on_the_row_side(site: LayerSite, rule: Rule, left: Any, righ
     )
 
 
-def column_if_dot(b: Tensor, a: Tensor) -> Tensor:
-    """``b`` as a ``[K, 1]`` column when ``a`` and ``b`` are both 1-D (a dot product), else
-    ``b``."""
-    return b.unsqueeze(-1) if a.dim() == 1 and b.dim() == 1 else b
-
-
-def scalar_if_dot(y: Tensor, a: Tensor, b: Tensor) -> Tensor:
-    """``y`` as a 0-d tensor when ``a`` and ``b`` are both 1-D (a dot product), else ``y``."""
-    return y.reshape(()) if a.dim() == 1 and b.dim() == 1 else y
-
-
-def _may_be_dot(site: LayerSite) -> bool:
-    """Whether a ``matmul`` site may multiply two 1-D operands (both, or a shape, unknown)."""
-    shapes = [node_shape(x) for x in matmul_operands(site)]
-    return site.op == "matmul" and all(s is None or len(s) == 1 for s in shapes)
-
-
-def _gemm_operands(
-    ctx: RewriteContext, site: LayerSite, qa: Quantized, qb: Quantized
-) -> tuple[fx.Node, fx.Node, str | None, fx.Node | None]:
-    """The LUT-GEMM's code operands and einsum equation (``None``: ``lut_matmul``), and the
-    node (added here) that makes a dot product's result 0-d again from ``rescale``'s output.
-
-    A possible dot (``matmul`` of 1-D operands) gets ``b`` as a column; an einsum with no output
-    index (``"i,i->"``) gets ``a`` a leading index of size one.
-    """
-    if site.op == "einsum":
-        eq = einsum_equation(site.node)
-        ins, out = eq.split("->")  # type: ignore[union-attr]
-        if out:
-            return qa.codes, qb.codes, eq, None
-        one = next(
-            c for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ" if c not in ins
-        )
-        row = ctx.node("call_method", "unsqueeze", (qa.codes, 0), name=f"{site.name}_a_row")
-        return row, qb.codes, f"{one}{ins}->{one}", None
-    if not _may_be_dot(site):
-        return qa.codes, qb.codes, None, None
-    b = ctx.node("call_function", column_if_dot, (qb.codes, qa.codes), name=f"{site.name}_b_column")
-    return qa.codes, b, None, b
-
-
 @register_builder("int", "matmul", "bmm", "baddbmm", "addmm", "einsum")
 def build_matmul(ctx: RewriteContext, site: LayerSite, rule: Rule) -> LayerRecord:
     """Rewrite a matmul-like node into two activation quantizers -> LUT-GEMM -> ``rescale``."""
@@ -126,11 +82,13 @@ def build_matmul(ctx: RewriteContext, site: LayerSite, rule: Rule) -> LayerRecor
     _warn_parameter_on_the_row_side(site, rule, left, right)
     qa = _activation(ctx, site, rule, left, "a")
     qb = _activation(ctx, site, rule, right, "b")
-    a_codes, b_codes, eq, column = _gemm_operands(ctx, site, qa, qb)
-    luts = ctx.tables(site, rule)  # after the operands: a re-traced graph keeps this order
-    args = (a_codes, qa.zero_point, b_codes, qb.zero_point, luts["table"])
+    luts = ctx.tables(site, rule)
+    args = (qa.codes, qa.zero_point, qb.codes, qb.zero_point, luts["table"])
     args += (luts.get("grad_a"), luts.get("grad_b"))
-    fn, args = (lut_matmul, args) if eq is None else (lut_einsum, (eq, *args))
+    if site.op == "einsum":  # the explicit equation (an implicit output as torch derives it)
+        fn, args = lut_einsum, (einsum_equation(site.node), *args)
+    else:
+        fn = lut_matmul
     acc = ctx.node("call_function", fn, args, name=f"{site.name}_lut_gemm")
     y = ctx.node(
         "call_function",
@@ -140,10 +98,6 @@ def build_matmul(ctx: RewriteContext, site: LayerSite, rule: Rule) -> LayerRecor
         name=f"{site.name}_out",
     )
     output = baddbmm_output(ctx, site, y)
-    if column is not None:
-        output = ctx.node("call_function", scalar_if_dot, (y, left, right), name=f"{site.name}_dot")
-    elif a_codes is not qa.codes:
-        output = ctx.node("call_function", torch.squeeze, (y, 0), name=f"{site.name}_dot")
     parts = {
         "product": y.name,
         "quantizers": (qa.module, qb.module),

@@ -175,12 +175,14 @@ def rescale(acc: Tensor, sx: Tensor, sw: Tensor, bias: Tensor | None, channel_di
     """Float output ``acc * sx * sw (+ bias)``, the product in float64 (an ``acc`` of exact
     integer sums, float32 or float64); ``sw``/``bias`` broadcast along ``channel_dim``."""
     shape = [1] * acc.dim()
-    shape[channel_dim] = -1
+    if acc.dim():  # a 0-d acc (a dot product) has per-tensor scales only
+        shape[channel_dim] = -1
     scale = sx.detach().double() * (
         sw.detach().double().reshape(shape) if sw.dim() == 1 else sw.detach().double()
     )
     if (
         dispatch.one_pass_cpu(acc)
+        and acc.dim() > 0
         and acc.dtype in (torch.float32, torch.float64)
         and sx.numel() == 1
         and sw.dim() <= 1
@@ -295,7 +297,7 @@ def lut_einsum(
     b = b.expand(*(size[c] for c in batch), *b.shape[len(batch) :]).reshape(nb, ni, nc)
     acc = lut_matmul(a, za, b, zb, table, grad_a, grad_b)
     natural = batch + rows + cols
-    acc = acc.reshape(*(size[c] for c in natural))
+    acc = acc.reshape([size[c] for c in natural])  # [] for a full contraction ("i,i->")
     return acc.permute([natural.index(c) for c in out])
 
 

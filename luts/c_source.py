@@ -37,7 +37,7 @@ import numpy as np
 
 from .cache import cache_root
 from .evoapprox_header import check_header, with_header
-from .evoapprox_names import circuit_name, named_operands
+from .evoapprox_names import circuit_name, inferred_note, named_operands
 from .indexing import output_range
 from .multiplier import Multiplier
 
@@ -226,12 +226,14 @@ def from_c_source(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"C/C++ source {path} not found")
-    widths, named_signed = named_operands(circuit_name(path.stem), bits, signed)
+    circuit = circuit_name(path.stem)
+    widths, named_signed = named_operands(circuit, bits, signed)
     if widths is None:
         raise ValueError(
             f"{path.name}: operand widths unknown; pass bits= (an int or (bits_a, bits_b)), or "
             "name the file like EvoApproxLib (mul8u_..., mul8x4u_...)"
         )
+    note = inferred_note(circuit, bits, signed)
     bits_a, bits_b = widths
     signed = bool(named_signed)
     command = _compiler(path, compiler)
@@ -249,11 +251,16 @@ def from_c_source(
     codes = _run(exe, path, symbol, 1 << (bits_a + bits_b), timeout)
     table = signed_values(codes, bits_a, bits_b) if signed else codes
     provenance = {"source": "c", "path": str(path), "symbol": symbol, "operands": binding}
-    mult = Multiplier(
-        name or symbol,
-        (bits_a, bits_b),
-        signed,
-        table.reshape(1 << bits_a, 1 << bits_b),
-        provenance=provenance,
-    )
-    return check_header(with_header(mult, text), path.name)
+    try:
+        mult = Multiplier(
+            name or symbol,
+            (bits_a, bits_b),
+            signed,
+            table.reshape(1 << bits_a, 1 << bits_b),
+            provenance=provenance,
+        )
+        return check_header(with_header(mult, text), path.name)
+    except ValueError as exc:  # entries that do not fit, a header the table contradicts
+        if not note:
+            raise
+        raise type(exc)(f"{exc}{note}") from exc

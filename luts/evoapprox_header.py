@@ -14,12 +14,17 @@ Every file of the library starts with lines such as::
     // PDK45_AREA = 473.5 um2
     // PDK45_DELAY = 1.28 ns
 
-The older EvoApprox8b files (``mul8_000.v``) write ``// Power  (45) = 0.428700`` (mW),
-``// Area   (45) = 662.000000`` (um2), ``// Delay  (45) = 1.190000`` (ns), ``// MAE =``,
-``// MSE =``, ``// WCE =`` and ``// MRE = 1.990000 %``, ``// EP = 86.500000 %``,
-``// WCRE = 560.000000 %``. Their percentages are rounded to one or two decimals, then
-printed with six, and their MRE averages over every pair (zero products included), so those
-three are kept (``provenance["header_unchecked"]``) but never compared.
+The older EvoApprox8b files write unitless figures per technology, ``// Area   (180) =``,
+``// Power  (45) = ...``, ``// Delay  (45) = ...``, then ``// MAE =``, ``// MSE =``,
+``// WCE =`` and ``// MRE = 1.01 %``, ``// EP = 63.6 %``, ``// WCRE = 100 %``. The unit of
+power depends on the release, named by the ``// Library = ...`` line: ``EvoApprox8b`` prints
+uW (``mul8_218``: ``Power (45) = 424.30``), ``cgp-evoapproxlib`` mW (``mul8_000``:
+``0.428700``); area is um2 and delay ns in both. Only the 45 nm figures of a known release
+become hardware figures (the technology of the current library's PDK45 ones); the others, and
+every figure of a file whose release is unknown, are kept in ``provenance["header_unchecked"]``
+(``power_180`` ...) rather than guessed. The percentages are rounded to one or two decimals
+and MRE averages over every pair (zero products included), so they are kept there too and
+never compared.
 
 :func:`parse_evoapprox_header` turns them into hardware figures (the keys of
 :data:`.multiplier.HARDWARE_KEYS`) and the library's error figures (keys of
@@ -61,6 +66,10 @@ _HARDWARE: dict[str, tuple[str, dict[str, float]]] = {
     "DELAY": ("delay_ns", {"ns": 1.0, "ps": 1e-3, "us": 1e3}),
 }
 _LEGACY_HARDWARE = {"POWER": "PWR", "AREA": "AREA", "DELAY": "DELAY"}
+# EvoApprox8b releases (the ``Library =`` line) -> factor of their unitless power to mW.
+_LEGACY_POWER_TO_MW = {"evoapprox8b": 1e-3, "cgp-evoapproxlib": 1.0}
+_LEGACY_TECH = "45"  # the technology whose unitless figures become hardware figures
+_LIBRARY = re.compile(r"^\s*(?://|\*)\s*Library\s*=\s*(?P<name>\S+)", re.IGNORECASE)
 
 _LINE = re.compile(
     r"^\s*(?://|\*)\s*(?P<key>[A-Za-z][A-Za-z0-9_]*%?)\s*(?:\((?P<tech>[A-Za-z0-9]+)\))?"
@@ -87,11 +96,13 @@ def parse_evoapprox_header(text: str) -> dict[str, Any]:
 
     Returns ``{"hardware": {...} or None, "metrics": {...}, "rounding": {...},
     "unchecked": {...}}``: hardware has ``power_mw``, ``area_um2``, ``delay_ns`` (converted
-    from the printed unit; EvoApprox8b's unitless ``Power (45)`` lines in mW, um2, ns) and
-    ``source`` (e.g. ``"EvoApproxLib header (PDK45)"``); metrics has the keys of
-    :data:`HEADER_METRICS` that are present (percentages stay percentages); ``rounding`` maps
-    every metrics key to half a unit of its last printed digit; ``unchecked`` holds
-    EvoApprox8b's percentages (:data:`LEGACY_PERCENTAGES`), which are not comparable. Only
+    from the printed unit; EvoApprox8b's unitless 45 nm lines by their release, see the module
+    docstring) and ``source`` (e.g. ``"EvoApproxLib header (PDK45)"``); metrics has the keys
+    of :data:`HEADER_METRICS` that are present (percentages stay percentages); ``rounding``
+    maps every metrics key to half a unit of its last printed digit; ``unchecked`` holds
+    EvoApprox8b's percentages (:data:`LEGACY_PERCENTAGES`) and the hardware figures whose
+    unit or technology is not the hardware keys' (``power_180``, or all of them where the
+    release is unknown). Only
     the first :data:`HEADER_LINES` lines are read. Lines that are not ``KEY [(tech)] = number
     [unit]`` are ignored; an unknown unit on a hardware figure raises ValueError naming the
     line.
@@ -101,7 +112,9 @@ def parse_evoapprox_header(text: str) -> dict[str, Any]:
     rounding: dict[str, float] = {}
     unchecked: dict[str, float] = {}
     techs: set[str] = set()
-    for lineno, line in enumerate(text.splitlines()[:HEADER_LINES], 1):
+    lines = text.splitlines()[:HEADER_LINES]
+    release = next((m["name"].lower() for m in map(_LIBRARY.match, lines) if m), None)
+    for lineno, line in enumerate(lines, 1):
         m = _LINE.match(line)
         if m is None:
             continue
@@ -120,12 +133,16 @@ def parse_evoapprox_header(text: str) -> dict[str, Any]:
         hw = _HW_KEY.match(key)
         if hw is not None:
             tech, what = hw["tech"], hw["what"]
-        elif key in _LEGACY_HARDWARE and m["tech"] is not None:
+            factor = _HARDWARE[what][1].get(unit.lower())
+        elif key in _LEGACY_HARDWARE and m["tech"] is not None and not unit:
             tech, what = f"{m['tech']} nm", _LEGACY_HARDWARE[key]
+            factor = _legacy_factor(what, release)
+            if m["tech"] != _LEGACY_TECH or factor is None:
+                unchecked[f"{key.lower()}_{m['tech']}"] = number
+                continue
         else:
             continue
         target, units = _HARDWARE[what]
-        factor = 1.0 if hw is None and not unit else units.get(unit.lower())
         if factor is None:
             raise ValueError(
                 f"header line {lineno}: unknown unit {unit!r} for {key} "
@@ -141,6 +158,14 @@ def parse_evoapprox_header(text: str) -> dict[str, Any]:
         "rounding": rounding,
         "unchecked": unchecked,
     }
+
+
+def _legacy_factor(what: str, release: str | None) -> float | None:
+    """Factor of an EvoApprox8b unitless ``what`` figure to the hardware key's unit, or None
+    where the release (and so the unit of its power) is unknown."""
+    if what != "PWR":
+        return 1.0 if release in _LEGACY_POWER_TO_MW else None
+    return _LEGACY_POWER_TO_MW.get(release or "")
 
 
 def header_tolerance(value: float, half_ulp: float) -> float:

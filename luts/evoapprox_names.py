@@ -75,3 +75,19 @@ def named_operands(
             "a file that does not follow EvoApproxLib's naming)"
         )
     return widths, named_signed
+
+
+def inferred_note(name: str, bits: int | tuple[int, int] | None, signed: bool | None) -> str:
+    """What :func:`named_operands` took from the name ``name`` that the caller did not give,
+    as a note for an error message (empty when nothing was taken)."""
+    named = evoapprox_widths(name)
+    if named is None or (bits is not None and signed is not None):
+        return ""
+    (a, b), kind = named[0], "signed" if named[1] else "unsigned"
+    taken = " and ".join(
+        t for t, missing in ((f"{a}x{b}", bits is None), (kind, signed is None)) if missing
+    )
+    return (
+        f" (read as {taken} because the file is named like an EvoApproxLib {a}x{b} {kind} "
+        "multiplier; rename a file that is not one)"
+    )

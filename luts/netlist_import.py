@@ -11,7 +11,7 @@ from typing import Any
 from .blif import parse_blif
 from .cells import Cell, cell_library
 from .evoapprox_header import HeaderMismatch, check_header, with_header
-from .evoapprox_names import circuit_name, named_operands
+from .evoapprox_names import circuit_name, inferred_note, named_operands
 from .multiplier import Multiplier
 from .netlist import Netlist, NetlistError
 from .netlist_sim import simulate_multiplier
@@ -73,6 +73,7 @@ def from_netlist(
         _, named_signed = named_operands(circuit_name(path.stem), (sim.bits_a, sim.bits_b), signed)
     except ValueError as exc:
         raise NetlistError(path, None, f"{exc} (operands from the ports: {sim.binding})") from exc
+    note = inferred_note(circuit_name(path.stem), (sim.bits_a, sim.bits_b), signed)
     signed = bool(named_signed)
     if sim.out_bits < sim.bits_a + sim.bits_b:
         warnings.warn(
@@ -101,10 +102,10 @@ def from_netlist(
             hardware={"cells": count} if count else None,
         )
         mult = check_header(with_header(mult, _head(path)), path.name)
-    except HeaderMismatch:
-        raise
+    except HeaderMismatch as exc:
+        raise HeaderMismatch(f"{exc}{note}") from exc
     except ValueError as exc:  # widths out of range, outputs that do not fit, a bad header
-        raise NetlistError(path, None, f"{exc} (operands: {sim.binding})") from exc
+        raise NetlistError(path, None, f"{exc} (operands: {sim.binding}){note}") from exc
     if mult.hardware is not None and "source" not in mult.hardware:
         mult = mult.with_hardware(source="netlist cell count")
     return mult

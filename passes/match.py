@@ -159,9 +159,10 @@ def _warn_unconverted(records: list[LayerRecord]) -> None:
     listed = ", ".join(f"{r.name!r} ({r.op})" for r in records)
     warnings.warn(
         f"appmult-fx cannot convert {len(records)} multiply layer(s), which stay float "
-        f"(float records in amx.layers()): {listed}. Write a convertible form (torch.matmul, "
-        "F.linear, a two-operand batched-matmul einsum) to approximate them",
-        stacklevel=3,
+        f"(float records in amx.layers()): {listed}. Write a convertible form to approximate "
+        "them: torch.matmul, F.linear, or a two-operand einsum without '...' in which every "
+        "index is in the output or in both operands",
+        stacklevel=4,  # the caller of amx.convert
     )
 
 

@@ -10,12 +10,14 @@ name (the longest matching name wins); regexes are tried in insertion order with
 from __future__ import annotations
 
 import json
+import numbers
 import re
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from appmult_fx.luts.formats import load_multiplier
 from appmult_fx.luts.registry import multiplier as builtin_multiplier
 
@@ -45,12 +47,32 @@ class Rule:
     def __post_init__(self) -> None:
         _check_choice("gradient", self.gradient, GRADIENT_MODES)
         _check_choice("backward", self.backward, BACKWARD_MODES)
-        if not isinstance(self.per_channel, bool):
-            raise TypeError(f"per_channel must be true or false (a bool), got {self.per_channel!r}")
-        if isinstance(self.momentum, bool) or not isinstance(self.momentum, (int, float)):
-            raise TypeError(f"momentum must be a number in (0, 1], got {self.momentum!r}")
-        if not 0.0 < self.momentum <= 1.0:
-            raise ValueError(f"momentum must be in (0, 1], got {self.momentum!r}")
+        object.__setattr__(self, "per_channel", _as_bool("per_channel", self.per_channel))
+        object.__setattr__(self, "momentum", _as_fraction("momentum", self.momentum))
+
+
+def _as_bool(option: str, value: Any) -> bool:
+    """``value`` as a bool: a bool, a numpy bool or the integer 0 or 1; TypeError for anything
+    else (a string such as ``"no"`` is truthy and would quietly mean True)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Integral) and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"{option} must be true or false (a bool), got {value!r}")
+
+
+def _as_fraction(option: str, value: Any) -> float:
+    """``value`` as a float in (0, 1]: any real number (numpy's and 0-d tensors included), not
+    a bool or a string."""
+    if isinstance(value, (bool, np.bool_, str, bytes)):
+        raise TypeError(f"{option} must be a number in (0, 1], got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(f"{option} must be a number in (0, 1], got {value!r}") from exc
+    if not 0.0 < number <= 1.0:
+        raise ValueError(f"{option} must be in (0, 1], got {value!r}")
+    return number
 
 
 def _check_choice(option: str, value: Any, choices: tuple[str, ...]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import types
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -74,7 +75,7 @@ class GraphSnapshot(nn.Module):
         state = dict(self.__dict__)
         if self.graph is not None:
             state["nodes"] = [
-                (n.name, n.op, {k: n.meta[k] for k in _NODE_KEYS if k in n.meta})
+                (n.name, n.op, _attr_path(n), {k: n.meta[k] for k in _NODE_KEYS if k in n.meta})
                 for n in self.graph.nodes
             ]
         state["graph"] = None
@@ -85,24 +86,59 @@ class GraphSnapshot(nn.Module):
         return copied.train(self.training)
 
     def restore(self, traced: fx.Graph) -> fx.Graph:
-        """``traced`` (the re-traced code) with the saved node names and records."""
-        old = list(traced.nodes)
-        if [n.op for n in old] != [op for _, op, _ in self.nodes]:
-            raise RuntimeError(
-                "appmult-fx: the unpickled model's code does not match its saved graph; "
-                "its layer records cannot be restored"
+        """``traced`` (the re-traced code) with the saved node names and records; ``traced``
+        itself, with a warning, where its nodes do not match the saved ones (a graph replaced
+        after conversion): the model computes the same, but ``amx.layers`` and export no
+        longer see its layer records."""
+        saved = self._match(list(traced.nodes))
+        if saved is None:
+            warnings.warn(
+                "appmult-fx: the unpickled model's code does not match the graph saved with it "
+                "(was the graph replaced after conversion?); it computes as its code says, but "
+                "its layer records are lost (amx.layers, export)",
+                stacklevel=2,
             )
+            return traced
         graph = fx.Graph(tracer_cls=Retracer)
         env: dict[fx.Node, fx.Node] = {}
-        for node, (name, _, meta) in zip(old, self.nodes, strict=True):
+        for node in traced.nodes:
+            name, meta = saved[node]
             args, kwargs = fx.map_arg((node.args, node.kwargs), env.__getitem__)
             new = graph.create_node(node.op, node.target, args, kwargs, name, node.type)
             new.meta.update({**node.meta, **meta})
             env[node] = new
-        if [n.name for n in graph.nodes] != [name for name, _, _ in self.nodes]:
-            raise RuntimeError("appmult-fx: could not restore the unpickled model's node names")
         self.graph = graph
         return graph
+
+    def _match(self, traced: list[fx.Node]) -> dict[fx.Node, tuple[str, dict]] | None:
+        """The saved name and meta of each re-traced node, or None where they do not match:
+        nodes other than ``get_attr`` in order, ``get_attr`` nodes by attribute (re-tracing
+        puts a buffer's or constant's ``get_attr`` at its first use, not where it was)."""
+        entries = self.nodes or []
+        others = [e for e in entries if e[1] != "get_attr"]
+        attrs: dict[str, list[tuple]] = {}
+        for e in entries:
+            if e[1] == "get_attr":
+                attrs.setdefault(e[2], []).append(e)
+        plain = [n for n in traced if n.op != "get_attr"]
+        if [n.op for n in plain] != [e[1] for e in others]:
+            return None
+        out = {n: (e[0], e[3]) for n, e in zip(plain, others, strict=True)}
+        for n in traced:
+            if n.op == "get_attr":
+                same = attrs.get(_attr_path(n) or "")
+                if not same:
+                    return None
+                e = same.pop(0)
+                out[n] = (e[0], e[3])
+        if any(attrs.values()) or len({name for name, _ in out.values()}) != len(out):
+            return None
+        return out
+
+
+def _attr_path(node: fx.Node) -> str | None:
+    """The attribute a ``get_attr`` node reads (None for other nodes)."""
+    return str(node.target) if node.op == "get_attr" else None
 
 
 class Retracer(fx.Tracer):

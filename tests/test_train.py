@@ -176,3 +176,20 @@ def test_ddp_two_cpu_ranks_end_with_identical_weights_and_observers(tmp_path: Pa
     # Training happened: the weights moved away from the (shared) initial ones.
     start = _model().state_dict()
     assert not torch.equal(a["features.0.weight"], start["features.0.weight"])
+
+
+def test_config_takes_numpy_numbers_and_refuses_meaningless_values() -> None:
+    import numpy as np
+
+    cfg = TrainConfig(epochs=np.int64(4), lr=np.float32(0.01), milestones=(0.5, 1.0))
+    assert cfg.milestone_epochs() == [2]  # 1.0 is the end of the run: no drop
+    for bad, says in (
+        ({"epochs": 0}, "epochs must be an integer >= 1"),
+        ({"batch_size": 2.5}, "batch_size must be an integer >= 1"),
+        ({"lr": float("nan")}, "lr must be a finite number > 0"),
+        ({"lr_gamma": 0.0}, "lr_gamma must be a finite number > 0"),
+        ({"weight_decay": "0"}, "weight_decay must be a number >= 0"),
+        ({"milestones": (1.5,)}, r"each in \[0, 1\]"),
+    ):
+        with pytest.raises(ValueError, match=says):
+            TrainConfig(**bad)

@@ -286,7 +286,7 @@ def test_bad_arguments_are_clear_errors(
         (["--max-steps", "0"], "max_steps_per_epoch must be an integer >= 1, got 0"),
         (["--lr-gamma", "0"], "lr_gamma must be a finite number > 0"),
         (["--lr", "nan"], "lr must be a finite number > 0"),
-        (["--milestones", "1.5", "-2"], "each in (0, 1); got [1.5, -2.0]"),
+        (["--milestones", "1.5", "-2"], "each in [0, 1]; got [1.5, -2.0]"),
     ):
         assert main(train + bad) == 2, bad
         assert says in capsys.readouterr().err, bad

@@ -136,6 +136,34 @@ def test_legacy_evoapprox8b_header() -> None:
     assert got["unchecked"] == {"mre_pct": 1.99, "wcre_pct": 560.0, "ep_pct": 86.5}
 
 
+EVOAPPROX8B = """// Library = EvoApprox8b
+// Circuit = mul8_218
+// Area   (180) = 9247
+// Delay  (180) = 2.980
+// Power  (180) = 4910.60
+// Area   (45) = 666
+// Delay  (45) = 1.130
+// Power  (45) = 424.30
+// Nodes = 136
+// MAE = 26.61816
+// MRE = 1.01 %
+"""
+
+
+def test_evoapprox8b_release_prints_power_in_microwatts() -> None:
+    """The public EvoApprox8b files print uW (mul8_218: 424.30 at 45 nm, i.e. 0.4243 mW); only
+    the 45 nm figures become hardware figures, the 180 nm ones are kept aside."""
+    got = parse_evoapprox_header(EVOAPPROX8B)
+    assert got["hardware"]["power_mw"] == pytest.approx(0.4243)
+    assert (got["hardware"]["area_um2"], got["hardware"]["delay_ns"]) == (666.0, 1.13)
+    assert got["unchecked"] == {
+        "area_180": 9247.0, "delay_180": 2.98, "power_180": 4910.6, "mre_pct": 1.01,
+    }  # fmt: skip
+    unknown = parse_evoapprox_header(EVOAPPROX8B.replace("EvoApprox8b", "someone-else"))
+    assert unknown["hardware"] is None  # the unit of an unknown release's power is not guessed
+    assert unknown["unchecked"]["power_45"] == 424.3 and unknown["metrics"]["mae"] == 26.61816
+
+
 def test_legacy_header_on_a_netlist(tmp_path: Path) -> None:
     text = LEGACY.format(name="mul2_old", mae="0.000000") + V_2x2.format(
         name="mul2_old", o0="A[0] & B[0]"
@@ -162,3 +190,12 @@ def test_gen_twin_grouped_with_its_c_model(tmp_path: Path) -> None:
     text = "\n".join(report.problems)
     assert "mul2u_h: refused: mul2u_h_gen.v and mul2u_h.c disagree" in text
     assert "add2u_s_gen.v: NetlistError" in text and "named as an EvoApproxLib adder" in text
+
+
+def test_errors_say_what_was_taken_from_the_name(tmp_path: Path) -> None:
+    """A user's unsigned model that happens to be named like a signed EvoApproxLib circuit is
+    refused, and the message says the signedness came from the name."""
+    text = "#include <stdint.h>\nuint16_t approx_mul(uint8_t a, uint8_t b) { return a * b; }\n"
+    path = _file(tmp_path, "mul4s_mine.c", text)
+    with pytest.raises(ValueError, match="read as signed because the file is named like an"):
+        from_c_source(path, 4)

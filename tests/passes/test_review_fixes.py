@@ -8,6 +8,7 @@ import pickle
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import fx, nn
@@ -158,7 +159,7 @@ def test_unbatched_transposed_conv_is_refused_clearly() -> None:
     ("options", "error", "match"),
     [
         ({"per_channel": "no"}, TypeError, "per_channel must be true or false"),
-        ({"per_channel": 1}, TypeError, "per_channel"),
+        ({"per_channel": 2}, TypeError, "per_channel"),
         ({"momentum": "0.5"}, TypeError, "momentum must be a number"),
         ({"momentum": True}, TypeError, "momentum"),
         ({"momentum": float("nan")}, ValueError, r"momentum must be in \(0, 1\]"),
@@ -182,6 +183,10 @@ def test_bad_rule_options_raise_naming_rule_and_option(
 
 
 def test_valid_rule_options_are_kept() -> None:
+    for flag, want in ((1, True), (0, False), (np.True_, True)):  # numbers that are bools
+        assert amx.Spec().set_global(EXACT, per_channel=flag).global_rule.per_channel is want
+    for number in (np.float32(0.25), np.int64(1), torch.tensor(0.5)):  # any real number
+        assert amx.Spec().set_global(EXACT, momentum=number).global_rule.momentum == float(number)
     spec = amx.Spec().set_global(EXACT, per_channel=True, momentum=1, gradient="ste")
     rule = spec.global_rule
     assert rule.per_channel is True and rule.momentum == 1 and rule.gradient == "ste"
@@ -273,3 +278,48 @@ def test_converted_model_pickles_with_identical_outputs_records_and_training(rou
     want, got = _grads(gm, x), _grads(loaded, x)
     assert want.keys() == got.keys()
     assert all(torch.equal(want[k], got[k]) for k in want)
+
+
+class _WithBuffer(nn.Module):
+    """A product with a buffer and one with a constant tensor: their ``get_attr`` nodes move
+    when torch.fx re-traces the pickled code."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.register_buffer("w", torch.randn(4, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.fc(x) @ self.w) @ torch.ones(3, 2)
+
+
+def test_models_with_buffers_and_constants_pickle_with_their_records() -> None:
+    torch.manual_seed(6)
+    x = torch.randn(5, 4)
+    gm = _convert(_WithBuffer().eval(), amx.Spec().set_global(EXACT), (x,))
+    loaded = pickle.loads(pickle.dumps(gm))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), gm(x))
+    assert sorted(n.name for n in loaded.graph.nodes) == sorted(n.name for n in gm.graph.nodes)
+    assert [r.name for r in amx.layers(loaded)] == [r.name for r in amx.layers(gm)]
+    assert len(amx.layers(gm)) == 3
+
+
+def test_a_graph_replaced_after_conversion_unpickles_with_a_warning() -> None:
+    """The snapshot saved with the model no longer matches: the model still computes what its
+    code says, and the lost records are reported, not guessed."""
+    torch.manual_seed(7)
+    x = torch.randn(5, 4)
+    gm = _convert(_WithBuffer().eval(), amx.Spec().set_global(EXACT), (x,))
+    edited = copy.deepcopy(gm.graph)
+    out = next(n for n in edited.nodes if n.op == "output")
+    with edited.inserting_before(out):
+        doubled = edited.call_function(torch.mul, (out.args[0], 2.0))
+    out.args = (doubled,)
+    gm.graph = edited
+    gm.recompile()
+    with pytest.warns(UserWarning, match="layer records are lost"):
+        loaded = pickle.loads(pickle.dumps(gm))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), gm(x))
+    assert amx.layers(loaded) == []

@@ -184,6 +184,9 @@ def trace(
             f"{type(exc).__name__}: {exc}\nPass concrete_args for data-dependent arguments, or "
             "mark the offending submodules as leaf_modules."
         ) from exc
+    for node in graph.nodes:  # annotations read as strings (``from __future__ import
+        if isinstance(node.type, str):  # annotations``) break pickling on torch 2.11
+            node.type = None
     name = model.__class__.__name__
     graph._tracer_cls = Retracer  # torch.fx re-traces pickled GraphModules with it
     gm = fx.GraphModule(tracer.root, graph, name)

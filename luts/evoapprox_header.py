@@ -16,7 +16,8 @@ Every file of the library starts with lines such as::
 
 The older EvoApprox8b files write unitless figures per technology, ``// Area   (180) =``,
 ``// Power  (45) = ...``, ``// Delay  (45) = ...``, then ``// MAE =``, ``// MSE =``,
-``// WCE =`` and ``// MRE = 1.01 %``, ``// EP = 63.6 %``, ``// WCRE = 100 %``. The unit of
+``// WCE =`` and ``// MRE = 1.01 %``, ``// EP = 63.6 %``, ``// WCRE = 100 %`` (their
+generated C files as ``/*   Power  (45) = 215.00 */``, one comment per line). The unit of
 power depends on the release, named by the ``// Library = ...`` line: ``EvoApprox8b`` prints
 uW (``mul8_218``: ``Power (45) = 424.30``), ``cgp-evoapproxlib`` mW (``mul8_000``:
 ``0.428700``); area is um2 and delay ns in both. Only the 45 nm figures of a known release
@@ -69,11 +70,14 @@ _LEGACY_HARDWARE = {"POWER": "PWR", "AREA": "AREA", "DELAY": "DELAY"}
 # EvoApprox8b releases (the ``Library =`` line) -> factor of their unitless power to mW.
 _LEGACY_POWER_TO_MW = {"evoapprox8b": 1e-3, "cgp-evoapproxlib": 1.0}
 _LEGACY_TECH = "45"  # the technology whose unitless figures become hardware figures
-_LIBRARY = re.compile(r"^\s*(?://|\*)\s*Library\s*=\s*(?P<name>\S+)", re.IGNORECASE)
+# A comment line: ``// ...``, `` * ...`` (inside a block) or ``/* ... */`` on one line.
+_COMMENT = r"^\s*(?://|/\*|\*)\s*"
+_LIBRARY = re.compile(_COMMENT + r"Library\s*=\s*(?P<name>[^\s*]+)", re.IGNORECASE)
 
 _LINE = re.compile(
-    r"^\s*(?://|\*)\s*(?P<key>[A-Za-z][A-Za-z0-9_]*%?)\s*(?:\((?P<tech>[A-Za-z0-9]+)\))?"
-    r"\s*=\s*(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(?P<unit>\S*)\s*$"
+    _COMMENT + r"(?P<key>[A-Za-z][A-Za-z0-9_]*%?)\s*(?:\((?P<tech>[A-Za-z0-9]+)\))?"
+    r"\s*=\s*(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
+    r"\s*(?P<unit>(?:(?!\*/)\S)*)\s*(?:\*/)?\s*$"
 )
 _HW_KEY = re.compile(r"^(?P<tech>[A-Za-z0-9]+)_(?P<what>PWR|AREA|DELAY)$")
 

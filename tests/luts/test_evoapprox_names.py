@@ -199,3 +199,9 @@ def test_errors_say_what_was_taken_from_the_name(tmp_path: Path) -> None:
     path = _file(tmp_path, "mul4s_mine.c", text)
     with pytest.raises(ValueError, match="read as signed because the file is named like an"):
         from_c_source(path, 4)
+
+
+def test_one_line_block_comments_are_read_as_the_line_comments() -> None:
+    """EvoApprox8b's generated C files write the header as ``/*   Power  (45) = ... */``."""
+    block = "".join(f"  /*   {line[3:]} */\n" for line in EVOAPPROX8B.splitlines())
+    assert parse_evoapprox_header(block) == parse_evoapprox_header(EVOAPPROX8B)

@@ -135,6 +135,7 @@ def conv_transpose_args(site: LayerSite) -> dict[str, Any]:
 
 
 def baddbmm_terms(site: LayerSite) -> tuple[Any, Any, Any]:
-    """``(input, beta, alpha)`` of a ``baddbmm`` site (``beta * input + alpha * (a @ b)``)."""
+    """``(input, beta, alpha)`` of a ``baddbmm`` or ``addmm`` site (``beta * input + alpha *
+    (a @ b)``; both take ``input`` first and the factors second and third)."""
     kw = _call_args(site, ("input", "batch1", "batch2"))
     return kw.get("input"), kw.get("beta", 1), kw.get("alpha", 1)

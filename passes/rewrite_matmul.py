@@ -97,14 +97,13 @@ def build_matmul(ctx: RewriteContext, site: LayerSite, rule: Rule) -> LayerRecor
         {"channel_dim": -1},
         name=f"{site.name}_out",
     )
-    output = baddbmm_output(ctx, site, y)
     parts = {
         "product": y.name,
         "quantizers": (qa.module, qb.module),
         "inputs": tuple(getattr(q.source, "name", None) for q in (qa, qb)),
         "tables": {k: str(n.target) for k, n in luts.items()},
     }
-    return ctx.finish(site, rule, acc, output, parts)
+    return ctx.finish(site, rule, acc, baddbmm_output(ctx, site, y), parts)
 
 
 @register_builder("int", "conv_transpose1d", "conv_transpose2d")

@@ -75,7 +75,7 @@ class GraphSnapshot(nn.Module):
         state = dict(self.__dict__)
         if self.graph is not None:
             state["nodes"] = [
-                (n.name, n.op, _attr_path(n), {k: n.meta[k] for k in _NODE_KEYS if k in n.meta})
+                (n.name, n.op, _target_key(n), {k: n.meta[k] for k in _NODE_KEYS if k in n.meta})
                 for n in self.graph.nodes
             ]
         state["graph"] = None
@@ -111,9 +111,10 @@ class GraphSnapshot(nn.Module):
         return graph
 
     def _match(self, traced: list[fx.Node]) -> dict[fx.Node, tuple[str, dict]] | None:
-        """The saved name and meta of each re-traced node, or None where they do not match:
-        nodes other than ``get_attr`` in order, ``get_attr`` nodes by attribute (re-tracing
-        puts a buffer's or constant's ``get_attr`` at its first use, not where it was)."""
+        """The saved name and meta of each re-traced node, or None where they do not match
+        (op and target): nodes other than ``get_attr`` in order, ``get_attr`` nodes by
+        attribute (re-tracing puts a buffer's or constant's ``get_attr`` at its first use, not
+        where it was)."""
         entries = self.nodes or []
         others = [e for e in entries if e[1] != "get_attr"]
         attrs: dict[str, list[tuple]] = {}
@@ -121,12 +122,12 @@ class GraphSnapshot(nn.Module):
             if e[1] == "get_attr":
                 attrs.setdefault(e[2], []).append(e)
         plain = [n for n in traced if n.op != "get_attr"]
-        if [n.op for n in plain] != [e[1] for e in others]:
+        if [(n.op, _target_key(n)) for n in plain] != [(e[1], e[2]) for e in others]:
             return None
         out = {n: (e[0], e[3]) for n, e in zip(plain, others, strict=True)}
         for n in traced:
             if n.op == "get_attr":
-                same = attrs.get(_attr_path(n) or "")
+                same = attrs.get(_target_key(n))
                 if not same:
                     return None
                 e = same.pop(0)
@@ -136,9 +137,14 @@ class GraphSnapshot(nn.Module):
         return out
 
 
-def _attr_path(node: fx.Node) -> str | None:
-    """The attribute a ``get_attr`` node reads (None for other nodes)."""
-    return str(node.target) if node.op == "get_attr" else None
+def _target_key(node: fx.Node) -> str:
+    """What a node calls or reads, as a string that survives pickling: a module path, method
+    or attribute name, or a function's ``module.qualname``."""
+    target = node.target
+    if isinstance(target, str):
+        return target
+    module = getattr(target, "__module__", None) or ""
+    return f"{module}.{getattr(target, '__qualname__', None) or repr(target)}"
 
 
 class Retracer(fx.Tracer):

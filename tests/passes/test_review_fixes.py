@@ -7,6 +7,7 @@ import io
 import pickle
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import torch
 from torch import fx, nn
 
 import appmult_fx as amx
+from appmult_fx.ops.int_layers import rescale
 
 from .fake_quant import fake_quant_forward
 
@@ -323,3 +325,24 @@ def test_a_graph_replaced_after_conversion_unpickles_with_a_warning() -> None:
     with torch.no_grad():
         assert torch.equal(loaded(x), gm(x))
     assert amx.layers(loaded) == []
+
+
+def _same_rescale(*args: Any, **kwargs: Any) -> torch.Tensor:
+    """``rescale`` under another name: the same result from another target."""
+    return rescale(*args, **kwargs)
+
+
+def test_a_graph_whose_targets_changed_unpickles_with_a_warning() -> None:
+    """Same ops in the same order, one calling another function: the saved records describe
+    the old graph, so they are dropped with a warning rather than put on the new one."""
+    torch.manual_seed(8)
+    x = torch.randn(5, 4)
+    gm = _convert(_WithBuffer().eval(), amx.Spec().set_global(EXACT), (x,))
+    edited = copy.deepcopy(gm.graph)
+    next(n for n in edited.nodes if n.target is rescale).target = _same_rescale
+    gm.graph = edited
+    gm.recompile()
+    with pytest.warns(UserWarning, match="layer records are lost"):
+        loaded = pickle.loads(pickle.dumps(gm))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), gm(x))

@@ -181,6 +181,8 @@ def retrain_model(
 
     ``spec_source`` is ``{"file": path}`` or ``{"multiplier": name_or_path}``.
     """
+    if calib_batches is not None and calib_batches < 1:
+        raise ValueError(f"calibration batches must be >= 1, got {calib_batches}")
     start = time.perf_counter()
     model, ck = load_float_model(float_checkpoint)
     seed_everything(cfg.seed)
@@ -251,8 +253,6 @@ def calibrate_model(gm: nn.Module, dataset: Dataset, cfg: TrainConfig, limit: in
     observers (floating-point multipliers only)."""
     from appmult_fx import calibrate, quantizers
 
-    if limit is not None and limit < 1:
-        raise ValueError(f"calibration batches must be >= 1, got {limit}")
     if not quantizers(gm):
         return
 

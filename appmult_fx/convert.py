@@ -14,7 +14,7 @@ from .passes import leaf_layers
 from .passes.assign import assign
 from .passes.context import LutStore
 from .passes.match import find_layers
-from .passes.records import META_KEY, LayerRecord
+from .passes.records import META_KEY, LayerRecord, require_records
 from .passes.rewrite import rewrite
 from .passes.spec import BACKWARD_MODES, GRADIENT_MODES, Spec
 from .passes.trace import example_shapes, trace
@@ -77,7 +77,9 @@ def is_converted(model: nn.Module) -> bool:
 
 def layers(gm: fx.GraphModule) -> list[LayerRecord]:
     """One record per multiply layer of a converted model (float layers included, and those
-    inside leaf modules), in graph order."""
+    inside leaf modules), in graph order. Refuses a graph whose layers lost their records
+    (rebuilt after conversion, e.g. by ``torch.fx.Transformer``)."""
+    require_records(gm)
     out: list[LayerRecord] = []
     for node in gm.graph.nodes:
         if META_KEY in node.meta:

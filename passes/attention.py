@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 from torch.nn.modules import transformer
 
+from appmult_fx.ops.graph_leaf import graph_leaf
+
 from .matmul_module import Matmul
 
 # torch.nn containers traced through (their multiplies become layers); other torch.nn
@@ -63,6 +65,7 @@ def tracing_patches() -> Iterator[None]:
         torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
+@graph_leaf
 def attention_bias(
     scores: Tensor, attn_mask: Tensor | None, key_padding_mask: Tensor | None, num_heads: int
 ) -> Tensor:
@@ -82,6 +85,7 @@ def attention_bias(
     return scores
 
 
+@graph_leaf
 def batch_first_inputs(
     query: Tensor,
     key: Tensor,
@@ -116,6 +120,7 @@ def batch_first_inputs(
     return query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1)
 
 
+@graph_leaf
 def unbatch_output(out: Tensor, query: Tensor, batch_first: bool) -> Tensor:
     """The attention output ``out [N, L, E]`` laid out as ``query`` is: ``[L, E]`` unbatched,
     else ``[N, L, E]`` or ``[L, N, E]``."""
@@ -124,15 +129,10 @@ def unbatch_output(out: Tensor, query: Tensor, batch_first: bool) -> Tensor:
     return out if batch_first else out.transpose(0, 1)
 
 
+@graph_leaf
 def unbatch_weights(weights: Tensor, query: Tensor) -> Tensor:
     """Attention weights ``[N, (H,) L, S]`` without the batch dimension for unbatched input."""
     return weights.squeeze(0) if query.dim() == 2 else weights
-
-
-torch.fx.wrap("attention_bias")
-torch.fx.wrap("batch_first_inputs")
-torch.fx.wrap("unbatch_output")
-torch.fx.wrap("unbatch_weights")
 
 
 class ApproxMultiheadAttention(nn.Module):
@@ -243,6 +243,7 @@ def swap_attention(
     return swapped
 
 
+@graph_leaf
 def sdpa_scores(
     scores: Tensor, query: Tensor, attn_mask: Tensor | None, is_causal: bool, scale: float | None
 ) -> Tensor:

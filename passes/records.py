@@ -11,7 +11,45 @@ from __future__ import annotations
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
+from torch import fx
+
+from appmult_fx.ops import fp_layers, int_layers
+
 META_KEY = "appmult"
+
+# The functions that compute an approximate layer; their node carries the layer's record.
+LAYER_FUNCTIONS = frozenset(
+    {
+        int_layers.lut_linear,
+        int_layers.lut_conv,
+        int_layers.lut_matmul,
+        int_layers.lut_einsum,
+        int_layers.lut_conv_transpose,
+        fp_layers.fp_matmul,
+        fp_layers.fp_linear,
+        fp_layers.fp_conv1d,
+        fp_layers.fp_conv2d,
+    }
+)
+
+
+def require_records(gm: fx.GraphModule) -> None:
+    """Refuse a graph whose approximate layers lost their records: one rebuilt after
+    conversion by a tool that copies no ``node.meta`` (``torch.fx.Transformer``, a pickled copy
+    of such a graph), where a layer list or an export would silently miss layers."""
+    lost = [
+        n.name
+        for n in gm.graph.nodes
+        if n.op == "call_function" and n.target in LAYER_FUNCTIONS and META_KEY not in n.meta
+    ]
+    if lost:
+        raise ValueError(
+            f"{len(lost)} approximate layer(s) of this model have lost their records "
+            f"({', '.join(lost[:3])}{', ...' if len(lost) > 3 else ''}): its graph was rebuilt "
+            "after conversion by a tool that keeps no node.meta (torch.fx.Transformer, "
+            "Interpreter-based passes), so amx.layers and export cannot say which multiplier "
+            "each layer uses. Transform the float model before amx.convert, or convert again."
+        )
 
 
 @dataclass(frozen=True)

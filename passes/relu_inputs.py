@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.nn.modules import module as module_hooks
 
+from appmult_fx.ops.graph_leaf import graph_leaf
+
 from .context import RewriteContext
 from .dead_code import erase_unused, unused_nodes
 
@@ -88,6 +90,7 @@ def is_relu_output(gm: fx.GraphModule, node: Any) -> bool:
     return False
 
 
+@graph_leaf
 def unless_hooked(
     x: torch.Tensor, relu: nn.Module | None, *identities: nn.Module
 ) -> torch.Tensor | None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from torch import Tensor, fx
 
+from appmult_fx.ops.graph_leaf import graph_leaf
 from appmult_fx.ops.int_layers import lut_conv_transpose, lut_einsum, lut_matmul, rescale
 from appmult_fx.ops.quantizers import ActivationQuantizer
 
@@ -30,6 +31,7 @@ from .rewrite_int import weighted_layer
 from .spec import Rule
 
 
+@graph_leaf
 def scale_add(inp: Tensor, y: Tensor, beta: float, alpha: float) -> Tensor:
     """``beta * inp + alpha * y``; as in ``torch.baddbmm``, ``beta == 0`` ignores ``inp``."""
     return alpha * y if beta == 0 else beta * inp + alpha * y

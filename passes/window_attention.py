@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from appmult_fx.ops.graph_leaf import graph_leaf
+
 from .matmul_module import Matmul
 
 
@@ -25,6 +27,7 @@ def _geometry(x: Tensor, window: list[int], shift: list[int]) -> tuple[int, int,
     return pad_h, pad_w, shift
 
 
+@graph_leaf
 def window_partition(x: Tensor, window: list[int], shift: list[int]) -> Tensor:
     """``[B, H, W, C]`` -> padded, cyclically shifted windows ``[B*nW, Wh*Ww, C]``."""
     b, h, w, c = x.shape
@@ -36,6 +39,7 @@ def window_partition(x: Tensor, window: list[int], shift: list[int]) -> Tensor:
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window[0] * window[1], c)
 
 
+@graph_leaf
 def window_mask(attn: Tensor, x: Tensor, window: list[int], shift: list[int]) -> Tensor:
     """Add the shifted-window mask (``-100`` between regions) to ``attn [B*nW, heads, N, N]``."""
     pad_h, pad_w, shift = _geometry(x, window, shift)
@@ -59,6 +63,7 @@ def window_mask(attn: Tensor, x: Tensor, window: list[int], shift: list[int]) ->
     return attn.view(-1, heads, n, n)
 
 
+@graph_leaf
 def window_merge(out: Tensor, x: Tensor, window: list[int], shift: list[int]) -> Tensor:
     """Windows ``[B*nW, N, C]`` back to ``[B, H, W, C]`` (reverse shift, remove padding)."""
     b, h, w, c = x.shape
@@ -68,10 +73,6 @@ def window_merge(out: Tensor, x: Tensor, window: list[int], shift: list[int]) ->
     if sum(shift) > 0:
         out = torch.roll(out, shifts=(shift[0], shift[1]), dims=(1, 2))
     return out[:, :h, :w, :].contiguous()
-
-
-for _name in ("window_partition", "window_mask", "window_merge"):
-    torch.fx.wrap(_name)
 
 
 def is_swin_attention(module: nn.Module) -> bool:

@@ -29,7 +29,7 @@ from ..luts.multiplier import Multiplier
 from ..ops.quantizers import ActivationQuantizer, WeightQuantizer, qparams
 from ..passes.context import LUT_MODULE, LutStore, safe_name
 from ..passes.dead_code import erase_unused, may_write, unused_nodes
-from ..passes.records import META_KEY, LayerRecord
+from ..passes.records import META_KEY, LayerRecord, require_records
 from ..passes.relu_inputs import drop_relu_inputs
 from . import torch_ops  # noqa: F401  (registers torch.ops.appmult_export)
 from .domain import OP_CONV, OP_GEMM, OP_MATMUL
@@ -348,6 +348,7 @@ def freeze(gm: fx.GraphModule) -> tuple[fx.GraphModule, list[FrozenLayer]]:
     """An eval-mode copy of converted ``gm`` with frozen approximate layers, and their details."""
     if not isinstance(gm, fx.GraphModule):
         raise TypeError(f"expected a converted fx.GraphModule, got {type(gm).__name__}")
+    require_records(gm)
     gm = copy.deepcopy(gm).eval()
     luts = getattr(gm, LUT_MODULE, None)
     if isinstance(luts, LutStore):

@@ -17,12 +17,14 @@ from torch import Tensor
 
 from .checks import check
 from .fp_gemm import fp_approx_bmm
+from .graph_leaf import graph_leaf
 
 
 def _pair(v: int | Sequence[int], n: int) -> tuple[int, ...]:
     return (v,) * n if isinstance(v, int) else tuple(v)
 
 
+@graph_leaf
 def fp_matmul(
     a: Tensor,
     b: Tensor,
@@ -49,6 +51,7 @@ def fp_matmul(
     return out
 
 
+@graph_leaf
 def fp_linear(
     x: Tensor,
     weight: Tensor,
@@ -74,6 +77,7 @@ def _same_padding(kernel: tuple[int, ...], dilation: tuple[int, ...]) -> list[in
     return pads
 
 
+@graph_leaf
 def fp_conv2d(
     x: Tensor,
     weight: Tensor,
@@ -145,6 +149,7 @@ def fp_conv2d(
     return y if bias is None else y + bias.reshape(1, -1, 1, 1)
 
 
+@graph_leaf
 def fp_conv1d(
     x: Tensor,
     weight: Tensor,

@@ -23,6 +23,7 @@ from torch.autograd import forward_ad
 from . import dispatch, kernels
 from .checks import check
 from .conv_gemm import approx_conv2d
+from .graph_leaf import graph_leaf
 from .lut_gemm import approx_bmm
 from .quantizers import eager_on_cpu
 
@@ -52,6 +53,7 @@ def _cross_terms(acc: Tensor, a: Tensor, b: Tensor, zx: Tensor, zw: Tensor) -> T
     return acc.double() + zw * row + zx * col + k * zx * zw
 
 
+@graph_leaf
 def lut_linear(
     qx: Tensor,
     zx: Tensor,
@@ -71,6 +73,7 @@ def lut_linear(
     return acc.reshape(*qx.shape[:-1], n)
 
 
+@graph_leaf
 def lut_conv(
     qx: Tensor,
     zx: Tensor,
@@ -171,6 +174,7 @@ class _Rescale(torch.autograd.Function):
         return d, None, None
 
 
+@graph_leaf
 def rescale(acc: Tensor, sx: Tensor, sw: Tensor, bias: Tensor | None, channel_dim: int) -> Tensor:
     """Float output ``acc * sx * sw (+ bias)``, the product in float64 (an ``acc`` of exact
     integer sums, float32 or float64); ``sw``/``bias`` broadcast along ``channel_dim``."""
@@ -209,6 +213,7 @@ def _batched(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor, tuple[int, ...]]:
     return a.expand(*batch, m, k).reshape(-1, m, k), b.expand(*batch, k, n).reshape(-1, k, n), batch
 
 
+@graph_leaf
 def lut_matmul(
     qa: Tensor,
     za: Tensor,
@@ -266,6 +271,7 @@ def einsum_as_bmm(
     return lhs, rhs, out, batch, rows, inner, cols
 
 
+@graph_leaf
 def lut_einsum(
     equation: str,
     qa: Tensor,
@@ -301,6 +307,7 @@ def lut_einsum(
     return acc.permute([natural.index(c) for c in out])
 
 
+@graph_leaf
 def lut_conv_transpose(
     qx: Tensor,
     zx: Tensor,

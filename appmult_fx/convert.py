@@ -18,6 +18,7 @@ from .passes.records import META_KEY, LayerRecord, require_records
 from .passes.rewrite import rewrite
 from .passes.spec import BACKWARD_MODES, GRADIENT_MODES, Spec
 from .passes.trace import example_shapes, trace
+from .passes.unlisted import report_unlisted
 
 
 def convert(
@@ -56,13 +57,14 @@ def convert(
     spec = spec.with_default_gradient(gradient).with_default_backward(backward)
     gm = trace(model, leaf_modules, concrete_args)
     inside_leaves = leaf_layers.leaf_layers(gm)
-    with leaf_layers.counting(inside_leaves) as leaf_macs:
+    with leaf_layers.counting(gm, inside_leaves) as leaf_macs:
         if example_inputs is not None:
             inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
             example_shapes(gm, inputs)
     sites = find_layers(gm)
     gm = rewrite(gm, assign(gm, sites, spec))
     leaf_layers.attach(gm, inside_leaves, leaf_macs if example_inputs is not None else None)
+    report_unlisted(gm)
     gm.train(model.training)
     return gm
 

@@ -14,22 +14,30 @@ from .spec import Rule, Spec
 def assign(
     gm: fx.GraphModule, sites: list[LayerSite], spec: Spec
 ) -> list[tuple[LayerSite, Rule | None]]:
-    """Pair each site with its rule. Unknown ``module_name`` entries raise; regexes that
-    match no layer warn."""
+    """Pair each site with its rule. Unknown ``module_name`` entries raise; those naming a
+    module without convertible layers, and regexes that match no layer, warn."""
     layer_names = [s.name for s in sites]
     module_names = {n for n, _ in gm.named_modules()}
+
+    def covers(name: str) -> bool:
+        return any(n == name or n.startswith(name + ".") for n in layer_names)
+
     for name in spec.module_name_rules:
-        if (
-            name
-            and name not in module_names
-            and not any(n == name or n.startswith(name + ".") for n in layer_names)
-        ):
+        if name and name not in module_names and not covers(name):
             raise ValueError(
                 f"spec module_name {name!r} names no layer or module of the model; layers are: "
                 + ", ".join(layer_names[:20])
                 + (" ..." if len(layer_names) > 20 else "")
             )
+    empty = [n for n in spec.module_name_rules if n and n in module_names and not covers(n)]
+    if empty:
+        warnings.warn(
+            f"spec module_name {', '.join(map(repr, empty))}: no convertible layer in that "
+            "module, so the rule changes nothing (its multiplies, if any, stay float; see "
+            "amx.layers)",
+            stacklevel=3,
+        )
     for pattern, _ in spec.regex_rules:
         if not any(re.match(pattern, n) for n in layer_names):
             warnings.warn(f"spec module_name_regex {pattern!r} matches no layer", stacklevel=3)
-    return [(site, spec.rule_for(site.name, site.object_type)) for site in sites]
+    return [(site, spec.rule_for(site.name, site.object_types)) for site in sites]

@@ -174,6 +174,8 @@ class ApproxMultiheadAttention(nn.Module):
                     lin.bias.copy_(b)
             setattr(self, name, lin)
         self.qk, self.av = Matmul(), Matmul()
+        # A module, not F.dropout(training=self.training): tracing would fix that mode.
+        self.attention_drop = nn.Dropout(mha.dropout)
         self.out_proj = mha.out_proj
         self.train(mha.training)
 
@@ -200,7 +202,7 @@ class ApproxMultiheadAttention(nn.Module):
         scores = self.qk(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))
         if attn_mask is not None or key_padding_mask is not None:
             scores = attention_bias(scores, attn_mask, key_padding_mask, self.num_heads)
-        weights = F.dropout(F.softmax(scores, dim=-1), p=self.dropout, training=self.training)
+        weights = self.attention_drop(F.softmax(scores, dim=-1))
         out = self.out_proj(self.av(weights, v).transpose(1, 2).flatten(2))  # [N, L, E]
         out = unbatch_output(out, query, self.batch_first)
         if not need_weights:

@@ -182,7 +182,7 @@ class RewriteContext:
             signed=True if fp else mult.signed,
             gradient=None if fp else rule.gradient,
             backward=rule.backward if fp else None,
-            per_channel=False if fp else rule.per_channel,
+            per_channel=not fp and rule.per_channel and parts.get("weight") is not None,
             macs=layer_macs(site),
             nodes=[*quantizers, gemm.name],
             parts=LayerParts(

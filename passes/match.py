@@ -12,13 +12,15 @@ from torch import fx, nn
 
 from appmult_fx.ops.int_layers import einsum_as_bmm
 
+from .matmul_module import Matmul
 from .ops_table import (
     FUNCTION_OPS,
     FUNCTION_SPELLINGS,
+    MODULE_OPS,
     UNCONVERTED_FUNCTIONS,
-    UNCONVERTED_MODULES,
     UNCONVERTED_SPELLINGS,
     module_op,
+    unconverted_module_op,
 )
 from .records import META_KEY, LayerRecord
 
@@ -29,12 +31,15 @@ class LayerSite:
 
     ``name`` is the module's qualified name for module calls; for function calls it is
     ``<enclosing module path>.<node name>`` (just the node name at top level).
+    ``object_types``: the registered module class or function; a ``Matmul`` module also
+    matches ``torch.matmul``, and a function called by the forward of a subclass of a registered
+    module class with the same op (a weight-standardised ``Conv2d``) also matches that class.
     """
 
     node: fx.Node
     name: str
     op: str
-    object_type: Any
+    object_types: tuple[Any, ...]  # the spec object types it matches, most specific first
     module: nn.Module | None = None
     macs: int | None = None  # filled by find_layers (before any rewrite changes the operands)
 
@@ -62,19 +67,34 @@ def find_layers(gm: fx.GraphModule) -> list[LayerSite]:
             module = modules[node.target]
             found = module_op(module)
             if found:
-                sites.append(LayerSite(node, str(node.target), found[1], found[0], module))
-            elif type(module) in UNCONVERTED_MODULES:
+                types = (found[0], torch.matmul) if found[0] is Matmul else (found[0],)
+                sites.append(LayerSite(node, str(node.target), found[1], types, module))
+            elif unconverted_module_op(module) is not None:
                 unconverted.append(_float_record(node, str(node.target), module))
             continue
         fn = _function(node)
         if fn in FUNCTION_OPS and (fn is not torch.einsum or einsum_equation(node) is not None):
-            sites.append(LayerSite(node, _function_name(node), FUNCTION_OPS[fn], fn))
+            types = (fn, *_owner_type(node, FUNCTION_OPS[fn]))
+            sites.append(LayerSite(node, _function_name(node), FUNCTION_OPS[fn], types))
         elif fn in UNCONVERTED_FUNCTIONS or (fn is torch.einsum and len(_einsum_args(node)[1]) > 1):
             unconverted.append(_float_record(node, _function_name(node), None))
     for site in sites:
         site.macs = layer_macs(site)
     _warn_unconverted(unconverted)
     return sites
+
+
+def _owner_type(node: fx.Node, op: str) -> tuple[type, ...]:
+    """The registered class of the module whose traced forward calls ``node`` (its class as
+    tracing recorded it), where that class's op is ``op`` (a ``Conv2d`` subclass calling
+    ``F.conv2d``); else ``()``."""
+    stack = node.meta.get("nn_module_stack") or {}
+    entry = list(stack.values())[-1] if stack else None
+    owner = entry[1] if isinstance(entry, tuple) and isinstance(entry[1], type) else None
+    for cls in owner.__mro__ if owner is not None else ():
+        if MODULE_OPS.get(cls) == op:
+            return (cls,)
+    return ()
 
 
 def _function(node: fx.Node) -> Any:
@@ -89,6 +109,12 @@ def _function(node: fx.Node) -> Any:
 def _function_name(node: fx.Node) -> str:
     parent = _enclosing_path(node)
     return f"{parent}.{node.name}" if parent else node.name
+
+
+def layer_name(node: fx.Node) -> str:
+    """The name a layer record of ``node`` takes: the module path of a module call, else the
+    enclosing module path + the node name."""
+    return str(node.target) if node.op == "call_module" else _function_name(node)
 
 
 def _hashable(target: Any) -> bool:
@@ -131,13 +157,37 @@ def _float_record(node: fx.Node, name: str, module: nn.Module | None) -> LayerRe
 
 def _unconverted_op(node: fx.Node, module: nn.Module | None) -> str:
     if module is not None:
-        return UNCONVERTED_MODULES[type(module)]
+        return unconverted_module_op(module)  # type: ignore[return-value]
     return UNCONVERTED_FUNCTIONS[_function(node)]
 
 
+def _recurrent_macs(node: fx.Node, module: nn.Module) -> int | None:
+    """Multiplies of a recurrent module: every weight matrix once per time step and sample
+    (an RNN's input ``[T, B, I]``, ``[B, T, I]`` batch-first, ``[T, I]`` unbatched; a cell's
+    ``[B, I]`` or ``[I]``); ``None`` without a recorded input shape (a packed sequence)."""
+    shape = node_shape(node.args[0]) if node.args else None
+    if shape is None:
+        return None
+    steps = math.prod(shape[:-1])  # time steps x batch (a cell: the batch)
+    weights = sum(p.numel() for n, p in module.named_parameters() if n.startswith("weight"))
+    return steps * weights
+
+
+_ADDED_PRODUCT_OPS = ("addmv", "addbmm", "addmm_", "baddbmm_", "addbmm_", "addmv_")
+
+
 def _unconverted_macs(node: fx.Node, op: str, module: nn.Module | None) -> int | None:
-    """Multiplies of a bilinear or two-operand einsum for the recorded shapes (else ``None``)."""
+    """Multiplies of a bilinear, recurrent or two-operand einsum layer, or an outer product,
+    for the recorded shapes (else ``None``)."""
     out = node_shape(node)
+    if module is not None and op in ("rnn", "lstm", "gru", "rnn_cell", "lstm_cell", "gru_cell"):
+        return _recurrent_macs(node, module)
+    if op in ("outer", "addr", "addr_") and out is not None:
+        return math.prod(out)
+    if op in _ADDED_PRODUCT_OPS:  # input + a [.., M, K] @ b [.., K, N] (or a vector b)
+        a, b = node_shape(_call_arg(node, 1)), node_shape(_call_arg(node, 2))
+        if a is not None and b is not None:
+            return math.prod(a) * (b[-1] if len(b) >= 2 else 1)
     if op == "bilinear" and out is not None:
         w = tuple(module.weight.shape) if module is not None else node_shape(_call_arg(node, 2))
         return None if w is None else math.prod(out) * w[1] * w[2]
@@ -150,6 +200,7 @@ def _unconverted_macs(node: fx.Node, op: str, module: nn.Module | None) -> int |
 
 
 def _call_arg(node: fx.Node, i: int) -> Any:
+    """Positional argument ``i`` of ``node`` (bilinear's weight may come by keyword)."""
     return node.args[i] if len(node.args) > i else node.kwargs.get("weight")
 
 

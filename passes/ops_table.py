@@ -51,6 +51,7 @@ FUNCTION_OPS: dict[Any, str] = {
 # and tensor methods (``a.matmul(b)``, ``a.mm(b)``, ``a.bmm(b)``, ``x.baddbmm(a, b)``, ...).
 FUNCTION_SPELLINGS: dict[object, object] = {
     operator.matmul: torch.matmul,
+    torch.linalg.matmul: torch.matmul,
     "matmul": torch.matmul,
     "mm": torch.mm,
     "mv": torch.mv,
@@ -62,9 +63,26 @@ FUNCTION_SPELLINGS: dict[object, object] = {
 
 # Multiplies the rewrite cannot build (and einsums that are no batched matmul, found in
 # match.py): they stay float, with a warning and a float record, so none passes unseen.
-UNCONVERTED_MODULES: dict[type, str] = {nn.Bilinear: "bilinear"}
+UNCONVERTED_MODULES: dict[type, str] = {
+    nn.Bilinear: "bilinear",
+    nn.RNN: "rnn",
+    nn.LSTM: "lstm",
+    nn.GRU: "gru",
+    nn.RNNCell: "rnn_cell",
+    nn.LSTMCell: "lstm_cell",
+    nn.GRUCell: "gru_cell",
+}
 UNCONVERTED_FUNCTIONS: dict[Any, str] = {
     torch.bilinear: "bilinear",  # F.bilinear is torch.bilinear
+    torch.outer: "outer",  # torch.ger is torch.outer
+    torch.addr: "addr",
+    torch.linalg.vecdot: "vecdot",
+    torch.convolution: "convolution",
+    torch.Tensor.addmm_: "addmm_",  # in place: converting it as addmm would drop the write
+    torch.Tensor.baddbmm_: "baddbmm_",
+    torch.Tensor.addbmm_: "addbmm_",
+    torch.Tensor.addmv_: "addmv_",
+    torch.Tensor.addr_: "addr_",
     torch.addmv: "addmv",
     torch.addbmm: "addbmm",
     torch.inner: "inner",
@@ -74,11 +92,27 @@ UNCONVERTED_FUNCTIONS: dict[Any, str] = {
     torch.linalg.multi_dot: "multi_dot",
 }
 UNCONVERTED_SPELLINGS: dict[str, Any] = {
+    "outer": torch.outer,
+    "ger": torch.outer,
+    "addr": torch.addr,
+    "addmm_": torch.Tensor.addmm_,
+    "baddbmm_": torch.Tensor.baddbmm_,
+    "addbmm_": torch.Tensor.addbmm_,
+    "addmv_": torch.Tensor.addmv_,
+    "addr_": torch.Tensor.addr_,
     "addmv": torch.addmv,
     "addbmm": torch.addbmm,
     "inner": torch.inner,
     "vdot": torch.vdot,
 }
+
+
+def unconverted_module_op(module: nn.Module) -> str | None:
+    """The op kind of a multiply module the rewrite cannot build (its class or a base)."""
+    for cls in type(module).__mro__:
+        if cls in UNCONVERTED_MODULES:
+            return UNCONVERTED_MODULES[cls]
+    return None
 
 
 def module_op(module: nn.Module) -> tuple[type, str] | None:

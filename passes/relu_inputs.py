@@ -45,7 +45,7 @@ def _global_hooks() -> bool:
     )
 
 
-def _own_hooks(module: nn.Module) -> bool:
+def own_hooks(module: nn.Module) -> bool:
     """Whether ``module`` has hooks of its own (the global ones: :func:`_global_hooks`)."""
     hooks = (
         module._forward_hooks,
@@ -78,7 +78,7 @@ def is_relu_output(gm: fx.GraphModule, node: Any) -> bool:
     node, identities = _behind_identities(gm, node)
     if not isinstance(node, fx.Node) or _global_hooks():
         return False
-    if any(_own_hooks(gm.get_submodule(str(n.target))) for n in identities):
+    if any(own_hooks(gm.get_submodule(str(n.target))) for n in identities):
         return False
     if node.op == "call_function":
         return node.target in _RELU_FUNCTIONS
@@ -86,7 +86,7 @@ def is_relu_output(gm: fx.GraphModule, node: Any) -> bool:
         return node.target in _RELU_METHODS
     if node.op == "call_module":
         module = gm.get_submodule(str(node.target))
-        return type(module) is nn.ReLU and not _own_hooks(module)
+        return type(module) is nn.ReLU and not own_hooks(module)
     return False
 
 
@@ -102,7 +102,7 @@ def unless_hooked(
     plain = (relu is None or type(relu) is nn.ReLU) and all(
         type(m) is nn.Identity for m in identities
     )
-    hooked = _global_hooks() or any(_own_hooks(m) for m in (relu, *identities) if m is not None)
+    hooked = _global_hooks() or any(own_hooks(m) for m in (relu, *identities) if m is not None)
     return x if plain and not hooked else None
 
 

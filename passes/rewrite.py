@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from torch import fx
 
 # Builders register themselves per (multiplier kind, op kind) on import: integer multipliers
@@ -15,7 +17,26 @@ from . import (
 from .context import BUILDERS, RewriteContext
 from .match import LayerSite, layer_macs
 from .records import META_KEY, LayerRecord
+from .relu_inputs import own_hooks
 from .spec import Rule
+
+
+def _warn_hooked_modules(gm: fx.GraphModule, sites: list[LayerSite]) -> None:
+    """One warning naming the converted layer modules that have hooks: the converted model
+    computes those layers with explicit nodes, so their hooks no longer run."""
+    hooked = [
+        s.name
+        for s in sites
+        if s.node.op == "call_module" and own_hooks(gm.get_submodule(str(s.node.target)))
+    ]
+    if hooked:
+        warnings.warn(
+            f"appmult-fx: hooks registered on {', '.join(map(repr, hooked))} do not run in the "
+            "converted model (each converted layer is explicit quantize -> LUT-GEMM nodes, no "
+            "longer a call of that module); register them on the converted model, or keep "
+            "those layers float with spec.set_module_name(name, None)",
+            stacklevel=3,
+        )
 
 
 def rewrite(gm: fx.GraphModule, assignments: list[tuple[LayerSite, Rule | None]]) -> fx.GraphModule:
@@ -25,6 +46,7 @@ def rewrite(gm: fx.GraphModule, assignments: list[tuple[LayerSite, Rule | None]]
     on the layer's GEMM node (``node.meta["appmult"]``).
     """
     ctx = RewriteContext(gm)
+    _warn_hooked_modules(gm, [s for s, r in assignments if r is not None and r.multiplier])
     for site, rule in assignments:
         if rule is None or rule.multiplier is None:
             site.node.meta[META_KEY] = LayerRecord(

@@ -157,8 +157,9 @@ class Spec:
         self.module_name_rules[name] = _make_rule(mult, options, f"module_name {name!r}")
         return self
 
-    def rule_for(self, layer_name: str, object_type: Any) -> Rule | None:
-        """The rule that applies to a layer, or ``None`` when no rule matches (float)."""
+    def rule_for(self, layer_name: str, object_types: tuple[Any, ...]) -> Rule | None:
+        """The rule that applies to a layer (its object types most specific first), or
+        ``None`` when no rule matches (float)."""
         best = None
         for name, rule in self.module_name_rules.items():
             if (layer_name == name or layer_name.startswith(name + ".") or name == "") and (
@@ -170,8 +171,9 @@ class Spec:
         for pattern, rule in self.regex_rules:
             if re.match(pattern, layer_name):
                 return rule
-        if object_type in self.object_type_rules:
-            return self.object_type_rules[object_type]
+        for object_type in object_types:
+            if object_type in self.object_type_rules:
+                return self.object_type_rules[object_type]
         return self.global_rule
 
     def with_default_gradient(self, gradient: str) -> Spec:

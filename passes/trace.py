@@ -12,9 +12,12 @@ import torch
 from torch import fx, nn
 
 from .attention import TRACE_THROUGH, decompose_sdpa, swap_attention, tracing_patches
+from .fixed_modes import warn_fixed_dropout
 from .leaf_layers import LEAF_KEY
 from .matmul_module import Matmul
+from .ops_table import module_op
 from .records import META_KEY
+from .unlisted import CountingShapeProp
 
 SNAPSHOT = "appmult_graph"  # the converted GraphModule's GraphSnapshot submodule
 _NODE_KEYS = (META_KEY, LEAF_KEY)  # node.meta entries kept through pickling
@@ -22,6 +25,28 @@ _NODE_KEYS = (META_KEY, LEAF_KEY)  # node.meta entries kept through pickling
 
 class TraceFailure(RuntimeError):
     """``torch.fx`` could not trace a module; names it and says how to mark it a leaf."""
+
+
+# Class attributes a subclass may define and still compute exactly as its registered base.
+_INERT = {"__init__", "extra_repr", "reset_parameters", "__repr__", "__constants__"}
+
+
+def _plain_subclass(m: nn.Module) -> bool:
+    """Whether ``m``'s class subclasses a registered layer class (``class MyLinear(nn.Linear)``)
+    without changing how it computes (no method, property or descriptor of its own between it
+    and that class): it is kept as one call, as the registered class is, instead of traced."""
+    found = module_op(m)
+    if found is None or type(m) is found[0]:
+        return False
+    mro = type(m).__mro__
+    for cls in mro[: mro.index(found[0])]:
+        for key, value in vars(cls).items():
+            dunder = key.startswith("__") and key.endswith("__")
+            if key in _INERT or (dunder and not callable(value)):
+                continue
+            if callable(value) or hasattr(value, "__get__"):
+                return False
+    return True
 
 
 class _Tracer(fx.Tracer):
@@ -35,7 +60,7 @@ class _Tracer(fx.Tracer):
             self.leaf_types and isinstance(m, self.leaf_types)
         ):
             return True
-        if isinstance(m, Matmul):
+        if isinstance(m, Matmul) or _plain_subclass(m):
             return True
         if type(m) in TRACE_THROUGH:
             return False
@@ -197,17 +222,17 @@ def trace(
     graph._tracer_cls = Retracer  # torch.fx re-traces pickled GraphModules with it
     gm = fx.GraphModule(tracer.root, graph, name)
     gm.add_module(SNAPSHOT, GraphSnapshot(gm.graph))
+    warn_fixed_dropout(gm)
     decompose_sdpa(gm)
     gm.meta["appmult_leaf_modules"] = sorted(names) + [t.__name__ for t in types]
     return gm
 
 
 def example_shapes(gm: fx.GraphModule, example_inputs: tuple[torch.Tensor, ...]) -> None:
-    """Annotate every node with ``meta["tensor_meta"]`` by running ``example_inputs``."""
-    from torch.fx.passes.shape_prop import ShapeProp
-
+    """Annotate every node with ``meta["tensor_meta"]`` and the multiplies it computes
+    (:mod:`.unlisted`) by running ``example_inputs``."""
     was_training = gm.training
     gm.eval()
     with torch.no_grad():
-        ShapeProp(gm).propagate(*example_inputs)
+        CountingShapeProp(gm).propagate(*example_inputs)
     gm.train(was_training)

@@ -91,15 +91,14 @@ class ApproxShiftedWindowAttention(nn.Module):
     def __init__(self, swa: nn.Module) -> None:
         super().__init__()
         self.window_size, self.shift_size = list(swa.window_size), list(swa.shift_size)
-        self.num_heads, self.attention_dropout, self.dropout = (
-            swa.num_heads,
-            swa.attention_dropout,
-            swa.dropout,
-        )
+        self.num_heads = swa.num_heads
         self.qkv, self.proj = swa.qkv, swa.proj
         self.relative_position_bias_table = swa.relative_position_bias_table
         self.register_buffer("relative_position_index", swa.relative_position_index)
         self.qk, self.av = Matmul(), Matmul()
+        # Modules, not F.dropout(training=self.training): tracing would fix that mode.
+        self.attention_drop = nn.Dropout(swa.attention_dropout)
+        self.output_drop = nn.Dropout(swa.dropout)
         self.train(swa.training)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -115,7 +114,7 @@ class ApproxShiftedWindowAttention(nn.Module):
         )
         attn = self.qk(q, k.transpose(-2, -1)) * head_dim**-0.5 + bias
         attn = window_mask(attn, x, self.window_size, self.shift_size)
-        attn = F.dropout(F.softmax(attn, dim=-1), p=self.attention_dropout, training=self.training)
+        attn = self.attention_drop(F.softmax(attn, dim=-1))
         out = self.av(attn, v).transpose(1, 2).flatten(2)
-        out = F.dropout(self.proj(out), p=self.dropout, training=self.training)
+        out = self.output_drop(self.proj(out))
         return window_merge(out, x, self.window_size, self.shift_size)

@@ -158,5 +158,5 @@ def test_fp_multiplier_files_by_path(tmp_path, shared) -> None:
 def test_rectangular_multiplier_is_accepted_by_spec_files() -> None:
     spec = amx.Spec.from_dict({"global": "mul8x4u_exact", "module_name": {"fc": "mul8x2s_trunc2"}})
     assert (spec.global_rule.multiplier.bits_a, spec.global_rule.multiplier.bits_b) == (8, 4)
-    fc = spec.rule_for("fc", None).multiplier
+    fc = spec.rule_for("fc", ()).multiplier
     assert (fc.bits_a, fc.bits_b, fc.signed) == (8, 2, True)

@@ -9,6 +9,7 @@ from torch import fx
 
 from .match import LayerSite
 from .spec import Rule, Spec
+from .spec import covers as rule_covers
 
 
 def assign(
@@ -20,7 +21,7 @@ def assign(
     module_names = {n for n, _ in gm.named_modules()}
 
     def covers(name: str) -> bool:
-        return any(n == name or n.startswith(name + ".") for n in layer_names)
+        return any(rule_covers(name, n) for n in layer_names)
 
     for name in spec.module_name_rules:
         if name and name not in module_names and not covers(name):

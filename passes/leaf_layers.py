@@ -15,6 +15,7 @@ from typing import Any
 
 from torch import fx, nn
 
+from .match import layer_name
 from .ops_table import module_op
 from .records import LayerRecord
 
@@ -41,7 +42,8 @@ def leaf_layers(gm: fx.GraphModule) -> dict[str, list[tuple[str, str, nn.Module]
             )
             if op is not None:
                 inner.append((name, op, sub))
-        inner = [(f"{node.target}.{n}" if n else str(node.target), o, m) for n, o, m in inner]
+        name = layer_name(node)
+        inner = [(f"{name}.{n}" if n else name, o, m) for n, o, m in inner]
         if inner:
             found[node.name] = inner
     return found

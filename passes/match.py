@@ -68,9 +68,9 @@ def find_layers(gm: fx.GraphModule) -> list[LayerSite]:
             found = module_op(module)
             if found:
                 types = (found[0], torch.matmul) if found[0] is Matmul else (found[0],)
-                sites.append(LayerSite(node, str(node.target), found[1], types, module))
+                sites.append(LayerSite(node, layer_name(node), found[1], types, module))
             elif unconverted_module_op(module) is not None:
-                unconverted.append(_float_record(node, str(node.target), module))
+                unconverted.append(_float_record(node, layer_name(node), module))
             continue
         fn = _function(node)
         if fn in FUNCTION_OPS and (fn is not torch.einsum or einsum_equation(node) is not None):
@@ -112,9 +112,14 @@ def _function_name(node: fx.Node) -> str:
 
 
 def layer_name(node: fx.Node) -> str:
-    """The name a layer record of ``node`` takes: the module path of a module call, else the
-    enclosing module path + the node name."""
-    return str(node.target) if node.op == "call_module" else _function_name(node)
+    """The name a layer record of ``node`` takes: the module path of a module call, with
+    ``@1``, ``@2``, ... in graph order when several nodes call that module (one name per call,
+    each with its own multiplier, count and quantizers; a spec rule for the module path covers
+    them all); else the enclosing module path + the node name."""
+    if node.op != "call_module":
+        return _function_name(node)
+    calls = [n for n in node.graph.nodes if n.op == "call_module" and n.target == node.target]
+    return str(node.target) if len(calls) == 1 else f"{node.target}@{calls.index(node) + 1}"
 
 
 def _hashable(target: Any) -> bool:

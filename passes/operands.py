@@ -48,10 +48,11 @@ def _module_input(site: LayerSite) -> Any:
 
 
 def _module_params(site: LayerSite) -> dict[str, Any]:
+    path = str(site.node.target)  # the module (a layer name may add the call: ``fc@2``)
     return {
         "input": _module_input(site),
-        "weight": f"{site.name}.weight",
-        "bias": f"{site.name}.bias" if site.module.bias is not None else None,
+        "weight": f"{path}.weight",
+        "bias": f"{path}.bias" if site.module.bias is not None else None,
     }
 
 

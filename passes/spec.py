@@ -28,6 +28,12 @@ FLOAT = "float"  # in spec files (TOML has no null): keep the layer in float
 BACKWARD_MODES = ("approximate", "exact")
 
 
+def covers(rule_name: str, layer_name: str) -> bool:
+    """Whether a ``module_name`` rule covers a layer: the layer itself, one of its calls
+    (``fc@2``) or a layer inside it (``layer1.0.conv1``)."""
+    return layer_name == rule_name or layer_name.startswith((rule_name + ".", rule_name + "@"))
+
+
 @dataclass(frozen=True)
 class Rule:
     """What one layer becomes: its multiplier (``None`` = float) and per-rule options.
@@ -162,7 +168,7 @@ class Spec:
         ``None`` when no rule matches (float)."""
         best = None
         for name, rule in self.module_name_rules.items():
-            if (layer_name == name or layer_name.startswith(name + ".") or name == "") and (
+            if (name == "" or covers(name, layer_name)) and (
                 best is None or len(name) > len(best[0])
             ):
                 best = (name, rule)

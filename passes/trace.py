@@ -185,6 +185,11 @@ class Retracer(fx.Tracer):
         snapshot = getattr(root, SNAPSHOT, None)
         return snapshot.restore(graph) if isinstance(snapshot, GraphSnapshot) else graph
 
+    def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, Any]) -> Any:
+        """A new ``get_attr`` node for every read of a parameter, as the converted graph has
+        (one per layer call of a module called twice), not one shared by all reads."""
+        return super().getattr(attr, attr_val, {})
+
 
 def trace(
     model: nn.Module,

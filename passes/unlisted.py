@@ -75,7 +75,8 @@ def report_unlisted(gm: fx.GraphModule) -> list[LayerRecord]:
         if record is not None:
             listed += record.macs or 0
         if seen > listed:
-            extra = LayerRecord(layer_name(node), "other", macs=seen - listed, nodes=[node.name])
+            name = layer_name(node) if record is None else f"{record.name}:other"
+            extra = LayerRecord(name, "other", macs=seen - listed, nodes=[node.name])
             node.meta[LEAF_KEY] = [*inner, extra]
             added.append(extra)
     if added:

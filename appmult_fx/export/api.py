@@ -20,6 +20,7 @@ from .manifest import (
     MANIFEST_FILE,
     ExportFormatError,
     build,
+    distinct_multipliers,
     file_sha256,
     read,
     verify_luts,
@@ -74,7 +75,7 @@ def export(
     model = to_onnx(frozen_gm, layers, example_inputs, opset)
     onnx.checker.check_model(model)
     steps.update()
-    mults = list({layer.multiplier.sha256: layer.multiplier for layer in layers}.values())
+    mults = distinct_multipliers(layer.multiplier for layer in layers)
     entries = write_luts(mults, out)
     steps.update()
     if portable:

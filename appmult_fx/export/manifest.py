@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -97,6 +98,23 @@ def layer_entry(layer: FrozenLayer) -> dict[str, Any]:
     return entry
 
 
+def distinct_multipliers(multipliers: Iterable[Multiplier]) -> list[Multiplier]:
+    """Each multiplier once, by name and table: two names for one table (two circuits with the
+    same truth table, with their own power figures) stay two entries. The same name and table
+    with different hardware figures is refused: the manifest could keep only one."""
+    out: dict[tuple[str, str], Multiplier] = {}
+    for mult in multipliers:
+        key = (mult.name, mult.sha256)
+        known = out.setdefault(key, mult)
+        if getattr(known, "hardware", None) != getattr(mult, "hardware", None):
+            raise ValueError(
+                f"two multipliers named {mult.name!r} with the same table have different "
+                f"hardware figures ({getattr(known, 'hardware', None)} and "
+                f"{getattr(mult, 'hardware', None)}); rename one (mult.renamed(...)) to export both"
+            )
+    return list(out.values())
+
+
 def write_luts(multipliers: list[Multiplier], out_dir: Path) -> list[dict[str, Any]]:
     """Save each multiplier under ``out_dir/luts/``; returns their manifest entries."""
     (out_dir / LUT_DIR).mkdir(parents=True, exist_ok=True)
@@ -173,9 +191,11 @@ def validate(manifest: Any, where: Path | str) -> None:
     except jsonschema.ValidationError as exc:
         at = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
         raise ExportFormatError(where, f"invalid manifest at {at}: {exc.message}") from None
-    known = {m["table_sha256"]: m for m in manifest["multipliers"]}
+    known = {(m["name"], m["table_sha256"]): m for m in manifest["multipliers"]}
+    if len(known) != len(manifest["multipliers"]):
+        raise ExportFormatError(where, "the manifest lists a multiplier (name and table) twice")
     for layer in manifest["layers"]:
-        mult = known.get(layer["multiplier_sha256"])
+        mult = known.get((layer["multiplier"], layer["multiplier_sha256"]))
         if mult is None:
             raise ExportFormatError(
                 where,

@@ -101,10 +101,10 @@ class _TwiceLeaf(nn.Module):
 def test_a_leaf_called_twice_counts_each_call_once_and_its_functional_multiplies() -> None:
     x = torch.randn(3, 6)
     records, warned = _layers(_TwiceLeaf(), x, leaf_modules=["blk"])
-    fc = [r for r in records if r.name == "blk.fc"]
-    assert [r.macs for r in fc] == [3 * 6 * 6, 3 * 6 * 6]
+    fc = [(r.name, r.macs) for r in records if r.name.endswith(".fc")]
+    assert fc == [("blk@1.fc", 3 * 6 * 6), ("blk@2.fc", 3 * 6 * 6)]  # one name per call
     other = [r for r in records if r.op == "other"]
-    assert [(r.name, r.macs) for r in other] == [("blk", 3 * 6 * 4), ("blk", 3 * 6 * 4)]
+    assert [(r.name, r.macs) for r in other] == [("blk@1", 3 * 6 * 4), ("blk@2", 3 * 6 * 4)]
     assert sum(r.macs for r in records) == 2 * (108 + 72) + 3 * 6 * 2
     assert any("stay float (op 'other'" in w for w in warned)
 

@@ -14,7 +14,10 @@ that fails is reported and skipped, the others still count. All tables of a circ
 equal (C against Verilog against gate netlist), and the computed metrics must equal the
 figures of an EvoApproxLib header within its rounding; otherwise the circuit is refused and
 reported. Imported circuits are written as ``<name>.lut`` beside ``catalogue.json``
-(:mod:`.catalogue`).
+(:mod:`.catalogue`). Importing into a folder that already holds a catalogue adds to it: an
+earlier entry is kept unless this import brings a circuit of the same name and the same table
+(sha256), which replaces it; a circuit whose name (or ``.lut`` file) an earlier entry of
+another table holds is refused and reported, the earlier entry and its file untouched.
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .catalogue import CATALOGUE_FILE, catalogue_entry, write_catalogue
+from .catalogue import CATALOGUE_FILE, catalogue_entry, read_catalogue, write_catalogue
 from .evoapprox_header import HeaderMismatch, header_mismatches
 from .evoapprox_names import circuit_name, evoapprox_widths
+from .format_errors import LutFormatError
 from .formats import load_multiplier, save_multiplier
 from .metrics import metrics
 from .multiplier import Multiplier
@@ -51,6 +55,8 @@ class Circuit:
     out: Path
     bits: int | tuple[int, int] | None = None
     signed: bool | None = None
+    # sha256 of the multiplier the catalogue already holds under this name (or in this file)
+    existing_sha256: str | None = None
 
 
 @dataclass
@@ -64,12 +70,17 @@ class CircuitResult:
 
 @dataclass
 class ImportReport:
-    """The outcome of :func:`import_library`."""
+    """The outcome of :func:`import_library`: ``entries`` imported by this call (``replaced``
+    names those that replaced an earlier entry of the same table), ``kept`` the names of the
+    earlier entries of the catalogue left as they were, ``refused`` the circuits not imported
+    (their problems in ``problems``)."""
 
     catalogue: Path
     entries: list[dict[str, Any]]
     problems: list[str]
     refused: list[str]
+    kept: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
 
 
 def find_circuits(
@@ -157,6 +168,14 @@ def import_circuit(circuit: Circuit) -> CircuitResult:
             )
             return result
     file = f"{circuit.name}.lut"
+    if circuit.existing_sha256 is not None and circuit.existing_sha256 != mult.sha256:
+        result.problems.append(
+            f"{circuit.name}: refused: the catalogue already holds a different multiplier "
+            f"named {circuit.name} or stored in {file} (sha256 {circuit.existing_sha256[:12]}..., "
+            f"this one {mult.sha256[:12]}...); the earlier entry and its file are kept: import "
+            "into another catalogue folder, or rename one of the circuits"
+        )
+        return result
     save_multiplier(mult, circuit.out / file)
     sources = [p.relative_to(circuit.root).as_posix() for p, _ in built]
     result.entry = catalogue_entry(mult, file, computed, sources)
@@ -181,7 +200,13 @@ def import_library(
     if not root.is_dir():
         raise NotADirectoryError(f"{root}: not a folder to import")
     out.mkdir(parents=True, exist_ok=True)
+    existing = _existing_entries(out)
     circuits = find_circuits(root, out, bits, signed)
+    for circuit in circuits:
+        owner = existing.get(circuit.name) or next(
+            (e for e in existing.values() if e["file"] == f"{circuit.name}.lut"), None
+        )
+        circuit.existing_sha256 = owner["sha256"] if owner else None
     names = [c.name for c in circuits]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -205,10 +230,33 @@ def import_library(
     bar.close()
     results.sort(key=lambda r: r.name)
     entries = sorted((r.entry for r in results if r.entry is not None), key=lambda e: e["name"])
-    path = write_catalogue(entries, out / CATALOGUE_FILE)
+    new = {e["name"] for e in entries}
+    kept = [e for name, e in existing.items() if name not in new]
+    merged = sorted(kept + entries, key=lambda e: e["name"])
+    path = write_catalogue(merged, out / CATALOGUE_FILE)
     return ImportReport(
         path,
         entries,
         [p for r in results for p in r.problems],
         [r.name for r in results if r.entry is None],
+        kept=[e["name"] for e in kept],
+        replaced=sorted(new & set(existing)),
     )
+
+
+def _existing_entries(out: Path) -> dict[str, dict[str, Any]]:
+    """The entries of the catalogue already in ``out`` (by name; none when there is no
+    ``catalogue.json``): an import adds to them instead of dropping them. An unreadable
+    catalogue is an error rather than something to overwrite."""
+    path = out / CATALOGUE_FILE
+    if not path.exists():
+        return {}
+    entries = read_catalogue(path)  # LutFormatError naming the file when it is not one
+    by_name: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        if entry["name"] in by_name:
+            raise LutFormatError(
+                path, f"lists {entry['name']!r} twice; fix it before importing into it"
+            )
+        by_name[entry["name"]] = entry
+    return by_name

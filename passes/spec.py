@@ -255,7 +255,13 @@ class Spec:
         """Read a spec from a JSON (``.json``) or TOML (``.toml``) file; LUT paths in it are
         relative to the file's folder."""
         path = Path(path)
-        text = path.read_text()
+        return cls.from_text(path.read_text(), path)
+
+    @classmethod
+    def from_text(cls, text: str, path: str | Path) -> Spec:
+        """A spec from ``text``, read as the content of ``path`` would be by :meth:`from_file`
+        (its suffix says JSON or TOML; LUT paths are relative to its folder)."""
+        path = Path(path)
         try:
             if path.suffix.lower() == ".toml":
                 data = tomllib.loads(text)

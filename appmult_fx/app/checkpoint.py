@@ -82,6 +82,16 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
+def checkpoint_digest(path: str | Path) -> str:
+    """The sha256 in a checkpoint's header line (the hash of its content), without loading it;
+    :func:`load_checkpoint` checks that it matches."""
+    with open(path, "rb") as f:
+        head = f.readline().rstrip(b"\n")
+    if not head.startswith(CHECKPOINT_MAGIC):
+        raise CheckpointError(f"{path}: not an appmult-fx checkpoint (no content-hash header)")
+    return head[len(CHECKPOINT_MAGIC) :].decode("ascii", "replace")
+
+
 def load_model_state(model: nn.Module, state: dict[str, Any], where: str | Path) -> None:
     """``model.load_state_dict(state)``, with a :class:`CheckpointError` naming ``where`` when
     the checkpoint belongs to another model (missing, unexpected or mis-shaped tensors) or
@@ -120,9 +130,36 @@ def resume_mismatches(cfg: TrainConfig, state: dict[str, Any]) -> list[str]:
     out = [f"{k}: {then.get(k)!r} -> {now[k]!r}" for k in RESUME_FIELDS if then.get(k) != now[k]]
     meta = plain(cfg.meta)
     for k in sorted(set(meta) - set(RESUME_META_IGNORED)):
-        if state.get(k) != meta[k]:
+        if k == "spec_source" and isinstance(state.get(k), dict) and isinstance(meta[k], dict):
+            out.extend(spec_source_mismatches(state[k], meta[k]))
+        elif state.get(k) != meta[k]:
             out.append(f"{k}: {state.get(k)!r} -> {meta[k]!r}")
     return out
+
+
+def spec_source_mismatches(then: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """How the spec of a resumed run differs from the checkpoint's: another spec file or
+    multiplier, or the same spec file with other content (its sha256). A checkpoint that
+    records only the spec file's path (older than content recording) cannot be checked: a
+    warning says so."""
+    if "file" not in then or "file" not in now:
+        return [] if then == now else [f"spec_source: {then!r} -> {now!r}"]
+    if then["file"] != now["file"]:
+        return [f"spec file: {then['file']} -> {now['file']}"]
+    if then.get("sha256") is None:
+        warnings.warn(
+            f"appmult-fx: the checkpoint records only the path of spec file {then['file']} "
+            "(written before checkpoints recorded the spec's content): cannot check whether "
+            "the file changed since",
+            stacklevel=4,
+        )
+        return []
+    if then["sha256"] != now.get("sha256"):
+        return [
+            f"spec file {now['file']}: content changed since the checkpoint (sha256 "
+            f"{then['sha256'][:12]}... -> {str(now.get('sha256'))[:12]}...)"
+        ]
+    return []
 
 
 def check_resume(cfg: TrainConfig, state: dict[str, Any], override: bool) -> None:

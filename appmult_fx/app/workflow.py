@@ -11,8 +11,10 @@ The comparison over multipliers x seeds x gradient modes is :func:`.compare.comp
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,9 +25,10 @@ from torch.utils.data import Dataset
 
 from appmult_fx import __version__
 
-from .checkpoint import load_model_state
+from .checkpoint import CheckpointError, load_model_state
 from .data import dataset_info, load_dataset
 from .models import build_model
+from .paths import refuse_overwriting_inputs
 from .report import write_json
 from .train import (
     TrainConfig,
@@ -116,14 +119,78 @@ def make_spec(spec_file: str | None = None, multiplier: str | None = None) -> An
     return Spec().set_global(multiplier)
 
 
+def spec_file_record(path: str | Path) -> dict[str, Any]:
+    """``{"file", "sha256", "content"}`` of a spec file (absolute path, the sha256 of its bytes,
+    its text): what a retrained checkpoint records, so that the model it holds is rebuilt from
+    the spec it was trained with, and an edited file is noticed."""
+    raw = Path(path).expanduser().read_bytes()
+    try:
+        content = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not a valid spec file: not UTF-8 text ({exc})") from None
+    return {"file": _abs(path), "sha256": hashlib.sha256(raw).hexdigest(), "content": content}
+
+
+def spec_from_source(spec_source: dict[str, Any], where: str | Path | None = None) -> Any:
+    """The conversion spec of a ``spec_source`` (``{"multiplier": ...}`` or a spec file's
+    record, :func:`spec_file_record`).
+
+    A recorded spec file is rebuilt from the recorded content; the file itself must still hold
+    that content (else :class:`CheckpointError` naming ``where``, the checkpoint); a missing
+    file is only a warning. A record without content (a checkpoint written before contents were
+    recorded) reads the file as it is now, with a warning that it may have changed."""
+    file, content = spec_source.get("file"), spec_source.get("content")
+    if file is None or content is None:
+        if file is not None:
+            warnings.warn(
+                f"appmult-fx: {where or 'checkpoint'} records only the path of its spec file "
+                f"{file} (written before checkpoints recorded the spec's content): rebuilding "
+                "from the file as it is now, which cannot be checked against the one the model "
+                "was trained with",
+                stacklevel=2,
+            )
+        return make_spec(file, spec_source.get("multiplier"))
+    recorded = spec_source.get("sha256")
+    if recorded != hashlib.sha256(content.encode("utf-8")).hexdigest():
+        raise CheckpointError(
+            f"{where or 'checkpoint'}: the recorded copy of spec file {file} does not match its "
+            "recorded sha256"
+        )
+    path = Path(file)
+    if path.is_file():
+        now = hashlib.sha256(path.read_bytes()).hexdigest()
+        if now != recorded:
+            raise CheckpointError(
+                f"{where or 'checkpoint'}: spec file {file} changed since the checkpoint was "
+                f"written (sha256 {recorded[:12]}... recorded, {now[:12]}... on disk); the model "
+                "would be rebuilt with another spec than it was trained with: restore the file "
+                "(the checkpoint holds its content under spec_source) or retrain"
+            )
+    else:
+        warnings.warn(
+            f"appmult-fx: spec file {file} of {where or 'the checkpoint'} is gone; rebuilding "
+            "from the copy recorded in the checkpoint",
+            stacklevel=2,
+        )
+    from appmult_fx import Spec
+
+    return Spec.from_text(content, path)
+
+
 def convert_model(
-    model: nn.Module, spec_source: dict[str, Any], gradient: str, example: torch.Tensor
+    model: nn.Module,
+    spec_source: dict[str, Any],
+    gradient: str,
+    example: torch.Tensor,
+    where: str | Path | None = None,
 ) -> nn.Module:
-    """``amx.convert`` of ``model`` with the spec described by ``spec_source``."""
+    """``amx.convert`` of ``model`` with the spec described by ``spec_source``
+    (:func:`spec_from_source`; ``where`` names the checkpoint it comes from); one sample of
+    ``example`` gives the records' shapes, so their multiply counts are per sample."""
     from appmult_fx import convert
 
-    spec = make_spec(spec_source.get("file"), spec_source.get("multiplier"))
-    return convert(model, spec, gradient=gradient, example_inputs=(example,))
+    spec = spec_from_source(spec_source, where)
+    return convert(model, spec, gradient=gradient, example_inputs=(example[:1],))
 
 
 def training_modes(gm: nn.Module) -> list[str]:
@@ -179,17 +246,32 @@ def retrain_model(
     """Convert, calibrate, evaluate, retrain; returns the converted model and the run report
     (also written to ``report_path``).
 
-    ``spec_source`` is ``{"file": path}`` or ``{"multiplier": name_or_path}``.
+    ``spec_source`` is ``{"file": path}`` or ``{"multiplier": name_or_path}``; a spec file is
+    recorded with its sha256 and content (:func:`spec_file_record`). ``cfg.checkpoint`` and
+    ``report_path`` may not be the same file as an input (the float checkpoint, the spec or
+    multiplier file) or as each other (``ValueError``, before anything is read or written).
     """
     if calib_batches is not None and calib_batches < 1:
         raise ValueError(f"calibration batches must be >= 1, got {calib_batches}")
+    if (spec_source.get("file") is None) == (spec_source.get("multiplier") is None):
+        raise ValueError("give exactly one of --spec FILE or --multiplier NAME_OR_PATH")
+    mult_ref = spec_source.get("multiplier")
+    refuse_overwriting_inputs(
+        [("--out", cfg.checkpoint), ("--report", report_path)],
+        [
+            ("--checkpoint", float_checkpoint),
+            ("--spec", spec_source.get("file")),
+            ("--multiplier", mult_ref if mult_ref and Path(mult_ref).is_file() else None),
+        ],
+    )
     start = time.perf_counter()
     model, ck = load_float_model(float_checkpoint)
     seed_everything(cfg.seed)
     train_aug, train_plain, test = datasets(ck["data"])
-    spec_source = {
-        k: _abs(v) if k == "file" or Path(str(v)).exists() else v for k, v in spec_source.items()
-    }
+    if spec_source.get("file") is not None:
+        spec_source = spec_file_record(spec_source["file"])
+    else:
+        spec_source = {k: _abs(v) if Path(str(v)).exists() else v for k, v in spec_source.items()}
     device = resolve_device(cfg.device)
     float_acc = evaluate(model, test, batch_size=cfg.eval_batch_size, device=device)["acc"]
     gm = convert_model(model, spec_source, gradient, first_batch(train_plain))
@@ -280,7 +362,7 @@ def load_retrained(checkpoint: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         raise ValueError(f"{checkpoint}: not a checkpoint of `appmult-fx retrain`")
     _, _, test = datasets(ck["data"])
     model = build_model(**ck["model_args"])
-    gm = convert_model(model, ck["spec_source"], ck["gradient"], first_batch(test))
+    gm = convert_model(model, ck["spec_source"], ck["gradient"], first_batch(test), checkpoint)
     load_model_state(gm, ck["model"], checkpoint)
     return gm, ck
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,10 +21,35 @@ def compare_outputs(reference: np.ndarray, outputs: np.ndarray) -> dict[str, flo
     }
 
 
+# what `export` writes into its output folder (files, then folders)
+_OUTPUT_FILES = ("model.onnx", "model_portable.onnx", "manifest.json")
+_OUTPUT_FOLDERS = ("luts",)
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Refuse, before anything is read or written, a negative ``--verify`` and an output
+    folder that is (or would overwrite) the checkpoint."""
+    from ..app.paths import inside, same_path
+
+    if args.verify < 0:
+        raise ValueError(f"--verify N: the number of test inputs must be >= 0, got {args.verify}")
+    out, ck = args.out, args.checkpoint
+    if (
+        same_path(out, ck)
+        or any(same_path(Path(out) / f, ck) for f in _OUTPUT_FILES)
+        or any(inside(ck, Path(out) / d) for d in _OUTPUT_FOLDERS)
+    ):
+        raise ValueError(
+            f"output folder {out}: export writes {', '.join(_OUTPUT_FILES)} and luts/ there, "
+            f"which would overwrite the checkpoint {ck}; choose another folder"
+        )
+
+
 def _run(args: argparse.Namespace) -> int:
     from ..app.train import first_batch
     from ..app.workflow import datasets, load_retrained
 
+    _check_arguments(args)
     gm, ck = load_retrained(args.checkpoint)
     gm.eval()
     test = datasets(ck["data"])[2]
@@ -36,6 +62,11 @@ def _run(args: argparse.Namespace) -> int:
     if not args.verify:
         return 0
     x = first_batch(test, args.verify)
+    short = (
+        f" (all of the test set: it has {len(x)} inputs, fewer than the {args.verify} asked)"
+        if len(x) < args.verify
+        else ""
+    )
     with torch.no_grad():
         reference = gm(x).numpy()
     worst = True
@@ -43,7 +74,7 @@ def _run(args: argparse.Namespace) -> int:
         result = compare_outputs(reference, load_exported(out, portable=portable)(x).numpy())
         mode = "portable" if portable else "custom (lowered at load)"
         print(
-            f"verify {mode}: {args.verify} inputs, max diff {result['max_rel_diff']:.3g} of the "
+            f"verify {mode}: {len(x)} inputs{short}, max diff {result['max_rel_diff']:.3g} of the "
             f"logits' range, argmax {'identical' if result['argmax_equal'] else 'DIFFERS'}"
         )
         worst &= bool(result["argmax_equal"]) and result["max_rel_diff"] <= args.tolerance
@@ -71,7 +102,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=0,
         metavar="N",
-        help="run N test inputs in onnxruntime and compare with PyTorch (exit 1 on mismatch)",
+        help="run the first N test inputs (N >= 0; at most the whole test set) in onnxruntime "
+        "and compare with PyTorch (exit 1 on mismatch)",
     )
     p.add_argument(
         "--tolerance",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from ..luts.formats import FORMATS, load_multiplier, save_multiplier
 from ..luts.gradients import EDGES, METHODS, default_window_for, with_gradients
@@ -45,22 +46,76 @@ def resolve(
     signed: bool = False,
     symbol: str | None = None,
 ) -> Multiplier:
-    """A multiplier from a netlist, C/C++ source, LUT file or built-in name."""
+    """A multiplier from a netlist, C/C++ source, LUT file or built-in name.
+
+    ``bits`` and ``symbol`` tell how to build a C/C++ source and ``signed`` how to read a
+    netlist or C/C++ source; a built-in name and a LUT file already fix their format, so for
+    them (and ``bits`` for a netlist, whose ports fix the widths) an option that contradicts the
+    source, or one that does not apply to it, is a ``ValueError`` instead of being ignored."""
     path = Path(source)
     if path.is_file():
         if path.suffix in _NETLIST_SUFFIXES:
-            return from_netlist(path, signed=signed)
+            _check_options(source, "this netlist", None, None, symbol)
+            mult = from_netlist(path, signed=signed)
+            _check_options(source, "this netlist", mult, bits, None)
+            return mult
         if path.suffix in _C_SUFFIXES:
             if bits is None:
                 raise ValueError(f"{source}: a C/C++ multiplier needs --bits")
             return from_c_source(path, bits, signed, symbol=symbol)
-        return load_multiplier(path)
-    if path.suffix or "/" in source:
+        mult, what = load_multiplier(path), "this LUT file"
+    elif path.suffix or "/" in source:
         raise FileNotFoundError(f"{source}: no such file")
-    try:
-        return multiplier(source)
-    except KeyError as exc:  # say it as a sentence, not as a quoted key
-        raise ValueError(f"{source}: not a file, and {exc.args[0]}") from exc
+    else:
+        try:
+            mult, what = multiplier(source), "this built-in multiplier"
+        except KeyError as exc:  # say it as a sentence, not as a quoted key
+            raise ValueError(f"{source}: not a file, and {exc.args[0]}") from exc
+    _check_options(source, what, mult, bits, symbol, signed)
+    return mult
+
+
+def _check_options(
+    source: str,
+    what: str,
+    mult: Any,
+    bits: int | tuple[int, int] | None,
+    symbol: str | None,
+    signed: bool = False,
+) -> None:
+    """Refuse ``--symbol`` for a source that is not C/C++, and ``--bits`` / ``--signed`` that
+    contradict what ``mult`` (built from ``source``, ``what`` it is) already is."""
+    if symbol is not None:
+        raise ValueError(
+            f"{source}: --symbol names the function of a C/C++ source; it does not apply to "
+            f"{what}: drop it"
+        )
+    if mult is None:
+        return
+    if mult.kind != "int":
+        given = [opt for opt, on in (("--bits", bits is not None), ("--signed", signed)) if on]
+        if given:
+            raise ValueError(
+                f"{source}: {' and '.join(given)} {'do' if len(given) > 1 else 'does'} not "
+                f"apply to {what}, a floating-point multiplier ({mult.name}); drop "
+                f"{'them' if len(given) > 1 else 'it'}"
+            )
+        return
+    have = f"{mult.widths}-bit {'signed' if mult.signed else 'unsigned'}"
+    if bits is not None:
+        want = (bits, bits) if isinstance(bits, int) else tuple(bits)
+        if want != (mult.bits_a, mult.bits_b):
+            label = bits if isinstance(bits, int) else f"{bits[0]}x{bits[1]}"
+            raise ValueError(
+                f"{source}: --bits {label} contradicts {what}, which is {have} ({mult.name}); "
+                "the source fixes the format: drop --bits"
+            )
+    if signed and not mult.signed:
+        raise ValueError(
+            f"{source}: --signed contradicts {what}, which is {have} ({mult.name}); the "
+            "source fixes the format: drop --signed (signed built-ins are named mul<N>s_..., "
+            "e.g. mul8s_trunc4)"
+        )
 
 
 def _window_arg(text: str) -> int | tuple[int, int]:
@@ -74,6 +129,16 @@ def _add_gradients(mult: Multiplier, args: argparse.Namespace) -> Multiplier:
     return with_gradients(mult, window, edge=args.edge, method=args.method)
 
 
+def _output_path(output: str | Path) -> Path:
+    """``output`` with its folder created (as ``retrain --out`` does), so that a missing folder
+    is never reported as the temporary file the writer renames from."""
+    path = Path(output)
+    if path.parent.exists() and not path.parent.is_dir():
+        raise NotADirectoryError(f"{output}: {path.parent} is not a folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def format_metrics(m: dict[str, float]) -> str:
     """One line of metrics in a fixed order."""
     return "  ".join(f"{k}={m[k]:.6g}" for k in METRIC_NAMES)
@@ -85,7 +150,7 @@ def _build(args: argparse.Namespace) -> int:
         mult = mult.renamed(args.name)
     if not args.no_grad and (args.window is not None or not mult.has_gradients):
         mult = _add_gradients(mult, args)
-    out = save_multiplier(mult, args.output, format=args.format)
+    out = save_multiplier(mult, _output_path(args.output), format=args.format)
     print(f"wrote {out}: {mult!r}")
     print(format_metrics(metrics(mult)))
     return 0
@@ -97,7 +162,8 @@ def _grad(args: argparse.Namespace) -> int:
     windows = f"{window}" if window_b is None else f"{window}x{window_b}"  # per axis: A x B
     stem = Path(args.source).stem if Path(args.source).suffix else args.source
     suffix = f"_{args.method}" + (f"_w{windows}_{args.edge}" if args.method == "difference" else "")
-    out = save_multiplier(mult, args.output or Path(f"{stem}{suffix}.lut"), format=args.format)
+    output = _output_path(args.output or Path(f"{stem}{suffix}.lut"))
+    out = save_multiplier(mult, output, format=args.format)
     print(f"wrote {out}: {mult!r} (method={args.method}, edge={args.edge}, window={windows})")
     return 0
 

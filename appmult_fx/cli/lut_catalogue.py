@@ -40,9 +40,11 @@ def _import(args: argparse.Namespace) -> int:
     report = import_library(args.directory, args.out, workers=args.workers, progress=not args.quiet)
     for problem in report.problems:
         print(f"  problem: {problem}", file=sys.stderr)
+    replaced = f" ({len(report.replaced)} replacing an earlier entry)" if report.replaced else ""
+    kept = f"{len(report.kept)} earlier entries kept, " if report.kept else ""
     print(
-        f"wrote {report.catalogue}: {len(report.entries)} multipliers imported, "
-        f"{len(report.refused)} refused, {len(report.problems)} problems reported"
+        f"wrote {report.catalogue}: {len(report.entries)} multipliers imported{replaced}, "
+        f"{kept}{len(report.refused)} refused, {len(report.problems)} problems reported"
     )
     if report.refused:
         print(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..app.data import DATASETS
+from ..app.paths import refuse_overwriting_inputs
 
 
 def register(sub: Any) -> None:
@@ -205,6 +206,18 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     init_distributed()
     source = {"file": args.spec} if args.spec else {"multiplier": args.multiplier}
     report_path = args.report or str(Path(args.out).with_suffix(".json"))
+    mult = args.multiplier
+    refuse_overwriting_inputs(
+        [
+            ("--out", args.out),
+            ("--report" if args.report else "the report (--out with suffix .json)", report_path),
+        ],
+        [
+            ("--checkpoint", args.checkpoint),
+            ("--spec", args.spec),
+            ("--multiplier", mult if mult and Path(mult).is_file() else None),
+        ],
+    )
     report = retrain(
         args.checkpoint,
         source,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +46,6 @@ def _value_infos(values: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _opset(model: onnx.ModelProto) -> int:
-    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-
-
 def export(
     gm: fx.GraphModule,
     example_inputs: Any,
@@ -66,16 +64,16 @@ def export(
     ``example_inputs`` is a tensor or tuple of model inputs.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     steps = tqdm(total=4 if portable else 3, desc="export", disable=not progress, leave=False)
     frozen_gm, layers = freeze(gm)
     steps.update()
-    from .onnx_export import to_onnx  # onnxscript: imported only when exporting
+    from .onnx_export import opset_of, to_onnx  # onnxscript: imported only when exporting
 
     model = to_onnx(frozen_gm, layers, example_inputs, opset)
     onnx.checker.check_model(model)
     steps.update()
     mults = distinct_multipliers(layer.multiplier for layer in layers)
+    out.mkdir(parents=True, exist_ok=True)  # only once the model is known to export
     entries = write_luts(mults, out)
     steps.update()
     if portable:
@@ -92,12 +90,35 @@ def export(
         "portable_sha256": file_sha256(out / PORTABLE_FILE) if portable else None,
         "domain": DOMAIN,
         "domain_version": DOMAIN_VERSION,
-        "opset": _opset(model),
+        "opset": opset_of(model),
         "inputs": _value_infos(model.graph.input),
         "outputs": _value_infos(model.graph.output),
     }
+    stale = _files_of_previous_export(out) - {MODEL_FILE, PORTABLE_FILE if portable else ""}
+    stale -= {entry["file"] for entry in entries}
     write_manifest(out, build(info, layers, entries))
+    for rel in sorted(stale):
+        (out / rel).unlink(missing_ok=True)
+    if stale:
+        warnings.warn(
+            f"export: removed {sorted(stale)}, left in {out} by an earlier export and not part "
+            "of this one",
+            stacklevel=2,
+        )
     return out
+
+
+def _files_of_previous_export(out: Path) -> set[str]:
+    """The files (relative paths inside ``out``) the manifest already in ``out`` lists: the
+    model files and LUT files of an earlier export there (empty: none, or no readable one)."""
+    try:
+        old = json.loads((out / MANIFEST_FILE).read_text("utf-8"))
+        files = [old["model"]["file"], old["model"].get("portable_file")]
+        files += [m["file"] for m in old["multipliers"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    root = out.resolve()
+    return {f for f in files if isinstance(f, str) and f and root in (root / f).resolve().parents}
 
 
 def _save_onnx(model: onnx.ModelProto, path: Path) -> None:
@@ -132,6 +153,12 @@ class ExportedModel:
             name: (x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x))
             for name, x in zip(self.input_names, inputs, strict=True)
         }
+        for name, x in feed.items():
+            if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+                raise ValueError(
+                    f"input {name!r} holds NaN or inf: the exported graph quantizes them to "
+                    "arbitrary codes and would return finite, meaningless outputs"
+                )
         return self.session.run(None, feed)
 
     def __call__(self, *inputs: Any) -> Any:

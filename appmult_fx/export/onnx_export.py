@@ -23,12 +23,29 @@ from .onnx_schema import translation_table
 MIN_OPSET = 17
 
 
+def opset_of(model: onnx.ModelProto) -> int:
+    """The standard ONNX opset ``model`` imports."""
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def _batch_size(inputs: tuple[Any, ...]) -> int | None:
+    """The batch: dim 0 of the first tensor input with dimensions (``None``: no such input)."""
+    return next((int(x.shape[0]) for x in inputs if torch.is_tensor(x) and x.dim() > 0), None)
+
+
+def _in_batch(x: Any, batch: int | None) -> bool:
+    """Whether input ``x`` is batched like the first input (dim 0 of the same size); other
+    inputs (a ``[T, T]`` mask, a table) keep their shapes in the exported graph."""
+    return torch.is_tensor(x) and x.dim() > 0 and int(x.shape[0]) == batch
+
+
 def _batched(inputs: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Inputs with a batch of at least 2 (a batch of 1 would be specialised by torch.export)."""
-    return tuple(
-        torch.cat([x, x]) if torch.is_tensor(x) and x.dim() > 0 and x.shape[0] == 1 else x
-        for x in inputs
-    )
+    """Inputs with a batch of at least 2 (a batch of 1 would be specialised by torch.export);
+    only the batched inputs grow."""
+    batch = _batch_size(inputs)
+    if batch != 1:
+        return inputs
+    return tuple(torch.cat([x, x]) if _in_batch(x, 1) else x for x in inputs)
 
 
 def _rename_custom_nodes(model: onnx.ModelProto, layers: list[FrozenLayer]) -> None:
@@ -49,13 +66,15 @@ def _rename_custom_nodes(model: onnx.ModelProto, layers: list[FrozenLayer]) -> N
 def to_onnx(
     gm: fx.GraphModule, layers: list[FrozenLayer], example_inputs: Any, opset: int = 18
 ) -> onnx.ModelProto:
-    """Export frozen ``gm`` (see :func:`.freeze.freeze`) to an ONNX model with a dynamic batch."""
+    """Export frozen ``gm`` (see :func:`.freeze.freeze`) to an ONNX model at ``opset`` (refused
+    where torch.onnx cannot write that opset) with a dynamic batch: dim 0 of the inputs whose
+    dim 0 equals the first input's."""
     if opset < MIN_OPSET:
         raise ValueError(f"opset must be >= {MIN_OPSET}, got {opset}")
     inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     inputs = _batched(inputs)
-    batch = torch.export.Dim("batch")
-    dynamic = tuple({0: batch} if torch.is_tensor(x) and x.dim() > 0 else None for x in inputs)
+    size, batch = _batch_size(inputs), torch.export.Dim("batch")
+    dynamic = tuple({0: batch} if _in_batch(x, size) else None for x in inputs)
     with torch.no_grad():
         outputs = torch.utils._pytree.tree_leaves(gm(*inputs))
     names = ["output"] if len(outputs) == 1 else [f"output_{i}" for i in range(len(outputs))]
@@ -73,6 +92,12 @@ def to_onnx(
             optimize=True,
         )
     model = program.model_proto
+    made = opset_of(model)
+    if made != opset:
+        raise ValueError(
+            f"torch.onnx could not write this model at opset {opset} (it wrote opset {made}; "
+            "its log says why); export at the default opset 18"
+        )
     _rename_custom_nodes(model, layers)
     model.producer_name = "appmult-fx"
     model.producer_version = __version__

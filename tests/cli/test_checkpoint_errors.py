@@ -85,3 +85,65 @@ def test_retrained_checkpoint_with_a_zeroed_lut_exits_3(
     assert main(["eval", str(out)]) == 3
     err = capsys.readouterr().err
     assert "does not match multiplier 'mul6u_exact'" in err and "Traceback" not in err
+
+
+def test_spec_file_edited_after_retraining_is_refused(
+    trained: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """The checkpoint records the spec's content: after the file is edited, eval / export /
+    retrain --resume refuse (exit 3, naming the change) instead of rebuilding the model with
+    another spec; a deleted file is rebuilt from the recorded copy."""
+    spec = tmp_path / "spec.toml"
+    original = 'global = "mul6u_trunc2"\n'
+    spec.write_text(original)
+    out = tmp_path / "r.pt"
+    args = ["retrain", "--checkpoint", str(trained), "--spec", str(spec), "--out", str(out)]
+    args += ["--gradient", "ste", "--epochs", "2", "--max-steps", "1", "--calib-batches", "1"]
+    assert main([*args, "--quiet"]) == 0
+    source = load_checkpoint(out)["spec_source"]
+    assert source["file"] == str(spec.resolve()) and source["content"] == original
+    assert len(source["sha256"]) == 64
+    assert main(["eval", str(out)]) == 0
+    capsys.readouterr()
+    spec.write_text('global = { multiplier = "mul6u_trunc2", per_channel = true }\n')
+    for cmd in (["eval", str(out)], ["export", str(out), str(tmp_path / "ex")]):
+        assert main(cmd) == 3, cmd
+        err = capsys.readouterr().err
+        assert f"spec file {spec.resolve()} changed since the checkpoint was written" in err, cmd
+        assert "Traceback" not in err
+    assert not (tmp_path / "ex").exists()
+    state = load_checkpoint(out)
+    state["epoch"], state["history"] = 1, state["history"][:1]  # interrupted after epoch 1
+    save_checkpoint(out, state)
+    assert main([*args, "--resume", "--quiet"]) == 3
+    assert f"spec file {spec.resolve()}: content changed since the checkpoint" in (
+        capsys.readouterr().err
+    )
+    spec.unlink()  # gone: rebuilt from the recorded content
+    with pytest.warns(UserWarning, match="rebuilding from the copy recorded"):
+        assert main(["eval", str(out)]) == 0
+    spec.write_text(original)
+    assert main([*args, "--resume", "--quiet"]) == 0
+    assert load_checkpoint(out)["epoch"] == 2
+
+
+def test_checkpoint_without_recorded_spec_content_still_loads_with_a_warning(
+    trained: Path, tmp_path: Path, capsys
+) -> None:
+    """Checkpoints written before the spec's content was recorded hold only its path: they
+    load (eval) and resume as before, with a warning that the file cannot be checked."""
+    spec = tmp_path / "spec.json"
+    spec.write_text('{"global": "mul6u_trunc2"}')
+    out = tmp_path / "r.pt"
+    args = ["retrain", "--checkpoint", str(trained), "--spec", str(spec), "--out", str(out)]
+    args += ["--gradient", "ste", "--epochs", "2", "--max-steps", "1", "--calib-batches", "1"]
+    assert main([*args, "--quiet"]) == 0
+    state = load_checkpoint(out)
+    state["spec_source"] = {"file": state["spec_source"]["file"]}  # the old record
+    state["epoch"], state["history"] = 1, state["history"][:1]
+    save_checkpoint(out, state)
+    with pytest.warns(UserWarning, match="records only the path of its spec file"):
+        assert main(["eval", str(out)]) == 0
+    with pytest.warns(UserWarning, match="cannot check whether the file changed"):
+        assert main([*args, "--resume", "--quiet"]) == 0
+    assert load_checkpoint(out)["epoch"] == 2

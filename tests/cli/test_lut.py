@@ -140,3 +140,40 @@ def test_a_closed_output_ends_quietly() -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141, err
     assert "Broken pipe" not in err and "Traceback" not in err, err
+
+
+def test_build_refuses_options_that_contradict_the_source(
+    shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--bits / --signed / --symbol that a built-in, LUT file or netlist cannot honour are
+    refused (exit 2), never silently ignored; options that agree with the source pass."""
+    out = tmp_path / "b.lut"
+    lut = multiplier("mul6u_trunc2").save(tmp_path / "m.lut")
+    blif = shared / "appmults" / "evo_selected" / "mult7u" / "mul7u_06Q_sop.blif"
+    for source, extra, says in (
+        ("mul8u_trunc4", ["--bits", "4", "--signed"], "--bits 4 contradicts this built-in"),
+        ("mul8u_trunc4", ["--signed"], "--signed contradicts this built-in multiplier, which "
+         "is 8-bit unsigned"),
+        ("mul8u_trunc4", ["--bits", "8x4"], "--bits 8x4 contradicts"),
+        ("mul8u_trunc4", ["--symbol", "f"], "--symbol names the function of a C/C++ source"),
+        (str(lut), ["--bits", "4"], "--bits 4 contradicts this LUT file, which is 6-bit"),
+        (str(lut), ["--signed"], "--signed contradicts this LUT file"),
+        (str(blif), ["--bits", "8"], "--bits 8 contradicts this netlist, which is 7-bit"),
+        ("fp_mbm7", ["--bits", "8"], "--bits does not apply to this built-in multiplier"),
+    ):  # fmt: skip
+        assert main(["lut", "build", source, *extra, "-o", str(out)]) == 2, extra
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err, (source, extra)
+        assert not out.exists()
+    assert main(["lut", "build", "mul8s_trunc4", "--bits", "8", "--signed", "-o", str(out)]) == 0
+    assert load_multiplier(out).signed and load_multiplier(out).bits == 8
+    assert main(["lut", "info", "mul8u_trunc4", "--signed"]) == 2
+
+
+def test_build_into_a_missing_folder_creates_it(tmp_path: Path) -> None:
+    """As ``retrain --out`` does; the error named a temporary file before."""
+    out = tmp_path / "missing" / "deeper" / "x.lut"
+    assert main(["lut", "build", "mul6u_trunc2", "-o", str(out)]) == 0
+    assert load_multiplier(out).name == "mul6u_trunc2"
+    grad = tmp_path / "other" / "g.lut"
+    assert main(["lut", "grad", str(out), "-o", str(grad)]) == 0 and grad.is_file()

@@ -49,6 +49,13 @@ def aggressive_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return aggressive_multiplier().save(tmp_path_factory.mktemp("mult") / "aggressive.amx")
 
 
+def _run_stem(path: Path) -> str:
+    """``mul-lut-seed0`` of a run file ``mul-lut-seed0-<key hash>.json``."""
+    stem, _, digest = path.stem.rpartition("-")
+    assert len(digest) == 12, path.name
+    return stem
+
+
 def _history(report: dict) -> list[dict]:
     return [{k: v for k, v in h.items() if k != "seconds"} for h in report["history"]]
 
@@ -175,11 +182,11 @@ def test_compare_writes_table_plot_and_reuses_finished_runs(
     assert f"Command: `appmult-fx compare --checkpoint {float_checkpoint}" in table
     assert "--max-steps 3 --calib-batches 2" in table
     assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    runs = sorted(p.name for p in (out / "runs").iterdir())
+    runs = sorted(_run_stem(p) for p in (out / "runs").iterdir())
     assert runs == [
-        "mul7u_exact-ste-seed0.json",
-        "mul7u_trunc7_bias300-lut-seed0.json",
-        "mul7u_trunc7_bias300-ste-seed0.json",
+        "mul7u_exact-ste-seed0",
+        "mul7u_trunc7_bias300-lut-seed0",
+        "mul7u_trunc7_bias300-ste-seed0",
     ]
     stamp = {p: p.stat().st_mtime_ns for p in (out / "runs").iterdir()}
     assert main(args) == 0  # a second call reuses the finished runs
@@ -201,13 +208,14 @@ def test_compare_with_a_rectangular_multiplier_uses_its_exact_twin(
     )
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1] == "8x4" and cells[3] != "-"  # the exact-quantized column is filled
-    runs = sorted(p.name for p in (out / "runs").iterdir())
+    runs = sorted(_run_stem(p) for p in (out / "runs").iterdir())
     assert runs == [
-        "mul8x4u_exact-ste-seed0.json",
-        "mul8x4u_trunc3-lut-seed0.json",
-        "mul8x4u_trunc3-ste-seed0.json",
+        "mul8x4u_exact-ste-seed0",
+        "mul8x4u_trunc3-lut-seed0",
+        "mul8x4u_trunc3-ste-seed0",
     ]
-    report = json.loads((out / "runs" / "mul8x4u_trunc3-lut-seed0.json").read_text())
+    (lut_run,) = (out / "runs").glob("mul8x4u_trunc3-lut-seed0-*.json")
+    report = json.loads(lut_run.read_text())
     assert report["multipliers"][0]["bits"] == "8x4"
 
 
@@ -308,3 +316,92 @@ def test_fp_multiplier_retrains_through_the_generic_workflow(
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["training_modes"] == ["approximate FP backward"]
     assert [m["name"] for m in report["multipliers"]] == ["fp_mbm5"]
+
+
+def _compare_args(checkpoint: Path, out: Path, *multipliers: str, epochs: int = 1) -> list[str]:
+    return [
+        "compare", "--checkpoint", str(checkpoint), "--multipliers", *multipliers,
+        "--seeds", "0", "--epochs", str(epochs), "--max-steps", "2", "--calib-batches", "1",
+        "--no-exact", "--out", str(out), "--quiet",
+    ]  # fmt: skip
+
+
+def _rows(out: Path) -> list[list[str]]:
+    lines = (out / "results.md").read_text().splitlines()
+    return [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in lines
+        if line.startswith("| mymult")
+    ]
+
+
+def test_compare_keys_runs_by_table_and_arguments(tmp_path: Path, float_checkpoint: Path) -> None:
+    """Two multipliers of one name but different tables are two rows with their own runs (not
+    one row, the second never trained), and a rerun with other arguments into the same folder
+    retrains instead of reusing runs of the old arguments under the new header."""
+    from appmult_fx.luts.registry import multiplier
+
+    a, b = multiplier("mul6u_trunc2").renamed("mymult"), multiplier("mul6u_drum3").renamed("mymult")
+    (tmp_path / "d1").mkdir()
+    (tmp_path / "d2").mkdir()
+    fa, fb = a.save(tmp_path / "d1" / "m.lut"), b.save(tmp_path / "d2" / "m.lut")
+    out = tmp_path / "cmp"
+    assert main(_compare_args(float_checkpoint, out, str(fa), str(fb), str(fa))) == 0
+    labels = sorted(row[0] for row in _rows(out))
+    assert labels == sorted([f"mymult [{a.sha256[:8]}]", f"mymult [{b.sha256[:8]}]"])
+    reports = [json.loads(p.read_text()) for p in (out / "runs").iterdir()]
+    assert len(reports) == 4  # 2 tables x {ste, lut}; the repeated file runs once
+    trained = {(r["multipliers"][0]["sha256"], r["gradient"]) for r in reports}
+    assert trained == {(m.sha256, g) for m in (a, b) for g in ("ste", "lut")}
+    # the same call again reuses every run; other epochs retrain, keeping the old runs
+    stamp = {p: p.stat().st_mtime_ns for p in (out / "runs").iterdir()}
+    assert main(_compare_args(float_checkpoint, out, str(fa), str(fb))) == 0
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").iterdir()} == stamp
+    assert main(_compare_args(float_checkpoint, out, str(fa), epochs=2)) == 0
+    assert "2 retraining epochs" in (out / "results.md").read_text()
+    new = [json.loads(p.read_text()) for p in (out / "runs").iterdir() if p not in stamp]
+    assert sorted(r["gradient"] for r in new) == ["lut", "ste"]
+    for r in new:
+        assert r["epochs"] == 2 and len(r["history"]) == 2 and r["run_key"]["epochs"] == 2
+        assert r["multipliers"][0]["sha256"] == a.sha256 and r["label"] == "mymult"
+
+
+def test_outputs_that_would_overwrite_an_input_are_refused(
+    tmp_path: Path, float_checkpoint: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """retrain --out / --report (given or defaulted) and compare --out may not be (or write
+    over) the float checkpoint or a multiplier file: exit 2, the input untouched."""
+    ck = tmp_path / "f.pt"
+    ck.write_bytes(float_checkpoint.read_bytes())
+    before = ck.read_bytes()
+    retrain = ["retrain", "--checkpoint", str(ck), "--multiplier", "mul8u_trunc4", "--quiet"]
+    retrain += ["--epochs", "1", "--max-steps", "1", "--calib-batches", "1"]
+    (tmp_path / "sub").mkdir()
+    for extra, says in (
+        (["--out", str(ck)], f"--out {ck} is the same file as --checkpoint {ck}"),
+        (["--out", str(tmp_path / "sub" / ".." / "f.pt")], "is the same file as --checkpoint"),
+        (["--out", str(tmp_path / "r.pt"), "--report", str(ck)], "--report"),
+        (["--out", str(tmp_path / "r.json")], "the report (--out with suffix .json)"),
+    ):
+        assert main(retrain + extra) == 2, extra
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err, extra
+        assert ck.read_bytes() == before, extra
+    link = tmp_path / "link.pt"
+    link.symlink_to(ck)
+    assert main([*retrain[:2], str(link), *retrain[3:], "--out", str(ck)]) == 2
+    assert ck.read_bytes() == before and not (tmp_path / "r.pt").exists()
+    from appmult_fx.luts.registry import multiplier
+
+    lut = multiplier("mul6u_trunc2").save(tmp_path / "m.lut")
+    lut_bytes = lut.read_bytes()
+    args = ["retrain", "--checkpoint", str(ck), "--multiplier", str(lut), "--out", str(lut)]
+    assert main(args) == 2 and lut.read_bytes() == lut_bytes
+    assert f"--out {lut} is the same file as --multiplier {lut}" in capsys.readouterr().err
+    # compare: the folder is the checkpoint, or writes its results.md over it
+    for out, victim in ((ck, ck), (tmp_path, tmp_path / "results.md")):
+        if victim != ck:
+            victim.write_bytes(before)
+        assert main(_compare_args(victim, out, "mul6u_trunc2")) == 2
+        assert "would overwrite --checkpoint" in capsys.readouterr().err
+        assert victim.read_bytes() == before

@@ -172,3 +172,42 @@ def test_seed_folder_blif_and_text_luts_cross_checked(shared: Path, tmp_path: Pa
         for a, b, v in rows:
             truth[int(a), int(b)] = int(v)
         assert np.array_equal(mult.table.numpy(), truth)
+
+
+def test_import_into_an_existing_catalogue_merges(
+    library: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A second import into a catalogue keeps the earlier entries (never drops one whose
+    .lut stays on disk), replaces an entry of the same name and table, and refuses (exit 1,
+    reported) a circuit whose name an earlier entry of another table holds."""
+    out = tmp_path / "cat"
+    report = import_library(library, out, workers=1, progress=False)
+    first = {e["name"]: e for e in read_catalogue(out)}
+    assert sorted(first) == ["mul2u_ok", "mul3u_trunc3", "mul4x2u_plus"]
+    second = tmp_path / "lib2"
+    (second / "luts").mkdir(parents=True)
+    multiplier("mul3u_trunc3").save(second / "luts" / "t3.lut")  # same name and table
+    multiplier("mul3u_trunc1").save(second / "luts" / "t1.lut")  # a new one
+    report = import_library(second, out, workers=1, progress=False)
+    assert [e["name"] for e in report.entries] == ["mul3u_trunc1", "mul3u_trunc3"]
+    assert report.replaced == ["mul3u_trunc3"] and report.kept == ["mul2u_ok", "mul4x2u_plus"]
+    entries = {e["name"]: e for e in read_catalogue(out)}
+    assert sorted(entries) == ["mul2u_ok", "mul3u_trunc1", "mul3u_trunc3", "mul4x2u_plus"]
+    assert entries["mul2u_ok"] == first["mul2u_ok"]
+    assert entries["mul3u_trunc3"]["sources"] == ["luts/t3.lut"]  # the new import's
+    assert [m.name for m in load_catalogue(out)] == sorted(entries)
+    # another table under an existing name: refused, the earlier entry and file untouched
+    third = tmp_path / "lib3"
+    third.mkdir()
+    multiplier("mul2u_trunc1").renamed("mul2u_ok").save(third / "mul2u_ok.lut")
+    before = (out / "mul2u_ok.lut").read_bytes()
+    assert main(["lut", "import", str(third), "--out", str(out), "--workers", "1"]) == 1
+    captured = capsys.readouterr()
+    assert "0 multipliers imported, 4 earlier entries kept, 1 refused" in captured.out
+    assert "mul2u_ok: refused: the catalogue already holds a different multiplier" in (captured.err)
+    assert (out / "mul2u_ok.lut").read_bytes() == before
+    assert {e["name"]: e for e in read_catalogue(out)} == entries
+    assert [m.name for m in load_catalogue(out)] == sorted(entries)
+    (out / "catalogue.json").write_text("{}")
+    with pytest.raises(LutFormatError, match="expected format"):
+        import_library(second, out, workers=1, progress=False)

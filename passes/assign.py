@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 import warnings
 
 from torch import fx
 
 from .match import LayerSite
-from .spec import Rule, Spec
+from .spec import Rule, Spec, regex_covers
 from .spec import covers as rule_covers
 
 
@@ -39,6 +38,6 @@ def assign(
             stacklevel=3,
         )
     for pattern, _ in spec.regex_rules:
-        if not any(re.match(pattern, n) for n in layer_names):
+        if not any(regex_covers(pattern, n) for n in layer_names):
             warnings.warn(f"spec module_name_regex {pattern!r} matches no layer", stacklevel=3)
     return [(site, spec.rule_for(site.name, site.object_types)) for site in sites]

@@ -9,6 +9,7 @@ mode from a constant the author meant, so it warns and changes nothing.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any
 
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 from torch import fx
 
 # function -> (position of p, default p, position of training, default training)
-_FUNCTIONAL_DROPOUT: dict[Any, tuple[int, float, int, bool]] = {
+_FUNCTIONAL_DROPOUT: dict[Any, tuple[int, float | None, int, bool | None]] = {
     F.dropout: (1, 0.5, 2, True),
     F.dropout1d: (1, 0.5, 2, True),
     F.dropout2d: (1, 0.5, 2, True),
@@ -26,6 +27,16 @@ _FUNCTIONAL_DROPOUT: dict[Any, tuple[int, float, int, bool]] = {
     F.feature_alpha_dropout: (1, 0.5, 2, False),
     torch.dropout: (1, None, 2, None),
 }
+
+
+@functools.cache
+def mode_modules() -> tuple[type, ...]:
+    """Modules the tracer keeps as one call so that they follow ``gm.train()`` / ``gm.eval()``:
+    torchvision's ``StochasticDepth``, whose traced forward would fix its mode (swin_t,
+    convnext, efficientnet drop residual branches with it while training)."""
+    from torchvision.ops import StochasticDepth
+
+    return (StochasticDepth,)
 
 
 def _argument(node: fx.Node, position: int, name: str, default: Any) -> Any:
@@ -46,7 +57,7 @@ def _fixed(node: fx.Node) -> str | None:
         return None
     p_at, p_default, training_at, training_default = spec
     p = _argument(node, p_at, "p", p_default)
-    name = "train" if node.target is torch.dropout else "training"
+    name = {torch.dropout: "train"}.get(node.target, "training")
     training = _argument(node, training_at, name, training_default)
     if isinstance(training, bool) and isinstance(p, float | int) and p > 0:
         return f"p={p}, training={training}"

@@ -20,6 +20,7 @@ from .ops_table import (
     UNCONVERTED_FUNCTIONS,
     UNCONVERTED_SPELLINGS,
     module_op,
+    overrides_computation,
     unconverted_module_op,
 )
 from .records import META_KEY, LayerRecord
@@ -66,7 +67,9 @@ def find_layers(gm: fx.GraphModule) -> list[LayerSite]:
         if node.op == "call_module":
             module = modules[node.target]
             found = module_op(module)
-            if found:
+            if found and overrides_computation(module):  # a leaf with its own forward
+                unconverted.append(_own_forward_record(node, found[1]))
+            elif found:
                 types = (found[0], torch.matmul) if found[0] is Matmul else (found[0],)
                 sites.append(LayerSite(node, layer_name(node), found[1], types, module))
             elif unconverted_module_op(module) is not None:
@@ -80,8 +83,20 @@ def find_layers(gm: fx.GraphModule) -> list[LayerSite]:
             unconverted.append(_float_record(node, _function_name(node), None))
     for site in sites:
         site.macs = layer_macs(site)
+    _refuse_name_clashes([s.name for s in sites] + [r.name for r in unconverted])
     _warn_unconverted(unconverted)
     return sites
+
+
+def _refuse_name_clashes(names: list[str]) -> None:
+    """Refuse two layers of one name (a module named like another's call, ``fc@1``)."""
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise ValueError(
+            f"layer names {clashes} are taken twice: a module's name looks like another "
+            "module's call name (calls of a module called more than once are named "
+            "<module>@1, <module>@2, ...); rename that module"
+        )
 
 
 def _owner_type(node: fx.Node, op: str) -> tuple[type, ...]:
@@ -160,6 +175,14 @@ def _float_record(node: fx.Node, name: str, module: nn.Module | None) -> LayerRe
     return record
 
 
+def _own_forward_record(node: fx.Node, op: str) -> LayerRecord:
+    """A float record for a leaf module whose class computes its own way (its count comes from
+    the example run, :mod:`.unlisted`): converting it as its registered class would drop that."""
+    record = LayerRecord(layer_name(node), f"{op} (own forward)", nodes=[node.name])
+    node.meta[META_KEY] = record
+    return record
+
+
 def _unconverted_op(node: fx.Node, module: nn.Module | None) -> str:
     if module is not None:
         return unconverted_module_op(module)  # type: ignore[return-value]
@@ -189,6 +212,10 @@ def _unconverted_macs(node: fx.Node, op: str, module: nn.Module | None) -> int |
         return _recurrent_macs(node, module)
     if op in ("outer", "addr", "addr_") and out is not None:
         return math.prod(out)
+    if op == "vecdot":  # one product per element of the broadcast operands
+        shapes = [node_shape(_call_arg(node, i)) for i in (0, 1)]
+        if None not in shapes:
+            return math.prod(torch.broadcast_shapes(*shapes))  # type: ignore[arg-type]
     if op in _ADDED_PRODUCT_OPS:  # input + a [.., M, K] @ b [.., K, N] (or a vector b)
         a, b = node_shape(_call_arg(node, 1)), node_shape(_call_arg(node, 2))
         if a is not None and b is not None:

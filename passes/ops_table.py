@@ -115,6 +115,22 @@ def unconverted_module_op(module: nn.Module) -> str | None:
     return None
 
 
+# Methods through which a layer module computes; a subclass that defines one (on its class or
+# its instance) computes its own way, which converting it as its registered class would drop.
+COMPUTE_METHODS = ("forward", "_conv_forward", "__call__", "_call_impl")
+
+
+def overrides_computation(module: nn.Module) -> bool:
+    """Whether a subclass of a registered layer class defines one of :data:`COMPUTE_METHODS`
+    between itself and that class, or on the instance (a weight-standardised ``Conv2d``)."""
+    found = module_op(module)
+    if found is None:
+        return False
+    mro = type(module).__mro__
+    defined = [vars(cls) for cls in mro[: mro.index(found[0])]] + [vars(module)]
+    return any(name in where for where in defined for name in COMPUTE_METHODS)
+
+
 def module_op(module: nn.Module) -> tuple[type, str] | None:
     """``(registered class, op kind)`` for a multiply module (its class or a base), else None."""
     for cls in type(module).__mro__:

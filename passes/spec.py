@@ -28,6 +28,15 @@ FLOAT = "float"  # in spec files (TOML has no null): keep the layer in float
 BACKWARD_MODES = ("approximate", "exact")
 
 
+_CALL = re.compile(r"@\d+(?=\.|$)")  # a call suffix of a layer name: ``fc@2``, ``blk@2.fc``
+
+
+def regex_covers(pattern: str, layer_name: str) -> bool:
+    """Whether a ``module_name_regex`` rule covers a layer: ``re.match`` on its name, or on the
+    name without call suffixes (``fc$`` covers ``fc@1`` and ``fc@2``, as it covers ``fc``)."""
+    return bool(re.match(pattern, layer_name) or re.match(pattern, _CALL.sub("", layer_name)))
+
+
 def covers(rule_name: str, layer_name: str) -> bool:
     """Whether a ``module_name`` rule covers a layer: the layer itself, one of its calls
     (``fc@2``) or a layer inside it (``layer1.0.conv1``)."""
@@ -175,7 +184,7 @@ class Spec:
         if best is not None:
             return best[1]
         for pattern, rule in self.regex_rules:
-            if re.match(pattern, layer_name):
+            if regex_covers(pattern, layer_name):
                 return rule
         for object_type in object_types:
             if object_type in self.object_type_rules:

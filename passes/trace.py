@@ -12,10 +12,10 @@ import torch
 from torch import fx, nn
 
 from .attention import TRACE_THROUGH, decompose_sdpa, swap_attention, tracing_patches
-from .fixed_modes import warn_fixed_dropout
+from .fixed_modes import mode_modules, warn_fixed_dropout
 from .leaf_layers import LEAF_KEY
 from .matmul_module import Matmul
-from .ops_table import module_op
+from .ops_table import module_op, overrides_computation
 from .records import META_KEY
 from .unlisted import CountingShapeProp
 
@@ -36,7 +36,7 @@ def _plain_subclass(m: nn.Module) -> bool:
     without changing how it computes (no method, property or descriptor of its own between it
     and that class): it is kept as one call, as the registered class is, instead of traced."""
     found = module_op(m)
-    if found is None or type(m) is found[0]:
+    if found is None or type(m) is found[0] or overrides_computation(m):
         return False
     mro = type(m).__mro__
     for cls in mro[: mro.index(found[0])]:
@@ -60,7 +60,7 @@ class _Tracer(fx.Tracer):
             self.leaf_types and isinstance(m, self.leaf_types)
         ):
             return True
-        if isinstance(m, Matmul) or _plain_subclass(m):
+        if isinstance(m, (Matmul, *mode_modules())) or _plain_subclass(m):
             return True
         if type(m) in TRACE_THROUGH:
             return False

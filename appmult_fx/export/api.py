@@ -19,6 +19,7 @@ from .freeze import freeze
 from .integrity import check_model_file, check_nodes
 from .lower import UnknownMultiplierError, lower
 from .manifest import (
+    LUT_DIR,
     MANIFEST_FILE,
     ExportFormatError,
     build,
@@ -94,31 +95,44 @@ def export(
         "inputs": _value_infos(model.graph.input),
         "outputs": _value_infos(model.graph.output),
     }
-    stale = _files_of_previous_export(out) - {MODEL_FILE, PORTABLE_FILE if portable else ""}
-    stale -= {entry["file"] for entry in entries}
+    written = [MODEL_FILE, MANIFEST_FILE, *(e["file"] for e in entries)]
+    written += [PORTABLE_FILE] if portable else []
+    stale = _files_of_previous_export(out) - {(out / rel).resolve() for rel in written}
     write_manifest(out, build(info, layers, entries))
-    for rel in sorted(stale):
-        (out / rel).unlink(missing_ok=True)
+    for path in sorted(stale):
+        path.unlink(missing_ok=True)
     if stale:
+        removed = sorted(str(p.relative_to(out.resolve())) for p in stale)
         warnings.warn(
-            f"export: removed {sorted(stale)}, left in {out} by an earlier export and not part "
-            "of this one",
+            f"export: removed {removed}, left in {out} by an earlier export and not part of "
+            "this one",
             stacklevel=2,
         )
     return out
 
 
-def _files_of_previous_export(out: Path) -> set[str]:
-    """The files (relative paths inside ``out``) the manifest already in ``out`` lists: the
-    model files and LUT files of an earlier export there (empty: none, or no readable one)."""
+def _files_of_previous_export(out: Path) -> set[Path]:
+    """The files an earlier export in ``out`` wrote, as its manifest lists them (resolved): its
+    model files and its LUT files. Only names an export writes count (``model.onnx``,
+    ``model_portable.onnx``, ``luts/*.lut`` regular files inside ``out``), whatever else a
+    manifest there may list, so nothing of the user's is ever removed."""
     try:
         old = json.loads((out / MANIFEST_FILE).read_text("utf-8"))
         files = [old["model"]["file"], old["model"].get("portable_file")]
         files += [m["file"] for m in old["multipliers"]]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return set()
     root = out.resolve()
-    return {f for f in files if isinstance(f, str) and f and root in (root / f).resolve().parents}
+    ours = {(root / MODEL_FILE).resolve(), (root / PORTABLE_FILE).resolve()}
+    found = set()
+    for rel in files:
+        if not isinstance(rel, str) or not rel:
+            continue
+        path = (root / rel).resolve()
+        lut = path.parent == (root / LUT_DIR).resolve() and path.suffix == ".lut"
+        if (path in ours or lut) and path.is_file() and not (root / rel).is_symlink():
+            found.add(path)
+    return found
 
 
 def _save_onnx(model: onnx.ModelProto, path: Path) -> None:

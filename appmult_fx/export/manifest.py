@@ -119,8 +119,15 @@ def write_luts(multipliers: list[Multiplier], out_dir: Path) -> list[dict[str, A
     """Save each multiplier under ``out_dir/luts/``; returns their manifest entries."""
     (out_dir / LUT_DIR).mkdir(parents=True, exist_ok=True)
     entries = []
+    used: set[str] = set()
     for mult in multipliers:
-        rel = f"{LUT_DIR}/{safe_name(mult.name)}_{mult.sha256[:12]}.lut"
+        stem = f"{LUT_DIR}/{safe_name(mult.name)}_{mult.sha256[:12]}"
+        rel = f"{stem}.lut"
+        for k in range(2, len(multipliers) + 2):  # names that differ in unsafe characters only
+            if rel not in used:
+                break
+            rel = f"{stem}_{k}.lut"
+        used.add(rel)
         mult.save(out_dir / rel)
         entries.append(
             {

@@ -1,9 +1,9 @@
 """Functions that any torch.fx tracer keeps as one ``call_function`` node.
 
 A converted GraphModule calls these functions from its generated code. torch.fx re-traces that
-code whenever the module is pickled, copied into a new GraphModule (``fx.Transformer``,
-``fx.Interpreter``-based passes) or traced again by user code, with a tracer that knows nothing
-of appmult-fx; ``torch.fx.wrap`` would only cover tracing code whose globals are this package's
+code, with its modules kept as leaves, whenever the module is pickled or copied into a new
+GraphModule (``fx.Transformer``, ``fx.Interpreter``-based passes), with a tracer that knows
+nothing of appmult-fx (user tracers must keep the quantizer modules as leaves too); ``torch.fx.wrap`` would only cover tracing code whose globals are this package's
 own modules. A function decorated with :func:`graph_leaf` records itself as one node whenever
 an argument is an ``fx.Proxy``, with any tracer, and runs normally otherwise.
 """

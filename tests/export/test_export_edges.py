@@ -106,3 +106,21 @@ def test_fp_layers_are_refused_before_anything_is_written(tmp_path) -> None:  # 
     with pytest.raises(ValueError, match="export supports integer multipliers"):
         amx.export(gm, torch.randn(2, 4), tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_foreign_manifest_cannot_make_export_remove_other_files(tmp_path) -> None:  # noqa: ANN001
+    """Only model files and LUT files of an earlier export are removed, never this export's
+    own files or anything else an old manifest names."""
+    import json
+
+    (tmp_path / "userfile.txt").write_text("keep me")
+    (tmp_path / "luts").mkdir()
+    old = {
+        "model": {"file": "./model.onnx", "portable_file": "userfile.txt"},
+        "multipliers": [{"file": "luts/../manifest.json"}, {"file": "luts"}, {"file": "../x"}],
+    }
+    (tmp_path / "manifest.json").write_text(json.dumps(old))
+    gm = converted(nn.Sequential(nn.Linear(4, 2)), SPEC, (2, 4), seed=7)
+    amx.export(gm, torch.randn(2, 4), tmp_path, progress=False)
+    assert (tmp_path / "userfile.txt").read_text() == "keep me"
+    amx.load_exported(tmp_path)  # model.onnx, manifest.json and the LUT are all there

@@ -55,3 +55,11 @@ def test_one_name_and_table_with_two_power_figures_is_refused() -> None:
     with pytest.raises(ValueError, match="different hardware figures"):
         distinct_multipliers([base.with_hardware(power_mw=1.0), base.with_hardware(power_mw=0.5)])
     assert len(distinct_multipliers([base, base, base.renamed("other")])) == 2
+
+
+def test_names_that_differ_in_unsafe_characters_get_their_own_files(tmp_path: Path) -> None:
+    base = amx.multiplier("mul8u_trunc4")
+    entries = write_luts([base.renamed("x-y"), base.renamed("x_y")], tmp_path)
+    assert len({e["file"] for e in entries}) == 2
+    for entry in entries:
+        assert amx.load_multiplier(tmp_path / entry["file"]).name == entry["name"]

@@ -73,7 +73,8 @@ def test_other_matmul_spellings_are_converted_or_recorded_float() -> None:
     assert ops["addr"].macs == 16 and ops["addr"].multiplier is None
     for op in ("vecdot", "convolution", "addmm_"):
         assert ops[op].multiplier is None, op
-    assert ops["addmm_"].macs == 4 * 5 * 6  # counted in the example run
+    assert ops["addmm_"].macs == 4 * 5 * 6
+    assert ops["vecdot"].macs == 4 * 5
     assert any("cannot convert" in w and "(addmm_)" in w for w in warned)
 
 

@@ -88,3 +88,27 @@ def test_dropout_modules_and_zero_rates_are_not_reported() -> None:
         warnings.simplefilter("error")
         for mode in (True, False):
             amx.convert(_ModuleDropout().train(mode), amx.Spec().set_global("mul8u_exact"))
+
+
+def _stochastic_swin() -> nn.Module:
+    return torchvision.models.SwinTransformer(
+        patch_size=[2, 2], embed_dim=8, depths=[2], num_heads=[2], window_size=[2, 2],
+        dropout=0.0, attention_dropout=0.0, stochastic_depth_prob=0.5, num_classes=3,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("converted_in", ["train", "eval"])
+def test_stochastic_depth_follows_the_mode_after_conversion(converted_in) -> None:  # noqa: ANN001
+    torch.manual_seed(1)
+    model, x = _stochastic_swin().train(converted_in == "train"), torch.randn(1, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # nothing fixed, nothing to report
+        warnings.filterwarnings("ignore", message=".*before calibration.*")
+        gm = amx.convert(model, amx.Spec().set_global("mul8u_exact"), example_inputs=x)
+    amx.calibrate(gm, [x], progress=False)
+    with torch.no_grad():
+        gm.eval()
+        assert torch.equal(gm(x), gm(x)), "eval mode must keep every branch"
+        gm.train()
+        outs = [gm(x) for _ in range(6)]
+        assert any(not torch.equal(outs[0], o) for o in outs[1:]), "train mode drops branches"

@@ -3,6 +3,7 @@ warn; records say how each layer is quantized."""
 
 from __future__ import annotations
 
+import types
 import warnings
 
 import pytest
@@ -103,3 +104,35 @@ def test_records_say_per_channel_only_where_a_weight_is_quantized_per_channel() 
     records, gm = _convert(amx.Spec().set_global("mul8u_exact", per_channel=True))
     assert records["fc"].per_channel and records["conv"].per_channel
     assert not records["attn.qk"].per_channel and not records["attn.av"].per_channel
+
+
+class InstanceForward(nn.Linear):
+    """Sets its computation on the instance: must be traced, not kept as a Linear."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n, n)
+        self.forward = types.MethodType(lambda s, x: F.linear(x, 2.0 * s.weight, s.bias), self)
+
+
+def test_a_computation_set_on_the_instance_is_traced() -> None:
+    """Kept as an nn.Linear call, it would be converted without its doubled weight (relative
+    error about 0.5); traced, its F.linear converts and only quantization error is left."""
+    torch.manual_seed(0)
+    model, x = nn.Sequential(InstanceForward(4)).eval(), torch.randn(64, 4)
+    gm = amx.convert(model, amx.Spec().set_global("mul8u_exact"))
+    amx.calibrate(gm, [x], progress=False)
+    with torch.no_grad():
+        want, got = model(x), gm.eval()(x)
+    assert (got - want).abs().max() < 0.02 * want.abs().max()
+
+
+def test_a_leaf_with_its_own_forward_stays_float_with_a_record() -> None:
+    torch.manual_seed(0)
+    model, x = nn.Sequential(StdConv2d(3, 2, 3)).eval(), torch.randn(1, 3, 5, 5)
+    with pytest.warns(UserWarning, match=r"'0' \(conv2d \(own forward\)\)"):
+        gm = amx.convert(model, amx.Spec().set_global("mul8u_exact"), example_inputs=x,
+                         leaf_modules=[StdConv2d])  # fmt: skip
+    with torch.no_grad():
+        assert torch.equal(gm(x), model(x))
+    [record] = amx.layers(gm)
+    assert record.multiplier is None and record.macs == 2 * 3 * 3 * 3 * 9

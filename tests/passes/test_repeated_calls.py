@@ -8,6 +8,7 @@ import json
 import pickle
 import warnings
 
+import pytest
 import torch
 from torch import nn
 
@@ -82,3 +83,22 @@ def test_the_search_engine_counts_and_swaps_each_call() -> None:
         dst.load_state_dict(src.state_dict())
     with torch.no_grad():
         assert torch.equal(engine.run(x, {"a@2": table}), fresh.eval()(x))
+
+
+def test_an_anchored_regex_covers_every_call_of_its_module() -> None:
+    gm, _ = _converted(amx.Spec().set_global("mul8u_exact").set_module_name_regex(r"a$", None))
+    assert [r.multiplier_name for r in amx.layers(gm)] == [None, None, "mul8u_exact"]
+
+
+class _Clash(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.d = nn.ModuleDict({"fc": nn.Linear(4, 4), "fc@1": nn.Linear(4, 4)})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.d["fc@1"](self.d["fc"](self.d["fc"](x)))
+
+
+def test_a_module_named_like_a_call_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"layer names \['d.fc@1'\] are taken twice"):
+        amx.convert(_Clash(), amx.Spec().set_global("mul8u_exact"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -17,14 +18,18 @@ from .energy import EnergyModel, candidate_costs, reference_cost
 from .engine import Batches, Engine, common_width
 from .result import SearchPoint, SearchResult
 from .seeds import greedy_assignments, uniform_assignments
-from .sensitivity import measure
+from .sensitivity import METRICS, measure
 from .study import (
+    SAMPLERS,
     Problem,
     StudyConfig,
+    budget,
+    check_identity,
     evaluate_assignment,
     load_study,
     requeue_interrupted,
     run_workers,
+    study_identity,
 )
 
 
@@ -47,12 +52,15 @@ def resolve_candidates(candidates: Sequence[Any]) -> dict[str, Any]:
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """``(search-train, validation)`` indices: a seeded permutation, validation held back."""
-    torch._check(
-        0.0 < val_fraction < 1.0, lambda: f"expected 0 < val_fraction < 1, got {val_fraction}"
-    )
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be > 0 and < 1, got {val_fraction!r}")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     n_val = max(1, round(val_fraction * n))
-    torch._check(n_val < n, lambda: f"expected more than {n_val} examples, got {n}")
+    if n_val >= n:
+        raise ValueError(
+            f"val_fraction {val_fraction!r} holds back {n_val} of the {n} training examples, "
+            "leaving none to calibrate on; give a smaller val_fraction (--val-fraction)"
+        )
     return order[n_val:], sorted(order[:n_val])
 
 
@@ -65,39 +73,39 @@ def labelled_batches(data: Dataset, indices: Sequence[int], batch_size: int) -> 
     return out
 
 
-def _problem_attrs(problem: Problem, val: Sequence[int]) -> dict[str, Any]:
-    return {
-        "layers": problem.layers,
-        "candidates": {n: m.sha256 for n, m in problem.candidates.items()},
-        "validation": torch.tensor(list(val)).sum().item(),
-    }
-
-
-def _prepare_study(
-    cfg: StudyConfig, problem: Problem, attrs: dict, seeds: list, backend: Any
-) -> None:
+def _open_study(cfg: StudyConfig, identity: dict, backend: Any) -> None:
+    """Create the study, or check that an existing one was made from the same inputs."""
     study = load_study(cfg, backend=backend)
-    known = study.user_attrs.get("problem")
-    if known is None:
-        study.set_user_attr("problem", attrs)
-    elif known != attrs:
-        raise ValueError(
-            f"study {cfg.name!r} in {cfg.storage} was made for other layers, candidates or "
-            "validation data; give another study name or output folder"
-        )
+    where = f"study {cfg.name!r}" + (f" in {cfg.storage}" if cfg.storage else "")
+    check_identity(study, identity, where)
     requeue_interrupted(study)
+
+
+def _enqueue_seeds(cfg: StudyConfig, seeds: list, backend: Any) -> None:
+    study = load_study(cfg, backend=backend)
     for label, assignment in seeds:
         study.enqueue_trial(assignment, user_attrs={"seed": label}, skip_if_exists=True)
 
 
-def _points(cfg: StudyConfig, backend: Any) -> list[SearchPoint]:
+def _points(cfg: StudyConfig, backend: Any, energy: EnergyModel) -> list[SearchPoint]:
+    """Every complete trial; energies are computed from the current costs (never the stored
+    objective values)."""
     study = load_study(cfg, backend=backend)
     return [
         SearchPoint(
-            dict(t.params), t.values[0], t.values[1], t.number, t.user_attrs.get("seed", "")
+            dict(t.params),
+            energy.energy(t.params),
+            t.values[1],
+            t.number,
+            t.user_attrs.get("seed", ""),
         )
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     ]
+
+
+def _check_int(name: str, value: Any, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
 
 
 def search(
@@ -121,6 +129,8 @@ def search(
     calib_batches: int = 8,
     batch_size: int = 64,
     layers: Sequence[str] | None = None,
+    leaf_modules: Sequence[str | type] = (),
+    concrete_args: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> SearchResult:
     """Search per-layer multiplier assignments of ``model`` for (low energy, high accuracy).
@@ -132,8 +142,28 @@ def search(
     :mod:`.energy`). ``storage`` is an Optuna URL (``sqlite:///study.db``, PostgreSQL, MySQL):
     the search resumes from it and ``workers`` processes share it; ``None`` keeps the study in
     memory (one worker). ``metric`` (``accuracy`` or ``kl``) drives the sensitivity table and
-    the greedy seeds; trials are always scored by validation accuracy.
+    the greedy seeds; trials are always scored by validation accuracy. ``leaf_modules`` and
+    ``concrete_args`` are passed to :func:`~appmult_fx.convert` (modules the tracer must not
+    enter, e.g. ones with data-dependent control flow).
+
+    Resuming a stored study checks that it was made from the same inputs (layers, candidates,
+    costs, model weights and graph, calibration and validation data and the settings that
+    drew them) and refuses otherwise, naming what differs.
     """
+    _check_int("trials", trials, 1)
+    _check_int("workers", workers, 1)
+    _check_int("calib_batches", calib_batches, 1)
+    _check_int("batch_size", batch_size, 1)
+    if population_size is not None:
+        _check_int("population_size", population_size, 2)
+    if not isinstance(val_fraction, (int, float)) or not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be > 0 and < 1, got {val_fraction!r}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    if layers is not None and not list(layers):
+        raise ValueError("layers is empty: name at least one layer to search (or None: all)")
     cands = resolve_candidates(candidates)
     width = common_width(list(cands.values()))
     cost_of = candidate_costs(list(cands.values()), cost, costs)
@@ -145,19 +175,29 @@ def search(
         x for x, _ in labelled_batches(data, train_idx[: calib_batches * batch_size], batch_size)
     ]
     validation = labelled_batches(data, val_idx, 256)
-    engine = Engine(model, width, calib, calib[0][:1], layer_names=layers)
+    leaf_modules = tuple(leaf_modules)
+    engine = Engine(
+        model,
+        width,
+        calib,
+        calib[0][:1],
+        layer_names=layers,
+        leaf_modules=leaf_modules,
+        concrete_args=concrete_args,
+    )
     energy = EnergyModel(engine.macs(), cost_of, ref)
     problem = Problem(
-        model, cands, engine.layer_names, width, calib, validation, calib[0][:1], energy
+        model,
+        cands,
+        engine.layer_names,
+        width,
+        calib,
+        validation,
+        calib[0][:1],
+        energy,
+        leaf_modules,
+        concrete_args,
     )
-    tables = {n: m.table for n, m in cands.items()}
-    sens = measure(
-        engine, tables, validation, metric=metric, layers=problem.layers, progress=progress
-    )
-    uniform = uniform_assignments(problem.layers, list(cands))
-    greedy = greedy_assignments(sens, cost_of, problem.energy.macs)
-    seeds = [(f"uniform:{n}", a) for n, a in zip(cands, uniform)]
-    seeds += [(f"greedy:{i}", a) for i, a in enumerate(greedy) if a not in uniform]
     cfg = StudyConfig(
         storage,
         study_name,
@@ -167,9 +207,32 @@ def search(
         population_size or max(4, min(50, trials // 5)),
     )
     backend = optuna.storages.InMemoryStorage() if storage is None else None
-    _prepare_study(cfg, problem, _problem_attrs(problem, val_idx), seeds, backend)
+    settings = {
+        "seed": seed,
+        "val_fraction": float(val_fraction),
+        "calib_batches": calib_batches,
+        "batch_size": batch_size,
+    }
+    _open_study(cfg, study_identity(problem, engine.gm.code, settings), backend)
+    tables = {n: m.table for n, m in cands.items()}
+    sens = measure(
+        engine, tables, validation, metric=metric, layers=problem.layers, progress=progress
+    )
+    uniform = uniform_assignments(problem.layers, list(cands))
+    greedy = greedy_assignments(sens, cost_of, problem.energy.macs)
+    seeds = [(f"uniform:{n}", a) for n, a in zip(cands, uniform)]
+    seeds += [(f"greedy:{i}", a) for i, a in enumerate(greedy) if a not in uniform]
+    _enqueue_seeds(cfg, seeds, backend)
     run_workers(problem, cfg, workers, backend)
-    points = _points(cfg, backend)
+    points = _points(cfg, backend, problem.energy)
+    distinct = len({tuple(sorted(p.assignment.items())) for p in points})
+    target, _ = budget(problem, cfg)
+    if distinct < target:
+        warnings.warn(
+            f"the search stopped after {len(points)} trials with {distinct} distinct assignments "
+            f"of the {target} asked: the sampler kept repeating evaluated ones",
+            stacklevel=2,
+        )
     baselines = [
         SearchPoint(a, *evaluate_assignment(problem, engine, a, validation), label=f"uniform:{n}")
         for n, a in zip(cands, uniform)
@@ -195,6 +258,8 @@ def search(
         sampler=sampler,
         seed=seed,
         metric=metric,
+        trials=len(points),
+        distinct_assignments=distinct,
         validation_examples=len(val_idx),
         calibration_batches=len(calib),
         width=list(width),

@@ -73,23 +73,35 @@ def candidate_costs(
 def reference_cost(
     candidates: Sequence[Any], costs: Mapping[str, float], given: float | None = None
 ) -> float:
-    """Cost of the exact multiplier of the candidates' widths: ``given``, else the cost of an
-    exact candidate; refuses when neither is known."""
-    if given is not None:
-        if not float(given) > 0.0:
-            raise ValueError(f"the exact multiplier's cost must be > 0, got {given!r}")
-        return float(given)
+    """Cost of the exact multiplier of the candidates' widths: ``given``, else the cost of the
+    exact candidates. Refuses when neither is known, and when figures conflict (two exact
+    candidates with different costs, or ``given`` differing from an exact candidate's cost):
+    the energies would otherwise depend on which one came first."""
     exact = [m for m in candidates if m.name in costs and is_exact(m)]
-    if not exact:
+    if given is not None:
+        given = float(given)
+        if not given > 0.0 or given == float("inf"):
+            raise ValueError(f"the exact multiplier's cost must be finite and > 0, got {given!r}")
+    figures = {m.name: float(costs[m.name]) for m in exact}
+    if given is not None:
+        figures = {"reference cost (reference_cost= / --reference-power)": given, **figures}
+    if not figures:
         key = width_label(width_key(candidates[0])) if candidates else "?"
         raise ValueError(
             f"no cost is known for an exact {key} multiplier, so energies cannot be made relative: "
             "include an exact multiplier with a figure among the candidates (e.g. EvoApproxLib "
             "mul8u_1JFF) or pass reference_cost= / `--reference-power MW`"
         )
-    value = costs[exact[0].name]
+    if len(set(figures.values())) > 1:
+        listed = ", ".join(f"{n}: {v:g}" for n, v in figures.items())
+        raise ValueError(
+            f"conflicting costs for the exact multiplier ({listed}); these multipliers compute "
+            "the same exact product, so give them one figure (costs={name: value} / "
+            "`--power NAME=VALUE`), or keep only one exact candidate"
+        )
+    value = next(iter(figures.values()))
     if not value > 0.0:
-        raise ValueError(f"exact multiplier {exact[0].name!r} has cost {value}; expected > 0")
+        raise ValueError(f"exact multiplier {next(iter(figures))!r} has cost {value}; expected > 0")
     return value
 
 

@@ -84,21 +84,42 @@ class Engine:
         example: Tensor,
         *,
         layer_names: Sequence[str] | None = None,
+        leaf_modules: Sequence[str | type] = (),
+        concrete_args: dict[str, Any] | None = None,
     ) -> None:
         self.width = width
         self.exact = exact_for(width)
+        if layer_names is not None and not list(layer_names):
+            raise ValueError("layers is empty: name at least one layer to search (or None: all)")
         spec = Spec().set_global(self.exact)
-        self.gm = convert(model, spec, gradient="ste", example_inputs=example[:1])
+        self.gm = convert(
+            model,
+            spec,
+            gradient="ste",
+            example_inputs=example[:1],
+            leaf_modules=leaf_modules,
+            concrete_args=concrete_args,
+        )
+        self.records = layers(self.gm)
+        approx = [r for r in self.records if r.approximate]
+        if not approx:
+            floats = [r.name for r in self.records]
+            raise ValueError(
+                "the model has no layer convert() can give an approximate multiplier "
+                "(convertible: conv, linear, matmul and friends"
+                + (f"; its multiply layers {floats} stay float" if floats else "")
+                + "), so there is nothing to search"
+            )
         calibrate(self.gm, list(calibration), progress=False)
         self.gm.eval()
-        self.records = layers(self.gm)
         nodes = {n.name: n for n in self.gm.graph.nodes}
-        approx = [r for r in self.records if r.approximate]
         wanted = [r.name for r in approx] if layer_names is None else list(layer_names)
         known = {r.name for r in approx}
         missing = [n for n in wanted if n not in known]
         if missing:
             raise ValueError(f"layers {missing} are not convertible layers; known: {sorted(known)}")
+        if len(set(wanted)) != len(wanted):
+            raise ValueError(f"layers names a layer more than once: {wanted}")
         self.layer_names = wanted
         self._gemm: dict[str, fx.Node] = {}
         self._arg: dict[str, int] = {}

@@ -65,13 +65,20 @@ def _row(i: Any, p: SearchPoint, ref: SearchPoint) -> str:
     )
 
 
+def _distinct(result: SearchResult) -> int:
+    return len({tuple(sorted(p.assignment.items())) for p in result.points})
+
+
 def results_markdown(result: SearchResult, command: str = "", wall_s: float | None = None) -> str:
     """The report: the threshold summary, the front, the uniform baselines, sensitivity."""
     ref = result.best_uniform
     lines = [
         "# Per-layer multiplier assignment search\n",
-        f"{len(result.points)} trials; energies relative to the exact multiplier; accuracies in %"
-        " (validation: held-back training data used to choose; test: reported only).\n",
+        f"{len(result.points)} trials ({_distinct(result)} distinct assignments; a trial that "
+        "repeats an evaluated assignment reuses its values); energies relative to the exact "
+        "multiplier; accuracies in % (validation: held-back training data used to choose; "
+        "test: reported only). The Pareto front and the thresholds cover the trials and the "
+        "uniform assignments.\n",
         f"Best uniform assignment: `{ref.label.removeprefix('uniform:')}` "
         f"(energy {ref.energy:.4f}, validation {_pct(ref.accuracy)}, test "
         f"{_pct(ref.test_accuracy)}).\n",

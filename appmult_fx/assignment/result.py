@@ -51,9 +51,10 @@ def pareto_front(points: Sequence[SearchPoint]) -> list[SearchPoint]:
 class SearchResult:
     """What :func:`appmult_fx.search` returns.
 
-    ``points``: every completed trial; ``pareto``: the non-dominated ones sorted by energy;
-    ``baselines``: every uniform assignment (one candidate in every layer), evaluated the same
-    way; ``spec(point)``: the :class:`Spec` that converts the model as the point says.
+    ``points``: every completed trial; ``baselines``: every uniform assignment (one candidate
+    in every layer), evaluated the same way; ``pareto``: the non-dominated points and
+    baselines, sorted by energy; ``spec(point)``: the :class:`Spec` that converts the model
+    as the point says.
     """
 
     points: list[SearchPoint]
@@ -69,8 +70,9 @@ class SearchResult:
 
     @property
     def pareto(self) -> list[SearchPoint]:
-        """Non-dominated points of the search, sorted by energy."""
-        return pareto_front(self.points)
+        """Non-dominated points of the search and uniform baselines, sorted by energy (a trial
+        is kept over a baseline of the same assignment)."""
+        return pareto_front(self.points + self.baselines)
 
     @property
     def best_uniform(self) -> SearchPoint:

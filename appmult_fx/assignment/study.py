@@ -111,11 +111,19 @@ class Problem:
     validation: list[tuple[Tensor, Tensor]]
     example: Tensor
     energy: EnergyModel
+    leaf_modules: tuple = ()
+    concrete_args: dict[str, Any] | None = None
 
     def engine(self) -> Engine:
         """The calibrated evaluation engine (deterministic: equal in every worker)."""
         return Engine(
-            self.model, self.width, self.calibration, self.example, layer_names=self.layers
+            self.model,
+            self.width,
+            self.calibration,
+            self.example,
+            layer_names=self.layers,
+            leaf_modules=self.leaf_modules,
+            concrete_args=self.concrete_args,
         )
 
 
@@ -167,6 +175,133 @@ def requeue_interrupted(study: optuna.Study) -> int:
     return count
 
 
+IDENTITY_VERSION = 2
+
+# What each entry of a study's identity covers (named in the refusal when one differs).
+IDENTITY_LABELS = {
+    "version": "the appmult-fx study format",
+    "layers": "the searched layers (layers=)",
+    "candidates": "the candidate multipliers (names or tables)",
+    "width": "the candidates' widths",
+    "costs": "the candidates' costs (--power / --cost; costs= / cost=)",
+    "reference_cost": "the exact multiplier's cost (--reference-power; reference_cost_value=)",
+    "model": "the model's weights (state_dict)",
+    "graph": "the model's traced graph (architecture / forward)",
+    "seed": "the seed (--seed), which draws the validation split",
+    "val_fraction": "the validation fraction (--val-fraction)",
+    "calib_batches": "the calibration batches (--calib-batches)",
+    "batch_size": "the calibration batch size (batch_size=)",
+    "calibration": "the calibration data (training set)",
+    "validation": "the validation data (training set)",
+}
+
+
+def _digest_tensor(h: Any, t: Any) -> None:
+    if isinstance(t, torch.Tensor):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    else:  # extra state and friends
+        h.update(repr(t).encode())
+
+
+def state_digest(model: nn.Module) -> str:
+    """sha256 of ``model``'s state_dict (names, dtypes, shapes and values)."""
+    h = hashlib.sha256()
+    for name, value in model.state_dict().items():
+        h.update(name.encode())
+        _digest_tensor(h, value)
+    return h.hexdigest()
+
+
+def data_digest(items: Any) -> str:
+    """sha256 of (nested sequences of) tensors, in order."""
+    h = hashlib.sha256()
+
+    def visit(x: Any) -> None:
+        if isinstance(x, (list, tuple)):
+            h.update(f"[{len(x)}".encode())
+            for y in x:
+                visit(y)
+        else:
+            _digest_tensor(h, x)
+
+    visit(items)
+    return h.hexdigest()
+
+
+def study_identity(
+    problem: Problem, graph_code: str, settings: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Everything a stored trial's energy and accuracy depend on: layers, candidates (sha256),
+    costs, the model (weights and traced graph), the calibration and validation data and the
+    settings that drew them (``settings``: seed, val_fraction, calib_batches, batch_size)."""
+    return {
+        "version": IDENTITY_VERSION,
+        "layers": list(problem.layers),
+        "candidates": {n: m.sha256 for n, m in problem.candidates.items()},
+        "width": list(problem.width),
+        "costs": dict(problem.energy.costs),
+        "reference_cost": problem.energy.reference,
+        "model": state_digest(problem.model),
+        "graph": hashlib.sha256(graph_code.encode()).hexdigest(),
+        **dict(settings),
+        "calibration": data_digest(problem.calibration),
+        "validation": data_digest(problem.validation),
+    }
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def identity_differences(known: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """Human-readable list of what differs between a stored and the current identity."""
+    out = []
+    for key in current:
+        label = IDENTITY_LABELS.get(key, key)
+        if key not in known:
+            out.append(f"{label}: not recorded (a study made by an older appmult-fx)")
+            continue
+        old, new = known[key], current[key]
+        if old == new:
+            continue
+        if key == "costs" and isinstance(old, dict):
+            changed = [
+                f"{n} {old.get(n, '-')} -> {new.get(n, '-')}"
+                for n in sorted(set(old) | set(new))
+                if old.get(n) != new.get(n)
+            ]
+            out.append(f"{label}: {', '.join(changed)}")
+        elif key in ("model", "graph", "calibration", "validation", "candidates"):
+            out.append(label)
+        else:
+            out.append(f"{label}: {_short(old)} -> {_short(new)}")
+    return out
+
+
+def check_identity(study: optuna.Study, identity: dict[str, Any], where: str) -> None:
+    """Record ``identity`` in a new study, or refuse one made from other inputs (its stored
+    trials' energies and accuracies would not be those of this search)."""
+    known = study.user_attrs.get("problem")
+    if known is None:
+        if study.get_trials(deepcopy=False):
+            known = {}
+        else:
+            study.set_user_attr("problem", identity)
+            return
+    diffs = identity_differences(known, identity)
+    if diffs:
+        raise ValueError(
+            f"{where} holds trials made from other inputs, so their energies and accuracies "
+            "are not those of this search; what differs: "
+            + "; ".join(diffs)
+            + ". Give another output folder or study name (--out / --study-name; storage= / "
+            "study_name=), or delete the study to start over"
+        )
+
+
 @dataclass(frozen=True)
 class StudyConfig:
     """Where the study lives and how it samples."""
@@ -192,6 +327,36 @@ def load_study(cfg: StudyConfig, worker: int = 0, backend: Any = None) -> optuna
     )
 
 
+def distinct_assignments(study: optuna.Study) -> int:
+    """How many distinct assignments the study's complete trials evaluated (a trial that
+    repeats one reuses its values and does not count toward the budget)."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return len({tuple(sorted(t.params.items())) for t in done})
+
+
+def budget(problem: Problem, cfg: StudyConfig) -> tuple[int, int]:
+    """``(distinct assignments to evaluate, cap on complete trials)``: ``cfg.trials`` or the
+    size of the search space if smaller; the cap stops a sampler that keeps repeating
+    evaluated assignments."""
+    space = len(problem.candidates) ** len(problem.layers)
+    target = min(cfg.trials, space)
+    return target, 4 * target + 100
+
+
+class _StopAtBudget:
+    """Stops the study once it holds ``target`` distinct assignments or ``cap`` complete
+    trials (all workers together)."""
+
+    def __init__(self, target: int, cap: int) -> None:
+        self.target, self.cap = target, cap
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        distinct = len({tuple(sorted(t.params.items())) for t in done})
+        if distinct >= self.target or len(done) >= self.cap:
+            study.stop()
+
+
 def run_worker(
     problem: Problem,
     cfg: StudyConfig,
@@ -202,10 +367,11 @@ def run_worker(
     limit: int | None = None,
     keep_memory: bool = False,
 ) -> int:
-    """Run trials of the study until it holds ``cfg.trials`` complete ones; returns how many
-    trials this worker ran (at most ``limit``). ``barrier`` (spawned workers) makes every
-    worker start together; ``keep_memory`` (spawned workers of a process that kept freed
-    memory) sets :func:`~appmult_fx.allocator.keep_freed_memory` here too."""
+    """Run trials of the study until it holds ``cfg.trials`` distinct evaluated assignments
+    (see :func:`budget`); returns how many trials this worker ran (at most ``limit``).
+    ``barrier`` (spawned workers) makes every worker start together; ``keep_memory``
+    (spawned workers of a process that kept freed memory) sets
+    :func:`~appmult_fx.allocator.keep_freed_memory` here too."""
     if keep_memory:
         keep_freed_memory()
     if threads is not None:
@@ -214,14 +380,15 @@ def run_worker(
     study = load_study(cfg, worker, backend)
     if barrier is not None:
         barrier.wait()
-    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    if done >= cfg.trials:
+    target, cap = budget(problem, cfg)
+    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    if distinct_assignments(study) >= target or complete >= cap:
         return 0
     before = len(study.get_trials(deepcopy=False))
     study.optimize(
         make_objective(problem, engine, worker),
-        n_trials=cfg.trials - done if limit is None else min(limit, cfg.trials - done),
-        callbacks=[optuna.study.MaxTrialsCallback(cfg.trials, states=(TrialState.COMPLETE,))],
+        n_trials=limit,
+        callbacks=[_StopAtBudget(target, cap)],
     )
     return len(study.get_trials(deepcopy=False)) - before
 

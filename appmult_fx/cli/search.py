@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 import time
@@ -18,7 +19,8 @@ def register(sub: Any) -> None:
         description="Search per-layer multiplier assignments of a float checkpoint for low "
         "energy and high accuracy (Optuna, NSGA-II or TPE), scored on a validation split held "
         "back from the training data; writes pareto.json, specs/, results.md, pareto.png and "
-        "sensitivity.png into --out. Rerun the same command to resume.",
+        "sensitivity.png into --out. Rerun the same command to resume (refused, naming what "
+        "differs, when the checkpoint, costs, calibration or validation settings changed).",
     )
     p.add_argument("--checkpoint", required=True, help="float checkpoint from `appmult-fx train`")
     g = p.add_mutually_exclusive_group(required=True)
@@ -37,6 +39,7 @@ def register(sub: Any) -> None:
         "--power",
         nargs="*",
         default=[],
+        type=_power_arg,
         metavar="NAME=VALUE",
         help="cost of a candidate (overrides its hardware figure)",
     )
@@ -47,23 +50,39 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--reference-power",
-        type=float,
+        type=_number(">0"),
         default=None,
         help="cost of the exact multiplier (default: that of an exact candidate)",
     )
-    p.add_argument("--trials", type=int, default=100, help="complete trials in the study")
-    p.add_argument("--workers", type=int, default=1, help="worker processes sharing the study")
+    p.add_argument(
+        "--trials",
+        type=_count(1),
+        default=100,
+        help="distinct assignments the study evaluates (>= 1; repeats do not count)",
+    )
+    p.add_argument(
+        "--workers", type=_count(1), default=1, help="worker processes sharing the study"
+    )
     p.add_argument("--sampler", choices=("nsga2", "tpe"), default="nsga2")
-    p.add_argument("--population", type=int, default=None, help="NSGA-II population size")
+    p.add_argument(
+        "--population", type=_count(2), default=None, help="NSGA-II population size (>= 2)"
+    )
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite in --out)")
     p.add_argument("--study-name", default="appmult-search")
     p.add_argument("--metric", choices=("accuracy", "kl"), default="accuracy")
-    p.add_argument("--val-fraction", type=float, default=0.2)
-    p.add_argument("--calib-batches", type=int, default=8)
+    p.add_argument(
+        "--val-fraction",
+        type=_number("fraction"),
+        default=0.2,
+        help="share of the training data held back as the validation split (0 < x < 1)",
+    )
+    p.add_argument("--calib-batches", type=_count(1), default=8, help="calibration batches (>= 1)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--retrain-epochs", type=int, default=0, help="retrain chosen points (0: no)")
-    p.add_argument("--retrain-steps", type=int, default=None, help="cap steps per epoch")
-    p.add_argument("--retrain-lr", type=float, default=1e-3)
+    p.add_argument(
+        "--retrain-epochs", type=_count(0), default=0, help="retrain chosen points (0: no)"
+    )
+    p.add_argument("--retrain-steps", type=_count(1), default=None, help="cap steps per epoch")
+    p.add_argument("--retrain-lr", type=_number(">0"), default=1e-3)
     p.add_argument(
         "--retrain-points",
         choices=("chosen", "all"),
@@ -73,7 +92,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--retrain-max-loss",
-        type=float,
+        type=_number(">=0"),
         default=2.0,
         help="with --retrain-points all: only Pareto points within this many points of the "
         "best uniform validation accuracy (default 2)",
@@ -84,13 +103,64 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_cmd_search)
 
 
-def _costs(pairs: list[str]) -> dict[str, float]:
-    out = {}
-    for pair in pairs:
-        name, sep, value = pair.rpartition("=")
-        if not sep or not name:
-            raise ValueError(f"--power expects NAME=VALUE, got {pair!r}")
-        out[name] = float(value)
+def _count(least: int) -> Any:
+    """argparse type: an integer >= ``least``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {least}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {least}"
+    return parse
+
+
+def _number(rule: str) -> Any:
+    """argparse type: a finite number that is ``>0``, ``>=0`` or a ``fraction`` (0 < x < 1)."""
+    checks = {
+        ">0": (lambda v: v > 0, "a number > 0"),
+        ">=0": (lambda v: v >= 0, "a number >= 0"),
+        "fraction": (lambda v: 0 < v < 1, "a number > 0 and < 1"),
+    }
+    ok, what = checks[rule]
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not (math.isfinite(value) and ok(value)):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+        return value
+
+    parse.__name__ = what
+    return parse
+
+
+def _power_arg(pair: str) -> tuple[str, float]:
+    """``--power NAME=VALUE``: a candidate name and a finite cost >= 0."""
+    name, sep, value = pair.rpartition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {pair!r}")
+    try:
+        cost = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{pair!r}: the value {value!r} is not a number") from None
+    if not (math.isfinite(cost) and cost >= 0):
+        raise argparse.ArgumentTypeError(f"{pair!r}: a cost must be finite and >= 0")
+    return name, cost
+
+
+def _costs(pairs: list[tuple[str, float]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, value in pairs:
+        if name in out and out[name] != value:
+            raise ValueError(f"--power gives {name!r} two values ({out[name]:g} and {value:g})")
+        out[name] = value
     return out
 
 
@@ -178,7 +248,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     command = "appmult-fx " + shlex.join(sys.argv[1:])
     paths = write_outputs(result, out, command, time.perf_counter() - start)
     if args.retrain_epochs > 0:
-        _retrain(args, result, out)
+        _retrain(args, result, out, train_plain)
         write_outputs(result, out, command, time.perf_counter() - start)
         _append_retrain(out)
     print(paths["results.md"].read_text())
@@ -198,8 +268,11 @@ def _with_gradients(cands: list[Any]) -> list[Any]:
     return out
 
 
-def _retrain(args: argparse.Namespace, result: Any, out: Path) -> None:
+def _retrain(args: argparse.Namespace, result: Any, out: Path, train_plain: Any) -> None:
+    from torch.utils.data import Subset
+
     from ..app.train import TrainConfig
+    from ..assignment.api import split_indices
     from ..assignment.outputs import LOSSES, multiplier_refs, write_specs, write_text
     from ..assignment.result import save_json
     from ..assignment.retrain import retrain_specs, retrain_summary
@@ -234,6 +307,10 @@ def _retrain(args: argparse.Namespace, result: Any, out: Path) -> None:
         out,
         gradient=args.gradients,
         calib_batches=args.calib_batches,
+        # the search's validation split: the loss thresholds after retraining are chosen on it
+        validation=Subset(
+            train_plain, split_indices(len(train_plain), args.val_fraction, args.seed)[1]
+        ),
     )
     text, summary = retrain_summary(reports, {k: v[1] for k, v in chosen.items()}, "best_uniform")
     write_text(out / "retrain.md", text)

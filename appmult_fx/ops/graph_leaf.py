@@ -3,9 +3,10 @@
 A converted GraphModule calls these functions from its generated code. torch.fx re-traces that
 code, with its modules kept as leaves, whenever the module is pickled or copied into a new
 GraphModule (``fx.Transformer``, ``fx.Interpreter``-based passes), with a tracer that knows
-nothing of appmult-fx (user tracers must keep the quantizer modules as leaves too); ``torch.fx.wrap`` would only cover tracing code whose globals are this package's
-own modules. A function decorated with :func:`graph_leaf` records itself as one node whenever
-an argument is an ``fx.Proxy``, with any tracer, and runs normally otherwise.
+nothing of appmult-fx (user tracers must keep the quantizer modules as leaves too);
+``torch.fx.wrap`` would only cover tracing code whose globals are this package's own modules.
+A function decorated with :func:`graph_leaf` records itself as one node whenever an argument is
+an ``fx.Proxy``, with any tracer, and runs normally otherwise.
 """
 
 from __future__ import annotations

@@ -39,9 +39,15 @@ def test_search_writes_front_specs_report_and_retrains(tmp_path, float_checkpoin
         assert used == entry["assignment"]
     for name in ("results.md", "pareto.png", "sensitivity.png", "retrain.json"):
         assert (out / name).is_file()
-    retrained = json.loads((out / "retrain.json").read_text())["reports"]
+    retrain = json.loads((out / "retrain.json").read_text())
+    retrained = retrain["reports"]
     assert "best_uniform" in retrained and len(retrained) >= 2
     assert all(0.0 <= r["initial_acc"] <= 1.0 and r["final_acc"] >= 0.0 for r in retrained.values())
+    # the thresholds after retraining are chosen on the validation split, never on test
+    assert all(0.0 <= r["validation_acc"] <= 1.0 for r in retrained.values())
+    for row in retrain["summary"].values():
+        assert row["chosen_by"] == "validation accuracy after retraining"
+        assert row["validation_after"] == retrained[row["point"]]["validation_acc"]
     report = (out / "results.md").read_text()
     assert "## Pareto front" in report and "## After retraining" in report
     assert "## Pareto front" in capsys.readouterr().out
@@ -112,3 +118,70 @@ def test_widths_filter_parses_widths_and_sign() -> None:
     assert not _matches_widths(mult, _widths_arg("8x4s")) and not _matches_widths(
         mult, (8, 8, None)
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--trials", "0"], "--trials: expected an integer >= 1, got 0"),
+        (["--trials", "-5"], "--trials: expected an integer >= 1, got -5"),
+        (["--workers", "0"], "--workers: expected an integer >= 1, got 0"),
+        (["--calib-batches", "0"], "--calib-batches: expected an integer >= 1, got 0"),
+        (["--population", "1"], "--population: expected an integer >= 2, got 1"),
+        (["--val-fraction", "0"], "--val-fraction: expected a number > 0 and < 1, got 0"),
+        (["--val-fraction", "1.5"], "--val-fraction: expected a number > 0 and < 1, got 1.5"),
+        (["--retrain-epochs", "-1"], "--retrain-epochs: expected an integer >= 0, got -1"),
+        (["--retrain-steps", "0"], "--retrain-steps: expected an integer >= 1, got 0"),
+        (["--reference-power", "0"], "--reference-power: expected a number > 0, got 0"),
+        (["--reference-power", "nan"], "--reference-power: expected a number > 0, got nan"),
+        (["--power", "mul8u_2AC=abc"], "the value 'abc' is not a number"),
+        (["--power", "mul8u_2AC=-1"], "a cost must be finite and >= 0"),
+        (["--power", "0.1"], "expected NAME=VALUE, got '0.1'"),
+    ],
+)
+def test_bad_arguments_are_refused_before_anything_loads(args, message, tmp_path, capsys):
+    cmd = ["search", "--checkpoint", "none.pt", "--candidates", "mul8u_exact"]
+    with pytest.raises(SystemExit) as info:
+        main([*cmd, "--out", str(tmp_path / "out"), *args])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_validation_fraction_leaving_no_calibration_data_is_refused(
+    tmp_path, float_checkpoint, capsys
+) -> None:
+    args = ["search", "--checkpoint", str(float_checkpoint), "--candidates", "mul8u_exact"]
+    args += ["--power", "mul8u_exact=0.4", "--val-fraction", "0.9999", "--out", str(tmp_path)]
+    assert main([*args, "--quiet"]) == 2
+    assert "leaving none to calibrate on" in capsys.readouterr().err
+
+
+def test_resuming_with_other_costs_calibration_or_model_is_refused(
+    tmp_path, float_checkpoint, capsys
+) -> None:
+    """Rerunning into the same --out resumes the study only when everything its trials were
+    computed from is the same; otherwise it says what differs (exit 2)."""
+    other = tmp_path / "other.pt"
+    train = ["train", "--model", "lenet5", "--epochs", "1", "--seed", "1", "--quiet"]
+    assert main([*train, "--out", str(other)]) == 0
+    out = tmp_path / "search"
+    base = ["search", "--candidates", "mul8u_exact", "mul8u_drum3", "--trials", "2"]
+    base += ["--calib-batches", "1", "--out", str(out), "--quiet"]
+    power = ["--power", "mul8u_exact=0.4", "mul8u_drum3=0.1"]
+    first = [*base, "--checkpoint", str(float_checkpoint)]
+    assert main([*first, *power]) == 0
+    capsys.readouterr()
+    stored = json.loads((out / "pareto.json").read_text())
+    changed = [
+        ([*first, "--power", "mul8u_exact=0.4", "mul8u_drum3=0.2"], "mul8u_drum3 0.1 -> 0.2"),
+        ([*first, *power, "--reference-power", "0.5"], "mul8u_exact: 0.4"),
+        ([*first, *power, "--calib-batches", "2"], "(--calib-batches): 1 -> 2"),
+        ([*base, "--checkpoint", str(other), *power], "the model's weights (state_dict)"),
+    ]
+    for args, message in changed:
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert message in err, err
+    assert json.loads((out / "pareto.json").read_text()) == stored  # nothing overwritten
+    assert main([*first, *power]) == 0

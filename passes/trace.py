@@ -78,7 +78,7 @@ class _Tracer(fx.Tracer):
                 f"{type(exc).__name__}: {exc}\n"
                 f"Mark it a leaf so it is kept as one opaque call (its multiplies then stay "
                 f"float): convert(..., leaf_modules=[{name!r}]) or "
-                f"leaf_modules=[{type(m).__name__}]; "
+                f"leaf_modules=[{type(m).__name__}] (amx.search takes the same argument); "
                 "or pass concrete_args for data-dependent arguments."
             ) from exc
 

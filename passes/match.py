@@ -212,6 +212,9 @@ def _unconverted_macs(node: fx.Node, op: str, module: nn.Module | None) -> int |
         return _recurrent_macs(node, module)
     if op in ("outer", "addr", "addr_") and out is not None:
         return math.prod(out)
+    if op == "vdot" and out is not None:  # a dot of two vectors: one product per element
+        first = node_shape(_call_arg(node, 0))
+        return None if first is None else math.prod(first)
     if op == "vecdot":  # one product per element of the broadcast operands
         shapes = [node_shape(_call_arg(node, i)) for i in (0, 1)]
         if None not in shapes:

@@ -57,7 +57,7 @@ class _Spellings(nn.Module):
     def forward(self, a: torch.Tensor, b: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         m = torch.linalg.matmul(a, b)  # [4, 6]
         o = torch.outer(v, v) + torch.addr(m[:, :4], v, v) + v.outer(v)  # [4, 4]
-        d = torch.linalg.vecdot(a, a)
+        d = torch.linalg.vecdot(a, a) + torch.vdot(v, v)
         c = torch.convolution(a[None, None], b[None, None, :2, :2], None, [1, 1], [0, 0],
                               [1, 1], False, [0, 0], 1)  # fmt: skip
         z = torch.zeros(4, 6).addmm_(a, b)
@@ -74,7 +74,7 @@ def test_other_matmul_spellings_are_converted_or_recorded_float() -> None:
     for op in ("vecdot", "convolution", "addmm_"):
         assert ops[op].multiplier is None, op
     assert ops["addmm_"].macs == 4 * 5 * 6
-    assert ops["vecdot"].macs == 4 * 5
+    assert ops["vecdot"].macs == 4 * 5 and ops["vdot"].macs == 4
     assert any("cannot convert" in w and "(addmm_)" in w for w in warned)
 
 

@@ -22,15 +22,26 @@ class _Attention(nn.Module):
         return self.attn(x, x, x)[0]
 
 
-def _swin_block() -> nn.Module:
+def _swin(attention_dropout: float = 0.5, stochastic_depth: float = 0.0) -> nn.Module:
+    """A tiny Swin whose only randomness is its attention dropout or its stochastic depth."""
     return torchvision.models.SwinTransformer(
         patch_size=[2, 2], embed_dim=8, depths=[2], num_heads=[2], window_size=[2, 2],
-        dropout=0.0, attention_dropout=0.5, stochastic_depth_prob=0.0, num_classes=3,
+        dropout=0.0, attention_dropout=attention_dropout,
+        stochastic_depth_prob=stochastic_depth, num_classes=3,
     )  # fmt: skip
 
 
+def _assert_random_in_train_mode_only(gm: nn.Module, x: torch.Tensor, tries: int = 2) -> None:
+    with torch.no_grad():
+        gm.eval()
+        assert torch.equal(gm(x), gm(x)), "eval mode must be deterministic"
+        gm.train()
+        outs = [gm(x) for _ in range(tries)]
+        assert any(not torch.equal(outs[0], o) for o in outs[1:]), "train mode must drop"
+
+
 @pytest.mark.parametrize(
-    ("make", "shape"), [(_Attention, (2, 5, 8)), (_swin_block, (1, 3, 8, 8))], ids=["mha", "swin"]
+    ("make", "shape"), [(_Attention, (2, 5, 8)), (_swin, (1, 3, 8, 8))], ids=["mha", "swin"]
 )
 @pytest.mark.parametrize("converted_in", ["train", "eval"])
 def test_attention_dropout_follows_the_mode_after_conversion(make, shape, converted_in) -> None:  # noqa: ANN001
@@ -41,11 +52,7 @@ def test_attention_dropout_follows_the_mode_after_conversion(make, shape, conver
         warnings.simplefilter("ignore")
         gm = amx.convert(model, amx.Spec().set_global("mul8u_exact"), example_inputs=x)
         amx.calibrate(gm, [x], progress=False)
-    with torch.no_grad():
-        gm.eval()
-        assert torch.equal(gm(x), gm(x)), "eval mode must not drop out"
-        gm.train()
-        assert not torch.equal(gm(x), gm(x)), "train mode must drop out (p = 0.5)"
+    _assert_random_in_train_mode_only(gm, x)
     assert any(isinstance(m, nn.Dropout) and m.p == 0.5 for m in gm.modules())
 
 
@@ -90,25 +97,13 @@ def test_dropout_modules_and_zero_rates_are_not_reported() -> None:
             amx.convert(_ModuleDropout().train(mode), amx.Spec().set_global("mul8u_exact"))
 
 
-def _stochastic_swin() -> nn.Module:
-    return torchvision.models.SwinTransformer(
-        patch_size=[2, 2], embed_dim=8, depths=[2], num_heads=[2], window_size=[2, 2],
-        dropout=0.0, attention_dropout=0.0, stochastic_depth_prob=0.5, num_classes=3,
-    )  # fmt: skip
-
-
 @pytest.mark.parametrize("converted_in", ["train", "eval"])
 def test_stochastic_depth_follows_the_mode_after_conversion(converted_in) -> None:  # noqa: ANN001
     torch.manual_seed(1)
-    model, x = _stochastic_swin().train(converted_in == "train"), torch.randn(1, 3, 8, 8)
+    model, x = _swin(0.0, 0.5).train(converted_in == "train"), torch.randn(1, 3, 8, 8)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # nothing fixed, nothing to report
         warnings.filterwarnings("ignore", message=".*before calibration.*")
         gm = amx.convert(model, amx.Spec().set_global("mul8u_exact"), example_inputs=x)
     amx.calibrate(gm, [x], progress=False)
-    with torch.no_grad():
-        gm.eval()
-        assert torch.equal(gm(x), gm(x)), "eval mode must keep every branch"
-        gm.train()
-        outs = [gm(x) for _ in range(6)]
-        assert any(not torch.equal(outs[0], o) for o in outs[1:]), "train mode drops branches"
+    _assert_random_in_train_mode_only(gm, x, tries=6)

@@ -79,18 +79,26 @@ def to_onnx(
         outputs = torch.utils._pytree.tree_leaves(gm(*inputs))
     names = ["output"] if len(outputs) == 1 else [f"output_{i}" for i in range(len(outputs))]
     log = io.StringIO()
-    with contextlib.redirect_stdout(log), torch.no_grad():
-        program = torch.onnx.export(
-            gm,
-            inputs,
-            dynamo=True,
-            opset_version=opset,
-            dynamic_shapes=dynamic,
-            custom_translation_table=translation_table(),
-            output_names=names,
-            verbose=False,
-            optimize=True,
-        )
+    try:
+        with contextlib.redirect_stdout(log), torch.no_grad():
+            program = torch.onnx.export(
+                gm,
+                inputs,
+                dynamo=True,
+                opset_version=opset,
+                dynamic_shapes=dynamic,
+                custom_translation_table=translation_table(),
+                output_names=names,
+                verbose=False,
+                optimize=True,
+            )
+    except ValueError as exc:  # onnxscript refuses some target opsets outright
+        if opset == 18 or "opset" not in str(exc).lower():
+            raise
+        raise ValueError(
+            f"torch.onnx could not write this model at opset {opset} ({exc}); export at the "
+            "default opset 18"
+        ) from exc
     model = program.model_proto
     made = opset_of(model)
     if made != opset:

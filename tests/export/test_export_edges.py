@@ -124,3 +124,15 @@ def test_a_foreign_manifest_cannot_make_export_remove_other_files(tmp_path) -> N
     amx.export(gm, torch.randn(2, 4), tmp_path, progress=False)
     assert (tmp_path / "userfile.txt").read_text() == "keep me"
     amx.load_exported(tmp_path)  # model.onnx, manifest.json and the LUT are all there
+
+
+def test_an_opset_onnxscript_refuses_gets_the_same_message(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    def refuse(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise ValueError("Target opset version 17 is not supported")
+
+    gm = converted(nn.Sequential(nn.Linear(4, 2)), SPEC, (2, 4), seed=8)
+    monkeypatch.setattr(torch.onnx, "export", refuse)
+    with pytest.raises(ValueError, match="could not write this model at opset 17 .Target"):
+        amx.export(gm, torch.randn(2, 4), tmp_path, opset=17, progress=False)
+    with pytest.raises(ValueError, match="^Target opset version 17"):  # opset 18: as raised
+        amx.export(gm, torch.randn(2, 4), tmp_path, progress=False)

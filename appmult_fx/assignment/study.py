@@ -205,17 +205,8 @@ def _digest_tensor(h: Any, t: Any) -> None:
         h.update(repr(t).encode())
 
 
-def state_digest(model: nn.Module) -> str:
-    """sha256 of ``model``'s state_dict (names, dtypes, shapes and values)."""
-    h = hashlib.sha256()
-    for name, value in model.state_dict().items():
-        h.update(name.encode())
-        _digest_tensor(h, value)
-    return h.hexdigest()
-
-
 def data_digest(items: Any) -> str:
-    """sha256 of (nested sequences of) tensors, in order."""
+    """sha256 of (nested sequences of) tensors and other values, in order."""
     h = hashlib.sha256()
 
     def visit(x: Any) -> None:
@@ -243,7 +234,7 @@ def study_identity(
         "width": list(problem.width),
         "costs": dict(problem.energy.costs),
         "reference_cost": problem.energy.reference,
-        "model": state_digest(problem.model),
+        "model": data_digest(list(problem.model.state_dict().items())),
         "graph": hashlib.sha256(graph_code.encode()).hexdigest(),
         **dict(settings),
         "calibration": data_digest(problem.calibration),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,7 +91,7 @@ def find_layers(gm: fx.GraphModule) -> list[LayerSite]:
 
 def _refuse_name_clashes(names: list[str]) -> None:
     """Refuse two layers of one name (a module named like another's call, ``fc@1``)."""
-    clashes = sorted({n for n in names if names.count(n) > 1})
+    clashes = sorted(n for n, count in Counter(names).items() if count > 1)
     if clashes:
         raise ValueError(
             f"layer names {clashes} are taken twice: a module's name looks like another "
@@ -208,7 +209,7 @@ def _unconverted_macs(node: fx.Node, op: str, module: nn.Module | None) -> int |
     """Multiplies of a bilinear, recurrent or two-operand einsum layer, or an outer product,
     for the recorded shapes (else ``None``)."""
     out = node_shape(node)
-    if module is not None and op in ("rnn", "lstm", "gru", "rnn_cell", "lstm_cell", "gru_cell"):
+    if isinstance(module, (nn.RNNBase, nn.RNNCellBase)):
         return _recurrent_macs(node, module)
     if op in ("outer", "addr", "addr_") and out is not None:
         return math.prod(out)
